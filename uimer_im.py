@@ -1,0 +1,667 @@
+"""UIMER-IM: input marginalization as the interpretation method that guides training.
+
+Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EMNLP 2023, arXiv 2404.02068
+(Sec. 3.2, Eqs. 1, 4, 5 and footnotes 1-4; Tables 2, 4, 6-8). Interpretation method: Kim et al. 2020.
+
+    python uimer_im.py --task ic --shots 1 --strategy uniform                     # paper defaults (Table 6)
+    python uimer_im.py --task ic --shots 1 --strategy uniform --alpha 0           # BaseModel, same everything
+    python uimer_im.py --task sf --shots 3 --strategy mask --warmup-epochs 0
+    python uimer_im.py --task nli --train-size 100 --strategy prior
+    python uimer_im.py --task ic --shots 1 --strategy uniform --seeds 55,1988,12333,42   # mean +- std
+
+Equation index
+    Eq. 1  L = L_task + alpha * L_int          -> train_one_seed() (the line marked `# Eq. (1)`)
+    Eq. 4  a_i = log2 odds p(y|x) - log2 odds m,  m = sum_{x' in S} q(x') p(y|x')
+                                               -> marginal_log_prob() (m), log2_odds() (log2 odds)
+    Eq. 5  L_int = max(a_N - a_R + epsilon, 0) -> im_margin_loss()
+    fn. 1-4: strategies mask / uniform / prior / bert, q(x'_R) = mean of per-position q
+                                               -> candidates_*(), build_replacement_sets()
+    warm-up (Sec. 3, Fig. 3)                   -> use_int_loss()
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import common
+
+STRATEGIES = ["mask", "uniform", "prior", "bert"]
+
+# Tables 6-8 of the paper (App. 8.3), UIMER-IM rows. warm: "no" = the plain row, "yes" = the "(warm.)" row,
+# whose warm-up is in epochs, `converge` ("task trained*": train the task to early stopping first) or
+# `frac0.1` ("0.1*": the first 10% of the mini-batches). bz = batch size; patience = early stop (epochs).
+# (*) cells lost in our copy of the paper (OCR): ic-full prior lr -> 1e-5 as every other ic-full row;
+# sf-3 mask alpha/epsilon -> those of its (warm.) row, epochs/patience -> the neighbouring rows';
+# sf-full uniform (warm.) epsilon -> 1 as its neighbours. Listed in the README.
+PAPER_TABLE = """
+task set  strategy warm lr      bz  epochs alpha  eps   warmup    patience
+ic   1    mask     no   2e-4    24  70     4      1     0         7
+ic   1    bert     no   4e-4    24  70     4      0.5   0         7
+ic   1    prior    no   4e-4    24  70     1      0.5   0         7
+ic   1    uniform  no   2e-4    24  70     0.6    1     0         7
+ic   1    mask     yes  4e-4    24  70     1      0.5   3         7
+ic   1    bert     yes  2e-4    24  70     4      0.05  2         7
+ic   1    prior    yes  4e-4    24  70     4      0.5   2         7
+ic   1    uniform  yes  4e-4    24  70     4      0.5   1         7
+ic   3    mask     no   4e-4    24  70     0.6    0.5   0         7
+ic   3    bert     no   4e-4    24  70     0.6    0.5   0         7
+ic   3    prior    no   2e-4    24  70     1      0.01  0         7
+ic   3    uniform  no   4e-4    24  70     4      0.5   0         7
+ic   3    mask     yes  2e-4    24  70     4      0.01  5         7
+ic   3    bert     yes  4e-4    24  70     1      0.05  5         7
+ic   3    prior    yes  2e-4    24  70     1      1     5         7
+ic   3    uniform  yes  2e-4    24  70     1      0.5   5         7
+ic   10   mask     no   2e-4    24  70     0.1    0.5   0         7
+ic   10   bert     no   1e-4    24  70     0.1    0.1   0         7
+ic   10   prior    no   2e-4    24  70     0.5    0.1   0         7
+ic   10   uniform  no   1e-4    24  70     4      0.5   0         7
+ic   10   mask     yes  2e-4    24  70     0.1    0.1   5         7
+ic   10   bert     yes  2e-4    24  70     4      0.01  5         7
+ic   10   prior    yes  2e-4    24  70     4      0.01  10        7
+ic   10   uniform  yes  2e-4    24  70     10     0.01  converge  7
+ic   30   mask     no   1e-4    24  50     1      0.01  0         7
+ic   30   bert     no   1e-4    24  50     0.6    0.01  0         7
+ic   30   prior    no   1e-4    24  50     0.08   0.05  0         7
+ic   30   uniform  no   1e-4    24  50     0.6    0.01  0         7
+ic   30   mask     yes  1e-4    24  50     0.6    0.5   2         7
+ic   30   bert     yes  1e-4    24  50     0.08   0.05  1         7
+ic   30   prior    yes  1e-4    24  50     1      0.01  4         7
+ic   30   uniform  yes  1e-4    24  50     0.08   0.05  2         7
+ic   full mask     no   1e-5    24  30     0.1    0.5   0         5
+ic   full bert     no   1e-5    24  30     0.01   0.05  0         5
+ic   full prior    no   1e-5(*) 24  30     0.1    0.5   0         5
+ic   full uniform  no   1e-5    24  30     0.001  0.05  0         5
+ic   full mask     yes  1e-5    24  30     0.001  0.5   1         5
+ic   full bert     yes  1e-5    24  30     0.1    0.5   5         5
+ic   full prior    yes  1e-5    24  30     0.001  0.5   1         5
+ic   full uniform  yes  1e-5    24  30     0.0001 0.05  5         5
+sf   1    mask     no   2e-4    24  70     0.2    0.5   0         7
+sf   1    bert     no   2e-4    24  70     1      1     0         7
+sf   1    prior    no   2e-4    24  70     0.6    1     0         7
+sf   1    uniform  no   2e-4    24  70     0.6    0.5   0         7
+sf   1    mask     yes  2e-4    24  70     0.08   0.5   5         7
+sf   1    bert     yes  2e-4    24  70     0.6    0.01  5         7
+sf   1    prior    yes  2e-4    24  70     1      0.5   5         7
+sf   1    uniform  yes  2e-4    24  70     1      0.05  5         7
+sf   3    mask     no   1e-4    24  70(*)  0.005(*) 2(*) 0       7(*)
+sf   3    bert     no   1e-4    24  70     0.08   0.1   0         7
+sf   3    prior    no   1e-4    24  70     0.1    2     0         7
+sf   3    uniform  no   1e-4    24  70     1      4     0         7
+sf   3    mask     yes  1e-4    24  70     0.005  2     3         7
+sf   3    bert     yes  1e-4    24  70     1      2     converge  7
+sf   3    prior    yes  1e-4    24  70     0.08   4     1         7
+sf   3    uniform  yes  1e-4    24  70     1      4     1         7
+sf   10   mask     no   1e-3    24  70     4      4     0         7
+sf   10   bert     no   1e-3    24  70     0.01   2     0         7
+sf   10   prior    no   1e-3    24  70     0.6    4     0         7
+sf   10   uniform  no   1e-3    24  70     4      4     0         7
+sf   10   mask     yes  1e-3    24  70     4      4     2         7
+sf   10   bert     yes  1e-3    24  70     0.01   4     1         7
+sf   10   prior    yes  1e-3    24  70     4      2     2         7
+sf   10   uniform  yes  1e-3    24  70     6      2     1         7
+sf   30   mask     no   1e-4    24  70     0.5    0.01  0         10
+sf   30   bert     no   1e-4    24  50     1      0.5   0         10
+sf   30   prior    no   1e-4    24  50     0.6    0.01  0         10
+sf   30   uniform  no   1e-4    24  50     1      0.5   0         10
+sf   30   mask     yes  1e-4    24  50     10     0.05  1         10
+sf   30   bert     yes  8e-5    24  50     0.001  0.05  4         10
+sf   30   prior    yes  8e-5    24  50     0.001  0.05  2         10
+sf   30   uniform  yes  8e-5    24  50     1      0.05  1         10
+sf   full mask     no   1e-5    24  20     0.1    1     0         5
+sf   full bert     no   1e-5    24  20     0.01   1     0         5
+sf   full prior    no   1e-5    24  20     0.1    1     0         5
+sf   full uniform  no   1e-5    24  20     0.0001 1     0         5
+sf   full mask     yes  1e-5    24  20     0.1    1     3         5
+sf   full bert     yes  1e-5    24  20     0.0001 1     1         5
+sf   full prior    yes  1e-5    24  20     0.0001 1     1         5
+sf   full uniform  yes  1e-5    24  20     0.0001 1(*)  3         5
+nli  100  mask     no   3e-4    32  50     1      1     0         8
+nli  100  bert     no   3e-4    32  50     0.1    0.01  0         8
+nli  100  prior    no   3e-4    32  50     0.001  0.01  0         8
+nli  100  uniform  no   3e-4    32  50     0.1    0.1   0         8
+nli  100  mask     yes  3e-4    32  50     1      0.01  frac0.1   8
+nli  100  bert     yes  3e-4    32  50     0.01   0.1   frac0.1   8
+nli  100  prior    yes  3e-4    32  50     0.1    0.01  frac0.1   8
+nli  100  uniform  yes  3e-4    32  50     0.001  0.01  frac0.1   8
+nli  500  mask     no   1e-3    16  50     10     0.01  0         5
+nli  500  bert     no   8e-5    16  50     1      0.01  0         5
+nli  500  prior    no   1e-4    8   50     0.01   0.1   0         5
+nli  500  uniform  no   1e-4    16  50     1      1     0         5
+nli  500  mask     yes  8e-5    8   50     10     0.01  1         30
+nli  500  bert     yes  1e-4    16  50     0.1    1     1         30
+nli  500  prior    yes  8e-5    8   50     1      0.01  1         30
+nli  500  uniform  yes  8e-5    8   50     1      1     1         30
+"""
+
+
+def paper_defaults(task: str, setting: str, strategy: str, warm: bool) -> dict:
+    """The row of PAPER_TABLE for this setting; settings not in the tables (e.g. 5-shot) take the nearest
+    smaller listed one."""
+    rows = [r.replace("(*)", "").split() for r in PAPER_TABLE.strip().splitlines()[1:]]
+    listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
+    if setting != "full" and setting.isdigit() and int(setting) not in listed:
+        setting = str(max([n for n in listed if n <= int(setting)] or listed[:1]))
+    for r in rows:
+        if r[:4] == [task, setting, strategy, "yes" if warm else "no"]:
+            return {"lr": float(r[4]), "batch_size": int(r[5]), "max_epochs": int(r[6]), "alpha": float(r[7]),
+                    "epsilon": float(r[8]), "warmup": r[9], "patience": int(r[10])}
+    raise common.UsageError(f"no paper defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
+
+
+@dataclass
+class Args:
+    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
+                             choices=["ic", "sf", "nli"])
+    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'")
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)")
+    strategy: str = common.field("uniform", help="replacement strategy q(x') (Sec. 3.2.1)", choices=STRATEGIES)
+    warmup_epochs: str | None = common.field(None, help="epochs of L_task alone before L_int: an integer, "
+                                             "'converge' (task trained to early stopping first) or 'paper' (the "
+                                             "'(warm.)' row's value); unset = the paper's plain row, no warm-up")
+    warmup_fraction: float | None = common.field(None, help="warm up on the first fraction of all mini-batches "
+                                                 "(Table 8 '0.1*'); uses the '(warm.)' row")
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table")
+    epsilon: float | None = common.field(None, help="margin of Eq. 5; default: paper table")
+    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table")
+    batch_size: int | None = common.field(None, help="training batch size; default: paper table")
+    max_epochs: int | None = common.field(None, help="maximum epochs; default: paper table")
+    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table")
+    num_samples: int | None = common.field(None, help="|S_R| = |S_N| replaced sentences per set (default 4; "
+                                           "1 for mask)")
+    max_rationale_fraction: float = common.field(0.3, help="replace at most this share of the sentence's "
+                                                 "wordpieces (incl. [CLS]/[SEP]) as rationale")
+    lower_bound: float | None = common.field(None, help="m below this gets log2(lower_bound) (default: ic 1e-23, "
+                                             "sf 1e-25, nli 1e-20, as the original)")
+    resample_every_epoch: bool = common.field(False, help="draw new replacement sets every epoch (original: once)")
+    prior_corpus: str = common.field("sampled", help="Prior counts wordpieces of the sampled training set "
+                                     "(original) or the full training split", choices=["sampled", "full"])
+    mlm_model: str = common.field("bert-base-uncased", help="masked LM for --strategy bert: name or path, or "
+                                  "'adapt' (train an MLM head of --model on the task's training sentences)")
+    mlm_adapt_steps: int = common.field(300, help="steps of MLM training for --mlm-model adapt")
+    analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and the L_int "
+                                  "curve of Fig. 3 (L_int also computed, not trained, during warm-up)")
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)")
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_im/<name>/")
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and replacement sets")
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)")
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
+                                   choices=["first", "random"])
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
+                                                 "(quick runs; the paper uses all)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size")
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
+
+
+def parse_args(argv=None) -> Args:
+    return common.parse_dataclass(Args, argv, prog="uimer_im.py", description=__doc__.split("\n")[0])
+
+
+def resolve(args: Args) -> Args:
+    """Fill unset values from the paper's tables and check the rest."""
+    setting = str(args.train_size) if args.task == "nli" else args.shots
+    if args.task != "nli" and setting != "full":
+        common._int_setting(setting, "--shots")
+    warm = args.warmup_fraction is not None or (args.warmup_epochs not in (None, "0"))
+    row = paper_defaults(args.task, setting, args.strategy, warm)
+    w = args.warmup_epochs
+    if w == "paper" or (w is None and warm):
+        w = row["warmup"]
+    if w is not None and w.startswith("frac"):
+        args.warmup_fraction, w = float(w[4:]), None
+    if w not in (None, "converge") and not (w.isdigit()):
+        raise common.UsageError(f"--warmup-epochs must be a non-negative integer, 'converge' or 'paper', got {w!r}")
+    if args.warmup_fraction is not None and not 0 <= args.warmup_fraction < 1:
+        raise common.UsageError(f"--warmup-fraction must be in [0, 1), got {args.warmup_fraction}")
+    for k in ("lr", "batch_size", "max_epochs", "alpha", "epsilon", "patience"):
+        if getattr(args, k) is None:
+            setattr(args, k, row[k])
+    args.warmup_epochs = w if w is not None else ("0" if args.warmup_fraction is None else None)
+    args.num_samples = args.num_samples or (1 if args.strategy == "mask" else 4)
+    if args.strategy == "mask" and args.num_samples != 1:
+        raise common.UsageError("--strategy mask has one replaced sentence per set; drop --num-samples")
+    args.lower_bound = args.lower_bound or {"ic": 1e-23, "sf": 1e-25, "nli": 1e-20}[args.task]
+    args.max_len = args.max_len or (128 if args.task == "nli" else 50)
+    args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
+    if args.alpha < 0 or args.epsilon < 0 or args.lr <= 0 or args.num_samples <= 0:
+        raise common.UsageError("--alpha and --epsilon must be >= 0, --lr and --num-samples > 0")
+    if not 0 < args.max_rationale_fraction <= 1:
+        raise common.UsageError("--max-rationale-fraction must be in (0, 1]")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: replacement candidates and their likelihoods q (Sec. 3.2.1, footnotes 1-2)
+# Each candidates_* returns, for P positions, token ids (P, k) and per-position likelihoods q (P, k).
+# ------------------------------------------------------------------------------------------------------
+def candidates_mask(P: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fn. 1: x_i -> [MASK], q = 1 (one sample)."""
+    return torch.full((P, 1), mask_id, dtype=torch.long), torch.ones(P, 1)
+
+
+def candidates_uniform(P: int, k: int, allowed_ids: torch.Tensor, gen: torch.Generator):
+    """q(x'_u) = 1/|V|: k distinct random vocabulary tokens per position; over the k samples q = 1/k."""
+    pick = torch.stack([torch.randperm(len(allowed_ids), generator=gen)[:k] for _ in range(P)]) if P else \
+        torch.zeros(0, k, dtype=torch.long)
+    return allowed_ids[pick], torch.full((P, k), 1.0 / k)
+
+
+def candidates_prior(P: int, k: int, counts: torch.Tensor, gen: torch.Generator):
+    """q(x'_u) = count(u) / N: k tokens drawn with replacement by corpus frequency; q renormalised over the k."""
+    ids = torch.multinomial(counts.float().expand(P, -1), k, replacement=True, generator=gen) if P else \
+        torch.zeros(0, k, dtype=torch.long)
+    c = counts[ids].float()
+    return ids, c / c.sum(-1, keepdim=True)
+
+
+@torch.no_grad()
+def candidates_bert(input_ids: list[list[int]], positions: list[list[int]], k: int, mlm, mask_id: int,
+                    special_ids: list[int], batch_size: int = 256):
+    """fn. 2: mask x_i in the original sentence, take the masked LM's top-k tokens (the original token is not
+    excluded, as Kim et al. and the original code); q = softmax over those k logits. One batched pass."""
+    rows = [(s, j) for s, pos in enumerate(positions) for j in pos]
+    ids_out, q_out = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        L = max(len(input_ids[s]) for s, _ in chunk)
+        x = torch.zeros(len(chunk), L, dtype=torch.long)
+        att = torch.zeros(len(chunk), L, dtype=torch.long)
+        for b, (s, j) in enumerate(chunk):
+            x[b, :len(input_ids[s])] = torch.tensor(input_ids[s])
+            att[b, :len(input_ids[s])] = 1
+            x[b, j] = mask_id
+        logits = mlm(input_ids=x, attention_mask=att).logits  # (b, L, V)
+        at = logits[torch.arange(len(chunk)), torch.tensor([j for _, j in chunk])]  # (b, V)
+        at[:, special_ids] = -1e10  # never propose [CLS]/[SEP]/[PAD]/[MASK]
+        top = at.topk(k, -1)
+        ids_out.append(top.indices)
+        q_out.append(torch.softmax(top.values, -1))
+    if not rows:
+        return [], []
+    return torch.cat(ids_out), torch.cat(q_out)
+
+
+def choose_positions(rationale: list[int], content: list[int], max_fraction: float, gen: torch.Generator):
+    """R: the rationale wordpieces (at most max_fraction of the sentence, a random subset kept beyond that, the
+    rest left for fluency); N: as many random non-rationale content wordpieces (fn. 3). None if the example
+    has no rationale or nothing but rationale."""
+    R = [i for i, (r, c) in enumerate(zip(rationale, content)) if r and c]
+    N_pool = [i for i, (r, c) in enumerate(zip(rationale, content)) if not r and c]
+    if not R or not N_pool:
+        return None
+    keep = max(1, int(len(rationale) * max_fraction))
+    if len(R) > keep:
+        R = sorted(R[i] for i in torch.randperm(len(R), generator=gen)[:keep].tolist())
+    N = sorted(N_pool[i] for i in torch.randperm(len(N_pool), generator=gen)[:len(R)].tolist())
+    return R, N
+
+
+def build_replacement_sets(train: list[dict], args: Args, gen: torch.Generator, tok_info: dict, mlm=None) -> dict:
+    """For every training example: S^R and S^N as k replaced sentences each (sample r puts the r-th candidate at
+    every replaced position) with q(x') = mean of the per-position likelihoods (fn. 4). Examples without both
+    sets get no entry. Returns {example index: (ids (2, k, L), q (2, k))}."""
+    k = args.num_samples
+    plan = {}
+    for e in train:
+        pos = choose_positions(e["rationale"], e["content"], args.max_rationale_fraction, gen)
+        if pos is not None:
+            plan[e["index"]] = pos
+    flat = [(i, s, j) for i, (R, N) in plan.items() for s, P in enumerate((R, N)) for j in P]
+    P = len(flat)
+    if args.strategy == "mask":
+        cand, q = candidates_mask(P, tok_info["mask_id"])
+    elif args.strategy == "uniform":
+        cand, q = candidates_uniform(P, k, tok_info["allowed_ids"], gen)
+    elif args.strategy == "prior":
+        cand, q = candidates_prior(P, k, tok_info["counts"], gen)
+    else:
+        by_ex = {e["index"]: e for e in train}
+        sents = [by_ex[i]["input_ids"] for i, _, _ in flat]
+        cand, q = candidates_bert(sents, [[j] for _, _, j in flat], k, mlm, tok_info["mask_id"], tok_info["special_ids"])
+    sets, row = {}, 0
+    by_index = {e["index"]: e for e in train}
+    for i, (R, N) in plan.items():
+        x = torch.tensor(by_index[i]["input_ids"])
+        ids = x.repeat(2, k, 1)  # (2, k, L): [0] = S^R, [1] = S^N
+        qs = torch.zeros(2, k)
+        for s, Pset in enumerate((R, N)):
+            c, qq = cand[row:row + len(Pset)], q[row:row + len(Pset)]  # (|P|, k)
+            ids[s][:, Pset] = c.T
+            qs[s] = qq.mean(0)  # fn. 4: q(x'_r) = mean over replaced positions of their likelihoods
+            row += len(Pset)
+        sets[i] = (ids, qs)
+    return sets
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: attribution and loss (Eqs. 4-5)
+# ------------------------------------------------------------------------------------------------------
+def marginal_log_prob(log_p: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """m = sum_{x' in S} q(x') p(y|x') over the last dim, returned as (log m, log(1 - m)) computed in log space
+    (1 - m = sum q (1 - p) since sum q = 1), so odds stay finite at p = 0 and p = 1."""
+    log_q = q.clamp_min(1e-45).log()
+    log_1mp = torch.log(-torch.expm1(log_p.clamp(max=-1e-30)))  # log(1 - p)
+    return torch.logsumexp(log_q + log_p, -1), torch.logsumexp(log_q + log_1mp, -1)
+
+
+def log2_odds(log_m: torch.Tensor, log_1m: torch.Tensor, lower_bound: float) -> torch.Tensor:
+    """log2(odds(m)) = log2(m / (1 - m)); log2(lower_bound) where m <= lower_bound (as the original)."""
+    lo = (log_m - log_1m) / math.log(2)
+    return torch.where(log_m > math.log(lower_bound), lo, torch.full_like(lo, math.log2(lower_bound)))
+
+
+def im_margin_loss(log_p: torch.Tensor, q: torch.Tensor, epsilon: float, lower_bound: float) -> torch.Tensor:
+    """log_p: (n, 2, k) log p(y|x') of the replaced sentences ([:, 0] = S^R, [:, 1] = S^N); q: (n, 2, k).
+    Returns L_int per example (n,)."""
+    log_m, log_1m = marginal_log_prob(log_p, q)  # (n, 2): m_R, m_N
+    lo = log2_odds(log_m, log_1m, lower_bound)
+    # Eq. (4): a_R - a_N = log2 odds(m_N) - log2 odds(m_R)   (log2 odds p(y|x) cancels)
+    a_R_minus_a_N = lo[:, 1] - lo[:, 0]
+    # Eq. (5): L_int = max(a_N - a_R + epsilon, 0)
+    return torch.clamp(-a_R_minus_a_N + epsilon, min=0)
+
+
+def replaced_batch(batch: dict, sets: dict) -> tuple[dict | None, torch.Tensor | None]:
+    """All 2k replaced sentences of the batch's examples that have both sets, stacked for ONE forward pass:
+    a batch of n*2*k rows sharing the original rows' masks, word indices and gold labels."""
+    index = batch["index"].tolist()
+    rows = [b for b, i in enumerate(index) if i in sets]
+    if not rows:
+        return None, None
+    B, L = batch["input_ids"].shape
+    k = sets[index[rows[0]]][1].size(1)
+    src = torch.tensor(rows).repeat_interleave(2 * k)  # row of the original batch for each replaced sentence
+    rep = {key: v[src] for key, v in batch.items() if torch.is_tensor(v) and v.dim() >= 1 and v.size(0) == B}
+    for r, b in enumerate(rows):  # copy each example's (2, k, L_e) replaced ids into the padded batch
+        ids = sets[index[b]][0]
+        rep["input_ids"][r * 2 * k:(r + 1) * 2 * k, :ids.size(-1)] = ids.reshape(2 * k, -1)
+    q = torch.stack([sets[index[b]][1] for b in rows])  # (n, 2, k)
+    return rep, q
+
+
+def im_loss(model: common.TaskModel, batch: dict, sets: dict, args: Args) -> tuple[torch.Tensor, int]:
+    """Mean L_int over the batch's examples that have both sets, from one batched forward pass."""
+    rep, q = replaced_batch(batch, sets)
+    if rep is None:
+        return torch.zeros(()), 0
+    log_p = model.gold_log_likelihood(model(rep), rep).view(q.shape)  # (n, 2, k): log p(y|x')
+    return im_margin_loss(log_p, q, args.epsilon, args.lower_bound).mean(), q.size(0)
+
+
+def use_int_loss(epoch: int, step: int, total_steps: int, warmup_epochs: str | None,
+                 warmup_fraction: float | None, task_converged: bool) -> bool:
+    """Warm-up schedule (Sec. 3): L_int is off for the first `warmup_epochs` epochs, or the first
+    `warmup_fraction` of all mini-batches, or until the task alone has early-stopped ('converge')."""
+    if warmup_fraction is not None:
+        return step >= warmup_fraction * total_steps
+    if warmup_epochs == "converge":
+        return task_converged
+    return epoch >= int(warmup_epochs or 0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Vocabulary information the strategies need, and the masked LM for +BERT
+# ------------------------------------------------------------------------------------------------------
+def token_info(tokenizer, corpus: list[list[int]]) -> dict:
+    """mask id, special ids, the ids Uniform may draw (the vocabulary minus special and [unused*] tokens) and
+    the wordpiece counts Prior draws from (`corpus`: lists of input ids)."""
+    special = sorted(set(tokenizer.all_special_ids))
+    V = len(tokenizer)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(V)))
+    allowed = torch.tensor([i for i, t in enumerate(vocab) if i not in special and not t.startswith("[unused")])
+    counts = torch.zeros(V, dtype=torch.long)
+    for ids in corpus:
+        for t in ids:
+            if t not in special:
+                counts[t] += 1
+    return {"mask_id": tokenizer.mask_token_id, "special_ids": special, "allowed_ids": allowed, "counts": counts}
+
+
+def load_mlm(args: Args, tokenizer, sentences: list[list[int]]):
+    """The masked LM of --strategy bert, in eval mode; it must share the task model's vocabulary."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    if args.mlm_model == "adapt":
+        return adapt_mlm(args, tokenizer, sentences)
+    try:
+        path = common.resolve_model_path(args.mlm_model)
+    except common.UsageError as e:
+        raise common.UsageError(f"--strategy bert needs a masked LM: {e}. No pretrained MLM is available offline "
+                                f"here; pass --mlm-model PATH, or --mlm-model adapt (a deviation, see README)") from None
+    mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    if any("predictions" in k or "lm_head" in k for k in info["missing_keys"]):
+        raise common.UsageError(f"--mlm-model {args.mlm_model}: the checkpoint has no masked-LM head; "
+                                f"use a masked LM or --mlm-model adapt")
+    if AutoTokenizer.from_pretrained(path).get_vocab() != tokenizer.get_vocab():
+        raise common.UsageError(f"--mlm-model {args.mlm_model} has a different vocabulary from --model "
+                                f"{args.model}; the replaced tokens must be the task model's")
+    return mlm.eval()
+
+
+def adapt_mlm(args: Args, tokenizer, sentences: list[list[int]]):
+    """--mlm-model adapt: train an MLM head (and the encoder) of --model on the task's training sentences
+    (15% of wordpieces; 80% [MASK], 10% random, 10% kept), cached under <out-dir>/mlm_cache/."""
+    from transformers import AutoModelForMaskedLM
+    path = common.resolve_model_path(args.model)
+    key = hashlib.sha1(f"{path}|{args.task}|{args.mlm_adapt_steps}|{len(sentences)}".encode()).hexdigest()[:12]
+    cache = Path(args.out_dir) / "mlm_cache" / f"{args.task}-{key}"
+    if (cache / "config.json").is_file():
+        return AutoModelForMaskedLM.from_pretrained(cache).eval()
+    print(f"adapting a masked LM of {args.model} on {len(sentences)} {args.task} training sentences "
+          f"({args.mlm_adapt_steps} steps) -> {cache}")
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    mlm = AutoModelForMaskedLM.from_pretrained(path).train()
+    info = token_info(tokenizer, [])
+    opt = torch.optim.AdamW(mlm.parameters(), lr=1e-4)
+    for step in common.progress(range(args.mlm_adapt_steps), desc="mlm adapt"):
+        pick = torch.randint(len(sentences), (32,), generator=gen).tolist()
+        ex = [{"input_ids": sentences[i], "token_type_ids": [0] * len(sentences[i]), "rationale": [0] * len(sentences[i]),
+               "index": 0, "label": 0} for i in pick]
+        b = common.collate(ex, tokenizer.pad_token_id)
+        x, labels = b["input_ids"].clone(), b["input_ids"].clone()
+        special = torch.isin(x, torch.tensor(info["special_ids"]))
+        chosen = (torch.rand(x.shape, generator=gen) < 0.15) & ~special
+        labels[~chosen] = -100
+        r = torch.rand(x.shape, generator=gen)
+        x[chosen & (r < 0.8)] = info["mask_id"]
+        rnd = chosen & (r >= 0.8) & (r < 0.9)
+        x[rnd] = info["allowed_ids"][torch.randint(len(info["allowed_ids"]), (int(rnd.sum()),), generator=gen)]
+        loss = mlm(input_ids=x, attention_mask=b["attention_mask"], labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    mlm.save_pretrained(cache)
+    tokenizer.save_pretrained(cache)
+    return mlm.eval()
+
+
+def training_sentences(args: Args, data_dir: Path, tokenizer) -> list[list[int]]:
+    """Input ids of every sentence of the task's training split (text only, for --mlm-model adapt)."""
+    if args.task == "nli":
+        rows = common.read_esnli(data_dir, "train")
+        return [tokenizer(r["premise"], r["hypothesis"], is_split_into_words=True, truncation=True,
+                          max_length=args.max_len)["input_ids"] for r in rows]
+    return [tokenizer(r["words"], is_split_into_words=True, truncation=True, max_length=args.max_len)["input_ids"]
+            for r in common.read_snips(data_dir, "train")]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Analysis: Table 4 (accuracy split by a_R > a_N on test) and the L_int curve of Fig. 3
+# ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def table4(model, test: list[dict], args: Args, seed: int, tok_info: dict, mlm, pad_id: int) -> dict:
+    sets = build_replacement_sets(test, args, torch.Generator().manual_seed(seed + 1), tok_info, mlm)
+    if not sets:
+        return {"note": "no test example has a rationale (e-SNLI test has no highlights in this copy)"}
+    model.eval()
+    correct = common.per_example_correct(model, common.batches(test, args.eval_batch_size, pad_id, sort_by_length=True))
+    a_R_gt_a_N = {}
+    for batch in common.batches([e for e in test if e["index"] in sets], args.eval_batch_size, pad_id, sort_by_length=True):
+        rep, q = replaced_batch(batch, sets)
+        log_p = model.gold_log_likelihood(model(rep), rep).view(q.shape)
+        log_m, log_1m = marginal_log_prob(log_p, q)
+        lo = log2_odds(log_m, log_1m, args.lower_bound)
+        for i, d in zip([batch["index"][b].item() for b in range(len(batch["index"]))], (lo[:, 1] - lo[:, 0]).tolist()):
+            a_R_gt_a_N[i] = d > 0
+    yes = [correct[i] for i, v in a_R_gt_a_N.items() if v]
+    no = [correct[i] for i, v in a_R_gt_a_N.items() if not v]
+    return {"acc_aR_gt_aN": sum(yes) / max(len(yes), 1), "acc_aR_le_aN": sum(no) / max(len(no), 1),
+            "share_aR_gt_aN": len(yes) / len(a_R_gt_a_N), "n_with_rationale": len(a_R_gt_a_N),
+            "accuracy_all": sum(correct.values()) / len(correct)}
+
+
+def write_lint_curve(run: Path, log_path: Path) -> None:
+    import json
+    per_epoch: dict[int, list] = {}
+    for line in open(log_path):
+        r = json.loads(line)
+        if "L_int" in r and r.get("n_int", 0) > 0:
+            per_epoch.setdefault(r["epoch"], []).append(r["L_int"])
+    curve = {e: sum(v) / len(v) for e, v in sorted(per_epoch.items())}
+    common.write_json_atomic(run / "lint_curve.json", curve)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot(list(curve), list(curve.values()))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("L_int (mean over steps)")
+    fig.tight_layout()
+    fig.savefig(run / "lint_curve.png", dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Training: one seed end to end
+# ------------------------------------------------------------------------------------------------------
+def run_name(args: Args, seed: int) -> str:
+    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
+    if args.alpha == 0:
+        variant = "base"
+    else:
+        warm = (f"-warmfrac{args.warmup_fraction:g}" if args.warmup_fraction is not None else
+                "-warmconv" if args.warmup_epochs == "converge" else
+                f"-warm{args.warmup_epochs}" if args.warmup_epochs not in (None, "0") else "")
+        variant = args.strategy + warm
+    return f"{args.task}-{setting}-{variant}-{seed}"
+
+
+def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dict:
+    timer = common.Timer()
+    common.set_seed(seed)
+    setting = str(args.train_size) if args.task == "nli" else args.shots
+    data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
+                                  args.max_eval_examples)
+    run = common.make_run_dir(args.out_dir, "uimer_im", run_name(args, seed))
+    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
+    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
+    log = common.JsonlLog(run / "log.jsonl")
+    metric = "f1" if args.task == "sf" else "accuracy"
+    pad = tokenizer.pad_token_id
+    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+
+    corpus = ([e["input_ids"] for e in data["train"]] if args.prior_corpus == "sampled"
+              else training_sentences(args, data_dir, tokenizer))
+    tok_info = token_info(tokenizer, corpus)
+    need_sets = args.alpha > 0 or args.analysis
+    sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed), tok_info, mlm) \
+        if need_sets else {}
+    steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
+    total_steps = steps_per_epoch * args.max_epochs
+    opt, sched = common.make_optimizer(model, args.lr, total_steps)
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True)
+    stopper = common.EarlyStopping(args.patience)
+    task_converged, step = False, 0
+    for epoch in range(args.max_epochs):
+        if args.resample_every_epoch and epoch > 0 and need_sets:
+            sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed * 1000 + epoch),
+                                          tok_info, mlm)
+        model.train()
+        sums = {"L_task": 0.0, "L_int": 0.0}
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch),
+                                     desc=f"epoch {epoch}"):
+            int_on = args.alpha > 0 and use_int_loss(epoch, step, total_steps, args.warmup_epochs,
+                                                     args.warmup_fraction, task_converged)
+            scores = model(batch)
+            L_task = model.task_loss(scores, batch)
+            if int_on:
+                L_int, n_int = im_loss(model, batch, sets, args)
+            elif args.analysis and sets:  # Fig. 3: L_int is tracked, not trained, during warm-up
+                with torch.no_grad():
+                    L_int, n_int = im_loss(model, batch, sets, args)
+            else:
+                L_int, n_int = torch.zeros(()), 0
+            # Eq. (1): L = L_task + alpha * L_int
+            L = L_task + args.alpha * L_int if int_on else L_task
+            opt.zero_grad()
+            L.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int), L=L.item(), int_on=int_on,
+                n_int=n_int)
+            sums["L_task"] += L_task.item()
+            sums["L_int"] += float(L_int)
+            step += 1
+        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
+        stopper.step(dev, epoch, model)
+        log(epoch=epoch, dev=dev, best_dev=stopper.best, int_on=int_on)
+        print(f"epoch {epoch:3d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int {sums['L_int'] / steps_per_epoch:.4f}"
+              f"  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
+        if stopper.stop:
+            if args.warmup_epochs == "converge" and not task_converged and args.alpha > 0:
+                task_converged, stopper.bad = True, 0  # the task has converged: switch L_int on, reset patience
+                continue
+            break
+    stopper.restore(model)
+    test = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
+                           data["labels"])[metric]
+    results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
+               "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "steps": step,
+               "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
+               "n_with_both_sets": len(sets), "n_skipped_by_L_int": len(data["train"]) - len(sets) if need_sets else None,
+               "runtime_s": round(timer(), 1), "run_dir": str(run)}
+    if args.analysis:
+        results["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, pad)
+        write_lint_curve(run, run / "log.jsonl")
+    common.write_json_atomic(run / "results.json", results)
+    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
+          f"-> {run}")
+    return results
+
+
+def main(args: Args) -> dict:
+    args = resolve(args)
+    seeds = common.parse_seeds(args.seeds, args.seed)
+    data_dir = common.resolve_data_dir(args.data_dir)
+    tokenizer = common.load_tokenizer(args.model)
+    mlm = load_mlm(args, tokenizer, training_sentences(args, data_dir, tokenizer) if args.mlm_model == "adapt" else []) \
+        if args.strategy == "bert" and (args.alpha > 0 or args.analysis) else None
+    runs = [train_one_seed(args, s, data_dir, tokenizer, mlm) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    agg = common.aggregate([r["test"] for r in runs])
+    summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
+               "seeds": seeds, "runs": runs}
+    name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
+    common.write_json_atomic(Path(args.out_dir) / "uimer_im" / name / "summary.json", summary)
+    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
+    return summary
+
+
+def cli(argv=None) -> int:
+    return common.run_cli(main, parse_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

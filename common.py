@@ -239,7 +239,12 @@ def _read_lines(path: Path) -> list[str]:
     import datasets
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    ds = datasets.load_dataset("text", data_files=str(_need(path)), split="train", keep_linebreaks=False)
+    if _need(path).stat().st_size == 0:
+        return []
+    try:
+        ds = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
+    except Exception as e:
+        raise DataError(f"cannot read as text ({type(e).__name__})", path) from None
     return list(ds["text"])
 
 
@@ -248,8 +253,10 @@ def _read_jsonl(path: Path) -> list[dict]:
     import datasets
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    if _need(path).stat().st_size == 0:
+        return []
     try:
-        ds = datasets.load_dataset("json", data_files=str(_need(path)), split="train")
+        ds = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as e:  # datasets wraps JSON errors in several exception types
         for i, line in enumerate(open(path), 1):  # find the offending line for the message
             try:
@@ -687,6 +694,7 @@ def load_encoder(name_or_path: str | None, attn_implementation: str = "eager") -
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     path = resolve_model_path(name_or_path)
     try:
         return AutoModel.from_pretrained(path, attn_implementation=attn_implementation)

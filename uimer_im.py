@@ -608,7 +608,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int), L=L.item(), int_on=int_on,
+            log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int.detach()), L=L.item(), int_on=int_on,
                 n_int=n_int)
             sums["L_task"] += L_task.item()
             sums["L_int"] += float(L_int)

@@ -1,0 +1,294 @@
+"""common.py: readers, samplers, rationales, alignment, CRF, metrics, atomic results, offline model errors."""
+import ast
+import itertools
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import common
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------- samplers
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("ABCDE"), min_size=1, max_size=60), st.integers(1, 4), st.integers(0, 10**6))
+def test_intent_sampler_exactly_n_per_intent(intents, n, seed):
+    picked = common.sample_intent_shots(intents, n, seed)
+    assert len(set(picked)) == len(picked)
+    for y in set(intents):
+        have = intents.count(y)
+        assert [intents[i] for i in picked].count(y) == min(n, have)
+    assert picked == common.sample_intent_shots(intents, n, seed)  # its own RNG: same seed, same subset
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["O", "B-a", "I-a", "B-b", "I-b", "B-c"]), min_size=1, max_size=6),
+                min_size=1, max_size=40), st.integers(1, 4), st.integers(0, 10**6))
+def test_slot_sampler_covers_every_type(tags, n, seed):
+    picked = common.sample_slot_shots(tags, n, seed)
+    assert len(set(picked)) == len(picked)
+    pool = {}
+    for seq in tags:
+        for t in seq:
+            pool[common.slot_type(t)] = pool.get(common.slot_type(t), 0) + 1
+    got = {}
+    for i in picked:
+        for t in tags[i]:
+            got[common.slot_type(t)] = got.get(common.slot_type(t), 0) + 1
+    for typ, available in pool.items():  # every type (O included) reaches n tokens unless the pool has fewer
+        assert got.get(typ, 0) >= min(n, available)
+    # every kept example contributed a token to a type that was still short when it was kept (the original rule)
+    order = list(range(len(tags)))
+    random.Random(seed).shuffle(order)
+    assert picked == [i for i in order if i in set(picked)]
+
+
+def test_samplers_replay_the_original_subset_sizes(real_data):
+    """Sizes of the subsets the UIMER code draws (replayed in ../shared/notes/uimer.md section 2)."""
+    train = common.read_snips(real_data, "train")
+    intents, tags = [e["intent"] for e in train], [e["tags"] for e in train]
+    want_sf = {55: (24, 57, 176), 1988: (28, 59, 167), 12333: (24, 60, 178), 42: (27, 61, 179)}
+    for seed, sizes in want_sf.items():
+        assert tuple(len(common.sample_slot_shots(tags, n, seed)) for n in (1, 3, 10)) == sizes
+        assert [len(common.sample_intent_shots(intents, n, seed)) for n in (1, 3, 10)] == [7, 21, 70]
+
+
+def test_nli_first_n_skips_row_zero_and_checks_size():
+    assert common.sample_first_n(999, 100) == list(range(1, 101))
+    with pytest.raises(common.UsageError):
+        common.sample_first_n(999, 999)
+    with pytest.raises(common.UsageError):
+        common.sample_intent_shots(["a"], 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------- rationales
+def test_ic_dictionary_hand_checked():
+    words = "add step to me to the 50 clasicos playlist".split()
+    assert [w for w, r in zip(words, common.ic_rationale(words, "AddToPlaylist")) if r] == ["add", "playlist"]
+    words = "book a table at a restaurant".split()
+    assert common.ic_rationale(words, "BookRestaurant") == [1, 0, 0, 0, 0, 1]
+    assert common.ic_rationale(words, "RateBook") == [1, 0, 0, 0, 0, 0]  # the gold intent's list only
+
+
+@pytest.mark.parametrize("sentence,marked", [
+    ("rate the current essay 2 out of 6", {"rate", "essay", "out", "of"}),
+    ("add this song to my jazz playlist", {"add", "song", "to", "my", "playlist"}),
+    ("what is the weather in london", {"what", "is", "the", "weather", "in"}),
+    ("find a restaurant here", {"restaurant", "here"}),  # regex 28 with a real word boundary
+    ("book a table for two", {"book", "table", "for"}),
+    ("hello there", set()),
+])
+def test_sf_regexes_hand_checked(sentence, marked):
+    words = sentence.split()
+    assert {w for w, r in zip(words, common.sf_rationale(words)) if r} == marked
+    # every occurrence of a captured word is a rationale (as the original)
+    for w, r in zip(words, common.sf_rationale(words)):
+        assert r == (w in marked)
+
+
+def test_sf_regexes_match_the_notes_file():
+    notes = ROOT.parent / "shared" / "notes" / "regexes_sf.json"
+    shipped = json.loads(notes.read_text())
+    assert len(shipped) == len(common.SF_REGEXES) == 28
+    assert shipped[:27] == common.SF_REGEXES[:27]
+    assert shipped[27].replace("\x08", "\\b") == common.SF_REGEXES[27]  # the one deliberate fix
+
+
+def test_wordpiece_alignment_against_word_by_word_tokenisation():
+    tok = common.load_tokenizer(None)
+    words = "add step to me to the 50 clasicos playlist".split()
+    mask = [1, 0, 0, 0, 0, 0, 0, 1, 1]
+    enc = common.encode_words(tok, words, mask, 50)
+    want, first = [0], []  # [CLS]
+    for w, m in zip(words, mask):
+        pieces = tok.tokenize(w)
+        first.append(len(want))
+        want += [m] * len(pieces)
+    want.append(0)  # [SEP]
+    assert enc["rationale"] == want and enc["word_index"] == first
+    assert len(tok.tokenize("clasicos")) > 1  # the case that matters: a rationale word of several pieces
+    pair = common.encode_words(tok, ["a", "dog"], [0, 1], 50, ["it", "runs"], [1, 0])
+    assert tok.convert_ids_to_tokens(pair["input_ids"]) == ["[CLS]", "a", "dog", "[SEP]", "it", "runs", "[SEP]"]
+    assert pair["rationale"] == [0, 0, 1, 0, 1, 0, 0] and pair["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------- readers
+def test_readers_on_real_data(real_data):
+    dev = common.read_snips(real_data, "dev")
+    assert len(dev) == 700 and all(len(e["words"]) == len(e["tags"]) for e in dev)
+    tr = common.read_esnli(real_data, "train")
+    assert len(tr) == 999
+    e = tr[1]  # "A person *on* *a* *horse* *jumps* over a broken down airplane."
+    assert [w for w, r in zip(e["premise"], e["premise_rationale"]) if r] == ["on", "a", "horse", "jumps"]
+    assert len(common.read_esnli(real_data, "dev")) == 9842
+
+
+def test_missing_dataset_message_names_layout(tmp_path):
+    with pytest.raises(common.UsageError, match=r"snips/\{train,dev,test\}.*JointBERT"):
+        common.read_snips(tmp_path, "train")
+
+
+def test_esnli_unknown_label_names_file_and_line(tmp_path):
+    from conftest import write_tiny_esnli
+    write_tiny_esnli(tmp_path)
+    p = tmp_path / "esnli" / "esnli_dev.jsonl"
+    lines = p.read_text().splitlines()
+    lines[3] = json.dumps({"premise": "a", "hypothesis": "b", "label": "maybe"})
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(common.DataError, match=r"esnli_dev.jsonl:4: unknown label"):
+        common.read_esnli(tmp_path, "dev")
+    p.write_text(p.read_text() + "{not json\n")
+    with pytest.raises(common.DataError, match=r"esnli_dev.jsonl:13: malformed JSON"):
+        common.read_esnli(tmp_path, "dev")
+
+
+def test_empty_split_is_an_error(tmp_path):
+    from conftest import write_tiny_snips
+    write_tiny_snips(tmp_path)
+    for f in ("seq.in", "seq.out", "label"):
+        (tmp_path / "snips" / "dev" / f).write_text("")
+    with pytest.raises(common.DataError, match="no examples"):
+        common.read_snips(tmp_path, "dev")
+
+
+# ---------------------------------------------------------------------------------------------- CRF and metrics
+def test_crf_loss_equals_brute_force_enumeration():
+    torch.manual_seed(0)
+    enc = torch.nn.Module()
+    enc.config = type("C", (), {"hidden_size": 4})()
+    model = common.TaskModel(enc, "sf", num_labels=3)
+    em = torch.randn(1, 4, 3)
+    gold = torch.tensor([[2, 0, 1, 1]])
+    batch = {"tags": gold, "word_mask": torch.ones(1, 4, dtype=torch.bool)}
+    crf = model.crf
+
+    def score(seq):
+        s = crf.start_transitions[seq[0]] + em[0, 0, seq[0]]
+        for t in range(1, 4):
+            s = s + crf.transitions[seq[t - 1], seq[t]] + em[0, t, seq[t]]
+        return s + crf.end_transitions[seq[-1]]
+
+    log_Z = torch.logsumexp(torch.stack([score(s) for s in itertools.product(range(3), repeat=4)]), 0)
+    want = -(score(gold[0].tolist()) - log_Z)
+    assert torch.allclose(model.task_loss(em, batch), want, atol=1e-5)
+    best = max(itertools.product(range(3), repeat=4), key=lambda s: score(list(s)).item())
+    assert model.predict(em, batch) == [list(best)]
+
+
+def conll_chunks(tags):
+    """An independent conlleval-style chunker: a chunk starts at B-x, or at I-x after a different type / O."""
+    chunks, start, typ = set(), None, None
+    for i, t in enumerate(list(tags) + ["O"]):
+        p, _, ty = t.partition("-")
+        if typ is not None and (t == "O" or p == "B" or ty != typ):
+            chunks.add((start, i, typ))
+            typ = None
+        if t != "O" and typ is None:
+            start, typ = i, ty
+    return chunks
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(["O", "B-x", "I-x", "B-y", "I-y"]), min_size=1, max_size=8),
+                          st.integers(0, 2**16)), min_size=1, max_size=5))
+def test_span_f1_equals_independent_conlleval(pairs):
+    gold = [g for g, _ in pairs]
+    rng = random.Random(sum(s for _, s in pairs))
+    pred = [[rng.choice(["O", "B-x", "I-x", "B-y", "I-y"]) if rng.random() < 0.4 else t for t in g] for g in gold]
+    tp = sum(len(conll_chunks(g) & conll_chunks(p)) for g, p in zip(gold, pred))
+    ng, npred = sum(len(conll_chunks(g)) for g in gold), sum(len(conll_chunks(p)) for p in pred)
+    want = 0.0 if tp == 0 else 2 * tp / (ng + npred)
+    assert abs(common.span_f1(gold, pred) - want) < 1e-9
+
+
+def test_span_f1_default_mode_is_conlleval():
+    assert common.span_f1([["B-PER", "I-PER"]], [["I-PER", "I-PER"]]) == 1.0  # strict IOB2 would give 0.8
+
+
+def test_aggregate_uses_sample_std():
+    v = [65.0, 70.0, 80.0, 71.0]
+    a = common.aggregate(v)
+    assert abs(a["std"] - statistics.stdev(v)) < 1e-12 and abs(a["mean"] - statistics.mean(v)) < 1e-12
+    assert a["median"] == statistics.median(v)
+
+
+def test_roc_auc_equals_pair_counting():
+    rng = random.Random(0)
+    y = [rng.random() < 0.4 for _ in range(50)]
+    s = [rng.choice([0.1, 0.2, 0.3, 0.5]) for _ in range(50)]
+    pos, neg = [a for a, b in zip(s, y) if b], [a for a, b in zip(s, y) if not b]
+    want = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert abs(common.roc_auc(y, s) - want) < 1e-12
+    assert common.roc_auc([1, 1], [0.3, 0.2]) != common.roc_auc([1, 1], [0.3, 0.2])  # nan with one class
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def test_write_json_atomic_never_leaves_half_a_file(tmp_path):
+    p = tmp_path / "results.json"
+    common.write_json_atomic(p, {"test": 0.5})
+    with pytest.raises(TypeError):
+        common.write_json_atomic(p, {"test": object()})  # fails half-way through serialising
+    assert json.loads(p.read_text()) == {"test": 0.5}
+    assert [f.name for f in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_model_loading_errors_are_usage_errors(tmp_path):
+    with pytest.raises(common.UsageError, match="does not exist"):
+        common.resolve_model_path(str(tmp_path / "missing"))
+    with pytest.raises(common.UsageError, match="offline"):
+        common.resolve_model_path("bert-base-uncased")
+    assert Path(common.resolve_model_path(None), "config.json").is_file()
+
+
+def test_default_encoder_is_eager_and_double_backward_works_in_eval(tiny_model):
+    enc = common.load_encoder(tiny_model).eval()
+    assert enc.config._attn_implementation == "eager"
+    model = common.TaskModel(enc, "ic", 3).eval()
+    batch = common.collate([{"input_ids": [101, 2000, 2001, 102], "token_type_ids": [0] * 4, "rationale": [0] * 4,
+                             "index": 0, "label": 1}], 0)
+    e = model.embed(batch["input_ids"])
+    g, = torch.autograd.grad(model(batch, inputs_embeds=e)[0, 1], e, create_graph=True)
+    g.sum().backward()  # raises under SDPA in eval() mode
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- copy-out
+METHOD_FILES = [f for f in ("uimer_im.py", "uimer_gb.py", "uimer_dm.py", "regex_robust.py", "smat_jax_free.py")
+                if (ROOT / f).is_file()]
+
+
+@pytest.mark.parametrize("name", METHOD_FILES + ["common.py"])
+def test_method_files_import_only_stdlib_third_party_and_common(name):
+    tree = ast.parse((ROOT / name).read_text())
+    mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    own = {Path(f).stem for f in METHOD_FILES} - {Path(name).stem}
+    assert not (mods & own), f"{name} imports another method file: {mods & own}"
+    if name == "common.py":
+        assert not (mods & {Path(f).stem for f in METHOD_FILES})
+
+
+def test_uimer_im_runs_when_copied_alone_with_common(tmp_path, tiny_model, tiny_data):
+    dst = tmp_path / "elsewhere"
+    dst.mkdir()
+    for f in ("uimer_im.py", "common.py"):
+        shutil.copy(ROOT / f, dst / f)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, str(dst / "uimer_im.py"), "--task", "ic", "--shots", "1", "--model", tiny_model,
+                        "--max-epochs", "1"], cwd=cwd, capture_output=True, text=True, timeout=300,
+                       env={**env, "DATA_DIR": str(tiny_data)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "test accuracy" in p.stdout
+    assert json.loads((cwd / "runs" / "uimer_im" / "ic-1shot-uniform-55" / "results.json").read_text())["n_train"] == 7

@@ -599,13 +599,13 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
         if setting == "full":
             picked = list(range(len(pool)))
         else:
-            n = _int_setting(setting, "--shots")
+            n = check_setting(setting, "--shots")
             picked = (sample_intent_shots([e["intent"] for e in pool], n, seed) if task == "ic"
                       else sample_slot_shots([e["tags"] for e in pool], n, seed))
     elif task == "nli":
         raw = {s: read_esnli(data_dir, s) for s in ("train", "dev", "test")}
         labels = list(NLI_LABELS)
-        n = _int_setting(setting, "--train-size")
+        n = check_setting(setting, "--train-size")
         picked = (sample_first_n(len(raw["train"]), n) if nli_sample == "first"
                   else sample_random_n(len(raw["train"]), n, seed))
     else:
@@ -638,7 +638,7 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
             "train_ids": [raw["train"][i]["id"] for i in picked], "rationale_stats": rationale_stats(train)}
 
 
-def _int_setting(value: str, flag: str) -> int:
+def check_setting(value: str, flag: str) -> int:
     try:
         n = int(value)
     except (TypeError, ValueError):

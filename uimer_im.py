@@ -208,7 +208,7 @@ def resolve(args: Args) -> Args:
     """Fill unset values from the paper's tables and check the rest."""
     setting = str(args.train_size) if args.task == "nli" else args.shots
     if args.task != "nli" and setting != "full":
-        common._int_setting(setting, "--shots")
+        common.check_setting(setting, "--shots")
     warm = args.warmup_fraction is not None or (args.warmup_epochs not in (None, "0"))
     row = paper_defaults(args.task, setting, args.strategy, warm)
     w = args.warmup_epochs
@@ -573,6 +573,9 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
     corpus = ([e["input_ids"] for e in data["train"]] if args.prior_corpus == "sampled"
               else training_sentences(args, data_dir, tokenizer))
     tok_info = token_info(tokenizer, corpus)
+    st = data["rationale_stats"]
+    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
+          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
     need_sets = args.alpha > 0 or args.analysis
     sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed), tok_info, mlm) \
         if need_sets else {}
@@ -611,7 +614,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
             log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int.detach()), L=L.item(), int_on=int_on,
                 n_int=n_int)
             sums["L_task"] += L_task.item()
-            sums["L_int"] += float(L_int)
+            sums["L_int"] += float(L_int.detach())
             step += 1
         dev = common.evaluate(model, dev_batches, data["labels"])[metric]
         stopper.step(dev, epoch, model)
@@ -630,11 +633,13 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "steps": step,
                "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
                "n_with_both_sets": len(sets), "n_skipped_by_L_int": len(data["train"]) - len(sets) if need_sets else None,
-               "runtime_s": round(timer(), 1), "run_dir": str(run)}
+               "run_dir": str(run)}
     if args.analysis:
         results["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, pad)
         write_lint_curve(run, run / "log.jsonl")
-    common.write_json_atomic(run / "results.json", results)
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
+    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
     print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
           f"-> {run}")
     return results

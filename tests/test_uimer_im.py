@@ -243,9 +243,10 @@ def test_same_seed_same_results_and_seed_aggregation(tiny_model, tiny_data, tmp_
     argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1", "--strategy", "uniform",
                      "--seeds", "3,4")
     a = im.main(im.parse_args(argv))
+    first = [(Path(r["run_dir"]) / "results.json").read_bytes() for r in a["runs"]]
     b = im.main(im.parse_args(argv))
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("runtime_s",)}
-    assert [strip(x) for x in a["runs"]] == [strip(x) for x in b["runs"]]
+    assert first == [(Path(r["run_dir"]) / "results.json").read_bytes() for r in b["runs"]]  # byte-identical
+    assert [r["test"] for r in a["runs"]] == [r["test"] for r in b["runs"]]
     assert a["test"]["n"] == 2 and abs(a["test"]["mean"] - sum(r["test"] for r in a["runs"]) / 2) < 1e-12
     assert (tmp_path / "uimer_im" / "ic-1shot-uniform-seeds" / "summary.json").is_file()
     # BaseModel (--alpha 0): same sampled training set as the IM run of the same seed

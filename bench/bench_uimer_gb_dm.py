@@ -1,0 +1,115 @@
+"""Step time of UIMER-GB (each variant) and UIMER-DM (extractor step, model step) relative to a plain fine-tuning
+step on the same batch, measured in one run.
+
+    python bench/bench_uimer_gb_dm.py [--data-dir ../shared/data] [--model NAME_OR_PATH] [--repeats 5]
+
+For each setting (the paper's 1-shot IC and 3-shot SF, seed 55, first training batch of 24): one optimisation step
+(forward, backward, AdamW) of L_task alone, of L_task + alpha L_int for every GB variant (one forward, a first-order
+input gradient kept in the graph, then a double backward), of the DM model phase (one forward with hidden states,
+the frozen extractor's probes, Eq. 7) and of the DM extractor phase (a no-grad clean forward, the probes, a masked
+forward, backward to the gates only). Steps are interleaved round-robin so that load on the machine hits all alike;
+medians of `repeats` timings after one warm-up round.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+import uimer_dm as dm  # noqa: E402
+import uimer_gb as gb  # noqa: E402
+
+GB_VARIANTS = {"GB ghaeini": [], "GB ghaeini (embedding-output)": ["--wrt", "embedding-output"],
+               "GB huang +Base": ["--variant", "huang"], "GB huang +Gate": ["--variant", "huang", "--gate"],
+               "GB huang +Order": ["--variant", "huang", "--order"],
+               "GB huang +Gate+Order": ["--variant", "huang", "--gate", "--order"]}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--model", default=common.DEFAULT_MODEL)
+    p.add_argument("--repeats", type=int, default=5)
+    a = p.parse_args()
+    data_dir = common.resolve_data_dir(a.data_dir)
+    tok = common.load_tokenizer(a.model)
+    special = torch.tensor(sorted(set(tok.all_special_ids)))
+    print(f"torch threads: {torch.get_num_threads()}  model: {a.model}  repeats: {a.repeats}")
+    print(f"{'setting':9s} {'method':32s} {'B':>3s} {'step s':>8s} {'ratio':>6s}")
+    for task, shots in (("ic", "1"), ("sf", "3")):
+        data = common.load_uimer_task(task, data_dir, shots, 55, tok, 50, max_eval_examples=1)
+        batch = common.batches(data["train"], 24, tok.pad_token_id)[0]
+        torch.manual_seed(0)
+        model = common.TaskModel(common.load_encoder(a.model), task, len(data["labels"])).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        gen = torch.Generator().manual_seed(0)
+        dm_args = dm.resolve(dm.parse_args(["--task", task, "--shots", shots]))
+        n_states = model.encoder.config.num_hidden_layers + 2
+        ext = dm.Extractor(model.encoder.config.hidden_size, n_states,
+                           model.embed(torch.tensor([tok.mask_token_id]))[0]).requires_grad_(False)
+        phi = [q for n, q in ext.named_parameters() if n != "lagrange"]
+        opt_phi = torch.optim.AdamW(phi, lr=1e-4)
+        opt_lambda = torch.optim.RMSprop([ext.lagrange], lr=0.3, maximize=True)
+        content = dm.content_mask(batch, special)
+
+        def plain():
+            L = model.task_loss(model(batch), batch)
+            opt.zero_grad()
+            L.backward()
+            opt.step()
+
+        def gb_step(args):
+            def step():
+                L_task, L_int, _ = gb.gb_loss(model, batch, args, special, gen)
+                L = L_task + args.alpha * L_int
+                opt.zero_grad()
+                L.backward()
+                opt.step()
+            return step
+
+        def dm_model_step():
+            model.train()
+            L_task, L_int, _ = dm.dm_loss(model, ext, batch, dm_args, special, gen)
+            L = L_task + dm_args.alpha * L_int
+            opt.zero_grad()
+            L.backward()
+            opt.step()
+
+        def dm_extractor_step():
+            model.eval()
+            model.requires_grad_(False)
+            ext.requires_grad_(True)
+            loss, _, _ = dm.extractor_loss(model, ext, batch, content, n_states - 1, gen, dm_args)
+            opt_phi.zero_grad()
+            opt_lambda.zero_grad()
+            loss.backward()
+            opt_phi.step()
+            opt_lambda.step()
+            model.requires_grad_(True)
+            ext.requires_grad_(False)
+            model.train()
+
+        steps = {"plain fine-tuning": plain}
+        for name, extra in GB_VARIANTS.items():
+            steps[name] = gb_step(gb.resolve(gb.parse_args(["--task", task, "--shots", shots, *extra])))
+        steps["DM model step (Eq. 1, Eq. 7)"] = dm_model_step
+        steps["DM extractor step (L_phi^DM)"] = dm_extractor_step
+        times = {k: [] for k in steps}
+        for r in range(a.repeats + 1):
+            for name, fn in steps.items():
+                t0 = time.perf_counter()
+                fn()
+                if r:
+                    times[name].append(time.perf_counter() - t0)
+        base = statistics.median(times["plain fine-tuning"])
+        for name in steps:
+            t = statistics.median(times[name])
+            print(f"{task}-{shots}shot {name:32s} {len(batch['index']):3d} {t:8.3f} {t / base:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

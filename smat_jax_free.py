@@ -1,0 +1,997 @@
+"""SMaT: learning to scaffold, i.e. an attention explainer meta-learned so that a student simulates its teacher.
+
+Paper: Fernandes, Treviso, Pruthi, Martins, Neubig, "Learning to Scaffold: Optimizing Model Explanations for
+Teaching", NeurIPS 2022, arXiv 2204.10810 (Eqs. 1-11, Tables 1-3, 5, 7, Appendix A). Original code (JAX/Flax):
+github.com/coderpat/learning-scaffold; this port reproduces its outputs (tests/test_smat.py, parity fixture).
+
+    python smat_jax_free.py --setup teacher --task imdb                                  # train + save the teacher
+    python smat_jax_free.py --setup student --task imdb --explainer none --num-examples 500 --seed 0
+    python smat_jax_free.py --setup student --task imdb --explainer attention_all --num-examples 500
+    python smat_jax_free.py --setup smat --task imdb --num-examples 500 --seeds paper  # median [IQR] over 5 seeds
+    python smat_jax_free.py --setup plausibility --task imdb --explainer all           # ERASER Movies AUC (Table 2)
+
+Equation index
+    Eq. 1   SIM = E[1{S(x) = T(x)}] (Pearson r for MLQE)     -> simulability()
+    Eq. 3   L_student = L_sim + beta * L_expl                -> student_objective() (`# Eq. (3)`)
+            L_sim: CE vs argmax teacher / MSE vs teacher      -> simulation_loss()
+            L_expl = KL(teacher expl || student expl)         -> explanation_loss()
+    Eqs. 6-7  real student step (SGD, clip, weight decay)     -> student_step(), sgd_update()
+    Eq. 8   pilot step from theta_{t+1}, inside the graph     -> meta_gradient()
+    Eq. 9   phi_T <- phi_T - eta_out grad L_sim(pilot, valid) -> meta_gradient(), OptaxAdam (outer optimiser)
+    Eq. 10-11  s^h = mean over non-pad rows of q.k/sqrt(d); E = softmax(sum_h lambda_h s^h)
+                                                              -> head_scores(), attention_explanation()
+    Sec. 4  lambda = NORMALIZE(phi) (sparsemax, Table 7: softmax, 1.5-entmax, none)
+                                                              -> normalize_heads(), sparsemax(), entmax15()
+    App. A  gradient L2, gradient x input, integrated gradients (softmax over tokens)
+                                                              -> gradient_explanation_logits(), ig_path()
+    Table 2 plausibility AUC on ERASER Movie Reviews          -> plausibility()
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import common
+
+SCRIPT = "smat_jax_free"
+EXPLAINERS = ["none", "gradient_l2", "gradient_x_input", "integrated_gradients", "attention_all", "attention_last"]
+GRADIENT_EXPLAINERS = ("gradient_l2", "gradient_x_input", "integrated_gradients")
+PAPER_SEEDS = "0,9,11,30,69"
+CIFAR_HUB, VIT_MODEL = "uoft-cs/cifar100", "google/vit-base-patch16-224-in21k"
+NEG = -1e10  # finite mask value of the original (never -inf: these paths are differentiated twice)
+# Per-task settings of the paper's runs (original tapes/*.tconf and main.tape).
+TASKS = {
+    "imdb": dict(teacher_lr=5e-5, teacher_warmup=500, teacher_clip=1.0, student_batch=32, student_patience=10,
+                 meta_lr=5e-4, num_examples=500, outputs=2),
+    "mlqe": dict(teacher_lr=1e-5, teacher_warmup=4000, teacher_clip=1.0, student_batch=16, student_patience=5,
+                 meta_lr=2e-4, num_examples=2100, outputs=1),
+    "cifar100": dict(teacher_lr=5e-5, teacher_warmup=0, teacher_clip=5.0, student_batch=16, student_patience=5,
+                     meta_lr=5e-4, num_examples=2250, outputs=100),
+}
+STUDENT_LR, STUDENT_CLIP, WEIGHT_DECAY, TEACHER_BATCH, TEACHER_PATIENCE, META_CLIP = 5e-3, 5.0, 0.01, 16, 5, 5.0
+
+
+@dataclass
+class Args:
+    setup: str = common.field("student", help="teacher: train and save the teacher; student: train a student with "
+                              "a static teacher explainer; smat: learn the teacher explainer (SMaT); plausibility: "
+                              "ERASER Movies AUC of the teacher's explainers", choices=["teacher", "student", "smat",
+                                                                                         "plausibility"])
+    task: str = common.field("imdb", help="imdb (Table 1), mlqe (MLQE-PE regression, Table 5), cifar100 (ViT, "
+                             "Table 3)", choices=list(TASKS))
+    explainer: str | None = common.field(None, help="teacher explainer (student default: none; smat: attention_all "
+                                         "or attention_last; plausibility: all)", choices=EXPLAINERS + ["all"])
+    num_examples: int | None = common.field(None, help="student training examples: the first N of the pool "
+                                            "(default: imdb 500, mlqe 2100, cifar100 2250)")
+    head_normalizer: str = common.field("sparsemax", help="NORMALIZE of the head coefficients (Table 7)",
+                                        choices=["sparsemax", "softmax", "entmax15", "none"])
+    ig_variant: str = common.field("standard", help="integrated gradients: standard (trapezoid rule on the straight "
+                                   "path) or original (the original code's formula, see README)",
+                                   choices=["standard", "original"])
+    ig_steps: int | None = common.field(None, help="IG steps (default 10 in training, 50 for plausibility, App. A)")
+    beta: float | None = common.field(None, help="weight of L_expl (default: 5 attention, 0.2 gradient, 0 none)")
+    lr: float | None = common.field(None, help="learning rate (default: teacher per task, student 5e-3)")
+    batch_size: int | None = common.field(None, help="batch size (default: teacher 16, student imdb 32 / else 16)")
+    patience: int | None = common.field(None, help="early stopping: stop after patience+1 epochs without a better "
+                                        "valid score (default: teacher 5, student imdb 10 / else 5)")
+    max_epochs: int | None = common.field(None, help="epoch cap (default: none, train until early stopping)")
+    warmup_steps: int | None = common.field(None, help="teacher LR warm-up from 1e-6 (default: imdb 500, mlqe 4000)")
+    meta_lr: float | None = common.field(None, help="SMaT outer Adam lr (default: imdb/cifar100 5e-4, mlqe 2e-4)")
+    max_len: int = common.field(256, help="max wordpieces per text (paper: 256)")
+    teacher_train_size: int | None = common.field(None, help="train the teacher on the first N of its shuffled "
+                                                  "training split (default: all; a sizing knob)")
+    max_valid_examples: int | None = common.field(None, help="evaluate on the first N of the valid split "
+                                                  "(teacher-valid / student-valid; default: all)")
+    max_test_examples: int | None = common.field(None, help="evaluate on the first N of the student-test split")
+    imdb_split_sizes: str = common.field("12500,1250,2500", help="IMDB teacher-valid, student-valid, student-test "
+                                         "sizes carved from the shuffled test reviews (the original's; change "
+                                         "only for tiny test data)")
+    teacher_dir: str | None = common.field(None, help="teacher checkpoint folder (default: "
+                                           "<out-dir>/smat_jax_free/<task>-teacher)")
+    head_coeffs: str | None = common.field(None, help="plausibility: head_coeffs.csv of a SMaT run (adds "
+                                           "attention_smat)")
+    eraser_split: str = common.field("all", help="plausibility documents (original: train+val+test)",
+                                     choices=["all", "train", "val", "test"])
+    max_docs: int | None = common.field(None, help="plausibility on the first N documents only")
+    model: str | None = common.field(None, help="encoder: hub name in the local cache or a local path (default: "
+                                     f"{common.DEFAULT_MODEL}; cifar100: {VIT_MODEL}); students use the teacher's")
+    data_dir: str | None = common.field(None, help="folder holding imdb/, mlqe_pe/, eraser_movies/, cifar100/ "
+                                        "(else $DATA_DIR, else ./data)")
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/smat_jax_free/<name>/")
+    seed: int = common.field(0, help="seed of data order, dropout (the splits and head init do not depend on it)")
+    seeds: str | None = common.field(None, help=f"comma-separated seeds or 'paper' (= {PAPER_SEEDS}): run each, "
+                                     "report median [q25:q75]")
+    eval_batch_size: int = common.field(64, help="evaluation batch size")
+
+
+def parse_args(argv=None) -> Args:
+    return common.parse_dataclass(Args, argv, prog="smat_jax_free.py", description=__doc__.split("\n")[0])
+
+
+def resolve(args: Args) -> Args:
+    """Fill the setup- and task-dependent defaults; check the rest."""
+    t = TASKS[args.task]
+    default_explainer = {"student": "none", "smat": "attention_all", "plausibility": "all", "teacher": "none"}
+    args.explainer = args.explainer or default_explainer[args.setup]
+    if args.explainer == "all" and args.setup != "plausibility":
+        raise common.UsageError("--explainer all is only for --setup plausibility")
+    if args.setup == "smat" and args.explainer not in ("attention_all", "attention_last"):
+        raise common.UsageError("SMaT learns an attention explainer: use --explainer attention_all (the paper's) "
+                                "or attention_last")
+    if args.setup == "smat" and args.beta == 0:
+        raise common.UsageError("SMaT learns the explainer through the explanation loss: --beta must be > 0")
+    if args.setup == "plausibility" and args.task != "imdb":
+        raise common.UsageError("--setup plausibility evaluates the IMDB teacher on ERASER Movie Reviews: use --task imdb")
+    teacher = args.setup in ("teacher", "plausibility")
+    args.num_examples = args.num_examples or t["num_examples"]
+    args.ig_steps = args.ig_steps or (50 if args.setup == "plausibility" else 10)
+    if args.beta is None:
+        args.beta = 0.0 if args.explainer == "none" else (0.2 if args.explainer in GRADIENT_EXPLAINERS else 5.0)
+    args.lr = args.lr if args.lr is not None else (t["teacher_lr"] if teacher else STUDENT_LR)
+    args.batch_size = args.batch_size or (TEACHER_BATCH if teacher else t["student_batch"])
+    args.patience = args.patience if args.patience is not None else (TEACHER_PATIENCE if teacher else t["student_patience"])
+    args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else t["teacher_warmup"]
+    args.meta_lr = args.meta_lr if args.meta_lr is not None else t["meta_lr"]
+    for k in ("num_examples", "ig_steps", "batch_size", "max_len", "eval_batch_size"):
+        if getattr(args, k) <= 0:
+            raise common.UsageError(f"--{k.replace('_', '-')} must be positive, got {getattr(args, k)}")
+    if args.ig_steps < 2:
+        raise common.UsageError("--ig-steps must be at least 2")
+    if args.beta < 0 or args.lr <= 0 or args.meta_lr <= 0 or args.patience < 0:
+        raise common.UsageError("--beta and --patience must be >= 0, --lr and --meta-lr > 0")
+    try:
+        args.split_sizes = [int(x) for x in args.imdb_split_sizes.split(",")]
+        assert len(args.split_sizes) == 3 and min(args.split_sizes) > 0
+    except (ValueError, AssertionError):
+        raise common.UsageError(f"--imdb-split-sizes takes three positive integers, got {args.imdb_split_sizes!r}") from None
+    if args.seeds == "paper":
+        args.seeds = PAPER_SEEDS
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------
+# Model: pretrained encoder + the paper's head (scalar mix over mean-pooled hidden states -> dense-GELU-dense),
+# with forward hooks that record hidden_states[0], every layer output and every layer's query/key projections.
+# ------------------------------------------------------------------------------------------------------
+def encoder_parts(encoder: nn.Module):
+    """(module whose output is hidden_states[0], list of layers, [(query, key) Linear per layer]) of any HF
+    encoder with eager attention (BERT/MiniLM, ELECTRA: after embeddings_project, XLM-R, ViT)."""
+    n = encoder.config.num_hidden_layers
+    layers = next((m for m in encoder.modules() if isinstance(m, nn.ModuleList) and len(m) == n), None)
+    qk = []
+    for layer in layers or []:
+        names = dict(layer.named_modules())
+        q = next((m for k, m in names.items() if k.split(".")[-1] in ("query", "q_proj")), None)
+        k = next((m for k, m in names.items() if k.split(".")[-1] in ("key", "k_proj")), None)
+        qk.append((q, k))
+    if layers is None or any(q is None or k is None for q, k in qk):
+        raise common.UsageError(f"cannot find the attention layers of {type(encoder).__name__}; SMaT needs an encoder "
+                                "with query/key projections (BERT, ELECTRA, RoBERTa/XLM-R, ViT)")
+    emb = getattr(encoder, "embeddings_project", None) or encoder.embeddings
+    return emb, list(layers), qk
+
+
+def lecun_normal_(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flax's default Dense init (variance scaling 1/fan_in, truncated normal), drawn from a fixed generator."""
+    std = math.sqrt(1.0 / w.shape[1]) / 0.87962566103423978
+    return nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen)
+
+
+class Model(nn.Module):
+    """Teacher/student: encoder -> hidden states h_0..h_L, each mean-pooled over non-pad tokens ->
+    z = gamma * sum_l softmax(c)_l m_l (scalar mix) -> text: dropout-dense-GELU-dropout-dense (ELECTRA's head);
+    images: one dense layer (ViT's). The head is initialised from a fixed seed (0), as the original (HF's PRNG 0),
+    so every run seed starts from the same head."""
+
+    def __init__(self, encoder: nn.Module, num_outputs: int, image: bool):
+        super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused
+        self.encoder, self.image = encoder, image
+        cfg = encoder.config
+        self.num_layers, self.num_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+        self.mix_coeffs = nn.Parameter(torch.zeros(self.num_layers + 1))
+        self.gamma = nn.Parameter(torch.ones(()))
+        H = cfg.hidden_size
+        gen = torch.Generator().manual_seed(0)
+        if image:
+            self.classifier = nn.Linear(H, num_outputs)
+            with torch.no_grad():
+                self.classifier.weight.copy_(torch.randn(self.classifier.weight.shape, generator=gen) * 0.02)
+                self.classifier.bias.zero_()
+        else:
+            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+            self.dense, self.out_proj = nn.Linear(H, H), nn.Linear(H, num_outputs)
+            for lin in (self.dense, self.out_proj):
+                lecun_normal_(lin.weight, gen)
+                nn.init.zeros_(lin.bias)
+        emb, layers, qk = encoder_parts(encoder)
+        self._rec: dict = {}  # filled by the hooks during Model.forward only (calling .encoder alone records nothing)
+        emb.register_forward_hook(self._embedding_hook)
+        for layer in layers:
+            layer.register_forward_hook(lambda m, i, o: self._record("states", o[0] if isinstance(o, tuple) else o))
+        for q, k in qk:
+            q.register_forward_hook(lambda m, i, o: self._record("q", o))
+            k.register_forward_hook(lambda m, i, o: self._record("k", o))
+
+    def _record(self, key: str, value: torch.Tensor) -> None:
+        if self._rec:
+            self._rec[key].append(value)
+
+    def _embedding_hook(self, module, inputs, output):
+        """Records hidden_states[0]; replaces it with `embeddings` when given (gradient explainers, IG points)."""
+        if not self._rec:
+            return None
+        e = output if self._rec["override"] is None else self._rec["override"]
+        self._rec["states"].append(e)
+        return e
+
+    def forward(self, inputs: dict, embeddings: torch.Tensor | None = None) -> dict:
+        """inputs: {input_ids, attention_mask, token_type_ids} or {pixel_values}. Returns {logits (B, C),
+        states [h_0..h_L], q, k (per layer, (B, T, heads * d)), mask (B, T) float}."""
+        self._rec = {"override": embeddings, "states": [], "q": [], "k": []}
+        self.encoder(**inputs)
+        rec, self._rec = self._rec, {}
+        states = rec["states"]
+        mask = inputs["attention_mask"].to(states[0].dtype) if "attention_mask" in inputs else \
+            torch.ones(states[0].shape[:2], dtype=states[0].dtype)  # ViT: no padding, pool over all patches + CLS
+        m = mask.unsqueeze(-1)
+        pooled = torch.stack([(h * m).sum(1) / m.sum(1) for h in states])  # (L+1, B, H): mean over non-pad tokens
+        z = self.gamma * (torch.softmax(self.mix_coeffs, 0)[:, None, None] * pooled).sum(0)  # scalar mix
+        if self.image:
+            logits = self.classifier(z)
+        else:
+            logits = self.out_proj(self.dropout(F.gelu(self.dense(self.dropout(z)))))
+        return {"logits": logits, "states": states, "q": rec["q"], "k": rec["k"], "mask": mask}
+
+
+def build_model(model_name: str, task: str) -> Model:
+    return Model(common.load_encoder(model_name), TASKS[task]["outputs"], image=task == "cifar100")
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: head-coefficient normalisers (Sec. 4, Table 7), written in torch, twice differentiable by autograd
+# ------------------------------------------------------------------------------------------------------
+def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """argmin_{p in simplex} ||p - z||^2 (Martins & Astudillo 2016): p = [z - tau]_+ with
+    tau = (sum_{j<=k(z)} z_(j) - 1) / k(z), k(z) = max{k : 1 + k z_(k) > sum_{j<=k} z_(j)}. Autograd through
+    sort/cumsum/gather gives the Jacobian diag(s) - s s^T / |S|, and its backward is itself differentiable."""
+    zs, _ = torch.sort(z, dim=dim, descending=True)
+    cs = zs.cumsum(dim)
+    shape = [1] * z.dim()
+    shape[dim] = -1
+    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype).view(shape)
+    k_z = (1 + k * zs > cs).sum(dim, keepdim=True)
+    tau = (cs.gather(dim, k_z - 1) - 1) / k_z.to(z.dtype)
+    return torch.clamp(z - tau, min=0)
+
+
+def entmax15(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """1.5-entmax (Peters et al. 2019), exact sort algorithm: p = [z/2 - tau]_+^2."""
+    z = z / 2
+    zs, _ = torch.sort(z, dim=dim, descending=True)
+    shape = [1] * z.dim()
+    shape[dim] = -1
+    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype).view(shape)
+    mean = zs.cumsum(dim) / k
+    ss = k * ((zs ** 2).cumsum(dim) / k - mean ** 2)
+    tau = mean - torch.sqrt(torch.clamp((1 - ss) / k, min=0))
+    k_z = (tau <= zs).sum(dim, keepdim=True)
+    return torch.clamp(z - tau.gather(dim, k_z - 1), min=0) ** 2
+
+
+def normalize_heads(phi: torch.Tensor, kind: str) -> torch.Tensor:
+    """lambda = NORMALIZE(phi) (Sec. 4): sparsemax in the paper; softmax, 1.5-entmax or none for Table 7."""
+    return {"sparsemax": sparsemax, "softmax": lambda x: torch.softmax(x, -1), "entmax15": entmax15,
+            "none": lambda x: x}[kind](phi)
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: explainers. Each returns logits z (B, T); the explanation is softmax(z + b), b = -1e10 on pads.
+# ------------------------------------------------------------------------------------------------------
+def pad_bias(mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask > 0, torch.zeros_like(mask), torch.full_like(mask, NEG))
+
+
+def saliency(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Explanation = softmax over tokens of z + b (pad tokens get probability 0)."""
+    return torch.softmax(z + pad_bias(mask), -1)
+
+
+def head_scores(out: dict, num_heads: int, last_layer_only: bool = False) -> torch.Tensor:
+    """Eq. (11): s^h_t = (1/L) sum_i (q^h_i)^T k^h_t, the pre-softmax attention logits q.k/sqrt(d) (with the
+    -1e10 pad-key bias) averaged over the non-pad query rows i, for every head of every layer (layer-major), or of
+    the last layer. The mean over rows is linear, so it is taken on the queries first: O(T d) instead of O(T^2)
+    per head (equal to averaging the full logit matrix: tests/test_smat.py). Returns (B, layers * heads, T)."""
+    mask = out["mask"]
+    w = mask / mask.sum(-1, keepdim=True)  # weights of the query rows: 1 / #non-pad, 0 on pads
+    pairs = list(zip(out["q"], out["k"]))[-1:] if last_layer_only else list(zip(out["q"], out["k"]))
+    s = []
+    for q, k in pairs:
+        B, T, _ = q.shape
+        qh, kh = q.view(B, T, num_heads, -1), k.view(B, T, num_heads, -1)
+        q_bar = torch.einsum("bt,bthd->bhd", w, qh)
+        # Eq. (11): s^h = (1/L) sum_i (q_i^h)^T K^h / sqrt(d)
+        s.append(torch.einsum("bhd,bthd->bht", q_bar, kh) * qh.size(-1) ** -0.5)
+    return torch.cat(s, 1) + pad_bias(mask)[:, None, :]
+
+
+def full_attention_logits(out: dict, num_heads: int) -> torch.Tensor:
+    """The full pre-softmax attention logits (B, layers, heads, T, T) = (q / sqrt(d)) . k + b_k (as the original's
+    unnormalised attention; for checks, the training path uses head_scores())."""
+    b = pad_bias(out["mask"])[:, None, None, :]
+    A = []
+    for q, k in zip(out["q"], out["k"]):
+        B, T, _ = q.shape
+        qh, kh = q.view(B, T, num_heads, -1).transpose(1, 2), k.view(B, T, num_heads, -1).transpose(1, 2)
+        A.append((qh / qh.size(-1) ** 0.5) @ kh.transpose(-1, -2) + b)
+    return torch.stack(A, 1)
+
+
+def attention_explanation(s: torch.Tensor, phi: torch.Tensor, normalizer: str, mask: torch.Tensor):
+    """Eq. (11): E_phi = softmax(sum_h lambda_h s^h + b), lambda = NORMALIZE(phi). Returns (explanation, z)."""
+    # Eq. (11): E_phi(T, x) = softmax(sum_h lambda_h s^h), lambda = NORMALIZE(phi)
+    z = torch.einsum("h,bht->bt", normalize_heads(phi, normalizer), s)
+    return saliency(z, mask), z
+
+
+def ig_path(n: int, variant: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integrated-gradients path from the zero baseline: scales alpha_i of the embeddings and weights w_i.
+    standard: alpha_i = i/(n-1), trapezoid weights (1/(n-1), halved at both ends; sum 1).
+    original: the original code's weights d_i = 1/(n (2 - min(i mod (n-1), 1))) (sum 0.9) and points
+    e * (i/(n-1)) * d_i (an extra factor d_i: every point lies within 9% of the baseline)."""
+    i = torch.arange(n, dtype=torch.float64)
+    if variant == "original":
+        d = 1.0 / (n * (2 - torch.clamp(i % (n - 1), max=1)))
+        return (i / (n - 1) * d).float(), d.float()
+    w = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
+    w[0] = w[-1] = 0.5 / (n - 1)
+    return (i / (n - 1)).float(), w.float()
+
+
+def gradient_explanation_logits(model: Model, inputs: dict, kind: str, ig_variant: str = "standard",
+                                ig_steps: int = 10, max_rows: int = 64) -> torch.Tensor:
+    """App. A, on the teacher in eval mode. g = d/de sum_b f(e)_{b, y_b}: gradient of the predicted-class logit
+    (the output for regression) w.r.t. e = hidden_states[0] (for ELECTRA after embeddings_project).
+    gradient_l2: z_t = ||g_t||_2; gradient_x_input: z_t = g_t . e_t / 0.1; integrated_gradients:
+    z_t = (sum_i w_i g(alpha_i e)) . e_t / 0.5, the n path points scored in batches of <= max_rows rows."""
+    model.eval()
+    with torch.enable_grad():
+        out = model(inputs)
+        e = out["states"][0]
+        y = out["logits"].argmax(-1) if out["logits"].size(-1) > 1 else torch.zeros(len(e), dtype=torch.long)
+        target = lambda logits: logits.gather(1, y.repeat(len(logits) // len(y)).unsqueeze(1)).sum()
+        if kind in ("gradient_l2", "gradient_x_input"):
+            g = torch.autograd.grad(target(out["logits"]), e)[0]
+            e = e.detach()
+            return g.norm(dim=-1) if kind == "gradient_l2" else (g * e).sum(-1) / 0.1
+        e = e.detach()
+        alphas, weights = ig_path(ig_steps, ig_variant)
+        G = torch.zeros_like(e)
+        per = max(1, max_rows // len(e))  # path points per forward pass
+        for s in range(0, ig_steps, per):
+            a, w = alphas[s:s + per], weights[s:s + per]
+            points = (a[:, None, None, None] * e).reshape(-1, *e.shape[1:]).requires_grad_(True)
+            rep = {k: v.repeat(len(a), *[1] * (v.dim() - 1)) for k, v in inputs.items()}
+            g = torch.autograd.grad(target(model(rep, embeddings=points)["logits"]), points)[0]
+            G = G + (w[:, None, None, None] * g.view(len(a), *e.shape)).sum(0)
+        return (G * e).sum(-1) / 0.5
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: losses, the student step (Eqs. 3, 6-7), the pilot step and meta-gradient (Eqs. 8-9)
+# ------------------------------------------------------------------------------------------------------
+def simulation_loss(logits: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
+    """L_sim: cross-entropy against the teacher's argmax (classification), or squared error against the
+    teacher's output (regression: mean_b sum (out - t)^2, the original's mse_loss)."""
+    if teacher_out.dim() == 1:
+        return F.cross_entropy(logits, teacher_out)
+    return ((logits - teacher_out) ** 2).sum(-1).mean()
+
+
+def explanation_loss(t: torch.Tensor, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_expl = KL(teacher || student) over tokens: sum over non-pad tokens of t (log t - log s), both clipped
+    to [1e-7, 1 - 1e-7], terms with t = 0 dropped; averaged over the batch (the original's softmax_loss)."""
+    lt, ls = t.clamp(1e-7, 1 - 1e-7).log(), s.clamp(1e-7, 1 - 1e-7).log()
+    kl = torch.where(t > 0, t * (lt - ls), torch.zeros_like(t)) * mask
+    return kl.sum(-1).mean()
+
+
+def student_objective(model: Model, params: dict, phi_S: torch.Tensor, batch: dict, y_T: torch.Tensor,
+                      e_T: torch.Tensor | None, beta: float, last_layer_only: bool, normalizer: str):
+    """Eq. (3) on one batch with the student's parameters `params` (functional_call, so the same code runs the
+    real step and the differentiated pilot step). Returns (L_student, L_sim, L_expl)."""
+    out = functional_call(model, params, (batch["inputs"],))
+    L_sim = simulation_loss(out["logits"], y_T)
+    if beta == 0 or e_T is None:
+        return L_sim, L_sim, torch.zeros(())
+    s_S = head_scores(out, model.num_heads, last_layer_only)
+    e_S, _ = attention_explanation(s_S, phi_S, normalizer, out["mask"])  # the S-explainer (Sec. 5)
+    L_expl = explanation_loss(e_T, e_S, out["mask"])
+    # Eq. (3): L_student = L_sim(S(x), T(x)) + beta * L_expl(E_S(S, x), E_T(T, x))
+    return L_sim + beta * L_expl, L_sim, L_expl
+
+
+def clip_by_global_norm(grads: list, max_norm: float) -> list:
+    """optax.clip_by_global_norm: g * max_norm / ||g|| if ||g|| >= max_norm (norm over all tensors jointly)."""
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm)
+    return [g * scale for g in grads]
+
+
+def sgd_update(params: list, grads: list, lr: float = STUDENT_LR, wd: float = WEIGHT_DECAY,
+               max_norm: float = STUDENT_CLIP) -> list:
+    """The student optimiser (Eqs. 6-8): p - lr * (clip(g) + wd * p), the clip over (theta, phi_S) jointly.
+    Pure: used under no_grad for the real step and inside the graph for the pilot step."""
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    return [p - lr * (g + wd * p) for p, g in zip(params, clip_by_global_norm(grads, max_norm))]
+
+
+def student_step(model: Model, phi_S: nn.Parameter, batch: dict, y_T, e_T, args: Args, last_layer_only: bool):
+    """Eqs. (6)-(7): one real SGD step of (theta, phi_S) on L_student. Returns the three losses (floats)."""
+    params = dict(model.named_parameters())
+    L, L_sim, L_expl = student_objective(model, params, phi_S, batch, y_T, e_T, args.beta, last_layer_only,
+                                         args.head_normalizer)
+    tensors = list(params.values()) + [phi_S]
+    grads = torch.autograd.grad(L, tensors, allow_unused=True)
+    with torch.no_grad():
+        # Eqs. (6)-(7): (theta, phi_S) <- (theta, phi_S) - eta_in grad L_student (clipped, + weight decay)
+        for p, new in zip(tensors, sgd_update(tensors, grads, lr=args.lr)):
+            p.copy_(new)
+    return L.item(), L_sim.item(), L_expl.item()
+
+
+def meta_gradient(model: Model, phi_S: torch.Tensor, phi_T: torch.Tensor, batch: dict, y_T, s_T: torch.Tensor,
+                  valid_batch: dict, valid_y_T, args: Args, last_layer_only: bool = False):
+    """Eqs. (8)-(9): from the already-updated student theta_{t+1}, a pilot SGD step on the same batch with
+    L_student(phi_T) (dropout on; clip and weight decay inside the graph), then the outer loss
+    L_sim(pilot student, valid batch) (no dropout, no explanation term) and its gradient w.r.t. phi_T, through
+    the pilot step (second order: functional_call + autograd.grad(create_graph=True)). Returns (grad, outer)."""
+    params = dict(model.named_parameters())
+    e_T, _ = attention_explanation(s_T, phi_T, args.head_normalizer, batch["inputs_mask"])
+    L, _, _ = student_objective(model, params, phi_S, batch, y_T, e_T, args.beta, last_layer_only,
+                                args.head_normalizer)
+    tensors = list(params.values()) + [phi_S]
+    grads = torch.autograd.grad(L, tensors, create_graph=True, allow_unused=True)
+    # Eq. (8): theta(phi_T) = theta_{t+1} - eta_in grad_theta L_student(theta_{t+1}, phi_S^{t+1}, phi_T)
+    pilot = dict(zip(params, sgd_update(tensors, grads, lr=args.lr)[:-1]))
+    was_training = model.training
+    model.eval()
+    outer = simulation_loss(functional_call(model, pilot, (valid_batch["inputs"],))["logits"], valid_y_T)
+    model.train(was_training)
+    # Eq. (9): the gradient of L_sim(S_theta(phi_T)(x_valid), T(x_valid)) w.r.t. phi_T
+    return torch.autograd.grad(outer, phi_T)[0], outer.item()
+
+
+class OptaxAdam:
+    """The original's Adam (optax chain): clip_by_global_norm(max_norm) -> scale_by_adam(b1, b2, eps,
+    eps_root=1e-8: m_hat / (sqrt(v_hat + eps_root) + eps)) -> + wd * p -> * -lr_t, with lr_t linear from 1e-6 to
+    lr over `warmup` steps, then constant. Teacher: wd 0.01; SMaT outer optimiser: wd 0, clip 5."""
+
+    def __init__(self, params: list, lr: float, wd: float = 0.0, max_norm: float = 5.0, warmup: int = 0,
+                 b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 1e-8):
+        self.params, self.lr, self.wd, self.max_norm, self.warmup = list(params), lr, wd, max_norm, warmup
+        self.b1, self.b2, self.eps, self.eps_root, self.count = b1, b2, eps, eps_root, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    def lr_at(self, step: int) -> float:
+        return self.lr if step >= self.warmup else 1e-6 + (self.lr - 1e-6) * step / self.warmup
+
+    @torch.no_grad()
+    def step(self, grads: list) -> None:
+        grads = clip_by_global_norm([torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)],
+                                    self.max_norm)
+        lr = self.lr_at(self.count)
+        self.count += 1
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m.mul_(self.b1).add_((1 - self.b1) * g)
+            v.mul_(self.b2).add_((1 - self.b2) * g * g)
+            m_hat, v_hat = m / (1 - self.b1 ** self.count), v / (1 - self.b2 ** self.count)
+            p.sub_(lr * (m_hat / (torch.sqrt(v_hat + self.eps_root) + self.eps) + self.wd * p))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Data: the original splits, encoding, batching with dynamic padding
+# ------------------------------------------------------------------------------------------------------
+def imdb_splits(train: list, test: list, setup: str, seed: int = 0, teacher_valid_size: int = 12500,
+                student_valid_size: int = 1250, student_test_size: int = 2500) -> dict:
+    """The original's IMDB split (smat/data/imdb.py): each split list is shuffled by a fresh
+    numpy RandomState(0) (independent of --seed). Teacher: train = all train reviews, valid = the first 12,500
+    of the shuffled test reviews. Student: pool = test[12500:-3750] (8,750), valid = test[-3750:-2500] (1,250),
+    test = test[-2500:] (2,500)."""
+    def shuffled(rows):
+        rows = list(rows)
+        np.random.RandomState(seed).shuffle(rows)
+        return rows
+    te = shuffled(test)
+    if setup == "teacher":
+        return {"train": shuffled(train), "valid": te[:teacher_valid_size]}
+    dev = student_valid_size + student_test_size
+    return {"train": te[teacher_valid_size:-dev], "valid": te[-dev:-student_test_size], "test": te[-student_test_size:]}
+
+
+def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
+    """Raw examples per split ({text, label} / {image, label}) for the teacher (train, valid, plus the student
+    test split to report the teacher's accuracy) or the student (train = the first N of the pool, valid, test)."""
+    if args.task == "imdb":
+        train, test = common.read_imdb(data_dir, "train"), common.read_imdb(data_dir, "test")
+        sizes = dict(zip(("teacher_valid_size", "student_valid_size", "student_test_size"), args.split_sizes))
+        if sum(sizes.values()) >= len(test):
+            raise common.DataError(f"{len(test)} test reviews cannot hold the split sizes {args.imdb_split_sizes} "
+                                   "and a student pool (see --imdb-split-sizes)", data_dir / "imdb")
+        sp = imdb_splits(train, test, "teacher" if setup == "teacher" else "student", **sizes)
+        if setup == "teacher":
+            sp["test"] = imdb_splits(train, test, "student", **sizes)["test"]
+    elif args.task == "mlqe":
+        def shuffled(rows):  # the original shuffles each split with RandomState(0)
+            np.random.RandomState(0).shuffle(rows)
+            return [{"source": r["original"], "mt": r["translation"], "label": r["z_mean"]} for r in rows]
+        sp = {s: shuffled(common.read_mlqe_pe(data_dir, f)) for s, f in (("train", "train"), ("valid", "dev"),
+                                                                         ("test", "test"))}
+    else:
+        ds = common.load_image_dataset(data_dir, "cifar100", CIFAR_HUB)
+        order = np.arange(len(ds["train"]))
+        np.random.RandomState(0).shuffle(order)
+        n_valid = len(order) // 10  # 45,000 / 5,000 as the original
+        rows = lambda d, idx: [{"image": d[int(i)]["img"], "label": int(d[int(i)]["fine_label"])} for i in idx]
+        sp = {"train": rows(ds["train"], order[:-n_valid]), "valid": rows(ds["train"], order[-n_valid:]),
+              "test": rows(ds["test"], range(len(ds["test"])))}
+        if not sp["valid"]:
+            raise common.DataError("cifar100 needs at least 10 training images (the last 10% are validation)")
+    if setup == "teacher":
+        if args.teacher_train_size:
+            sp["train"] = sp["train"][:args.teacher_train_size]
+    else:
+        if args.num_examples > len(sp["train"]):
+            raise common.UsageError(f"--num-examples {args.num_examples} is larger than the student pool of "
+                                    f"{len(sp['train'])} examples")
+        sp["train"] = sp["train"][:args.num_examples]  # the same first N for every seed, as the original
+    if args.max_valid_examples:
+        sp["valid"] = sp["valid"][:args.max_valid_examples]
+    if args.max_test_examples and "test" in sp:
+        sp["test"] = sp["test"][:args.max_test_examples]
+    return sp
+
+
+def encode(rows: list, tokenizer, max_len: int) -> list[dict]:
+    """Texts -> input ids (truncated to max_len; MLQE: "source <sep> translation", the tokenizer's separator)."""
+    if tokenizer is None:
+        return [{"index": i, "image": r["image"], "label": r["label"]} for i, r in enumerate(rows)]
+    texts = [r["text"] if "text" in r else f"{r['source']} {tokenizer.sep_token} {r['mt']}" for r in rows]
+    enc = tokenizer(texts, truncation=True, max_length=max_len)
+    return [{"index": i, "input_ids": ids, "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc
+             else [0] * len(ids), "label": r["label"]} for i, (ids, r) in enumerate(zip(enc["input_ids"], rows))]
+
+
+def collate(examples: list[dict], pad_id: int, image_size: int | None = None) -> dict:
+    """{inputs: model kwargs, inputs_mask (B, T) float, index (B,), label (B,)} with padding to the longest."""
+    idx = torch.tensor([e["index"] for e in examples])
+    label = torch.tensor([e["label"] for e in examples])
+    if "image" in examples[0]:
+        px = torch.stack([common.image_to_tensor(e["image"], image_size) for e in examples])
+        return {"inputs": {"pixel_values": px}, "inputs_mask": None, "index": idx, "label": label}
+    B, L = len(examples), max(len(e["input_ids"]) for e in examples)
+    ids, tt, att = torch.full((B, L), pad_id), torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L, dtype=torch.long)
+    for b, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[b, :n], tt[b, :n], att[b, :n] = torch.tensor(e["input_ids"]), torch.tensor(e["token_type_ids"]), 1
+    return {"inputs": {"input_ids": ids, "attention_mask": att, "token_type_ids": tt}, "inputs_mask": att.float(),
+            "index": idx, "label": label}
+
+
+def iterate_batches(examples: list, batch_size: int, pad_id: int, image_size: int | None = None,
+                    shuffle_seed: int | None = None):
+    """Training: shuffled by its own seeded RNG; evaluation (shuffle_seed None): sorted by length (dynamic padding)."""
+    order = list(range(len(examples)))
+    if shuffle_seed is not None:
+        np.random.RandomState(shuffle_seed).shuffle(order)
+    elif "input_ids" in examples[0]:
+        order.sort(key=lambda i: len(examples[i]["input_ids"]))
+    for s in range(0, len(order), batch_size):
+        yield collate([examples[i] for i in order[s:s + batch_size]], pad_id, image_size)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Evaluation: teacher outputs, simulability (Eq. 1)
+# ------------------------------------------------------------------------------------------------------
+def predict(model: Model, examples: list, bs: int, pad_id: int, image_size) -> torch.Tensor:
+    """Outputs per example (in example order): argmax class (n,) or the regression output (n, 1)."""
+    model.eval()
+    res = {}
+    with torch.inference_mode():
+        for batch in iterate_batches(examples, bs, pad_id, image_size):
+            logits = model(batch["inputs"])["logits"]
+            y = logits.argmax(-1) if logits.size(-1) > 1 else logits
+            for i, v in zip(batch["index"].tolist(), y):
+                res[i] = v
+        out = torch.stack([res[i] for i in range(len(examples))])
+    return out.clone()  # a normal tensor (usable as a target in autograd)
+
+
+def simulability(student_out: torch.Tensor, teacher_out: torch.Tensor) -> float:
+    """Eq. (1): share of student predictions equal to the teacher's; Pearson r of the outputs for regression."""
+    if teacher_out.dim() == 1:
+        # Eq. (1): SIM(S, T) = E_{x in D_test} 1{S(x) = T(x)}
+        return float((student_out == teacher_out).float().mean())
+    a, b = student_out.flatten().double(), teacher_out.flatten().double()
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+def task_metric(out: torch.Tensor, gold: list) -> float:
+    """The teacher against the gold labels: accuracy, or Pearson r with z_mean (MLQE)."""
+    g = torch.tensor(gold)
+    return simulability(out, g.view(-1, 1).float() if out.dim() == 2 else g)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Teacher: training and loading
+# ------------------------------------------------------------------------------------------------------
+def teacher_dir(args: Args) -> Path:
+    return Path(args.teacher_dir) if args.teacher_dir else Path(args.out_dir) / SCRIPT / f"{args.task}-teacher"
+
+
+def load_processor(args: Args, model_name: str):
+    """(tokenizer or None, pad id, image size)."""
+    if args.task == "cifar100":
+        from transformers import AutoConfig
+        return None, 0, AutoConfig.from_pretrained(common.resolve_model_path(model_name)).image_size
+    tok = common.load_tokenizer(model_name)
+    return tok, tok.pad_token_id, None
+
+
+def train_teacher(args: Args, data_dir: Path) -> dict:
+    """AdamW (optax: eps_root, wd 0.01 on all parameters), lr warm-up from 1e-6 then constant, clip, batch 16,
+    early stopping on the valid metric; the best epoch is saved to teacher.pt + teacher.json."""
+    timer = common.Timer()
+    common.set_seed(args.seed)
+    model_name = args.model or (VIT_MODEL if args.task == "cifar100" else common.DEFAULT_MODEL)
+    sp = load_splits(args, data_dir, "teacher")
+    tok, pad, img = load_processor(args, model_name)
+    data = {s: encode(rows, tok, args.max_len) for s, rows in sp.items()}
+    model = build_model(model_name, args.task)
+    out = teacher_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    common.write_json_atomic(out / "config.json", dataclasses.asdict(args))
+    log = common.JsonlLog(out / "log.jsonl")
+    params = [p for p in model.parameters()]
+    opt = OptaxAdam(params, args.lr, wd=WEIGHT_DECAY, max_norm=TASKS[args.task]["teacher_clip"], warmup=args.warmup_steps)
+    stopper = common.EarlyStopping(args.patience + 1)  # the original stops after patience+1 bad epochs
+    gold = lambda s: [e["label"] for e in data[s]]
+    step, epochs_run = 0, 0
+    print(f"teacher: {len(data['train'])} train / {len(data['valid'])} valid examples, {model_name}")
+    for epoch in itertools.count():
+        if args.max_epochs is not None and epoch >= args.max_epochs:
+            break
+        model.train()
+        for batch in common.progress(iterate_batches(data["train"], args.batch_size, pad, img, args.seed * 1000 + epoch),
+                                     desc=f"epoch {epoch}"):
+            logits = model(batch["inputs"])["logits"]
+            target = batch["label"] if logits.size(-1) > 1 else batch["label"].float().view(-1, 1)
+            loss = simulation_loss(logits, target)
+            opt.step(torch.autograd.grad(loss, params, allow_unused=True))
+            log(epoch=epoch, step=step, loss=loss.item(), lr=opt.lr_at(step))
+            step += 1
+        valid = task_metric(predict(model, data["valid"], args.eval_batch_size, pad, img), gold("valid"))
+        if stopper.step(valid, epoch, model):
+            save_teacher(out, model, {"model": model_name, "task": args.task, "max_len": args.max_len, "epoch": epoch,
+                                      "valid": valid})
+        epochs_run += 1
+        log(epoch=epoch, valid=valid, best=stopper.best)
+        print(f"epoch {epoch:3d}  valid {valid:.4f}  best {stopper.best:.4f}")
+        if stopper.stop:
+            break
+    stopper.restore(model)
+    test = task_metric(predict(model, data["test"], args.eval_batch_size, pad, img), gold("test"))
+    results = {"task": args.task, "valid": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
+               "steps": step, "student_test_metric": test, "n_train": len(data["train"]), "dir": str(out)}
+    meta = json.loads((out / "teacher.json").read_text())
+    common.write_json_atomic(out / "teacher.json", {**meta, "student_test_metric": test})
+    common.write_json_atomic(out / "results.json", results)
+    common.write_json_atomic(out / "timing.json", {"runtime_s": round(timer(), 1)})
+    print(f"teacher: valid {100 * stopper.best:.2f} (epoch {stopper.best_epoch}), on the student-test split "
+          f"{100 * test:.2f} -> {out}")
+    return results
+
+
+def save_teacher(out: Path, model: Model, meta: dict) -> None:
+    tmp = out / "teacher.pt.tmp"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, out / "teacher.pt")
+    common.write_json_atomic(out / "teacher.json", meta)
+
+
+def load_teacher(args: Args) -> tuple[Model, dict]:
+    d = teacher_dir(args)
+    if not (d / "teacher.pt").is_file() or not (d / "teacher.json").is_file():
+        raise common.UsageError(f"no trained teacher at {d}: train one first with `python smat_jax_free.py --setup "
+                                f"teacher --task {args.task}` (same --out-dir), or pass --teacher-dir")
+    meta = json.loads((d / "teacher.json").read_text())
+    if args.model and common.resolve_model_path(args.model) != common.resolve_model_path(meta["model"]):
+        raise common.UsageError(f"the student uses the teacher's encoder; the teacher at {d} was trained with "
+                                f"--model {meta['model']} (drop --model)")
+    teacher = build_model(meta["model"], args.task)
+    teacher.load_state_dict(torch.load(d / "teacher.pt", weights_only=True))
+    return teacher.eval(), meta
+
+
+# ------------------------------------------------------------------------------------------------------
+# Teacher signals for the student pool, computed once (the teacher is fixed; its attention scores s^h too)
+# ------------------------------------------------------------------------------------------------------
+def teacher_signals(teacher: Model, examples: list, args: Args, pad: int, img, last_layer_only: bool) -> list:
+    """Per example: the static explanation (T,) of a gradient explainer, or the teacher's head scores s^h
+    (heads, T) for attention explainers (the explanation depends on phi_T and is formed per batch)."""
+    kind, res = args.explainer, {}
+    bs = max(1, args.eval_batch_size // (args.ig_steps if kind == "integrated_gradients" else 1)) \
+        if kind in GRADIENT_EXPLAINERS else args.eval_batch_size
+    for batch in iterate_batches(examples, bs, pad, img):
+        if kind in GRADIENT_EXPLAINERS:
+            z = gradient_explanation_logits(teacher, batch["inputs"], kind, args.ig_variant, args.ig_steps,
+                                            args.eval_batch_size)
+            with torch.no_grad():
+                mask = batch["inputs_mask"] if batch["inputs_mask"] is not None else torch.ones_like(z)
+                sig = saliency(z, mask)
+        else:
+            with torch.inference_mode():
+                out = teacher(batch["inputs"])
+                sig = head_scores(out, teacher.num_heads, last_layer_only)
+        for b, i in enumerate(batch["index"].tolist()):
+            n = int(batch["inputs_mask"][b].sum()) if batch["inputs_mask"] is not None else sig.shape[-1]
+            res[i] = sig[b, ..., :n].clone()
+    return [res[i] for i in range(len(examples))]
+
+
+def batch_signal(signals: list, index: torch.Tensor, T: int, fill: float) -> torch.Tensor:
+    """Stack per-example teacher signals padded to the batch length T."""
+    out = torch.full((len(index), *signals[0].shape[:-1], T), fill)
+    for b, i in enumerate(index.tolist()):
+        out[b, ..., :signals[i].shape[-1]] = signals[i]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Student / SMaT: one seed end to end
+# ------------------------------------------------------------------------------------------------------
+def run_name(args: Args, seed) -> str:
+    suffix = ("" if args.head_normalizer == "sparsemax" else f"-{args.head_normalizer}") + \
+        ("-igorig" if args.explainer == "integrated_gradients" and args.ig_variant == "original" else "")
+    return f"{args.task}-{args.setup}-{args.explainer}{suffix}-n{args.num_examples}-{seed}"
+
+
+def write_head_coeffs(run: Path, phi: torch.Tensor, args: Args, num_layers: int, num_heads: int) -> None:
+    """head_coeffs.csv (layer, head, phi, lambda) and head_coeffs.png, a layer x head heatmap of lambda (Fig. 5)."""
+    lam = normalize_heads(phi.detach(), args.head_normalizer)
+    layers = [num_layers - 1] if args.explainer == "attention_last" else list(range(num_layers))
+    rows = [(l, h, float(phi.detach()[j * num_heads + h]), float(lam[j * num_heads + h]))
+            for j, l in enumerate(layers) for h in range(num_heads)]
+    with open(run / "head_coeffs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["layer", "head", "phi", "lambda"])
+        w.writerows(rows)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * num_heads, 1 + 0.4 * len(layers)))
+    im = ax.imshow(lam.view(len(layers), num_heads).numpy(), cmap="viridis", aspect="auto")
+    ax.set_xlabel("Head")
+    ax.set_ylabel("Layer")
+    ax.set_yticks(range(len(layers)), layers)
+    ax.set_title("Head coefficients")
+    fig.colorbar(im)
+    fig.tight_layout()
+    fig.savefig(run / "head_coeffs.png", dpi=100)
+    plt.close(fig)
+
+
+def read_head_coeffs(path: str) -> torch.Tensor:
+    try:
+        with open(path) as f:
+            return torch.tensor([float(r["phi"]) for r in csv.DictReader(f)])
+    except (OSError, KeyError, ValueError) as e:
+        raise common.UsageError(f"cannot read head coefficients from {path} ({type(e).__name__}); pass the "
+                                "head_coeffs.csv a SMaT run wrote") from None
+
+
+def student_data(args: Args, data_dir: Path, teacher: Model, meta: dict) -> dict:
+    """What every seed shares: the encoded splits, the teacher's outputs on them and its explanation signals on
+    the training examples (the teacher and the first-N pool do not depend on the seed)."""
+    tok, pad, img = load_processor(args, meta["model"])
+    sp = load_splits(args, data_dir, "student")
+    data = {s: encode(rows, tok, args.max_len) for s, rows in sp.items()}
+    y_T = {s: predict(teacher, data[s], args.eval_batch_size, pad, img) for s in data}  # the teacher's outputs
+    last = args.explainer == "attention_last"
+    signals = teacher_signals(teacher, data["train"], args, pad, img, last) if args.beta > 0 else None
+    return {"data": data, "y_T": y_T, "signals": signals, "pad": pad, "img": img, "meta": meta}
+
+
+def train_student(args: Args, seed: int, shared: dict) -> dict:
+    timer = common.Timer()
+    common.set_seed(seed)
+    data, y_T, signals, pad, img, meta = (shared[k] for k in ("data", "y_T", "signals", "pad", "img", "meta"))
+    run = common.make_run_dir(args.out_dir, SCRIPT, run_name(args, seed))
+    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed, "teacher": meta})
+    log = common.JsonlLog(run / "log.jsonl")
+    smat, last = args.setup == "smat", args.explainer == "attention_last"
+    student = build_model(meta["model"], args.task).train()  # same pretrained encoder, fresh head
+    n_heads = student.num_heads * (1 if last else student.num_layers)
+    phi_S = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads))  # S-explainer, uniform init
+    phi_T = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads))  # T-explainer: static, or learned by SMaT
+    holder = nn.Module()
+    holder.student, holder.phi_S, holder.phi_T = student, phi_S, phi_T
+    meta_opt = OptaxAdam([phi_T], args.meta_lr, wd=0.0, max_norm=META_CLIP) if smat else None
+    stopper = common.EarlyStopping(args.patience + 1)  # the original stops after patience+1 bad epochs
+    print(f"seed {seed}: {args.setup} {args.explainer} beta {args.beta}, {len(data['train'])} train / "
+          f"{len(data['valid'])} valid / {len(data['test'])} test examples")
+    step, epochs_run = 0, 0
+    for epoch in itertools.count():
+        if args.max_epochs is not None and epoch >= args.max_epochs:
+            break
+        valid_iter = itertools.cycle(list(iterate_batches(data["valid"], args.batch_size, pad, img,
+                                                          seed * 1000 + epoch + 500))) if smat else None
+        sums = np.zeros(3)
+        for batch in common.progress(iterate_batches(data["train"], args.batch_size, pad, img, seed * 1000 + epoch),
+                                     desc=f"epoch {epoch}"):
+            student.train()
+            y = y_T["train"][batch["index"]]
+            e_T = s_T = None
+            if signals is not None:
+                if batch["inputs_mask"] is None:  # images: no padding, every patch (and CLS) is a token
+                    batch["inputs_mask"] = torch.ones(len(y), signals[0].shape[-1])
+                T = batch["inputs_mask"].shape[1]
+                if args.explainer in GRADIENT_EXPLAINERS:
+                    e_T = batch_signal(signals, batch["index"], T, 0.0)
+                else:
+                    s_T = batch_signal(signals, batch["index"], T, NEG)
+                    e_T, _ = attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
+            losses = student_step(student, phi_S, batch, y, e_T, args, last)
+            rec = dict(zip(("L", "L_sim", "L_expl"), losses))
+            if smat:
+                vb = next(valid_iter)
+                g, outer = meta_gradient(student, phi_S, phi_T, batch, y, s_T, vb, y_T["valid"][vb["index"]], args, last)
+                meta_opt.step([g])  # Eq. (9): phi_T <- phi_T - eta_out * Adam(clip(grad))
+                lam = normalize_heads(phi_T.detach(), args.head_normalizer)
+                rec.update(L_outer=outer, metagrad_norm=g.norm().item(), active_heads=int((lam > 0).sum()))
+            log(epoch=epoch, step=step, **rec)
+            sums += losses
+            step += 1
+        valid = simulability(predict(student, data["valid"], args.eval_batch_size, pad, img), y_T["valid"])
+        stopper.step(valid, epoch, holder)
+        epochs_run += 1
+        n = max(1, math.ceil(len(data["train"]) / args.batch_size))
+        log(epoch=epoch, valid=valid, best=stopper.best)
+        print(f"epoch {epoch:3d}  L {sums[0] / n:.4f}  L_sim {sums[1] / n:.4f}  L_expl {sums[2] / n:.4f}  "
+              f"valid sim {valid:.4f}  best {stopper.best:.4f}")
+        if stopper.stop:
+            break
+    stopper.restore(holder)  # the best-valid epoch's student, S-explainer and T-explainer
+    test = simulability(predict(student, data["test"], args.eval_batch_size, pad, img), y_T["test"])
+    results = {"task": args.task, "setup": args.setup, "explainer": args.explainer, "seed": seed,
+               "metric": "pearson" if args.task == "mlqe" else "accuracy", "test": test, "valid": stopper.best,
+               "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
+               "steps": step, "beta": args.beta, "n_train": len(data["train"]), "n_valid": len(data["valid"]),
+               "n_test": len(data["test"]), "teacher_student_test_metric": meta.get("student_test_metric"),
+               "run_dir": str(run)}
+    if args.explainer.startswith("attention"):
+        lam = normalize_heads(phi_T.detach(), args.head_normalizer)
+        results["active_teacher_heads"] = int((lam > 0).sum())
+        write_head_coeffs(run, phi_T, args, student.num_layers, student.num_heads)
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
+    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    print(f"seed {seed}: test simulability {100 * test:.2f} (valid {100 * stopper.best:.2f} at epoch "
+          f"{stopper.best_epoch}) -> {run}")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------
+# Plausibility on ERASER Movie Reviews (Table 2)
+# ------------------------------------------------------------------------------------------------------
+def word_level(expl: list, word_ids: list, evidence: list) -> tuple[list, list]:
+    """(gold, score) per word that survived truncation: score = sum of its wordpieces' probabilities (App. A),
+    gold = 1 if the word is in a human evidence span; [CLS]/[SEP] (word id None) are dropped."""
+    score: dict[int, float] = {}
+    for pos, w in enumerate(word_ids):
+        if w is not None:
+            score[w] = score.get(w, 0.0) + float(expl[pos])
+    words = sorted(score)
+    return [evidence[w] for w in words], [score[w] for w in words]
+
+
+def plausibility(args: Args, data_dir: Path) -> dict:
+    """Teacher explanations on ERASER Movie Reviews (first max_len wordpieces of each review): a word's score is
+    the sum of its wordpieces' probabilities, its gold label whether it lies in a human evidence span; ROC AUC per
+    document (documents with one class only are skipped), averaged over documents."""
+    timer = common.Timer()
+    teacher, meta = load_teacher(args)
+    tok = common.load_tokenizer(meta["model"])
+    splits = ["train", "val", "test"] if args.eraser_split == "all" else [args.eraser_split]
+    docs = [d for s in splits for d in common.read_eraser_movies(data_dir, s)][:args.max_docs]
+    kinds = [k for k in EXPLAINERS[1:] if args.explainer in ("all", k)]
+    if args.head_coeffs:
+        kinds.append("attention_smat")
+        phi_smat = read_head_coeffs(args.head_coeffs)
+    examples = []
+    for i, d in enumerate(docs):
+        enc = tok(d["words"], is_split_into_words=True, truncation=True, max_length=args.max_len)
+        examples.append({"index": i, "input_ids": enc["input_ids"], "label": d["label"],
+                         "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
+                         "word_ids": enc.word_ids()})
+    n_all = teacher.num_layers * teacher.num_heads
+    auc = {}
+    for kind in kinds:
+        per_doc = []
+        bs = max(1, args.eval_batch_size // args.ig_steps) if kind == "integrated_gradients" else \
+            max(1, args.eval_batch_size // 4)
+        for batch in common.progress(iterate_batches(examples, bs, tok.pad_token_id), desc=kind):
+            mask = batch["inputs_mask"]
+            if kind in GRADIENT_EXPLAINERS:
+                z = gradient_explanation_logits(teacher, batch["inputs"], kind, args.ig_variant, args.ig_steps,
+                                                args.eval_batch_size)
+                expl = saliency(z.detach(), mask)
+            else:
+                with torch.inference_mode():
+                    out = teacher(batch["inputs"])
+                    last = kind == "attention_last"
+                    s = head_scores(out, teacher.num_heads, last)
+                    phi = phi_smat if kind == "attention_smat" else torch.full((s.shape[1],), 1.0 / s.shape[1])
+                    if len(phi) != s.shape[1]:
+                        raise common.UsageError(f"--head-coeffs has {len(phi)} coefficients, the teacher {n_all} heads")
+                    expl, _ = attention_explanation(s, phi, args.head_normalizer, mask)
+            for b, i in enumerate(batch["index"].tolist()):
+                a = common.roc_auc(*word_level(expl[b].tolist(), examples[i]["word_ids"], docs[i]["evidence"]))
+                if not math.isnan(a):
+                    per_doc.append(a)
+        auc[kind] = {"auc": float(np.mean(per_doc)) if per_doc else float("nan"), "n_docs": len(per_doc)}
+        print(f"plausibility {kind:22s} AUC {auc[kind]['auc']:.4f} over {len(per_doc)} documents")
+    run = common.make_run_dir(args.out_dir, SCRIPT, f"imdb-plausibility-{args.eraser_split}")
+    results = {"auc": auc, "n_docs": len(docs), "ig_steps": args.ig_steps, "ig_variant": args.ig_variant,
+               "head_coeffs": args.head_coeffs, "max_len": args.max_len, "run_dir": str(run)}
+    common.write_json_atomic(run / "config.json", dataclasses.asdict(args))
+    common.write_json_atomic(run / "results.json", results)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": round(timer(), 1)})
+    return results
+
+
+def main(args: Args) -> dict:
+    args = resolve(args)
+    data_dir = common.resolve_data_dir(args.data_dir)
+    if args.setup == "teacher":
+        return train_teacher(args, data_dir)
+    if args.setup == "plausibility":
+        return plausibility(args, data_dir)
+    seeds = common.parse_seeds(args.seeds, args.seed)
+    teacher, meta = load_teacher(args)
+    shared = student_data(args, data_dir, teacher, meta)
+    runs = [train_student(args, s, shared) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    agg = common.aggregate([r["test"] for r in runs])
+    median_seed = min(runs, key=lambda r: abs(r["test"] - agg["median"]))["seed"]
+    summary = {"metric": runs[0]["metric"], "test": agg, "valid": common.aggregate([r["valid"] for r in runs]),
+               "seeds": seeds, "median_seed": median_seed, "runs": runs}
+    name = run_name(args, "seeds")
+    common.write_json_atomic(Path(args.out_dir) / SCRIPT / name / "summary.json", summary)
+    print(f"test simulability over seeds {seeds}: median {100 * agg['median']:.2f} "
+          f"[{100 * agg['q1']:.2f}:{100 * agg['q3']:.2f}]")
+    return summary
+
+
+def cli(argv=None) -> int:
+    return common.run_cli(main, parse_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

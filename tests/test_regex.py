@@ -1,0 +1,535 @@
+"""REGEX: the losses against finite differences, VAT against random directions, the K% mask, comp / suff against a
+hand computation, a known-faithful attribution against random, IG completeness, smoke runs, bad input."""
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import common
+import regex_robust as rx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+POS = ["a warm funny engaging film", "a stirring and moving story", "great acting and a clever script",
+       "the best film of the year", "charming , witty and delightful", "a gorgeous , heartfelt movie"]
+NEG = ["a dull and lifeless mess", "the plot is boring and predictable", "terrible acting and a weak script",
+       "the worst film of the year", "tedious , flat and forgettable", "an ugly , pointless movie"]
+
+
+def write_tiny_text_data(root: Path) -> Path:
+    """sst2 (12 sentences per split), imdb (12 reviews per split) and ERASER movies (6 documents with evidence)."""
+    rows = [f"1 {s}" for s in POS] + [f"0 {s}" for s in NEG]
+    (root / "sst2").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        (root / "sst2" / f"stsa.binary.{split}").write_text("\n".join(rows) + "\n")
+    (root / "imdb").mkdir(exist_ok=True)
+    for split in ("train", "test"):
+        recs = [{"id": f"{split}/{i}", "text": s + " .<br /><br />" + s, "label": int(i < 6)}
+                for i, s in enumerate(POS + NEG)] * (2 if split == "train" else 1)
+        (root / "imdb" / f"imdb_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    d = root / "eraser_movies"
+    (d / "docs").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        recs = []
+        for i, s in enumerate(POS[:3] + NEG[:3]):
+            doc = f"{split}_{i}.txt"
+            (d / "docs" / doc).write_text("i saw it yesterday .\n" + s + " .\n")
+            recs.append({"annotation_id": doc, "classification": "POS" if i < 3 else "NEG",
+                         "evidences": [[{"docid": doc, "start_token": 5, "end_token": 5 + len(s.split())}]]})
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory) -> Path:
+    return write_tiny_text_data(tmp_path_factory.mktemp("text-data"))
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model):
+    return common.load_tokenizer(tiny_model)
+
+
+def tiny_clf(tiny_model, tok, seed=0, double=True):
+    torch.manual_seed(seed)
+    model = common.TaskModel(common.load_encoder(tiny_model), "cls", 2, 0.1).eval()
+    with torch.no_grad():  # larger head weights so the random model's probabilities are not all 1/2
+        model.head.weight.normal_(0, 0.5)
+    return rx.as_classifier(model.double() if double else model, tok)
+
+
+def tiny_batch(tok, sentences=("a warm funny engaging film", "the plot is boring", "great acting and a clever script")):
+    ex = [common.encode_text(tok, s.split(), 32, 1, i) for i, s in enumerate(sentences)]
+    return common.collate(ex, tok.pad_token_id), ex
+
+
+def default_args(*extra):
+    return rx.resolve(rx.parse_args(list(extra)))
+
+
+# ---------------------------------------------------------------------------------------------- IGR (Eq. 2)
+def test_igr_equals_finite_difference(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)  # three lengths: the shorter rows carry padding
+    e = clf.embed(batch["input_ids"]).detach().requires_grad_(True)
+    ce = torch.nn.functional.cross_entropy(clf.forward(e, batch)[0], batch["label"], reduction="none")
+    got = rx.igr_loss(ce, e, batch["attention_mask"].double())
+    h, norms = 1e-5, []
+    with torch.no_grad():
+        for b in range(e.size(0)):  # central differences of l_CE(x_b) along every (token, dim) of e_b, batched
+            n, H = int(batch["attention_mask"][b].sum()), e.size(-1)
+            one = {k: batch[k][b:b + 1].expand(2 * n * H, -1) for k in ("attention_mask", "token_type_ids")}
+            x = e[b:b + 1].detach().repeat(2 * n * H, 1, 1)
+            for j in range(n * H):
+                x[2 * j, j // H, j % H] += h
+                x[2 * j + 1, j // H, j % H] -= h
+            l = torch.nn.functional.cross_entropy(clf.forward(x, one)[0], batch["label"][b].expand(2 * n * H),
+                                                  reduction="none")
+            norms.append(((l[0::2] - l[1::2]) / (2 * h)).pow(2).sum())
+    want = torch.stack(norms).mean()
+    assert torch.allclose(got, want, rtol=1e-6), (got, want)
+
+
+def test_igr_parameter_gradient_by_double_backward_matches_finite_difference(tiny_model, tok):
+    """d L_IGR / d theta (the double-backward path the training step relies on) for one head weight."""
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    w = clf.module.head.weight
+
+    def L_igr():
+        e = clf.embed(batch["input_ids"])
+        ce = torch.nn.functional.cross_entropy(clf.forward(e, batch)[0], batch["label"], reduction="none")
+        return rx.igr_loss(ce, e, batch["attention_mask"].double())
+
+    (g,) = torch.autograd.grad(L_igr(), w)
+    h, w0 = 1e-6, w[0, 3].item()
+    vals = []
+    for v in (w0 + h, w0 - h):
+        with torch.no_grad():
+            w[0, 3] = v
+        vals.append(L_igr().item())
+    with torch.no_grad():
+        w[0, 3] = w0
+    up, down = vals
+    assert abs(g[0, 3].item() - (up - down) / (2 * h)) < 1e-6 * max(1.0, abs(g[0, 3].item()))
+
+
+# ---------------------------------------------------------------------------------------------- VAT (Eqs. 3-4)
+def test_vat_direction_beats_random_direction_of_same_norm(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    mask = batch["attention_mask"].double()
+    e = clf.embed(batch["input_ids"]).detach()
+    log_p = torch.log_softmax(clf.forward(e, batch)[0], -1)
+    torch.manual_seed(0)
+    eps = 0.1 * e.flatten(1).norm(dim=1).min().item()  # 10% of the sequence norm
+
+    def kl_at(r):
+        return rx.kl(log_p, torch.log_softmax(clf.forward(e + r, batch)[0], -1))
+
+    with torch.enable_grad():
+        d = rx.vat_direction(clf, e, batch, log_p, mask, xi=1e-3, iters=1)
+    assert torch.allclose(d.flatten(1).norm(dim=1), torch.ones(3, dtype=d.dtype))
+    assert (d * (1 - mask)[..., None]).abs().max() == 0  # padding is never perturbed
+    with torch.no_grad():
+        adv = kl_at(eps * d)
+        rand = torch.stack([kl_at(eps * rx.l2_normalise(torch.randn_like(e), mask)) for _ in range(20)])
+    assert (adv > rand.max(0).values).all(), (adv, rand.max(0).values)
+
+
+def test_vat_loss_is_kl_at_the_adversarial_point(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    mask = batch["attention_mask"].double()
+    e = clf.embed(batch["input_ids"])
+    logits = clf.forward(e, batch)[0]
+    torch.manual_seed(3)
+    L = rx.vat_loss(clf, e, batch, logits, mask, eps=0.7, xi=1e-3, iters=2)
+    torch.manual_seed(3)
+    log_p = torch.log_softmax(logits.detach(), -1)
+    r = 0.7 * rx.vat_direction(clf, e, batch, log_p, mask, 1e-3, 2)
+    want = rx.kl(log_p, torch.log_softmax(clf.forward(e + r, batch)[0], -1)).mean()
+    assert torch.allclose(L, want) and L.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------- IG (Eq. 5)
+@pytest.mark.parametrize("baseline", ["zero", "pad", "mask"])
+def test_ig_completeness(tiny_model, tok, baseline):
+    """sum of IG attributions = f(x) - f(baseline) for the target logit (midpoint rule, 64 steps)."""
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    e = clf.embed(batch["input_ids"]).detach()
+    e0 = rx.baseline_embeddings(clf, batch, e, baseline)
+    target = torch.tensor([0, 1, 1])
+    a = rx.integrated_gradients(clf, batch, e, e0, target, steps=64)
+    with torch.no_grad():
+        f = clf.forward(e, batch)[0].gather(1, target[:, None])[:, 0]
+        f0 = clf.forward(e0, batch)[0].gather(1, target[:, None])[:, 0]
+    tol = 2e-3 * (f - f0).abs().max().item() + 1e-8
+    assert torch.allclose(a.sum((1, 2)), f - f0, atol=tol), (a.sum((1, 2)), f - f0)
+    special = ~rx.content_mask(clf, batch)
+    assert a[special].abs().max() == 0  # [CLS], [SEP] and padding keep their embedding in the baseline
+
+
+def test_ig_batching_equals_one_example_at_a_time(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok)
+    batch, ex = tiny_batch(tok)
+    e = clf.embed(batch["input_ids"]).detach()
+    e0 = rx.baseline_embeddings(clf, batch, e, "zero")
+    target = torch.tensor([1, 0, 1])
+    all_at_once = rx.integrated_gradients(clf, batch, e, e0, target, steps=5, max_rows=1000)
+    chunked = rx.integrated_gradients(clf, batch, e, e0, target, steps=5, max_rows=5)  # one example per forward
+    assert torch.allclose(all_at_once, chunked, atol=1e-10)
+    for b, x in enumerate(ex):  # alone, unpadded
+        one = common.collate([x], tok.pad_token_id)
+        e1 = clf.embed(one["input_ids"]).detach()
+        a1 = rx.integrated_gradients(clf, one, e1, rx.baseline_embeddings(clf, one, e1, "zero"), target[b:b + 1], 5)
+        assert torch.allclose(a1[0], all_at_once[b, :e1.size(1)], atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------- EGT (Eqs. 6-9)
+def test_mask_lowest_hand_example():
+    #                      CLS   a    b    c    d    e   SEP  pad
+    scores = torch.tensor([[-9., 0.5, 0.1, 0.9, 0.2, 0.3, -9., -9.]])
+    content = torch.tensor([[0, 1, 1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+    assert rx.mask_lowest(scores, content, 0.4).tolist() == [[False, False, True, False, True, False, False, False]]
+    assert rx.mask_lowest(scores, content, 0.1).sum() == 0  # floor(0.1 * 5) = 0
+    assert rx.mask_lowest(scores, content, 0.99).tolist() == [[False, True, True, False, True, True, False, False]]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=5), st.floats(0.01, 0.99), st.integers(0, 10**6))
+def test_mask_lowest_hides_exactly_the_lowest_content_tokens(lengths, ratio, seed):
+    g = torch.Generator().manual_seed(seed)
+    L = max(lengths) + 2
+    content = torch.zeros(len(lengths), L, dtype=torch.bool)
+    for b, n in enumerate(lengths):
+        content[b, 1:n + 1] = True  # [CLS] at 0, [SEP] at n + 1, padding after
+    scores = torch.randint(0, 5, (len(lengths), L), generator=g).float()  # ties on purpose
+    scores[~content] = -100.0  # special tokens and padding score lowest: they must still never be masked
+    got = rx.mask_lowest(scores, content, ratio)
+    for b, n in enumerate(lengths):
+        pos = sorted(range(1, n + 1), key=lambda i: (scores[b, i].item(), i))  # naive: sort, ties by position
+        want = set(pos[:math.floor(ratio * n)])
+        assert {i for i in range(L) if got[b, i]} == want
+
+
+def test_align_loss_hand_computation():
+    A = torch.zeros(1, 2, 4, 4)
+    A[0, 0, 0] = torch.tensor([0.4, 0.2, 0.3, 0.1])
+    A[0, 1, 0] = torch.tensor([0.2, 0.4, 0.1, 0.3])
+    content = torch.tensor([[False, True, True, False]])
+    s = torch.tensor([[5.0, 3.0, 1.0, 7.0]])
+    alpha = np.array([0.3, 0.2]) / 0.5  # mean over heads at content positions, renormalised
+    s_hat = np.array([0.75, 0.25])
+    want = float((s_hat * np.log(s_hat / alpha)).sum())
+    assert abs(rx.align_loss(A, s, content, "saliency_attention").item() - want) < 1e-6
+    want_rev = float((alpha * np.log(alpha / s_hat)).sum())
+    assert abs(rx.align_loss(A, s, content, "attention_saliency").item() - want_rev) < 1e-6
+
+
+def test_egt_loss_masks_and_flows_gradient(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok, double=False)
+    clf.module.train()
+    batch, _ = tiny_batch(tok)
+    args = default_args("--egt-start", "0", "--ig-steps", "3")
+    L, rec = rx.train_step(clf, batch, args, egt_on=True)
+    assert {"L_CE", "L_IGR", "L_VAT", "L_EGT", "L_align", "L_mask"} <= set(rec)
+    n = rx.content_mask(clf, batch).sum(1)
+    assert abs(rec["masked_share"] - float(torch.floor(0.3 * n).sum() / n.sum())) < 1e-9
+    assert abs(rec["L"] - (rec["L_CE"] + 0.1 * rec["L_IGR"] + rec["L_VAT"] + rec["L_EGT"])) < 1e-5  # Eq. 1
+    L.backward()
+    assert clf.module.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_use_egt_schedule():
+    assert not rx.use_egt(4, 5) and rx.use_egt(5, 5) and rx.use_egt(0, 0)
+
+
+# ---------------------------------------------------------------------------------------------- faithfulness
+def hand_faithfulness(clf, tok, ex, scores, ratio, op):
+    """comp / suff / normalised for one example written out on Python lists."""
+    def p_of(ids):
+        b = common.collate([{**ex, "input_ids": ids, "token_type_ids": [0] * len(ids), "rationale": [0] * len(ids)}],
+                           tok.pad_token_id)
+        with torch.no_grad():
+            return torch.softmax(clf.forward(clf.embed(b["input_ids"]), b)[0], -1)[0]
+
+    ids = ex["input_ids"]
+    content = [i for i in range(len(ids)) if ex["content"][i]]
+    k = max(1, math.ceil(ratio * len(content)))
+    top = sorted(content, key=lambda i: (-scores[i], i))[:k]
+    full = p_of(ids)
+    y = int(full.argmax())
+
+    def removed(pos):
+        if op == "delete":
+            return [t for i, t in enumerate(ids) if i not in pos]
+        fill = tok.pad_token_id if op == "pad" else tok.mask_token_id
+        return [fill if i in pos else t for i, t in enumerate(ids)]
+
+    p, p_comp = full[y].item(), p_of(removed(set(top)))[y].item()
+    p_suff, p0 = p_of(removed(set(content) - set(top)))[y].item(), p_of(removed(set(content)))[y].item()
+    suff0 = 1 - max(0.0, p - p0) - 1e-4
+    return {"comp": p - p_comp, "suff": p - p_suff,
+            "norm_comp": min(1, max(0, max(0, p - p_comp) / (1 - suff0))),
+            "norm_suff": min(1, max(0, (1 - max(0, p - p_suff) - suff0) / (1 - suff0)))}
+
+
+@pytest.mark.parametrize("op", ["pad", "mask", "delete"])
+def test_comprehensiveness_sufficiency_equal_hand_computation(tiny_model, tok, op):
+    clf = tiny_clf(tiny_model, tok)
+    _, ex = tiny_batch(tok)
+    g = torch.Generator().manual_seed(1)
+    attrs = {"x": {e["index"]: torch.rand(len(e["input_ids"]), generator=g, dtype=torch.float64) for e in ex}}
+    args = default_args("--removal", op, "--rationale-ratio", "0.4", "--aopc-ratios", "0.2,0.6")
+    got = rx.faithfulness(clf, ex, attrs, args)["x"]
+    per = {r: [hand_faithfulness(clf, tok, e, attrs["x"][e["index"]].tolist(), r, op) for e in ex]
+           for r in (0.4, 0.2, 0.6)}
+    for key in ("comp", "suff", "norm_comp", "norm_suff"):
+        assert abs(got[key] - np.mean([h[key] for h in per[0.4]])) < 1e-9, key
+        aopc = (np.mean([h[key] for h in per[0.2]]) + np.mean([h[key] for h in per[0.6]])) / 3  # sum / (bins + 1)
+        assert abs(got["aopc_" + key] - aopc) < 1e-9, key
+
+
+def bag_of_words_classifier(vocab=50, important=(7, 11, 13)):
+    """A tiny synthetic model behind the `Classifier` interface: only the `important` token ids move the logits."""
+    emb = torch.nn.Embedding(vocab, 4)
+    with torch.no_grad():
+        emb.weight.zero_()
+        for k, t in enumerate(important):
+            emb.weight[t] = torch.tensor([1.0 + k, -1.0, 0.5, 0.0])
+    head = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0]]))
+        head.bias.zero_()
+    module = torch.nn.ModuleDict({"emb": emb, "head": head})
+
+    def forward(e, batch, attentions=False):
+        h = (e * batch["attention_mask"][..., None]).sum(1)
+        return head(h), None
+    return rx.Classifier(emb, forward, module, special_ids=[1, 2], pad_id=0, mask_id=3)
+
+
+def test_known_faithful_attribution_beats_random_on_synthetic_model():
+    clf = bag_of_words_classifier()
+    g = torch.Generator().manual_seed(0)
+    ex = []
+    for i in range(30):
+        body = torch.randint(20, 50, (10,), generator=g).tolist()
+        body[i % 10] = [7, 11, 13][i % 3]  # one token the model uses, somewhere
+        ids = [1] + body + [2]
+        ex.append({"input_ids": ids, "token_type_ids": [0] * 12, "rationale": [0] * 12, "label": 0, "index": i,
+                   "content": [0] + [1] * 10 + [0]})
+    faithful = {e["index"]: torch.tensor([float(t in (7, 11, 13)) for t in e["input_ids"]]) for e in ex}
+    rand = {e["index"]: torch.rand(12, generator=g) for e in ex}
+    args = default_args("--rationale-ratio", "0.1")
+    table = rx.faithfulness(clf, ex, {"faithful": faithful, "random": rand}, args)
+    assert table["faithful"]["comp"] > table["random"]["comp"] + 0.1
+    assert table["faithful"]["suff"] < table["random"]["suff"]
+    assert table["faithful"]["gain_over_random"]["comp"] > 0.1
+    # IG through the same interface recovers the used tokens (the model is linear in e)
+    attrs = rx.attribute_all(clf, ex, ["ig", "input_x_gradient"], dataclasses.replace(args, eval_batch_size=8), 0)
+    table = rx.faithfulness(clf, ex, {**attrs, "random": rand}, args)
+    assert table["ig"]["comp"] > table["random"]["comp"] + 0.1
+
+
+def test_deeplift_and_ig_are_exact_on_a_linear_model():
+    """On the bag-of-words model f is linear in e: IG and DeepLift both equal (e - e') * W exactly."""
+    clf = bag_of_words_classifier()
+    ids = torch.tensor([[1, 7, 30, 11, 2], [1, 40, 13, 2, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": torch.zeros_like(ids)}
+    args = default_args("--attr-reduce", "sum", "--ig-steps", "4")
+    gen = torch.Generator().manual_seed(0)
+    ig, target = rx.token_scores("ig", clf, batch, None, args, gen)
+    dl, _ = rx.token_scores("deeplift", clf, batch, None, args, gen)
+    e = clf.embed(ids).detach()
+    w = clf.module["head"].weight.detach()
+    exact = (e * rx.content_mask(clf, batch)[..., None]) @ w[target].unsqueeze(-1)  # e' = 0 at content tokens
+    assert torch.allclose(ig, exact[..., 0], atol=1e-5) and torch.allclose(dl, exact[..., 0], atol=1e-5)
+
+
+def test_attention_scores_are_the_last_layer_cls_row(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    att, _ = rx.token_scores("attention", clf, batch, None, default_args(), None)
+    ref = clf.module.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             output_attentions=True).attentions[-1][:, :, 0, :].mean(1)  # HF's own output
+    assert torch.allclose(att, ref)
+
+
+def test_removal_operators():
+    clf = bag_of_words_classifier()
+    ids = torch.tensor([[1, 20, 21, 22, 2, 0], [1, 30, 31, 2, 0, 0]])
+    att = (ids != 0).long()
+    remove = torch.tensor([[0, 1, 0, 1, 0, 0], [0, 0, 1, 0, 0, 0]], dtype=torch.bool)
+    assert rx.apply_removal(ids, att, remove, "pad", clf)[0].tolist() == [[1, 0, 21, 0, 2, 0], [1, 30, 0, 2, 0, 0]]
+    assert rx.apply_removal(ids, att, remove, "mask", clf)[0].tolist() == [[1, 3, 21, 3, 2, 0], [1, 30, 3, 2, 0, 0]]
+    new, new_att = rx.apply_removal(ids, att, remove, "delete", clf)
+    assert new.tolist() == [[1, 21, 2, 0, 0, 0], [1, 30, 2, 0, 0, 0]]
+    assert new_att.tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]]
+
+
+def test_agreement_hand_example():
+    ex = [{"index": 0, "content": [0, 1, 1, 1, 1, 0]}]
+    a = {0: torch.tensor([9., 4., 3., 2., 1., 9.])}
+    b = {0: torch.tensor([0., 1., 2., 3., 4., 0.])}
+    r = rx.agreement(a, b, ex, 0.5)  # top-2 {1, 2} vs {3, 4}
+    assert abs(r["spearman"] + 1) < 1e-12 and r["jaccard"] == 0.0
+    r = rx.agreement(a, a, ex, 0.5)
+    assert abs(r["spearman"] - 1) < 1e-12 and r["jaccard"] == 1.0
+
+
+def test_rationale_words_sum_wordpieces_and_keep_sentence_order(tok):
+    e = common.encode_text(tok, "the clasicos film was great".split(), 32, 1, 0)
+    assert len(tok.tokenize("clasicos")) > 1
+    scores = torch.zeros(len(e["input_ids"]))
+    for pos, w in enumerate(e["word_ids"]):
+        if w == 1:
+            scores[pos] = 0.3  # each piece of 'clasicos' small, their sum large
+        if w == 4:
+            scores[pos] = 0.5
+    words = "the clasicos film was great".split()
+    assert rx.rationale_words({**e, "words": words}, scores, 0.4) == ["clasicos", "great"]
+
+
+def test_plausibility_against_sklearn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    ex = [{"index": 0, "content": [0, 1, 1, 1, 1, 0], "rationale": [0, 1, 0, 1, 0, 0]},
+          {"index": 1, "content": [0, 1, 1, 0], "rationale": [0, 1, 1, 0]}]  # only evidence: skipped
+    s = {"m": {0: torch.tensor([5., .9, .1, .4, .6, 5.]), 1: torch.tensor([0., 1., 2., 0.])}}
+    got = rx.plausibility(s, ex)["m"]
+    y, x = [1, 0, 1, 0], [.9, .1, .4, .6]
+    assert got["n_docs"] == 1 and abs(got["token_auc"] - roc_auc_score(y, x)) < 1e-12
+    assert abs(got["token_auprc"] - average_precision_score(y, x)) < 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def argv(tiny_model, data, out, *extra):
+    return ["--model", tiny_model, "--data-dir", str(data), "--out-dir", str(out), "--max-epochs", "1",
+            "--ig-steps", "3", "--egt-start", "1", "--batch-size", "6", "--eval-batch-size", "8", *extra]
+
+
+FAST = ["--attributions", "random,ig", "--no-randomization"]
+TERMS = [(igr, vat, egt) for igr in (0, 1) for vat in (0, 1) for egt in (0, 1)]
+
+
+@pytest.mark.parametrize("igr,vat,egt,mode", [(i, v, e, m) for i, v, e in TERMS
+                                               for m in (["align", "mask", "both"] if e else ["both"])])
+def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat, egt, mode):
+    flags = [f"--{'' if on else 'no-'}{n}" for n, on in (("igr", igr), ("vat", vat), ("egt", egt))]
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, *flags, "--egt-mode", mode, *FAST)))
+    assert 0 <= r["test"]["accuracy"] <= 1 and 0 <= r["test"]["macro_f1"] <= 1
+    assert set(r["faithfulness"]) == {"random", "ig"}
+    steps = [json.loads(s) for s in (Path(r["run_dir"]) / "log.jsonl").read_text().splitlines() if '"L_CE"' in s]
+    assert steps and all(math.isfinite(v) for s in steps for k, v in s.items() if k.startswith("L"))
+    assert all(("L_IGR" in s) == bool(igr) and ("L_VAT" in s) == bool(vat) for s in steps)
+    assert [s["egt_on"] for s in steps] == [bool(egt) and s["step"] >= 1 for s in steps]
+    if egt:
+        on = [s for s in steps if s["egt_on"]]
+        assert all(("L_align" in s) == (mode != "mask") and ("L_mask" in s) == (mode != "align") for s in on)
+    assert (Path(r["run_dir"]) / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("extra", [
+    ["--removal", "mask", "--ig-baseline", "pad", "--attr-reduce", "sum", "--egt-saliency", "input_x_gradient"],
+    ["--removal", "delete", "--ig-baseline", "mask", "--attr-reduce", "l2", "--align-direction", "attention_saliency",
+     "--detach-clean", "--vat-iters", "2"],
+])
+def test_smoke_every_attribution_and_evaluation_option(tiny_model, text_data, tmp_path, extra):
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, *extra)))
+    assert set(r["faithfulness"]) == set(rx.METHODS)
+    for m, row in r["faithfulness"].items():
+        assert all(math.isfinite(v) for k, v in row.items() if k != "gain_over_random")
+        assert 0 <= row["norm_comp"] <= 1 and 0 <= row["norm_suff"] <= 1
+        assert abs(row["gain_over_random"]["comp"] - (row["comp"] - r["faithfulness"]["random"]["comp"])) < 1e-12
+    for m, agr in r["randomization_trained_vs_random"].items():
+        assert 0 <= agr["jaccard"] <= 1
+
+
+def test_smoke_ood_plausibility_select_then_predict(tiny_model, text_data, tmp_path):
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--ood-task", "imdb", "--plausibility",
+                                   "--select-then-predict", "--stp-methods", "ig,attention", *FAST)))
+    assert r["ood"]["task"] == "imdb" and 0 <= r["ood"]["test"]["accuracy"] <= 1
+    assert set(r["ood"]["faithfulness"]) == {"random", "ig"}
+    assert r["plausibility"]["ig"]["n_docs"] == 6 and 0 <= r["plausibility"]["ig"]["token_auc"] <= 1
+    assert set(r["select_then_predict"]) == {"ig", "attention"}
+    assert 0 <= r["select_then_predict"]["ig"]["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("task", ["imdb", "movies"])
+def test_smoke_other_tasks(tiny_model, text_data, tmp_path, task):
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--task", task, "--max-len", "24", *FAST)))
+    assert r["task"] == task and 0 <= r["test"]["accuracy"] <= 1
+    if task == "movies":  # the test set has human evidence: plausibility comes for free
+        assert r["plausibility"]["ig"]["n_docs"] == 6
+    else:
+        assert r["n_dev"] == 2 and r["n_train"] == 22  # imdb: dev carved out of train (10%, fixed RNG)
+
+
+def test_evaluate_only_and_seed_agreement(tiny_model, text_data, tmp_path):
+    a = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "1", "--no-egt", *FAST)))
+    b = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "2", "--no-egt", *FAST)))
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "1", "--evaluate-only", "--checkpoint",
+                                   a["run_dir"], "--compare-checkpoint", b["run_dir"] + "/model.pt", *FAST)))
+    assert r["variant"] == "evaluate-only" and r["n_train"] == 0
+    assert r["test"] == a["test"] and r["faithfulness"] == a["faithfulness"]  # same model, same report
+    assert set(r["randomization_seed_vs_seed"]) == {"random", "ig"}
+    self_r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--evaluate-only", "--checkpoint",
+                                        a["run_dir"], "--compare-checkpoint", a["run_dir"], *FAST)))
+    assert self_r["randomization_seed_vs_seed"]["ig"]["jaccard"] == 1.0
+
+
+def test_same_seed_same_results_and_seed_summary(tiny_model, text_data, tmp_path):
+    args = argv(tiny_model, text_data, tmp_path, "--seeds", "3,4", "--train-size", "8", "--attributions",
+                "random,attention")
+    s1 = rx.main(rx.parse_args(args))
+    first = [(Path(r["run_dir"]) / "results.json").read_bytes() for r in s1["runs"]]
+    s2 = rx.main(rx.parse_args(args))
+    assert first == [(Path(r["run_dir"]) / "results.json").read_bytes() for r in s2["runs"]]  # byte-identical
+    assert s1["accuracy"]["n"] == 2 and s1["runs"][0]["n_train"] == 8
+    assert abs(s1["accuracy"]["mean"] - np.mean([r["test"]["accuracy"] for r in s1["runs"]])) < 1e-12
+    assert set(s1["randomization_seed_vs_seed"]) == {"random", "attention"}
+    assert (tmp_path / "regex_robust" / "sst2-8-regex-seeds" / "summary.json").is_file()
+    plain = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "3", "--train-size", "8",
+                                       "--no-igr", "--no-vat", "--no-egt", *FAST)))
+    assert plain["variant"] == "plain"
+    cfg = lambda r: json.loads((Path(r["run_dir"]) / "config.json").read_text())
+    assert cfg(plain)["seed"] == cfg(s1["runs"][0])["seed"] == 3
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "regex_robust.py"), *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+@pytest.mark.parametrize("case", ["task", "attribution", "mask0", "mask1", "empty", "checkpoint", "no_checkpoint",
+                                  "flag", "datadir"])
+def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
+    data = write_tiny_text_data(tmp_path / "d")
+    if case == "empty":
+        p = data / "sst2" / "stsa.binary.train"
+        lines = p.read_text().splitlines()
+        lines[3] = "1 "
+        p.write_text("\n".join(lines) + "\n")
+    base = ["--data-dir", str(data), "--model", tiny_model, "--out-dir", str(tmp_path / "runs"), "--max-epochs", "1"]
+    extra = {"task": ["--task", "yelp"], "attribution": ["--attributions", "random,lime"],
+             "mask0": ["--mask-ratio", "0"], "mask1": ["--mask-ratio", "1.0"], "empty": [],
+             "checkpoint": ["--evaluate-only", "--checkpoint", str(tmp_path / "nope")],
+             "no_checkpoint": ["--evaluate-only"], "flag": ["--lambda-x", "1"],
+             "datadir": ["--data-dir", str(tmp_path / "nowhere")]}[case]
+    p = run_cli(*base, *extra)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    expect = {"task": "invalid choice", "attribution": "'lime'", "mask0": "(0, 1)", "mask1": "(0, 1)",
+              "empty": "stsa.binary.train:4: empty text", "checkpoint": "not found", "no_checkpoint": "--checkpoint",
+              "flag": "unrecognized", "datadir": "sst2/stsa.binary"}[case]
+    assert expect in p.stderr, p.stderr

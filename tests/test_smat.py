@@ -1,0 +1,579 @@
+"""SMaT (smat_jax_free.py): parity with the original JAX code, the math against independent computations,
+the original's IMDB splits, smoke runs of every setup / explainer / task, same seed -> same result, bad inputs."""
+import io
+import itertools
+import json
+import math
+import random
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import common
+import smat_jax_free as sm
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "smat_jax_reference"
+
+
+# ---------------------------------------------------------------------------------------------- parity fixture
+def tiny_electra_config():
+    from transformers import ElectraConfig
+    cfg = json.loads((FIXTURE / "tiny_electra_config.json").read_text())
+    cfg = ElectraConfig(**{k: v for k, v in cfg.items() if k != "transformers_version"})
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def flax_to_torch(ref, prefix: str) -> dict:
+    """The fixture's Flax weights as a state dict of sm.Model: `kernel` (in, out) -> Linear.weight (out, in)
+    (transposed), `embedding`/`scale` -> weight, scalarmix/{coeffs, gamma} -> mix_coeffs, gamma."""
+    sd = {}
+    for key in ref.files:
+        if not key.startswith(prefix + "/params/"):
+            continue
+        name, v = key[len(prefix) + 8:], torch.tensor(ref[key])
+        if name.startswith("scalarmix/"):
+            sd[{"scalarmix/coeffs": "mix_coeffs", "scalarmix/gamma": "gamma"}[name]] = v
+            continue
+        *path, leaf = name.replace("electra_module/electra/", "encoder/").replace("electra_module/classifier/", "").split("/")
+        sd[".".join(path) + "." + ("bias" if leaf == "bias" else "weight")] = v.T if leaf == "kernel" else v
+    return sd
+
+
+def fixture_model(ref, prefix: str, dtype=torch.float32) -> sm.Model:
+    from transformers import ElectraModel
+    model = sm.Model(ElectraModel(tiny_electra_config()), 2, image=False)
+    model.load_state_dict(flax_to_torch(ref, prefix), strict=True)
+    return model.to(dtype)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return np.load(FIXTURE / "smat_tiny_electra_ref.npz")
+
+
+def fixture_batch(ref, which="input"):
+    inputs = {k: torch.tensor(ref[f"{which}/{k}"]).long() for k in ("input_ids", "attention_mask", "token_type_ids")}
+    return {"inputs": inputs, "inputs_mask": inputs["attention_mask"].float()}
+
+
+def close(got, want, atol=1e-5, rtol=1e-5):
+    got, want = torch.as_tensor(got).double(), torch.as_tensor(np.asarray(want)).double()
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert torch.allclose(got, want, atol=atol, rtol=rtol), f"max abs diff {(got - want).abs().max():.3g}"
+
+
+def test_parity_with_the_original_jax_implementation(ref):
+    """The script's functions on the fixture's tiny ELECTRA (stock transformers.ElectraModel, Flax weights)
+    reproduce the original code's outputs: forward pass, attention logits, all explainers, the student step,
+    the meta-gradient through the pilot step, the outer Adam step and a 3-step trajectory."""
+    teacher, student = fixture_model(ref, "teacher").eval(), fixture_model(ref, "student").train()
+    batch, vbatch = fixture_batch(ref), fixture_batch(ref, "valid_input")
+    mask = batch["inputs_mask"]
+    with torch.no_grad():
+        out = teacher(batch["inputs"])
+    close(out["logits"], ref["out/teacher_logits"])
+    m = mask[:, None, :, None]
+    close(torch.stack(out["states"], 1) * m, torch.tensor(ref["out/teacher_hidden_states"]) * m)  # pads: unused
+    close(sm.full_attention_logits(out, 2), ref["out/teacher_attn_logits_all"])  # via hooks on query/key
+    s_T = sm.head_scores(out, 2)
+    phi_T = torch.nn.Parameter(torch.tensor(ref["teacher_expl/params/head_coeffs"]))
+    expl, z = sm.attention_explanation(s_T, phi_T.detach(), "sparsemax", mask)
+    close(expl, ref["out/teacher_attention_expl"])
+    close(z, ref["out/teacher_attention_expl_logits"])
+    for kind, name, temperature in (("gradient_l2", "gradient_norm_explainer", 1.0),
+                                    ("gradient_x_input", "gradient_input_explainer", 0.1),
+                                    ("integrated_gradients", "integrated_gradients_explainer", 0.5)):
+        z = sm.gradient_explanation_logits(teacher, batch["inputs"], kind, ig_variant="original", ig_steps=10)
+        close(z * temperature, ref[f"out/{name}_logits"] * temperature)  # g.e to 1e-5 (before the 1/temperature)
+        close(sm.saliency(z, mask), ref[f"out/{name}"])
+
+    args = sm.resolve(sm.parse_args(["--setup", "smat", "--task", "imdb"]))
+    assert (args.beta, args.meta_lr) == (5.0, 5e-4)
+    phi_S = torch.nn.Parameter(torch.tensor(ref["student_expl/params/head_coeffs"]))
+    y, vy = out["logits"].argmax(-1), teacher(vbatch["inputs"])["logits"].argmax(-1)
+    meta_opt = sm.OptaxAdam([phi_T], args.meta_lr, wd=0.0, max_norm=sm.META_CLIP)
+    trajectory = []
+    for it in range(4):
+        e_T, _ = sm.attention_explanation(s_T, phi_T.detach(), "sparsemax", mask)
+        losses = sm.student_step(student, phi_S, batch, y, e_T, args, last_layer_only=False)
+        g, _ = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, vbatch, vy, args)
+        if it == 0:
+            close(losses, [float(ref[f"out/step1_{k}_loss"]) for k in ("total", "main", "expl")])
+            close(phi_S.detach(), ref["out/student_expl_head_coeffs_after_step1"])
+            close(g, ref["out/metagrad_head_coeffs"], atol=1e-7)
+            assert abs(g.sum()) < 1e-7  # sparsemax Jacobian at uniform phi is I - 11^T/n: the entries sum to 0
+        meta_opt.step([g])
+        if it == 0:
+            close(phi_T.detach(), ref["out/head_coeffs_after_meta_step"])
+        else:
+            trajectory.append((losses, phi_T.detach().clone()))
+    close([t[0] for t in trajectory], ref["out/traj_losses_total_main_expl"])
+    close(torch.stack([t[1] for t in trajectory]), ref["out/traj_teacher_head_coeffs"])
+
+
+def test_hooked_attention_logits_are_the_models_own(ref):
+    """softmax of the logits rebuilt from the hooked query/key projections = HF's attention probabilities."""
+    teacher = fixture_model(ref, "teacher").eval()
+    batch = fixture_batch(ref)
+    with torch.no_grad():
+        out = teacher(batch["inputs"])
+        hf = teacher.encoder(**batch["inputs"], output_attentions=True).attentions
+    A = sm.full_attention_logits(out, 2).softmax(-1)
+    rows = batch["inputs_mask"][:, None, :, None].bool()
+    for layer, probs in enumerate(hf):
+        assert torch.allclose(A[:, layer].masked_fill(~rows, 0), probs.masked_fill(~rows, 0), atol=1e-6)
+
+
+def test_meta_gradient_equals_finite_difference(ref):
+    """d outer / d phi_T through the pilot step (float64 tiny ELECTRA, no dropout) vs central differences."""
+    student, teacher = fixture_model(ref, "student", torch.float64).train(), fixture_model(ref, "teacher", torch.float64)
+    batch, vbatch = fixture_batch(ref), fixture_batch(ref, "valid_input")
+    batch["inputs_mask"], vbatch["inputs_mask"] = batch["inputs_mask"].double(), vbatch["inputs_mask"].double()
+    args = sm.resolve(sm.parse_args(["--setup", "smat"]))
+    with torch.no_grad():
+        out = teacher(batch["inputs"])
+        s_T, y, vy = sm.head_scores(out, 2), out["logits"].argmax(-1), teacher(vbatch["inputs"])["logits"].argmax(-1)
+    phi_S = torch.full((4,), 0.25, dtype=torch.float64, requires_grad=True)
+    phi_T = torch.tensor([0.31, 0.22, 0.27, 0.20], dtype=torch.float64, requires_grad=True)  # all heads in the support
+    g, _ = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, vbatch, vy, args)
+
+    def outer(phi):  # the same pilot step, evaluated without any second-order machinery
+        params = dict(student.named_parameters())
+        e_T, _ = sm.attention_explanation(s_T, phi, "sparsemax", batch["inputs_mask"])
+        L, _, _ = sm.student_objective(student, params, phi_S, batch, y, e_T, args.beta, False, "sparsemax")
+        grads = torch.autograd.grad(L, list(params.values()) + [phi_S], allow_unused=True)
+        pilot = dict(zip(params, sm.sgd_update(list(params.values()) + [phi_S], grads, lr=args.lr)[:-1]))
+        student.eval()
+        loss = sm.simulation_loss(torch.func.functional_call(student, pilot, (vbatch["inputs"],))["logits"], vy)
+        student.train()
+        return loss.item()
+
+    eps = 1e-5
+    fd = [(outer(phi_T.detach() + eps * e) - outer(phi_T.detach() - eps * e)) / (2 * eps) for e in torch.eye(4, dtype=torch.float64)]
+    assert torch.allclose(g, torch.tensor(fd, dtype=torch.float64), atol=1e-7, rtol=1e-4), (g, fd)
+    assert g.abs().max() > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- normalisers
+def brute_force_simplex_projection(z):
+    """argmin_{p in simplex} ||p - z||^2 by trying every support S: p_S = z_S - tau, tau = (sum z_S - 1)/|S|."""
+    best, n = None, len(z)
+    for r in range(1, n + 1):
+        for S in itertools.combinations(range(n), r):
+            tau = (sum(z[i] for i in S) - 1) / r
+            p = [z[i] - tau if i in S else 0.0 for i in range(n)]
+            if min(p) < -1e-12:
+                continue
+            dist = sum((a - b) ** 2 for a, b in zip(p, z))
+            if best is None or dist < best[0]:
+                best = (dist, p)
+    return best[1]
+
+
+def test_sparsemax_equals_brute_force_projection_and_its_jacobian():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        n = 2 + trial % 6
+        z = torch.randn(n, generator=g, dtype=torch.float64) * (0.3 + trial / 10)
+        p = sm.sparsemax(z)
+        assert torch.allclose(p, torch.tensor(brute_force_simplex_projection(z.tolist()), dtype=torch.float64), atol=1e-12)
+        J = torch.autograd.functional.jacobian(sm.sparsemax, z)
+        s = (p > 0).double()
+        assert torch.allclose(J, torch.diag(s) - torch.outer(s, s) / s.sum(), atol=1e-12)  # diag(s) - ss^T/|S|
+        fd = torch.stack([(sm.sparsemax(z + 1e-7 * e) - sm.sparsemax(z - 1e-7 * e)) / 2e-7
+                          for e in torch.eye(n, dtype=torch.float64)], 1)
+        assert torch.allclose(J, fd, atol=1e-6)
+    batched = torch.randn(3, 5, 7, generator=g)
+    assert torch.allclose(sm.sparsemax(batched, dim=1)[1, :, 2], sm.sparsemax(batched[1, :, 2]))
+
+
+def test_sparsemax_second_derivative_is_not_silently_zero():
+    """Hessian of f(sparsemax(z)) (f nonlinear) by double backward = finite difference of the gradient, and != 0
+    (the `entmax` package's backward has no graph: create_graph=True silently gives a zero second derivative)."""
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0], dtype=torch.float64)
+    f = lambda z: ((sm.sparsemax(z) ** 2) * c).sum() + torch.log1p(sm.sparsemax(z)).sum()
+    z = torch.tensor([0.3, 0.25, 0.1, 0.28, -0.5], dtype=torch.float64, requires_grad=True)
+    assert ((sm.sparsemax(z) > 0).sum()) == 4  # a support of 4 out of 5
+    grad_f = lambda x: torch.autograd.grad(f(x), x, create_graph=True)[0]
+    g = grad_f(z)
+    H = torch.stack([torch.autograd.grad(g[i], z, retain_graph=True)[0] for i in range(5)])
+    fd = torch.stack([(grad_f((z + 1e-6 * e).detach().requires_grad_()) - grad_f((z - 1e-6 * e).detach().requires_grad_())) / 2e-6
+                      for e in torch.eye(5, dtype=torch.float64)], 1)
+    assert torch.allclose(H, fd, atol=1e-6)
+    assert H.abs().max() > 0.1
+
+
+def test_entmax15_equals_bisection_and_other_normalisers():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        z = torch.randn(6, generator=g, dtype=torch.float64) * 2
+        lo, hi = (z / 2).max().item() - 1, (z / 2).max().item()  # p = [z/2 - tau]_+^2 sums to 1 at some tau in [lo, hi]
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if torch.clamp(z / 2 - mid, min=0).pow(2).sum() > 1 else (lo, mid)
+        assert torch.allclose(sm.entmax15(z), torch.clamp(z / 2 - lo, min=0) ** 2, atol=1e-9)
+    phi = torch.full((4,), 0.25)
+    for kind in ("sparsemax", "softmax", "entmax15"):
+        assert torch.allclose(sm.normalize_heads(phi, kind), phi)  # uniform init = mean over heads
+    assert torch.equal(sm.normalize_heads(torch.tensor([2.0, -1.0]), "none"), torch.tensor([2.0, -1.0]))
+
+
+# ---------------------------------------------------------------------------------------------- explainers, losses
+def test_explanation_loss_equals_hand_computed_kl():
+    t = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.7, 0.3, 0.0, 0.0]])
+    s = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]])
+    clip = lambda p: min(max(p, 1e-7), 1 - 1e-7)
+    want = [sum(tt * (math.log(clip(tt)) - math.log(clip(ss))) for tt, ss, m in zip(tr, sr, mr) if m and tt > 0)
+            for tr, sr, mr in zip(t.tolist(), s.tolist(), mask.tolist())]
+    assert abs(sm.explanation_loss(t, s, mask).item() - sum(want) / 2) < 1e-6
+    assert want[1] > 5  # the clip keeps log(0) finite: 0.7 * (log 0.7 - log 1e-7)
+
+
+def test_attention_explainer_equals_naive_loop_over_heads_and_rows(ref):
+    """Eq. 11 from the script (mean over rows on the queries first) vs a loop over layers, heads, rows, columns."""
+    model = fixture_model(ref, "student").eval()
+    batch = fixture_batch(ref)
+    with torch.no_grad():
+        out = model(batch["inputs"])
+    mask, H = batch["inputs_mask"], 2
+    phi = torch.tensor([0.6, -0.1, 0.3, 0.2])
+    for last in (False, True):
+        lam = sm.sparsemax(phi[-H:] if last else phi)
+        expl, z = sm.attention_explanation(sm.head_scores(out, H, last), phi[-H:] if last else phi, "sparsemax", mask)
+        layers = [len(out["q"]) - 1] if last else range(len(out["q"]))
+        for b in range(mask.shape[0]):
+            n = int(mask[b].sum())
+            zb = [0.0] * n
+            for j, (layer, h) in enumerate((l, h) for l in layers for h in range(H)):
+                q = out["q"][layer][b].view(-1, H, 16)[:, h].double()
+                k = out["k"][layer][b].view(-1, H, 16)[:, h].double()
+                for t in range(n):
+                    s_ht = sum(float(q[i] @ k[t]) / 4.0 for i in range(n)) / n  # mean over the n non-pad rows
+                    zb[t] += float(lam[j]) * s_ht
+            want = torch.softmax(torch.tensor(zb), 0)
+            assert torch.allclose(z[b, :n].double(), torch.tensor(zb, dtype=torch.float64), atol=1e-5)
+            assert torch.allclose(expl[b, :n], want.float(), atol=1e-6) and expl[b, n:].sum() == 0
+
+
+def test_integrated_gradients_standard_is_complete(tiny_model):
+    """Standard IG: sum over tokens of the attributions = f(e) - f(0) (completeness), as the steps grow."""
+    model = sm.Model(common.load_encoder(tiny_model), 2, image=False).double().eval()
+    with torch.no_grad():  # non-zero biases: at the zero baseline LayerNorm would otherwise see variance 0
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
+    tok = common.load_tokenizer(tiny_model)
+    enc = sm.encode([{"text": "a gripping film", "label": 1}, {"text": "dull and far too long", "label": 0}], tok, 32)
+    batch = sm.collate(enc, tok.pad_token_id)
+    z = sm.gradient_explanation_logits(model, batch["inputs"], "integrated_gradients", "standard", ig_steps=101)
+    with torch.no_grad():
+        out = model(batch["inputs"])
+        y = out["logits"].argmax(-1)
+        f_x = out["logits"].gather(1, y[:, None])[:, 0]
+        f_0 = model(batch["inputs"], embeddings=torch.zeros_like(out["states"][0]))["logits"].gather(1, y[:, None])[:, 0]
+    attributions = (0.5 * z * batch["inputs_mask"]).sum(-1)  # z = attribution / temperature 0.5
+    assert torch.allclose(attributions, f_x - f_0, rtol=2e-3, atol=1e-4), (attributions, f_x - f_0)
+    assert (f_x - f_0).abs().min() > 1e-3
+    alphas, w = sm.ig_path(10, "original")
+    assert abs(w.sum() - 0.9) < 1e-6 and alphas.max() < 0.1  # the original's quirk, kept behind --ig-variant original
+
+
+def test_student_step_is_clipped_sgd_with_weight_decay_at_the_given_lr(ref):
+    """Eqs. 6-7: p <- p - lr (g * min(1, 5 / ||g||) + 0.01 p), the norm over (theta, phi_S) jointly; --lr is used."""
+    args = sm.resolve(sm.parse_args(["--setup", "student", "--lr", "0.3", "--beta", "5"]))
+    model, teacher = fixture_model(ref, "student").train(), fixture_model(ref, "teacher").eval()
+    batch = fixture_batch(ref)
+    with torch.no_grad():
+        out = teacher(batch["inputs"])
+        e_T, _ = sm.attention_explanation(sm.head_scores(out, 2), torch.full((4,), 0.25), "sparsemax", batch["inputs_mask"])
+    phi_S = torch.nn.Parameter(torch.tensor([0.4, 0.1, 0.3, 0.2]))
+    before = [p.detach().clone() for p in model.parameters()] + [phi_S.detach().clone()]
+    out_s = model(batch["inputs"])
+    e_S, _ = sm.attention_explanation(sm.head_scores(out_s, 2), phi_S, "sparsemax", batch["inputs_mask"])
+    L = torch.nn.functional.cross_entropy(out_s["logits"], out["logits"].argmax(-1)) + 5 * sm.explanation_loss(
+        e_T, e_S, batch["inputs_mask"])
+    g = torch.autograd.grad(L, list(model.parameters()) + [phi_S], allow_unused=True)
+    g = [torch.zeros_like(b) if x is None else x for x, b in zip(g, before)]
+    norm = math.sqrt(sum(float((x ** 2).sum()) for x in g))
+    scale = min(1.0, 5.0 / norm)
+    sm.student_step(model, phi_S, batch, out["logits"].argmax(-1), e_T, args, last_layer_only=False)
+    for b, x, p in zip(before, g, list(model.parameters()) + [phi_S]):
+        assert torch.allclose(p.detach(), b - 0.3 * (x * scale + 0.01 * b), atol=1e-6)
+    assert norm > 5  # the clip was active
+
+
+def test_optax_adam_matches_hand_written_update():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = sm.OptaxAdam([p], lr=0.1, wd=0.01, max_norm=1.0, warmup=2)
+    g = torch.tensor([3.0, 4.0])  # norm 5 -> clipped to norm 1
+    opt.step([g])
+    gc = g / 5
+    m, v = 0.1 * gc, 0.001 * gc ** 2
+    upd = (m / 0.1) / (torch.sqrt(v / 0.001 + 1e-8) + 1e-8) + 0.01 * torch.tensor([1.0, -2.0])
+    assert torch.allclose(p.detach(), torch.tensor([1.0, -2.0]) - 1e-6 * upd)  # step 0 of the warm-up: lr 1e-6
+    assert opt.lr_at(1) == pytest.approx(1e-6 + (0.1 - 1e-6) / 2) and opt.lr_at(5) == 0.1
+
+
+# ---------------------------------------------------------------------------------------------- splits
+def original_load_data(train, test, setup, split, teacher_valid_size, student_valid_size, student_test_size, seed=0):
+    """The original smat/data/imdb.py load_data, on lists instead of the HF dataset."""
+    data = list(train if (setup == "no_teacher" and split == "train") else test)
+    np.random.RandomState(seed).shuffle(data)
+    if setup == "no_teacher":
+        return data if split == "train" else data[:teacher_valid_size]
+    dev = student_test_size + student_valid_size
+    return {"train": data[teacher_valid_size:-dev], "valid": data[-dev:-student_test_size],
+            "test": data[-student_test_size:]}[split]
+
+
+def write_tiny_imdb(root: Path, n_train=80, n_test=100, seed=0) -> Path:
+    rng = random.Random(seed)
+    pos, neg = "great wonderful superb loved brilliant".split(), "awful boring terrible hated dull".split()
+    d = root / "imdb"
+    d.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            words = [rng.choice(pos if i % 2 else neg) for _ in range(rng.randint(2, 8))] + \
+                    [rng.choice("the a movie film plot actor".split()) for _ in range(rng.randint(2, 8))]
+            rng.shuffle(words)
+            rows.append({"id": f"{split}/{i}", "text": " ".join(words) + "<br /><br />end", "label": i % 2})
+        (d / f"imdb_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_imdb_splits_exactly_as_the_original(tmp_path):
+    write_tiny_imdb(tmp_path)
+    train, test = common.read_imdb(tmp_path, "train"), common.read_imdb(tmp_path, "test")
+    assert "<br />" not in train[0]["text"] and train[0]["text"].endswith(" end")
+    sizes = dict(teacher_valid_size=40, student_valid_size=10, student_test_size=20)
+    t = sm.imdb_splits(train, test, "teacher", **sizes)
+    assert t["train"] == original_load_data(train, test, "no_teacher", "train", **sizes)
+    assert t["valid"] == original_load_data(train, test, "no_teacher", "valid", **sizes)
+    s = sm.imdb_splits(train, test, "student", **sizes)
+    for split in ("train", "valid", "test"):
+        assert s[split] == original_load_data(train, test, "static_teacher", split, **sizes)
+    assert (len(s["train"]), len(s["valid"]), len(s["test"])) == (30, 10, 20)
+    ids = lambda rows: {r["id"] for r in rows}
+    assert not (ids(t["valid"]) & ids(s["train"])) and not (ids(s["train"]) & ids(s["test"]))
+    # through the script: the first N of the pool, the same for every seed
+    args = sm.resolve(sm.parse_args(["--setup", "student", "--num-examples", "12", "--imdb-split-sizes", "40,10,20"]))
+    got = sm.load_splits(args, tmp_path, "student")
+    assert [r["id"] for r in got["train"]] == [r["id"] for r in s["train"][:12]]
+    with pytest.raises(common.UsageError, match="larger than the student pool of 30"):
+        sm.load_splits(sm.resolve(sm.parse_args(["--num-examples", "31", "--imdb-split-sizes", "40,10,20"])), tmp_path,
+                       "student")
+
+
+# ---------------------------------------------------------------------------------------------- tiny data for smoke runs
+def write_tiny_mlqe(root: Path, n=6) -> Path:
+    rng = random.Random(0)
+    for split, n_rows in (("train", n), ("dev", 3), ("test", 3)):
+        d = root / "mlqe_pe" / "data" / "direct-assessments" / split
+        d.mkdir(parents=True, exist_ok=True)
+        for pair in common.MLQE_PAIRS:
+            folder = pair if split == "test" else f"{pair}-{split}"
+            fname = f"{'test20' if split == 'test' else split}.{pair.replace('-', '')}.df.short.tsv"
+            lines = ["index\toriginal\ttranslation\tscores\tmean\tz_scores\tz_mean\tmodel_scores"]
+            for i in range(n_rows):
+                z = rng.uniform(-2, 1)
+                lines.append(f"{i}\tthe cat sat on mat {i}\tle chat {'bon' if z > 0 else 'mal'} {i}\t[1]\t50\t[0.1]\t{z}\t-0.3")
+            data = ("\n".join(lines) + "\n").encode()
+            with tarfile.open(d / f"{pair}-{split}.tar.gz", "w:gz") as tar:
+                info = tarfile.TarInfo(f"{folder}/{fname}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+def write_tiny_cifar(root: Path, n_train=30, n_test=8) -> Path:
+    import datasets
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    def split(n):
+        labels = rng.randint(0, 100, size=n).tolist()
+        imgs = [Image.fromarray(rng.randint(0, 255, size=(20, 20, 3), dtype=np.uint8)) for _ in range(n)]
+        return datasets.Dataset.from_dict({"img": imgs, "fine_label": labels},
+                                          features=datasets.Features({"img": datasets.Image(),
+                                                                      "fine_label": datasets.Value("int64")}))
+    datasets.DatasetDict({"train": split(n_train), "test": split(n_test)}).save_to_disk(str(root / "cifar100"))
+    return root
+
+
+def write_tiny_eraser(root: Path) -> Path:
+    d = root / "eraser_movies"
+    (d / "docs").mkdir(parents=True, exist_ok=True)
+    docs = {"negR_000.txt": ("this film was dull and boring .\nthe plot made no sense at all .", [(3, 6)]),
+            "posR_000.txt": ("a wonderful , moving story .\ngreat acting throughout .", [(1, 4), (6, 8)]),
+            "posR_001.txt": ("no evidence marked here .", [])}
+    for split in ("train", "val", "test"):
+        rows = []
+        for docid, (text, spans) in docs.items():
+            (d / "docs" / docid).write_text(text)
+            rows.append({"annotation_id": docid, "classification": "POS" if docid.startswith("pos") else "NEG",
+                         "evidences": [[{"docid": docid, "start_token": a, "end_token": b, "text": ""}] for a, b in spans]})
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def make_tiny_vit(path: Path) -> Path:
+    from transformers import ViTConfig, ViTModel
+    torch.manual_seed(0)
+    ViTModel(ViTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model):
+    """Tiny IMDB / MLQE-PE / CIFAR-100 / ERASER data and a trained tiny teacher per task (one run each)."""
+    root = tmp_path_factory.mktemp("smat")
+    data = root / "data"
+    write_tiny_imdb(data)
+    write_tiny_mlqe(data)
+    write_tiny_cifar(data)
+    write_tiny_eraser(data)
+    vit = str(make_tiny_vit(root / "tiny-vit"))
+    out = root / "runs"
+    teachers = {}
+    for task, model in (("imdb", tiny_model), ("mlqe", tiny_model), ("cifar100", vit)):
+        teachers[task] = sm.main(sm.parse_args(base(data, out, task) + ["--setup", "teacher", "--model", model,
+                                                                         "--max-epochs", "2", "--warmup-steps", "0",
+                                                                         "--lr", "3e-3"]))  # differs from the student
+    return {"data": data, "out": out, "teachers": teachers, "vit": vit}
+
+
+def base(data, out, task="imdb"):
+    return ["--task", task, "--data-dir", str(data), "--out-dir", str(out), "--imdb-split-sizes", "40,10,20",
+            "--max-len", "24", "--eval-batch-size", "16"]
+
+
+def student_argv(world, task="imdb", *extra):
+    n = {"imdb": "16", "mlqe": "12", "cifar100": "12"}[task]
+    return base(world["data"], world["out"], task) + ["--num-examples", n, "--max-epochs", "2", "--batch-size", "8",
+                                                      *extra]
+
+
+# ---------------------------------------------------------------------------------------------- smoke runs
+def check_run(r, task="imdb"):
+    assert math.isfinite(r["test"]) and math.isfinite(r["valid"])
+    assert -1 <= r["test"] <= 1 and r["metric"] == ("pearson" if task == "mlqe" else "accuracy")
+    run = Path(r["run_dir"])
+    assert json.loads((run / "results.json").read_text())["test"] == r["test"]
+    steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"L_sim"' in line]
+    assert steps and all(math.isfinite(s["L"]) and math.isfinite(s["L_expl"]) for s in steps)
+    return run, steps
+
+
+def test_teachers_trained(world):
+    for task, t in world["teachers"].items():
+        assert math.isfinite(t["valid"]) and math.isfinite(t["student_test_metric"]), task
+        assert (Path(t["dir"]) / "teacher.pt").is_file() and t["epochs_run"] == 2
+
+
+@pytest.mark.parametrize("explainer", sm.EXPLAINERS)
+def test_smoke_student_every_explainer(world, explainer):
+    r = sm.main(sm.parse_args(student_argv(world, "imdb", "--setup", "student", "--explainer", explainer)))
+    run, steps = check_run(r)
+    assert r["beta"] == {"none": 0.0, "attention_all": 5.0, "attention_last": 5.0}.get(explainer, 0.2)
+    assert (r["epochs_run"], r["n_train"]) == (2, 16)
+    if explainer != "none":
+        assert all(s["L_expl"] > 0 for s in steps)  # the explanation loss is on
+    if explainer.startswith("attention"):
+        rows = list((run / "head_coeffs.csv").read_text().splitlines())
+        assert len(rows) == 1 + (2 if explainer == "attention_last" else 4)
+
+
+@pytest.mark.parametrize("normalizer", ["sparsemax", "softmax", "entmax15", "none"])
+def test_smoke_smat_and_head_normalizers(world, normalizer):
+    extra = [] if normalizer == "sparsemax" else ["--max-epochs", "1"]
+    r = sm.main(sm.parse_args(student_argv(world, "imdb", "--setup", "smat", "--head-normalizer", normalizer, *extra)))
+    run, steps = check_run(r)
+    assert all(math.isfinite(s["L_outer"]) and math.isfinite(s["metagrad_norm"]) for s in steps)
+    phi = sm.read_head_coeffs(str(run / "head_coeffs.csv"))
+    assert len(phi) == 4 and not torch.allclose(phi, torch.full((4,), 0.25))  # the teacher explainer was learned
+    assert (run / "head_coeffs.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("task", ["mlqe", "cifar100"])
+def test_smoke_mlqe_and_cifar100_paths(world, task):
+    for setup, explainer in (("student", "integrated_gradients"), ("smat", "attention_all")):
+        r = sm.main(sm.parse_args(student_argv(world, task, "--setup", setup, "--explainer", explainer, "--ig-steps", "3",
+                                               "--max-epochs", "1")))
+        check_run(r, task)
+    assert world["teachers"][task]["n_train"] == (36 if task == "mlqe" else 27)
+
+
+def test_plausibility_on_eraser(world):
+    r = sm.main(sm.parse_args(base(world["data"], world["out"]) + ["--setup", "plausibility", "--ig-steps", "4",
+                                                                   "--eraser-split", "test"]))
+    assert set(r["auc"]) == set(sm.EXPLAINERS[1:])
+    for kind, v in r["auc"].items():
+        assert v["n_docs"] == 2 and 0 <= v["auc"] <= 1, kind  # the document without evidence is skipped
+    smat_run = next((world["out"] / "smat_jax_free").glob("imdb-smat-attention_all-n16-0"))
+    r = sm.main(sm.parse_args(base(world["data"], world["out"]) + ["--setup", "plausibility", "--explainer",
+                                                                   "attention_all", "--head-coeffs",
+                                                                   str(smat_run / "head_coeffs.csv")]))
+    assert set(r["auc"]) == {"attention_all", "attention_smat"} and r["n_docs"] == 9
+
+
+def test_word_level_scores_and_auc_by_pair_counting():
+    expl = [0.05, 0.2, 0.1, 0.3, 0.15, 0.2, 0.0]  # [CLS] w0 w1(2 pieces) w1 w2 w3 [SEP]
+    word_ids = [None, 0, 1, 1, 2, 3, None]
+    gold, score = sm.word_level(expl, word_ids, [0, 1, 0, 1, 1])  # word 4 was truncated away
+    assert gold == [0, 1, 0, 1] and score == pytest.approx([0.2, 0.4, 0.15, 0.2])
+    pos, neg = [s for s, g in zip(score, gold) if g], [s for s, g in zip(score, gold) if not g]
+    want = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert common.roc_auc(gold, score) == pytest.approx(want) == 0.875
+
+
+def test_same_seed_same_result_and_seed_aggregation(world):
+    argv = student_argv(world, "imdb", "--setup", "smat", "--seeds", "3,4", "--max-epochs", "1")
+    a = sm.main(sm.parse_args(argv))
+    first = [(Path(r["run_dir"]) / "results.json").read_bytes() for r in a["runs"]]
+    b = sm.main(sm.parse_args(argv))
+    assert first == [(Path(r["run_dir"]) / "results.json").read_bytes() for r in b["runs"]]  # byte-identical
+    assert a["test"]["n"] == 2 and a["median_seed"] in (3, 4)
+    assert (world["out"] / "smat_jax_free" / "imdb-smat-attention_all-n16-seeds" / "summary.json").is_file()
+    assert sm.resolve(sm.parse_args(["--seeds", "paper"])).seeds == "0,9,11,30,69"
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def cli_error(capsys, argv):
+    code = sm.cli(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_bad_inputs_one_line_exit_2(world, tmp_path, capsys):
+    args = base(world["data"], world["out"])
+    assert "no trained teacher" in cli_error(capsys, base(world["data"], tmp_path) + ["--setup", "student"])
+    assert "--setup teacher --task imdb" in cli_error(capsys, base(world["data"], tmp_path) + ["--setup", "smat"])
+    assert "larger than the student pool" in cli_error(capsys, args + ["--num-examples", "1000"])
+    assert "imdb/imdb_{train,test}.jsonl" in cli_error(capsys, base(tmp_path / "nowhere", world["out"]) + ["--setup", "teacher"])
+    assert "SMaT learns an attention explainer" in cli_error(capsys, args + ["--setup", "smat", "--explainer", "gradient_l2"])
+    assert "--imdb-split-sizes" in cli_error(capsys, args + ["--imdb-split-sizes", "1,2"])
+    assert "mlqe_pe" in cli_error(capsys, base(tmp_path, world["out"], "mlqe") + ["--setup", "teacher"])
+    err = cli_error(capsys, base(tmp_path, world["out"], "cifar100") + ["--setup", "teacher"])
+    assert "cannot load cifar100" in err and "uoft-cs/cifar100" in err and "save_to_disk" in err
+    for flag, value in (("--setup", "pilot"), ("--explainer", "lime"), ("--task", "sst2")):
+        with pytest.raises(SystemExit) as e:
+            sm.cli([flag, value])
+        assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expect", [(["--explainer", "lime"], "invalid choice"),
+                                         (["--task", "cifar100", "--setup", "teacher", "--data-dir", "/nonexistent"],
+                                          "cannot load cifar100")])
+def test_bad_inputs_as_a_subprocess(argv, expect, tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "smat_jax_free.py"), *argv, "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and expect in p.stderr, p.stderr

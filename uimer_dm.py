@@ -1,0 +1,505 @@
+"""UIMER-DM: a DiffMask extractor as the interpretation method that guides training.
+
+Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EMNLP 2023, arXiv 2404.02068
+(Sec. 3.3, Eqs. 1, 6, 7; Sec. 3.3.3 schedule, Sec. 5.2; Tables 2-4, 6-8). Interpretation method: De Cao et al.
+2020, "How do decisions emerge across layers in neural models? Interpretation with differentiable masking".
+
+    python uimer_dm.py --task ic --shots 3 --schedule one-pass                      # paper defaults (Table 6)
+    python uimer_dm.py --task sf --shots 10 --schedule multi-round --rounds 10
+    python uimer_dm.py --task nli --train-size 100 --schedule one-pass
+    python uimer_dm.py --task ic --shots 1 --schedule one-pass --alpha 0 --analysis  # "BaseModel +DM" (Table 4)
+    python uimer_dm.py --task ic --shots 1 --schedule multi-round --seeds 55,1988,12333,42   # mean +- std
+
+Equation index
+    Eq. 1  L = L_task + alpha * L_int          -> model_epochs() (the line marked `# Eq. (1)`)
+    Eq. 6  a = Ext_phi(Enc(x)): hard-concrete gates from probes on [h_0; h_k]
+                                               -> Extractor.gate_logits(), hard_concrete(), gates()
+           L_phi^DM = lambda (KL - m) + expected L0, lambda by gradient ascent
+                                               -> extractor_loss(), train_extractor(); KL: divergence()
+    Eq. 7  L_int = sum_{i:g_i=1} min(a_i / max_{j:g_j=0} a_j - 1, 0)^2   -> eq7_loss()
+    Sec. 3.3.3 one-pass / multi-round schedule -> train_one_seed()
+    Table 4 (accuracy split by a_R > a_N), Table 3 (per-example attributions) -> table4()
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+SCHEDULES = ["one-pass", "multi-round"]
+TEMPERATURE, STRETCH_L, STRETCH_R = 0.2, -0.2, 1.0  # DiffMask's hard-concrete gates
+
+# Tables 6-8 of the paper (App. 8.3), UIMER-DM rows. warm_or_rounds: for one-pass the warm-up ("-" in the paper =
+# `converge`: the task trained to early stopping first, Sec. 3.3.3), for multi-round the number of rounds (after a
+# `converge` warm-up). epochs: model epochs of the one-pass phase, or per round. lr_ext = the extractor's lr.
+# (*) OCR-damaged in our copy (two rows merged): sf-full read as alpha 20, warm-up 5, 50 rounds (or 30), patience 5.
+PAPER_TABLE = """
+task set  schedule    lr     lr_ext  bz  epochs alpha   warm_or_rounds patience
+ic   1    one-pass    2e-4   5e-4    24  70     0.8     converge  7
+ic   1    multi-round 2e-4   1e-3    24  1      0.8     50        7
+ic   3    one-pass    4e-4   1e-3    24  70     0.5     converge  7
+ic   3    multi-round 2e-4   5e-4    24  50     0.8     50        7
+ic   10   one-pass    4e-4   1e-3    24  70     0.5     converge  7
+ic   10   multi-round 4e-4   1e-3    24  1      0.5     50        7
+ic   30   one-pass    2e-4   1e-5    24  25     0.1     converge  7
+ic   30   multi-round 2e-4   1e-5    24  25     0.1     15        7
+ic   full one-pass    1e-5   1e-3    24  30     0.1     converge  5
+ic   full multi-round 1e-5   1e-3    24  30     0.1     30        5
+sf   1    one-pass    2e-4   1e-3    24  70     0.5     5         7
+sf   1    multi-round 2e-4   1e-3    24  70     0.5     10        7
+sf   3    one-pass    1e-4   3e-3    24  70     0.1     converge  7
+sf   3    multi-round 1e-4   3e-3    24  70     2       3         3
+sf   10   one-pass    1e-4   1e-4    24  70     1       1         7
+sf   10   multi-round 1e-5   1e-4    24  10     1       10        7
+sf   30   one-pass    1e-4   1e-4    24  20     0.08    converge  10
+sf   30   multi-round 1e-4   1e-4    24  10     0.08    20        10
+sf   full one-pass    1e-5   1e-3    24  20     20(*)   5(*)      5(*)
+sf   full multi-round 1e-5   1e-3    24  20     20(*)   50(*)     5(*)
+nli  100  one-pass    3e-4   1e-3    24  30     0.01    converge  8
+nli  100  multi-round 3e-4   1e-3    24  30     0.01    10        8
+nli  500  one-pass    8e-5   1e-3    16  30     0.01    converge  8
+nli  500  multi-round 8e-5   1e-3    16  30     0.01    3         8
+"""
+
+
+def paper_defaults(task: str, setting: str, schedule: str) -> dict:
+    """The row of PAPER_TABLE for this setting (settings not in the tables, e.g. 5-shot, take the nearest smaller
+    listed one), plus `warmup_max_epochs` = the one-pass row's epochs (the budget of a `converge` warm-up)."""
+    rows = [r.replace("(*)", "").split() for r in PAPER_TABLE.strip().splitlines()[1:]]
+    listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
+    if setting != "full" and setting.isdigit() and int(setting) not in listed:
+        setting = str(max([n for n in listed if n <= int(setting)] or listed[:1]))
+    by = {r[2]: r for r in rows if r[:2] == [task, setting]}
+    if schedule not in by:
+        raise common.UsageError(f"no paper defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
+    r = by[schedule]
+    out = {"lr": float(r[3]), "lr_extractor": float(r[4]), "batch_size": int(r[5]), "max_epochs": int(r[6]),
+           "alpha": float(r[7]), "patience": int(r[9]), "warmup_max_epochs": int(by["one-pass"][6])}
+    out.update({"warmup_epochs": r[8], "rounds": 1} if schedule == "one-pass" else
+               {"warmup_epochs": "converge", "rounds": int(r[8])})
+    return out
+
+
+@dataclass
+class Args:
+    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
+                             choices=["ic", "sf", "nli"])
+    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'")
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)")
+    schedule: str = common.field("one-pass", help="warm-up, extractor, model (one-pass); or warm-up, then --rounds "
+                                 "of extractor / model, each frozen while the other trains (Sec. 3.3.3)",
+                                 choices=SCHEDULES)
+    rounds: int | None = common.field(None, help="multi-round: number of rounds (>= 1); default: paper table")
+    warmup_epochs: str | None = common.field(None, help="epochs of L_task alone first: an integer or 'converge' "
+                                             "(until early stopping); default: paper table")
+    warmup_max_epochs: int | None = common.field(None, help="at most this many epochs of a 'converge' warm-up; "
+                                                 "default: the one-pass row's epochs")
+    extractor_epochs: int = common.field(10, help="extractor epochs per round (original default and Sec. 5.2: 10)")
+    lr_extractor: float | None = common.field(None, help="extractor (probes, placeholder) AdamW lr; default: table")
+    kl_margin: float = common.field(0.1, help="DiffMask constraint KL(p(y|x) || p(y|x_masked)) <= m, per example")
+    lambda_lr: float = common.field(0.3, help="RMSprop lr of the Lagrange multipliers (gradient ascent; DiffMask)")
+    lambda_max: float = common.field(200.0, help="Lagrange multipliers are clamped to [0, this] (DiffMask)")
+    l0: str = common.field("prob", help="expected-L0 term: the probability P(z != 0) (DiffMask paper) or its log "
+                           "(DiffMask/UIMER code)", choices=["prob", "log"])
+    guard: float = common.field(0.01, help="Eq. 7: max_{j:g_j=0} a_j is clamped to at least this")
+    analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and per-example "
+                                  "attributions (Table 3), with the extractor retrained on the selected model")
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table")
+    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table")
+    batch_size: int | None = common.field(None, help="training batch size; default: paper table")
+    max_epochs: int | None = common.field(None, help="maximum model epochs (per round); default: paper table")
+    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table")
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)")
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_dm/<name>/")
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the gates' noise")
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)")
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
+                                   choices=["first", "random"])
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
+                                                 "(quick runs; the paper uses all)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size")
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
+
+
+def parse_args(argv=None) -> Args:
+    return common.parse_dataclass(Args, argv, prog="uimer_dm.py", description=__doc__.split("\n")[0])
+
+
+def resolve(args: Args) -> Args:
+    """Fill unset values from the paper's tables and check the rest."""
+    setting = str(args.train_size) if args.task == "nli" else args.shots
+    if args.task != "nli" and setting != "full":
+        common.check_setting(setting, "--shots")
+    if args.rounds is not None and args.rounds < 1:
+        raise common.UsageError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.schedule == "one-pass" and args.rounds not in (None, 1):
+        raise common.UsageError("--rounds is for --schedule multi-round (one-pass is one round)")
+    row = paper_defaults(args.task, setting, args.schedule)
+    for k in ("lr", "lr_extractor", "batch_size", "max_epochs", "alpha", "patience", "rounds", "warmup_epochs",
+              "warmup_max_epochs"):
+        if getattr(args, k) is None:
+            setattr(args, k, row[k])
+    if args.warmup_epochs != "converge" and not str(args.warmup_epochs).isdigit():
+        raise common.UsageError(f"--warmup-epochs must be a non-negative integer or 'converge', got {args.warmup_epochs!r}")
+    args.max_len = args.max_len or (128 if args.task == "nli" else 50)
+    args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
+    if args.alpha < 0 or args.lr <= 0 or args.lr_extractor <= 0 or args.extractor_epochs < 0 or args.kl_margin < 0:
+        raise common.UsageError("--alpha, --extractor-epochs and --kl-margin must be >= 0, --lr and --lr-extractor > 0")
+    if not args.guard > 0 or not args.lambda_max >= 0:
+        raise common.UsageError("--guard must be > 0 and --lambda-max >= 0")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: the DiffMask extractor (Eq. 6)
+# ------------------------------------------------------------------------------------------------------
+def hard_concrete(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Stretched, rectified Binary Concrete sample (Louizos et al. 2018; DiffMask: T = 0.2, l = -0.2, r = 1.0):
+    z = clamp(sigmoid((logit + log u - log(1 - u)) / T) * (r - l) + l, 0, 1), u ~ U(0, 1). Reparameterised."""
+    u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / TEMPERATURE)
+    return (s * (STRETCH_R - STRETCH_L) + STRETCH_L).clamp(0, 1)
+
+
+def log_prob_nonzero(logits: torch.Tensor) -> torch.Tensor:
+    """log P(z != 0) = log sigmoid(logit - T log(-l / r)), the closed form of the expected L0."""
+    return F.logsigmoid(logits - TEMPERATURE * math.log(-STRETCH_L / STRETCH_R))
+
+
+class Probe(nn.Module):
+    """DiffMask's gate network g_k: weight-normed Linear(in, H/4) -> tanh -> Linear(H/4, 1) -> tanh, * 10 + a
+    learned bias initialised to 5 (gates start open)."""
+
+    def __init__(self, d_in: int, d_hidden: int):
+        super().__init__()
+        wn = nn.utils.parametrizations.weight_norm
+        self.f = nn.Sequential(wn(nn.Linear(d_in, d_hidden)), nn.Tanh(), wn(nn.Linear(d_hidden, 1)), nn.Tanh())
+        self.bias = nn.Parameter(torch.tensor(5.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x).squeeze(-1) * 10 + self.bias
+
+
+class Extractor(nn.Module):
+    """Ext_phi, DiffMask's input variant: one probe per hidden state k = 0..L+1 on [h_0; h_k] (h_0 = word-embedding
+    output, h_1..h_{L+1} = the encoder's hidden states), a learned placeholder b (init: the [MASK] embedding) and
+    one Lagrange multiplier per layer (init 1). The gate of a token for layer l is prod_{k <= l} z_k."""
+
+    def __init__(self, hidden: int, n_states: int, mask_embedding: torch.Tensor):
+        super().__init__()
+        self.probes = nn.ModuleList(Probe(2 * hidden, hidden // 4) for _ in range(n_states))
+        self.placeholder = nn.Parameter(mask_embedding.detach().clone())
+        self.lagrange = nn.Parameter(torch.ones(n_states))
+
+    def gate_logits(self, states: list[torch.Tensor], layer: int) -> torch.Tensor:
+        """(B, L, layer + 1): the logits of probes 0..layer."""
+        return torch.stack([self.probes[k](torch.cat([states[0], states[k]], -1)) for k in range(layer + 1)], -1)
+
+
+def gates(ext: Extractor, states: list[torch.Tensor], content: torch.Tensor, layer: int, gen: torch.Generator):
+    """Eq. 6: a = the sampled gate of every token (B, L), 1 at [CLS]/[SEP]/pad (never masked); and the logits."""
+    logits = ext.gate_logits(states, layer)
+    z = hard_concrete(logits, gen).prod(-1)
+    return torch.where(content.bool(), z, torch.ones_like(z)), logits
+
+
+def encode(model: common.TaskModel, batch: dict, inputs_embeds: torch.Tensor | None = None):
+    """One forward pass: (scores, states) with states = [h_0 = word-embedding output, hidden states 0..L]."""
+    e = model.embed(batch["input_ids"]) if inputs_embeds is None else inputs_embeds
+    scores, hidden = model(batch, inputs_embeds=e, output_hidden_states=True)
+    return scores, [e, *hidden]
+
+
+def crf_log_partition(crf, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log Z of a linear-chain CRF per example (B,), by the forward algorithm over word positions."""
+    alpha = crf.start_transitions + emissions[:, 0]  # (B, C)
+    for t in range(1, emissions.size(1)):
+        nxt = torch.logsumexp(alpha.unsqueeze(2) + crf.transitions + emissions[:, t].unsqueeze(1), dim=1)
+        alpha = torch.where(mask[:, t:t + 1], nxt, alpha)
+    return torch.logsumexp(alpha + crf.end_transitions, -1)
+
+
+def divergence(model: common.TaskModel, scores_p: torch.Tensor, scores_q: torch.Tensor, batch: dict) -> torch.Tensor:
+    """KL(p(y|x) || p(y|x_masked)) per example (B,). ic/nli: categorical. sf: exact KL between the two CRF
+    distributions over tag sequences (same transitions): sum_t,c mu_p(t,c) (E_p - E_q)[t,c] - log Z_p + log Z_q,
+    with mu_p the marginals of p = d log Z_p / d E_p."""
+    if model.task != "sf":
+        return (F.softmax(scores_p, -1) * (F.log_softmax(scores_p, -1) - F.log_softmax(scores_q, -1))).sum(-1)
+    mask = batch["word_mask"]
+    with torch.enable_grad():
+        E_p = scores_p.detach().requires_grad_(True)
+        log_Z_p = crf_log_partition(model.crf, E_p, mask)
+        (mu_p,) = torch.autograd.grad(log_Z_p.sum(), E_p)
+    diff = ((E_p.detach() - scores_q) * mu_p * mask.unsqueeze(-1)).sum((1, 2))
+    return diff - log_Z_p.detach() + crf_log_partition(model.crf, scores_q, mask)
+
+
+def extractor_loss(model, ext: Extractor, batch: dict, content: torch.Tensor, layer: int, gen: torch.Generator,
+                   args: Args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_phi^DM = mean_b [ lambda_layer (KL_b - m) + expected L0_b ] over the frozen model; the masked input is
+    h_0' = z h_0 + (1 - z) b, fed as inputs_embeds. Returns (loss, KL (B,), expected L0 (B,))."""
+    with torch.no_grad():
+        scores, states = encode(model, batch)
+    z, logits = gates(ext, states, content, layer, gen)
+    h0_masked = z.unsqueeze(-1) * states[0] + (1 - z.unsqueeze(-1)) * ext.placeholder
+    KL = divergence(model, scores, model(batch, inputs_embeds=h0_masked), batch)
+    log_p0 = log_prob_nonzero(logits).sum(-1)  # log P(prod_k z_k != 0) = sum_k log P(z_k != 0)
+    per_token = log_p0 if args.l0 == "log" else log_p0.exp()
+    L0 = (per_token * content).sum(-1) / content.sum(-1).clamp_min(1)
+    return (ext.lagrange[layer] * (KL - args.kl_margin) + L0).mean(), KL.detach(), L0.detach()
+
+
+def train_extractor(model, ext: Extractor, train: list[dict], args: Args, gen: torch.Generator, pad: int,
+                    special: torch.Tensor, shuffle_seed: int, log) -> dict:
+    """Train phi (probes, placeholder: AdamW, minimised) and lambda (RMSprop, gradient ascent, clamped) for
+    --extractor-epochs with the model frozen in eval mode; the layer l is drawn uniformly per batch (DiffMask)."""
+    model.eval()
+    model.requires_grad_(False)
+    ext.requires_grad_(True)
+    phi = [p for n, p in ext.named_parameters() if n != "lagrange"]
+    opt_phi = torch.optim.AdamW(phi, lr=args.lr_extractor, weight_decay=0.0)
+    opt_lambda = torch.optim.RMSprop([ext.lagrange], lr=args.lambda_lr, maximize=True)
+    n_states = len(ext.probes)
+    for epoch in range(args.extractor_epochs):
+        for batch in common.batches(train, args.batch_size, pad, shuffle_seed=shuffle_seed + epoch):
+            layer = int(torch.randint(n_states, (1,), generator=gen))
+            loss, KL, L0 = extractor_loss(model, ext, batch, content_mask(batch, special), layer, gen, args)
+            opt_phi.zero_grad()
+            opt_lambda.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(phi, 1.0)
+            opt_phi.step()
+            opt_lambda.step()
+            with torch.no_grad():
+                ext.lagrange.clamp_(0, args.lambda_max)
+            log(extractor_epoch=epoch, layer=layer, loss_phi=loss.item(), KL=KL.mean().item(), L0=L0.mean().item(),
+                lagrange=ext.lagrange[layer].item())
+    model.requires_grad_(True)
+    ext.requires_grad_(False)
+    return extractor_stats(model, ext, train, args, gen, pad, special)
+
+
+@torch.no_grad()
+def extractor_stats(model, ext: Extractor, examples: list[dict], args: Args, gen, pad: int, special) -> dict:
+    """Mean KL and expected L0 over `examples` at the attribution layer (all probes), gates sampled."""
+    model.eval()
+    KLs, L0s = [], []
+    for batch in common.batches(examples, args.eval_batch_size, pad, sort_by_length=True):
+        _, KL, L0 = extractor_loss(model, ext, batch, content_mask(batch, special), len(ext.probes) - 1, gen, args)
+        KLs += KL.tolist()
+        L0s += L0.tolist()
+    return {"KL": sum(KLs) / len(KLs), "expected_L0": sum(L0s) / len(L0s),
+            "lagrange_last": ext.lagrange[-1].item(), "constraint_met": sum(KLs) / len(KLs) <= args.kl_margin}
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: L_int (Eq. 7)
+# ------------------------------------------------------------------------------------------------------
+def eq7_loss(a: torch.Tensor, R: torch.Tensor, N: torch.Tensor, guard: float) -> torch.Tensor:
+    """Eq. 7 per example (B,): sum_{i in R} min(a_i / max_{j in N} a_j - 1, 0)^2, with max_{j in N} a_j clamped
+    to >= guard (gates are often exactly 0). a in [0, 1], so masked entries (0) never win the max."""
+    max_N = (a * N).amax(-1, keepdim=True).clamp_min(guard)
+    return ((torch.clamp(a / max_N - 1, max=0) ** 2) * R).sum(-1)
+
+
+def content_mask(batch: dict, special_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) 1 at real wordpieces that are not [CLS]/[SEP]/[UNK]/pad (as common's `content`)."""
+    return (batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special_ids)).float()
+
+
+def dm_loss(model, ext: Extractor, batch: dict, args: Args, special: torch.Tensor, gen: torch.Generator):
+    """(L_task, mean L_int over the batch's examples with a rationale and a non-rationale, their number), from one
+    forward pass: the task scores and the hidden states the frozen extractor reads (gradients reach theta
+    through h_0 and h_k)."""
+    scores, states = encode(model, batch)
+    L_task = model.task_loss(scores, batch)
+    content = content_mask(batch, special)
+    R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
+    a, _ = gates(ext, states, content, len(ext.probes) - 1, gen)  # Eq. (6)
+    has = (R.sum(-1) > 0) & (N.sum(-1) > 0)  # examples without a rationale, or with nothing but, are skipped
+    L = eq7_loss(a, R, N, args.guard)  # Eq. (7)
+    n = int(has.sum())
+    return L_task, (L[has].mean() if n else torch.zeros(())), n
+
+
+# ------------------------------------------------------------------------------------------------------
+# Analysis: Table 4 (accuracy split by a_R > a_N on test) and per-example attributions (Table 3)
+# ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def table4(model, ext: Extractor, test: list[dict], args: Args, seed: int, pad: int, special, tokenizer, run: Path):
+    """a_R / a_N = mean gate over the rationale / non-rationale content wordpieces (Sec. 5.4)."""
+    model.eval()
+    batches = common.batches(test, args.eval_batch_size, pad, sort_by_length=True)
+    correct = common.per_example_correct(model, batches)
+    gen, a_R_gt_a_N, rows = torch.Generator().manual_seed(seed + 1), {}, []
+    for batch in batches:
+        content = content_mask(batch, special)
+        R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
+        a, _ = gates(ext, encode(model, batch)[1], content, len(ext.probes) - 1, gen)
+        for b, i in enumerate(batch["index"].tolist()):
+            if R[b].sum() == 0 or N[b].sum() == 0:
+                continue
+            a_R, a_N = (a[b] * R[b]).sum().item() / R[b].sum().item(), (a[b] * N[b]).sum().item() / N[b].sum().item()
+            a_R_gt_a_N[i] = a_R > a_N
+            n = int(batch["attention_mask"][b].sum())
+            rows.append({"index": i, "tokens": tokenizer.convert_ids_to_tokens(batch["input_ids"][b, :n].tolist()),
+                         "a": [round(x, 4) for x in a[b, :n].tolist()], "rationale": R[b, :n].int().tolist(),
+                         "a_R": a_R, "a_N": a_N, "correct": correct[i]})
+    if not a_R_gt_a_N:
+        return {"note": "no test example has a rationale (e-SNLI test has no highlights in this copy)"}
+    common.write_json_atomic(run / "attributions.json", sorted(rows, key=lambda r: r["index"]))
+    yes = [correct[i] for i, v in a_R_gt_a_N.items() if v]
+    no = [correct[i] for i, v in a_R_gt_a_N.items() if not v]
+    return {"acc_aR_gt_aN": sum(yes) / max(len(yes), 1), "acc_aR_le_aN": sum(no) / max(len(no), 1),
+            "share_aR_gt_aN": len(yes) / len(a_R_gt_a_N), "n_with_rationale": len(a_R_gt_a_N),
+            "accuracy_all": sum(correct.values()) / len(correct)}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Training: model epochs (warm-up or one round), then one seed end to end
+# ------------------------------------------------------------------------------------------------------
+def model_epochs(model, ext: Extractor | None, data: dict, args: Args, n_epochs: int, stopper, state: dict,
+                 special, gen, pad: int, dev_batches, log, seed: int) -> None:
+    """Up to n_epochs of the model with the extractor frozen (L_task alone if ext is None), a fresh AdamW + linear
+    schedule, dev after every epoch, stop after `patience` epochs without a new best dev (the best is global)."""
+    metric = "f1" if args.task == "sf" else "accuracy"
+    steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
+    opt, sched = common.make_optimizer(model, args.lr, steps_per_epoch * n_epochs)
+    stopper.bad = 0
+    for _ in range(n_epochs):
+        epoch = state["epoch"]
+        model.train()
+        sums = {"L_task": 0.0, "L_int": 0.0}
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch),
+                                     desc=f"epoch {epoch}"):
+            int_on = ext is not None and args.alpha > 0
+            if int_on:
+                L_task, L_int, n_int = dm_loss(model, ext, batch, args, special, gen)
+            else:
+                L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros(()), 0
+            # Eq. (1): L = L_task + alpha * L_int
+            L = L_task + args.alpha * L_int if int_on else L_task
+            opt.zero_grad()
+            L.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            log(epoch=epoch, round=state["round"], step=state["step"], L_task=L_task.item(), L_int=float(L_int.detach()),
+                L=L.item(), int_on=int_on, n_int=n_int)
+            sums["L_task"] += L_task.item()
+            sums["L_int"] += float(L_int.detach())
+            state["step"] += 1
+        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
+        stopper.step(dev, epoch, model)
+        log(epoch=epoch, round=state["round"], dev=dev, best_dev=stopper.best, int_on=int_on)
+        print(f"epoch {epoch:3d}  round {state['round']:2d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int "
+              f"{sums['L_int'] / steps_per_epoch:.4f}  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
+        state["epoch"] += 1
+        if stopper.stop:
+            break
+
+
+def run_name(args: Args, seed: int) -> str:
+    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
+    if args.alpha == 0:
+        variant = "base"
+    else:
+        variant = "onepass" if args.schedule == "one-pass" else f"multiround{args.rounds}"
+    return f"{args.task}-{setting}-{variant}-{seed}"
+
+
+def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
+    timer = common.Timer()
+    common.set_seed(seed)
+    setting = str(args.train_size) if args.task == "nli" else args.shots
+    data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
+                                  args.max_eval_examples)
+    run = common.make_run_dir(args.out_dir, "uimer_dm", run_name(args, seed))
+    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
+    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
+    log = common.JsonlLog(run / "log.jsonl")
+    metric = "f1" if args.task == "sf" else "accuracy"
+    pad = tokenizer.pad_token_id
+    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    gen = torch.Generator().manual_seed(seed)  # gate noise and the extractor's layer draws
+    st = data["rationale_stats"]
+    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
+          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
+    n_int_examples = sum(1 for e in data["train"] if any(r and c for r, c in zip(e["rationale"], e["content"]))
+                         and any(c and not r for r, c in zip(e["rationale"], e["content"])))
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True)
+    stopper = common.EarlyStopping(args.patience)
+    state = {"epoch": 0, "step": 0, "round": 0}
+    # warm-up (Sec. 3.3.3): L_task alone, to early stopping ('converge') or for k epochs; the best-dev model goes on
+    converge = args.warmup_epochs == "converge"
+    warm = args.warmup_max_epochs if converge or args.alpha == 0 else int(args.warmup_epochs)
+    model_epochs(model, None, data, args, warm, stopper, state, special, gen, pad, dev_batches, log, seed)
+    stopper.restore(model)
+    ext, rounds = None, []
+    if args.alpha > 0 or args.analysis:
+        n_states = model.encoder.config.num_hidden_layers + 2
+        mask_row = model.embed(torch.tensor([tokenizer.mask_token_id]))[0]
+        ext = Extractor(model.encoder.config.hidden_size, n_states, mask_row).requires_grad_(False)
+    for r in range(args.rounds if args.alpha > 0 else 0):
+        state["round"] = r + 1
+        stats = train_extractor(model, ext, data["train"], args, gen, pad, special, seed * 7919 + 100 * r, log)
+        print(f"round {r + 1}: extractor KL {stats['KL']:.4f} (constraint {args.kl_margin}), expected L0 "
+              f"{stats['expected_L0']:.3f}, lambda {stats['lagrange_last']:.3f}")
+        model_epochs(model, ext, data, args, args.max_epochs, stopper, state, special, gen, pad, dev_batches, log, seed)
+        rounds.append({**stats, "best_dev": stopper.best})
+    stopper.restore(model)
+    test = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
+                           data["labels"])[metric]
+    results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
+               "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": state["epoch"], "steps": state["step"],
+               "rounds": rounds, "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
+               "n_with_both_sets": n_int_examples,
+               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
+               "run_dir": str(run)}
+    if args.analysis:  # the extractor is (re)trained on the selected model before it is read
+        results["extractor_for_analysis"] = train_extractor(model, ext, data["train"], args, gen, pad, special,
+                                                            seed * 7919 - 1, log)
+        results["table4"] = table4(model, ext, data["test"], args, seed, pad, special, tokenizer, run)
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
+    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
+          f"-> {run}")
+    return results
+
+
+def main(args: Args) -> dict:
+    args = resolve(args)
+    seeds = common.parse_seeds(args.seeds, args.seed)
+    data_dir = common.resolve_data_dir(args.data_dir)
+    tokenizer = common.load_tokenizer(args.model)
+    runs = [train_one_seed(args, s, data_dir, tokenizer) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    agg = common.aggregate([r["test"] for r in runs])
+    summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
+               "seeds": seeds, "runs": runs}
+    name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
+    common.write_json_atomic(Path(args.out_dir) / "uimer_dm" / name / "summary.json", summary)
+    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
+    return summary
+
+
+def cli(argv=None) -> int:
+    return common.run_cli(main, parse_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

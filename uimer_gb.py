@@ -1,0 +1,333 @@
+"""UIMER-GB: gradient-based saliency as the interpretation method that guides training.
+
+Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EMNLP 2023, arXiv 2404.02068
+(Sec. 3.1, Eqs. 1-3; Table 2). Interpretation methods: Ghaeini et al. 2019 ("Saliency learning", NAACL) and
+Huang et al. 2021 ("Exploring distantly-labeled rationales in neural network models", ACL).
+
+    python uimer_gb.py --task ic --shots 1 --variant ghaeini                     # Ghaeini et al. 2019
+    python uimer_gb.py --task sf --shots 3 --variant huang --gate --order        # Huang et al. 2021 +Gate+Order
+    python uimer_gb.py --task nli --train-size 100 --variant huang               # Huang +Base
+    python uimer_gb.py --task ic --shots 1 --variant ghaeini --seeds 55,1988,12333,42   # mean +- std
+
+Equation index
+    Eq. 1  L = L_task + alpha * L_int          -> train_one_seed() (the line marked `# Eq. (1)`)
+    Eq. 2  a = f(dJ/dx), per position of the embedding output e = inputs_embeds
+                                               -> input_gradients() (dJ/de), attribution() (f)
+           Ghaeini: J = gold score, f = sum over embedding dims;  Huang: J = task loss, f = L1 norm, normalised
+    Eq. 3  L_int = D(a, g)                     -> ghaeini_loss(), huang_loss() (+Base, +Gate, +Order, +Gate+Order)
+           Gate: G ~ Bernoulli(1 - sum_{i in R} s_i) -> gate_sample()
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import common
+
+VARIANTS = ["ghaeini", "huang"]
+
+# Tables 6-8 of the paper have no UIMER-GB rows. GB therefore takes the optimisation settings of the setting's
+# UIMER-IM "+Uniform (warm.)" row, which are also those of the BaseModel runs (`uimer_im.py ... --alpha 0`), so
+# GB differs from the BaseModel by L_int only. alpha = 1 is the original code's default (--grad_weight,
+# --feng_weight). bz = batch size; patience = early stop (epochs). Listed in the README as a deviation.
+GB_TABLE = """
+task set  lr      bz  epochs alpha patience
+ic   1    4e-4    24  70     1     7
+ic   3    2e-4    24  70     1     7
+ic   10   2e-4    24  70     1     7
+ic   30   1e-4    24  50     1     7
+ic   full 1e-5    24  30     1     5
+sf   1    2e-4    24  70     1     7
+sf   3    1e-4    24  70     1     7
+sf   10   1e-3    24  70     1     7
+sf   30   8e-5    24  50     1     10
+sf   full 1e-5    24  20     1     5
+nli  100  3e-4    32  50     1     8
+nli  500  8e-5    8   50     1     30
+"""
+
+
+def paper_defaults(task: str, setting: str) -> dict:
+    """The row of GB_TABLE for this setting; settings not in the table (e.g. 5-shot) take the nearest
+    smaller listed one."""
+    rows = [r.split() for r in GB_TABLE.strip().splitlines()[1:]]
+    listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
+    if setting != "full" and setting.isdigit() and int(setting) not in listed:
+        setting = str(max([n for n in listed if n <= int(setting)] or listed[:1]))
+    for r in rows:
+        if r[:2] == [task, setting]:
+            return {"lr": float(r[2]), "batch_size": int(r[3]), "max_epochs": int(r[4]), "alpha": float(r[5]),
+                    "patience": int(r[6])}
+    raise common.UsageError(f"no defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
+
+
+@dataclass
+class Args:
+    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
+                             choices=["ic", "sf", "nli"])
+    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'")
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)")
+    variant: str = common.field("ghaeini", help="saliency method: Ghaeini et al. 2019 or Huang et al. 2021",
+                                choices=VARIANTS)
+    gate: bool = common.field(False, help="huang: +Gate (skip L_int with probability sum_{i in R} s_i)")
+    order: bool = common.field(False, help="huang: +Order (each rationale at least the most salient non-rationale)")
+    guard: float = common.field(1e-6, help="huang +Order: max_{j in N} s_j is clamped to at least this")
+    wrt: str = common.field("inputs-embeds", help="differentiate w.r.t. the word-embedding output (paper, original) "
+                            "or the embedding-module output after position/type embeddings and LayerNorm (for BERT "
+                            "the ghaeini sum over dims is identically 0 w.r.t. inputs-embeds: see README)",
+                            choices=["inputs-embeds", "embedding-output"])
+    warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)")
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default 1 (original)")
+    lr: float | None = common.field(None, help="AdamW learning rate; default: GB_TABLE")
+    batch_size: int | None = common.field(None, help="training batch size; default: GB_TABLE")
+    max_epochs: int | None = common.field(None, help="maximum epochs; default: GB_TABLE")
+    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: GB_TABLE")
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)")
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_gb/<name>/")
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the Gate's draws")
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)")
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
+                                   choices=["first", "random"])
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
+                                                 "(quick runs; the paper uses all)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size")
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
+
+
+def parse_args(argv=None) -> Args:
+    return common.parse_dataclass(Args, argv, prog="uimer_gb.py", description=__doc__.split("\n")[0])
+
+
+def resolve(args: Args) -> Args:
+    """Fill unset values from GB_TABLE and check the rest."""
+    setting = str(args.train_size) if args.task == "nli" else args.shots
+    if args.task != "nli" and setting != "full":
+        common.check_setting(setting, "--shots")
+    if args.variant != "huang" and (args.gate or args.order):
+        raise common.UsageError("--gate and --order are variants of --variant huang; add --variant huang")
+    row = paper_defaults(args.task, setting)
+    for k in ("lr", "batch_size", "max_epochs", "alpha", "patience"):
+        if getattr(args, k) is None:
+            setattr(args, k, row[k])
+    args.max_len = args.max_len or (128 if args.task == "nli" else 50)
+    args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
+    if args.alpha < 0 or args.lr <= 0 or args.warmup_epochs < 0 or not args.guard > 0:
+        raise common.UsageError("--alpha and --warmup-epochs must be >= 0, --lr and --guard > 0")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: saliency (Eq. 2)
+# ------------------------------------------------------------------------------------------------------
+def gold_score(model: common.TaskModel, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Ghaeini's f(x, y), per example (B,): the gold-class logit (ic, nli); for sf the probability of the gold tag
+    sequence, exp(CRF log-likelihood), as the original code."""
+    if model.task == "sf":
+        return model.gold_log_likelihood(scores, batch).exp()
+    return scores.gather(1, batch["label"].unsqueeze(1)).squeeze(1)
+
+
+def input_gradients(model: common.TaskModel, batch: dict, variant: str, create_graph: bool,
+                    wrt: str = "inputs-embeds"):
+    """dJ/de for every position of every example, from ONE forward pass: e = the word-embedding output
+    (`inputs_embeds`; or with wrt='embedding-output' the embedding module's output, hidden state 0), J = the gold
+    score (ghaeini) or the task loss -log p(y|x) (huang). Examples do not interact, so the gradient of sum_b J_b
+    w.r.t. e (B, L, H) holds each example's own gradient. create_graph=True keeps the graph so that a loss on the
+    gradient trains the model (double backward). Returns (dJ/de, scores)."""
+    if wrt == "inputs-embeds":
+        e = model.embed(batch["input_ids"])
+        scores = model(batch, inputs_embeds=e)
+    else:
+        scores, hidden = model(batch, output_hidden_states=True)
+        e = hidden[0]
+    J = gold_score(model, scores, batch) if variant == "ghaeini" else -model.gold_log_likelihood(scores, batch)
+    (dJ_de,) = torch.autograd.grad(J.sum(), e, create_graph=create_graph)
+    return dJ_de, scores
+
+
+def attribution(dJ_de: torch.Tensor, variant: str, content: torch.Tensor) -> torch.Tensor:
+    """Eq. 2, a = f(dJ/de), (B, L). ghaeini: signed sum over embedding dims; huang: L1 norm over embedding dims,
+    normalised to shares s_i over the sentence's content wordpieces (0 at [CLS]/[SEP]/pad)."""
+    if variant == "ghaeini":
+        return dJ_de.sum(-1)
+    g = dJ_de.abs().sum(-1) * content
+    return g / g.sum(-1, keepdim=True).clamp_min(1e-30)
+
+
+# ------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: L_int (Eq. 3). R, N: (B, L) 0/1 masks of rationale / non-rationale content wordpieces.
+# ------------------------------------------------------------------------------------------------------
+def ghaeini_loss(a: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """Ghaeini et al. 2019: sum_{i in R} max(0, -a_i) per example (B,): rationale saliency must not be negative."""
+    return (torch.relu(-a) * R).sum(-1)
+
+
+def gate_sample(s: torch.Tensor, R: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """+Gate: G ~ Bernoulli(1 - p), p = sum_{i in R} s_i (the salience already on the rationale), per example (B,).
+    A sample, not a function of the model: no gradient flows through it."""
+    p = (s * R).sum(-1).detach()
+    return (torch.rand(p.shape, generator=gen) < 1 - p).to(s.dtype)
+
+
+def huang_loss(s: torch.Tensor, R: torch.Tensor, N: torch.Tensor, gate: bool, order: bool,
+               G: torch.Tensor | None, guard: float) -> torch.Tensor:
+    """Huang et al. 2021, per example (B,), K = |R|:
+        +Base        sum_{i in R} (s_i - 1/K)^2
+        +Order       sum_{i in R} min(s_i / max_{j in N} s_j - 1, 0)^2     (max clamped to >= guard)
+        +Gate        G * sum_{i in R} (s_i - 1)^2
+        +Gate+Order  G * (the +Order term)"""
+    if order:
+        max_N = (s * N).amax(-1, keepdim=True).clamp_min(guard)  # s >= 0, so masked entries (0) never win
+        per_token = torch.clamp(s / max_N - 1, max=0) ** 2
+    elif gate:
+        per_token = (s - 1) ** 2
+    else:
+        K = R.sum(-1, keepdim=True).clamp_min(1).to(s.dtype)
+        per_token = (s - 1 / K) ** 2
+    L = (per_token * R).sum(-1)
+    return G * L if gate else L
+
+
+def content_mask(batch: dict, special_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) 1 at real wordpieces that are not [CLS]/[SEP]/[UNK]/pad (as common's `content`)."""
+    return (batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special_ids)).float()
+
+
+def gb_loss(model: common.TaskModel, batch: dict, args: Args, special_ids: torch.Tensor, gen: torch.Generator,
+            create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(L_task, mean L_int over the batch's examples with a rationale and a non-rationale, their number), from one
+    forward pass whose input gradient is kept in the graph."""
+    dJ_de, scores = input_gradients(model, batch, args.variant, create_graph, args.wrt)
+    L_task = model.task_loss(scores, batch)
+    content = content_mask(batch, special_ids)
+    R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
+    a = attribution(dJ_de, args.variant, content)  # Eq. (2)
+    has = (R.sum(-1) > 0) & (N.sum(-1) > 0)  # examples without a rationale, or with nothing but, are skipped
+    if args.variant == "ghaeini":
+        L = ghaeini_loss(a, R)  # Eq. (3)
+    else:
+        G = gate_sample(a, R, gen) if args.gate else None
+        L = huang_loss(a, R, N, args.gate, args.order, G, args.guard)  # Eq. (3)
+    n = int(has.sum())
+    return L_task, (L[has].mean() if n else torch.zeros(())), n
+
+
+# ------------------------------------------------------------------------------------------------------
+# Training: one seed end to end
+# ------------------------------------------------------------------------------------------------------
+def run_name(args: Args, seed: int) -> str:
+    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
+    if args.alpha == 0:
+        variant = "base"
+    else:
+        variant = args.variant + ("" if args.variant == "ghaeini" else
+                                  "-" + ("-".join(n for n, on in (("gate", args.gate), ("order", args.order)) if on)
+                                         or "base"))
+        variant += ("-embout" if args.wrt == "embedding-output" else "") + \
+            (f"-warm{args.warmup_epochs}" if args.warmup_epochs else "")
+    return f"{args.task}-{setting}-{variant}-{seed}"
+
+
+def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
+    timer = common.Timer()
+    common.set_seed(seed)
+    setting = str(args.train_size) if args.task == "nli" else args.shots
+    data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
+                                  args.max_eval_examples)
+    run = common.make_run_dir(args.out_dir, "uimer_gb", run_name(args, seed))
+    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
+    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
+    log = common.JsonlLog(run / "log.jsonl")
+    metric = "f1" if args.task == "sf" else "accuracy"
+    pad = tokenizer.pad_token_id
+    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    gen = torch.Generator().manual_seed(seed)  # the Gate's Bernoulli draws
+    st = data["rationale_stats"]
+    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
+          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
+    n_int_examples = sum(1 for e in data["train"] if any(r and c for r, c in zip(e["rationale"], e["content"]))
+                         and any(c and not r for r, c in zip(e["rationale"], e["content"])))
+    steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
+    total_steps = steps_per_epoch * args.max_epochs
+    opt, sched = common.make_optimizer(model, args.lr, total_steps)
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True)
+    stopper = common.EarlyStopping(args.patience)
+    step = 0
+    for epoch in range(args.max_epochs):
+        model.train()
+        sums = {"L_task": 0.0, "L_int": 0.0}
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch),
+                                     desc=f"epoch {epoch}"):
+            int_on = args.alpha > 0 and epoch >= args.warmup_epochs
+            if int_on:
+                L_task, L_int, n_int = gb_loss(model, batch, args, special_ids, gen)
+            else:
+                L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros(()), 0
+            # Eq. (1): L = L_task + alpha * L_int
+            L = L_task + args.alpha * L_int if int_on else L_task
+            opt.zero_grad()
+            L.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int.detach()), L=L.item(), int_on=int_on,
+                n_int=n_int)
+            sums["L_task"] += L_task.item()
+            sums["L_int"] += float(L_int.detach())
+            step += 1
+        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
+        stopper.step(dev, epoch, model)
+        log(epoch=epoch, dev=dev, best_dev=stopper.best, int_on=int_on)
+        print(f"epoch {epoch:3d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int {sums['L_int'] / steps_per_epoch:.4f}"
+              f"  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
+        if stopper.stop:
+            break
+    stopper.restore(model)
+    test = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
+                           data["labels"])[metric]
+    results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
+               "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "steps": step,
+               "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
+               "n_with_both_sets": n_int_examples,
+               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
+               "run_dir": str(run)}
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
+    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
+          f"-> {run}")
+    return results
+
+
+def main(args: Args) -> dict:
+    args = resolve(args)
+    seeds = common.parse_seeds(args.seeds, args.seed)
+    data_dir = common.resolve_data_dir(args.data_dir)
+    tokenizer = common.load_tokenizer(args.model)
+    runs = [train_one_seed(args, s, data_dir, tokenizer) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    agg = common.aggregate([r["test"] for r in runs])
+    summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
+               "seeds": seeds, "runs": runs}
+    name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
+    common.write_json_atomic(Path(args.out_dir) / "uimer_gb" / name / "summary.json", summary)
+    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
+    return summary
+
+
+def cli(argv=None) -> int:
+    return common.run_cli(main, parse_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -97,6 +97,8 @@ class Args:
     dropout: float = common.field(0.1, help="dropout before the classifier")
     max_len: int | None = common.field(None, help="max wordpieces (default: sst2 128, imdb 256, movies 512)")
     train_size: int | None = common.field(None, help="train on a random subsample of this size (drawn with the seed)")
+    subsample_seed: int | None = common.field(None, help="draw the --train-size subsample with this seed instead, so "
+                                              "runs of --seeds differ only in initialisation, dropout and order")
     dev_size: int | None = common.field(None, help="dev subsample (fixed RNG, the same for every seed)")
     test_size: int | None = common.field(None, help="test subsample (fixed RNG, the same for every seed)")
     evaluate_only: bool = common.field(False, help="no training: evaluate --checkpoint")
@@ -119,8 +121,10 @@ def parse_args(argv=None) -> Args:
 
 
 def resolve(args: Args) -> Args:
-    args.max_len = args.max_len or MAX_LEN[args.task]
-    args.rationale_ratio = args.rationale_ratio or RATIONALE_RATIO[args.task]
+    args.max_len = MAX_LEN[args.task] if args.max_len is None else args.max_len
+    args.rationale_ratio = RATIONALE_RATIO[args.task] if args.rationale_ratio is None else args.rationale_ratio
+    if args.max_len < 8:
+        raise common.UsageError(f"--max-len must be >= 8 wordpieces, got {args.max_len}")
     if not 0 < args.mask_ratio < 1:
         raise common.UsageError(f"--mask-ratio must be in (0, 1), got {args.mask_ratio}")
     if not 0 < args.rationale_ratio <= 1:
@@ -416,7 +420,7 @@ def eval_batches(examples: list[dict], args: Args, pad_id: int) -> list[dict]:
     return common.batches(examples, args.eval_batch_size, pad_id, sort_by_length=True)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def probs_of(clf: Classifier, ids: torch.Tensor, batch: dict) -> torch.Tensor:
     return F.softmax(clf.forward(clf.embed(ids), batch)[0], -1)
 
@@ -657,7 +661,8 @@ def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer
 def load_data(args: Args, tokenizer, seed: int) -> dict:
     raw = common.read_text_task(args.task, common.resolve_data_dir(args.data_dir))
     data = {"train": [] if args.evaluate_only and not args.select_then_predict else
-            load_split(args.task, "train", args, tokenizer, args.train_size, seed, raw),
+            load_split(args.task, "train", args, tokenizer, args.train_size,
+                       seed if args.subsample_seed is None else args.subsample_seed, raw),
             "dev": load_split(args.task, "dev", args, tokenizer, args.dev_size, 0, raw),
             "test": load_split(args.task, "test", args, tokenizer, args.test_size, 0, raw)}
     if args.ood_task:

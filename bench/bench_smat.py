@@ -1,10 +1,11 @@
 """Step time of SMaT's student steps relative to a plain student step (no explanation), measured in one run.
 
-    python bench/bench_smat.py [--data-dir ../shared/data] [--teacher-dir DIR] [--max-len 256] [--repeats 3]
+    python bench/bench_smat.py [--data-dir ../shared/data] [--teacher-dir DIR] [--max-len 256] [--repeats 3] [--kinds smat]
 
 On one IMDB student batch (the first 32 reviews of the student pool, default MiniLM encoder): one SGD step of the
 student with L_sim alone (plain), with L_sim + beta L_expl for each teacher explainer, and one full SMaT step
-(student step + pilot step + meta-gradient through it + outer Adam step). Each method step and a plain step are
+(student step + pilot step + meta-gradient through it + outer Adam step), and the meta part of that step alone
+(pilot step + meta-gradient + outer Adam step) against the same plain steps. Each method step and a plain step are
 interleaved in ABBA order (machine load hits both alike); medians after one warm-up. The teacher's explanations
 are fixed, so the script computes them once per training example before training (`teacher_signals`): that
 one-off cost per batch is printed separately. Uses the trained teacher if --teacher-dir holds one (timings do not depend on it).
@@ -35,6 +36,8 @@ def main():
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--kinds", default=",".join(sm.EXPLAINERS[1:] + ["smat"]),
+                   help="comma-separated rows to time: explainers and/or smat (default: all)")
     a = p.parse_args()
     data_dir = common.resolve_data_dir(a.data_dir)
     args = sm.resolve(sm.parse_args(["--setup", "smat", "--max-len", str(a.max_len), "--teacher-dir", a.teacher_dir]))
@@ -59,7 +62,8 @@ def main():
         args.beta = 0.0
         sm.student_step(student, phi_S, batch, y, None, args, False)
 
-    for kind in sm.EXPLAINERS[1:] + ["smat"]:
+    meta_times = []
+    for kind in a.kinds.split(","):
         explainer = "attention_all" if kind == "smat" else kind
         args.explainer, args.setup = explainer, "smat" if kind == "smat" else "student"
         last = explainer == "attention_last"
@@ -81,8 +85,10 @@ def main():
                 e_T, _ = sm.attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
             sm.student_step(student, phi_S, batch, y, e_T, args, last)
             if kind == "smat":  # the pilot/meta step uses the same batch as a stand-in for the valid batch
+                t0 = time.perf_counter()
                 g, _ = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, batch, y, args, last)
                 meta_opt.step([g])
+                meta_times.append(time.perf_counter() - t0)
 
         times_plain, times_step = [], []
         for r in range(a.repeats + 1):  # ABBA order, so a drift in machine load or memory hits both alike
@@ -93,6 +99,11 @@ def main():
         tp, ts = statistics.median(times_plain), statistics.median(times_step)
         label = "SMaT (student + pilot + meta)" if kind == "smat" else f"student + {kind}"
         print(f"{label:30s} {tp:8.2f} {ts:8.2f} {ts / tp:6.2f}  {pre:26.2f}", flush=True)
+        if kind == "smat":
+            tm = statistics.median(meta_times[1:])  # the warm-up pass is dropped, as above
+            print(f"{'  meta part alone (pilot+meta)':30s} {tp:8.2f} {tm:8.2f} {tm / tp:6.2f}", flush=True)
+    if "smat" not in a.kinds.split(","):
+        return
     print("SMaT meta step by stage (the stages of sm.meta_gradient, timed one by one; median):")
     s_T = sm.batch_signal(signals, batch["index"], T, sm.NEG)  # the last loop pass was SMaT's (attention_all)
     stages = [smat_stages(student, phi_S, phi_T, batch, y, s_T, args) for _ in range(a.repeats)]

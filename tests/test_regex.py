@@ -356,6 +356,18 @@ def test_deeplift_and_ig_are_exact_on_a_linear_model():
     assert torch.allclose(ig, exact[..., 0], atol=1e-5) and torch.allclose(dl, exact[..., 0], atol=1e-5)
 
 
+def test_captum_deeplift_on_a_transformer_is_signed_input_x_gradient(tiny_model, tok):
+    """Documented in the README: captum's DeepLift rules cover nn.ReLU/Tanh/Softmax/... modules only; BERT's GELU
+    module and functional softmax get plain gradients, so at content tokens (zero baseline) DeepLift = sum_h e * grad."""
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    args = default_args("--attr-reduce", "sum")
+    dl, target = rx.token_scores("deeplift", clf, batch, None, args, None)
+    ixg, _ = rx.token_scores("input_x_gradient", clf, batch, target, args, None)
+    c = rx.content_mask(clf, batch)
+    assert torch.allclose(dl[c], ixg[c], atol=1e-8) and dl[~c].abs().max() == 0
+
+
 def test_attention_scores_are_the_last_layer_cls_row(tiny_model, tok):
     clf = tiny_clf(tiny_model, tok)
     batch, _ = tiny_batch(tok)
@@ -385,6 +397,19 @@ def test_agreement_hand_example():
     assert abs(r["spearman"] + 1) < 1e-12 and r["jaccard"] == 0.0
     r = rx.agreement(a, a, ex, 0.5)
     assert abs(r["spearman"] - 1) < 1e-12 and r["jaccard"] == 1.0
+
+
+def test_random_init_like_redraws_every_layer_and_leaves_the_model_alone(tiny_model, tok):
+    """Randomisation test 2 compares against this model: every weight matrix must be re-drawn (Adebayo et al.)."""
+    clf = tiny_clf(tiny_model, tok)
+    before = {k: v.clone() for k, v in clf.module.state_dict().items()}
+    rnd = rx.random_init_like(clf.module, 5)
+    for k, v in clf.module.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the trained model is untouched
+    changed = [k for k, v in rnd.state_dict().items() if v.dtype.is_floating_point and v.dim() == 2
+               and not torch.equal(v, before[k])]
+    assert len(changed) == sum(1 for k, v in before.items() if v.dtype.is_floating_point and v.dim() == 2)
+    assert not rnd.training
 
 
 def test_rationale_words_sum_wordpieces_and_keep_sentence_order(tok):
@@ -505,6 +530,14 @@ def test_same_seed_same_results_and_seed_summary(tiny_model, text_data, tmp_path
     assert cfg(plain)["seed"] == cfg(s1["runs"][0])["seed"] == 3
 
 
+def test_subsample_seed_fixes_the_training_subsample_across_seeds(tiny_model, text_data, tok):
+    ids = lambda seed, *extra: [e["id"] for e in rx.load_data(rx.resolve(rx.parse_args(
+        ["--model", tiny_model, "--data-dir", str(text_data), "--train-size", "6", *extra])), tok, seed)["train"]]
+    assert ids(1) != ids(2)  # by default the subsample is drawn with the run's seed
+    assert ids(1, "--subsample-seed", "0") == ids(2, "--subsample-seed", "0") == ids(0)
+    assert len(ids(1)) == 6
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 def run_cli(*args):
     return subprocess.run([sys.executable, str(ROOT / "regex_robust.py"), *args], capture_output=True, text=True,
@@ -512,7 +545,7 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("case", ["task", "attribution", "mask0", "mask1", "empty", "checkpoint", "no_checkpoint",
-                                  "flag", "datadir"])
+                                  "flag", "datadir", "ratio0"])
 def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
     data = write_tiny_text_data(tmp_path / "d")
     if case == "empty":
@@ -525,11 +558,11 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
              "mask0": ["--mask-ratio", "0"], "mask1": ["--mask-ratio", "1.0"], "empty": [],
              "checkpoint": ["--evaluate-only", "--checkpoint", str(tmp_path / "nope")],
              "no_checkpoint": ["--evaluate-only"], "flag": ["--lambda-x", "1"],
-             "datadir": ["--data-dir", str(tmp_path / "nowhere")]}[case]
+             "datadir": ["--data-dir", str(tmp_path / "nowhere")], "ratio0": ["--rationale-ratio", "0"]}[case]
     p = run_cli(*base, *extra)
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     expect = {"task": "invalid choice", "attribution": "'lime'", "mask0": "(0, 1)", "mask1": "(0, 1)",
               "empty": "stsa.binary.train:4: empty text", "checkpoint": "not found", "no_checkpoint": "--checkpoint",
-              "flag": "unrecognized", "datadir": "sst2/stsa.binary"}[case]
+              "flag": "unrecognized", "datadir": "sst2/stsa.binary", "ratio0": "(0, 1]"}[case]
     assert expect in p.stderr, p.stderr

@@ -263,6 +263,34 @@ def test_attention_explainer_equals_naive_loop_over_heads_and_rows(ref):
             assert torch.allclose(expl[b, :n], want.float(), atol=1e-6) and expl[b, n:].sum() == 0
 
 
+def test_precomputed_teacher_signals_equal_the_direct_computation(ref):
+    """train_student's glue: teacher_signals (per example, cut to its length, computed in length-sorted batches)
+    re-padded by batch_signal into a training batch of another composition give the same teacher explanation
+    as computing it directly on that batch (attention: s^h then Eq. 11; gradient explainers: the saliency)."""
+    teacher = fixture_model(ref, "teacher").eval()
+    ids, att = torch.tensor(ref["input/input_ids"]).long(), torch.tensor(ref["input/attention_mask"]).long()
+    examples = [{"index": i, "input_ids": ids[i, :int(att[i].sum())].tolist(), "token_type_ids": [0] * int(att[i].sum()),
+                 "label": 0} for i in range(len(ids))]
+    phi = torch.tensor([0.5, 0.1, 0.3, 0.1])
+    for explainer in ("attention_all", "attention_last", "gradient_l2", "integrated_gradients"):
+        args = sm.resolve(sm.parse_args(["--setup", "student", "--explainer", explainer, "--eval-batch-size", "3",
+                                         "--ig-steps", "4"]))
+        last = explainer == "attention_last"
+        signals = sm.teacher_signals(teacher, examples, args, 0, None, last)
+        batch = sm.collate([examples[i] for i in (2, 0, 3)], 0)  # not the order teacher_signals used
+        mask, T = batch["inputs_mask"], batch["inputs_mask"].shape[1]
+        if explainer.startswith("attention"):
+            p = phi[-2:] if last else phi
+            with torch.no_grad():
+                want, _ = sm.attention_explanation(sm.head_scores(teacher(batch["inputs"]), 2, last), p, "sparsemax", mask)
+            got, _ = sm.attention_explanation(sm.batch_signal(signals, batch["index"], T, sm.NEG), p, "sparsemax", mask)
+        else:
+            z = sm.gradient_explanation_logits(teacher, batch["inputs"], explainer, ig_steps=4)
+            want, got = sm.saliency(z.detach(), mask), sm.batch_signal(signals, batch["index"], T, 0.0)
+        assert torch.allclose(got, want, atol=1e-6), explainer
+        assert torch.equal(got[mask == 0], torch.zeros(int((mask == 0).sum())))
+
+
 def test_integrated_gradients_standard_is_complete(tiny_model):
     """Standard IG: sum over tokens of the attributions = f(e) - f(0) (completeness), as the steps grow."""
     model = sm.Model(common.load_encoder(tiny_model), 2, image=False).double().eval()

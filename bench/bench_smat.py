@@ -1,6 +1,7 @@
 """Step time of SMaT's student steps relative to a plain student step (no explanation), measured in one run.
 
     python bench/bench_smat.py [--data-dir ../shared/data] [--teacher-dir DIR] [--max-len 256] [--repeats 3] [--kinds smat]
+                               [--no-keep-freed-memory]
 
 On one IMDB student batch (the first 32 reviews of the student pool, default MiniLM encoder): one SGD step of the
 student with L_sim alone (plain), with L_sim + beta L_expl for each teacher explainer, and one full SMaT step
@@ -38,7 +39,11 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--kinds", default=",".join(sm.EXPLAINERS[1:] + ["smat"]),
                    help="comma-separated rows to time: explainers and/or smat (default: all)")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="as smat_jax_free.py's flag of that name (its default: on)")
     a = p.parse_args()
+    if a.keep_freed_memory:
+        common.keep_freed_memory()
     data_dir = common.resolve_data_dir(a.data_dir)
     args = sm.resolve(sm.parse_args(["--setup", "smat", "--max-len", str(a.max_len), "--teacher-dir", a.teacher_dir]))
     try:
@@ -55,7 +60,8 @@ def main():
     torch.manual_seed(0)
     student = sm.build_model(meta["model"], "imdb").train()
     B, T = batch["inputs"]["input_ids"].shape
-    print(f"torch threads {torch.get_num_threads()}  {source}  batch {B} x {T} wordpieces  repeats {a.repeats}")
+    print(f"keep_freed_memory {a.keep_freed_memory}  torch threads {torch.get_num_threads()}  {source}  "
+          f"batch {B} x {T} wordpieces  repeats {a.repeats}")
     print(f"{'step':30s} {'plain s':>8s} {'step s':>8s} {'ratio':>6s}  {'teacher precompute s/batch':>26s}")
 
     def plain():

@@ -3,6 +3,7 @@ import ast
 import itertools
 import json
 import os
+import platform
 import random
 import shutil
 import statistics
@@ -292,3 +293,26 @@ def test_uimer_im_runs_when_copied_alone_with_common(tmp_path, tiny_model, tiny_
     assert p.returncode == 0, p.stderr[-2000:]
     assert "test accuracy" in p.stdout
     assert json.loads((cwd / "runs" / "uimer_im" / "ic-1shot-uniform-55" / "results.json").read_text())["n_train"] == 7
+
+
+KEEP_MEMORY_PROBE = """
+import sys, torch, common
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
+if sys.argv[1] == 'keep':
+    assert common.keep_freed_memory()
+x = torch.ones(50_000_000)  # 200 MB, above glibc's mmap threshold
+before = rss_mb()
+del x
+print(before - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc",
+                    reason="needs Linux with glibc")
+def test_keep_freed_memory_stops_glibc_returning_large_blocks():
+    """Default glibc hands a freed 200 MB tensor back to the OS (RSS drops); after keep_freed_memory() it keeps it."""
+    root = Path(__file__).resolve().parents[1]
+    drop = {mode: float(subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE, mode], cwd=root, timeout=120,
+                                       capture_output=True, text=True, check=True).stdout) for mode in ("default", "keep")}
+    assert drop["default"] > 150 and drop["keep"] < 10, drop

@@ -573,6 +573,23 @@ def test_same_seed_same_result_and_seed_aggregation(world):
     assert sm.resolve(sm.parse_args(["--seeds", "paper"])).seeds == "0,9,11,30,69"
 
 
+def test_keep_freed_memory_does_not_change_results(world, tmp_path):
+    """The allocator setting is numerically neutral: a SMaT run in a fresh process without it (glibc defaults)
+    gives the same losses and simulabilities as one with it (in-process; main() sets it by default)."""
+    teacher = str(world["out"] / "smat_jax_free" / "imdb-teacher")
+    argv = student_argv(world, "imdb", "--setup", "smat", "--max-epochs", "1", "--teacher-dir", teacher)
+    argv[argv.index("--out-dir") + 1] = str(tmp_path / "a")
+    a = sm.main(sm.parse_args(argv))
+    argv[argv.index("--out-dir") + 1] = str(tmp_path / "b")
+    subprocess.run([sys.executable, str(ROOT / "smat_jax_free.py"), *argv, "--no-keep-freed-memory"], cwd=ROOT,
+                   check=True, timeout=300, capture_output=True)
+    b = json.loads((tmp_path / "b" / "smat_jax_free" / Path(a["run_dir"]).name / "results.json").read_text())
+    strip = lambda r: {k: v for k, v in r.items() if k != "run_dir"}
+    assert strip(b) == strip(json.loads((Path(a["run_dir"]) / "results.json").read_text()))
+    log = lambda run: [line for line in (run / "log.jsonl").read_text().splitlines() if '"L_sim"' in line]
+    assert log(Path(a["run_dir"])) == log(tmp_path / "b" / "smat_jax_free" / Path(a["run_dir"]).name)
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 def cli_error(capsys, argv):
     code = sm.cli(argv)

@@ -57,9 +57,9 @@ $PY smat_jax_free.py --setup student --explainer none --task imdb --data-dir $D 
 MEDIAN=$($PY -c "import json; print(json.load(open('$OUT/smat_jax_free/imdb-smat-attention_all-n500-seeds/summary.json'))['median_seed'])")
 $PY smat_jax_free.py --setup plausibility --task imdb --data-dir $D --out-dir $OUT --eraser-split test --max-docs 100 \
   --ig-steps 10 --max-len 256 --head-coeffs $OUT/smat_jax_free/imdb-smat-attention_all-n500-$MEDIAN/head_coeffs.csv
-# 5. Speed: SMaT step / plain student step on one batch of 32 x 256 wordpieces
+# 5. Speed: meta step and SMaT step / plain student step on one batch of 32 x 256 wordpieces, with the default
+#    allocator setting (--keep-freed-memory) and without it (see README)
 $PY bench/bench_smat.py --data-dir $D --teacher-dir $OUT/smat_jax_free/imdb-teacher --max-len 256 --repeats 3 \
   --kinds attention_all,smat
-#    and the same with glibc malloc told not to hand large blocks back to the OS (fewer page faults, see README)
-MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 $PY bench/bench_smat.py --data-dir $D \
-  --teacher-dir $OUT/smat_jax_free/imdb-teacher --max-len 256 --repeats 3 --kinds smat
+$PY bench/bench_smat.py --data-dir $D --teacher-dir $OUT/smat_jax_free/imdb-teacher --max-len 256 --repeats 3 \
+  --kinds attention_all,smat --no-keep-freed-memory

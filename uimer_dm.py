@@ -72,7 +72,8 @@ nli  500  multi-round 8e-5   1e-3    16  30     0.01    3         8
 
 def paper_defaults(task: str, setting: str, schedule: str) -> dict:
     """The row of PAPER_TABLE for this setting (settings not in the tables, e.g. 5-shot, take the nearest smaller
-    listed one), plus `warmup_max_epochs` = the one-pass row's epochs (the budget of a `converge` warm-up)."""
+    listed one), plus `warmup_max_epochs` and `warmup_patience` = the one-pass row's epochs and patience (the
+    budget and stopping rule of a `converge` warm-up: the task model "trained*" is the same for both schedules)."""
     rows = [r.replace("(*)", "").split() for r in PAPER_TABLE.strip().splitlines()[1:]]
     listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
     if setting != "full" and setting.isdigit() and int(setting) not in listed:
@@ -82,7 +83,8 @@ def paper_defaults(task: str, setting: str, schedule: str) -> dict:
         raise common.UsageError(f"no paper defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
     r = by[schedule]
     out = {"lr": float(r[3]), "lr_extractor": float(r[4]), "batch_size": int(r[5]), "max_epochs": int(r[6]),
-           "alpha": float(r[7]), "patience": int(r[9]), "warmup_max_epochs": int(by["one-pass"][6])}
+           "alpha": float(r[7]), "patience": int(r[9]), "warmup_max_epochs": int(by["one-pass"][6]),
+           "warmup_patience": int(by["one-pass"][9])}
     out.update({"warmup_epochs": r[8], "rounds": 1} if schedule == "one-pass" else
                {"warmup_epochs": "converge", "rounds": int(r[8])})
     return out
@@ -102,6 +104,8 @@ class Args:
                                              "(until early stopping); default: paper table")
     warmup_max_epochs: int | None = common.field(None, help="at most this many epochs of a 'converge' warm-up; "
                                                  "default: the one-pass row's epochs")
+    warmup_patience: int | None = common.field(None, help="early-stopping patience of a 'converge' warm-up; "
+                                               "default: --patience if given, else the one-pass row's patience")
     extractor_epochs: int = common.field(10, help="extractor epochs per round (original default and Sec. 5.2: 10)")
     lr_extractor: float | None = common.field(None, help="extractor (probes, placeholder) AdamW lr; default: table")
     kl_margin: float = common.field(0.1, help="DiffMask constraint KL(p(y|x) || p(y|x_masked)) <= m, per example")
@@ -145,8 +149,10 @@ def resolve(args: Args) -> Args:
     if args.schedule == "one-pass" and args.rounds not in (None, 1):
         raise common.UsageError("--rounds is for --schedule multi-round (one-pass is one round)")
     row = paper_defaults(args.task, setting, args.schedule)
+    if args.warmup_patience is None and args.patience is not None:
+        args.warmup_patience = args.patience  # an explicit --patience applies to the warm-up too
     for k in ("lr", "lr_extractor", "batch_size", "max_epochs", "alpha", "patience", "rounds", "warmup_epochs",
-              "warmup_max_epochs"):
+              "warmup_max_epochs", "warmup_patience"):
         if getattr(args, k) is None:
             setattr(args, k, row[k])
     if args.warmup_epochs != "converge" and not str(args.warmup_epochs).isdigit():
@@ -157,6 +163,8 @@ def resolve(args: Args) -> Args:
         raise common.UsageError("--alpha, --extractor-epochs and --kl-margin must be >= 0, --lr and --lr-extractor > 0")
     if not args.guard > 0 or not args.lambda_max >= 0:
         raise common.UsageError("--guard must be > 0 and --lambda-max >= 0")
+    if args.patience < 0 or args.warmup_patience < 0:
+        raise common.UsageError("--patience and --warmup-patience must be >= 0")
     return args
 
 
@@ -445,7 +453,9 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     # warm-up (Sec. 3.3.3): L_task alone, to early stopping ('converge') or for k epochs; the best-dev model goes on
     converge = args.warmup_epochs == "converge"
     warm = args.warmup_max_epochs if converge or args.alpha == 0 else int(args.warmup_epochs)
+    stopper.patience = args.warmup_patience if converge else args.patience
     model_epochs(model, None, data, args, warm, stopper, state, special, gen, pad, dev_batches, log, seed)
+    stopper.patience = args.patience
     stopper.restore(model)
     ext, rounds = None, []
     if args.alpha > 0 or args.analysis:

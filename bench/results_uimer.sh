@@ -24,14 +24,14 @@ for setting in "ic 1" "ic 3" "sf 1" "sf 3"; do
   python uimer_gb.py --task $1 --shots $2 --variant huang --order --seeds $SEEDS --data-dir $D
 done
 # UIMER-DM with the paper's per-setting defaults (Tables 6-7), except the number of multi-round rounds at
-# IC 3-shot (Table 6: 50) and SF 1-shot (Table 7: 10), sized to the CPU budget.
+# IC 3-shot (Table 6: 50), sized to the CPU budget.
 for setting in "ic 1" "ic 3" "sf 1" "sf 3"; do
   set -- $setting
   python uimer_dm.py --task $1 --shots $2 --schedule one-pass --seeds $SEEDS --data-dir $D
 done
 python uimer_dm.py --task ic --shots 1 --schedule multi-round --seeds $SEEDS --data-dir $D
 python uimer_dm.py --task ic --shots 3 --schedule multi-round --rounds 10 --seeds $SEEDS --data-dir $D
-python uimer_dm.py --task sf --shots 1 --schedule multi-round --rounds 5 --seeds $SEEDS --data-dir $D
+python uimer_dm.py --task sf --shots 1 --schedule multi-round --seeds $SEEDS --data-dir $D
 python uimer_dm.py --task sf --shots 3 --schedule multi-round --seeds $SEEDS --data-dir $D
 fi
 python - <<'PY'

@@ -163,6 +163,26 @@ def test_paper_defaults_match_the_notes_table():
     assert (a.lr, a.lr_extractor, a.max_epochs, a.rounds, a.warmup_epochs, a.warmup_max_epochs) == \
            (1e-5, 1e-4, 10, 10, "converge", 70)
 
+    # the 'converge' warm-up trains the same task model for both schedules: the one-pass row's patience (7 at
+    # SF 3-shot, where multi-round has 3), unless --patience or --warmup-patience is given
+    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round"]))
+    assert (a.patience, a.warmup_patience, a.warmup_epochs, a.warmup_max_epochs) == (3, 7, "converge", 70)
+    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--patience", "2"]))
+    assert (a.patience, a.warmup_patience) == (2, 2)
+    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--warmup-patience", "1"]))
+    assert (a.patience, a.warmup_patience) == (3, 1)
+
+
+@pytest.mark.parametrize("warmup_patience, warmup_epochs_run", [(0, 1), (10, 4)])
+def test_converge_warmup_stops_by_its_own_patience(tiny_model, tiny_data, tmp_path, warmup_patience, warmup_epochs_run):
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1", "--warmup-epochs", "converge",
+                     "--warmup-max-epochs", "4", "--warmup-patience", str(warmup_patience), "--patience", "5")
+    r = dm.main(dm.parse_args(argv))
+    records = [json.loads(line) for line in (Path(r["run_dir"]) / "log.jsonl").read_text().splitlines()]
+    evals = [x for x in records if "dev" in x and "L_task" not in x]
+    assert sum(x["round"] == 0 for x in evals) == warmup_epochs_run
+    assert sum(x["round"] == 1 for x in evals) == 2  # --max-epochs 2 with --patience 5: both model epochs run
+
 
 # ---------------------------------------------------------------------------------------------- end to end
 def tiny_argv(tiny_model, tiny_data, out, *extra):

@@ -139,13 +139,9 @@ def keep_freed_memory() -> bool:
     (the same as starting Python with MALLOC_MMAP_MAX_=0 and trimming off). Large autograd graphs, such as a
     second-order meta step, otherwise page-fault all their activations in afresh on every step. Process-wide,
     numerically neutral; the resident memory stays at its peak. Returns False (and does nothing) without glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
+    try:  # find_library may return None: CDLL(None) is then the process's own symbols, libc's among them
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError):
-        return False
-    if mallopt is None:
         return False
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>; a trim threshold of -1 disables trimming
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))

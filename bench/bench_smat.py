@@ -68,8 +68,8 @@ def main():
         args.beta = 0.0
         sm.student_step(student, phi_S, batch, y, None, args, False)
 
-    meta_times = []
-    for kind in a.kinds.split(","):
+    kinds, meta_times = a.kinds.split(","), []
+    for kind in kinds:
         explainer = "attention_all" if kind == "smat" else kind
         args.explainer, args.setup = explainer, "smat" if kind == "smat" else "student"
         last = explainer == "attention_last"
@@ -108,7 +108,7 @@ def main():
         if kind == "smat":
             tm = statistics.median(meta_times[1:])  # the warm-up pass is dropped, as above
             print(f"{'  meta part alone (pilot+meta)':30s} {tp:8.2f} {tm:8.2f} {tm / tp:6.2f}", flush=True)
-    if "smat" not in a.kinds.split(","):
+    if "smat" not in kinds:
         return
     print("SMaT meta step by stage (the stages of sm.meta_gradient, timed one by one; median):")
     s_T = sm.batch_signal(signals, batch["index"], T, sm.NEG)  # the last loop pass was SMaT's (attention_all)

@@ -542,7 +542,7 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
     elif args.task == "mlqe":
         def shuffled(rows):  # the original shuffles each split with RandomState(0)
             np.random.RandomState(0).shuffle(rows)
-            return [{"source": r["original"], "mt": r["translation"], "label": r["z_mean"]} for r in rows]
+            return [{"id": r["id"], "source": r["original"], "mt": r["translation"], "label": r["z_mean"]} for r in rows]
         sp = {s: shuffled(common.read_mlqe_pe(data_dir, f)) for s, f in (("train", "train"), ("valid", "dev"),
                                                                          ("test", "test"))}
     else:
@@ -573,11 +573,13 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
 def encode(rows: list, tokenizer, max_len: int) -> list[dict]:
     """Texts -> input ids (truncated to max_len; MLQE: "source <sep> translation", the tokenizer's separator)."""
     if tokenizer is None:
-        return [{"index": i, "image": r["image"], "label": r["label"]} for i, r in enumerate(rows)]
+        return [{"index": i, "id": str(r.get("id", i)), "image": r["image"], "label": r["label"]}
+                for i, r in enumerate(rows)]
     texts = [r["text"] if "text" in r else f"{r['source']} {tokenizer.sep_token} {r['mt']}" for r in rows]
     enc = tokenizer(texts, truncation=True, max_length=max_len)
-    return [{"index": i, "input_ids": ids, "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc
-             else [0] * len(ids), "label": r["label"]} for i, (ids, r) in enumerate(zip(enc["input_ids"], rows))]
+    return [{"index": i, "id": str(r.get("id", i)), "input_ids": ids, "label": r["label"],
+             "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(ids)}
+            for i, (ids, r) in enumerate(zip(enc["input_ids"], rows))]
 
 
 def collate(examples: list[dict], pad_id: int, image_size: int | None = None) -> dict:
@@ -611,18 +613,32 @@ def iterate_batches(examples: list, batch_size: int, pad_id: int, image_size: in
 # ------------------------------------------------------------------------------------------------------
 # Evaluation: teacher outputs, simulability (Eq. 1)
 # ------------------------------------------------------------------------------------------------------
-def predict(model: Model, examples: list, bs: int, pad_id: int, image_size) -> torch.Tensor:
-    """Outputs per example (in example order): argmax class (n,) or the regression output (n, 1)."""
+def predict_logits(model: Model, examples: list, bs: int, pad_id: int, image_size) -> torch.Tensor:
+    """The model's outputs (n, C) in example order, without gradients."""
     model.eval()
     res = {}
     with torch.inference_mode():
         for batch in iterate_batches(examples, bs, pad_id, image_size):
-            logits = model(batch["inputs"])["logits"]
-            y = logits.argmax(-1) if logits.size(-1) > 1 else logits
-            for i, v in zip(batch["index"].tolist(), y):
+            for i, v in zip(batch["index"].tolist(), model(batch["inputs"])["logits"]):
                 res[i] = v
         out = torch.stack([res[i] for i in range(len(examples))])
     return out.clone()  # a normal tensor (usable as a target in autograd)
+
+
+def predict(model: Model, examples: list, bs: int, pad_id: int, image_size) -> torch.Tensor:
+    """Outputs per example (in example order): argmax class (n,) or the regression output (n, 1)."""
+    logits = predict_logits(model, examples, bs, pad_id, image_size)
+    return logits.argmax(-1) if logits.size(-1) > 1 else logits
+
+
+def prediction_rows(logits: torch.Tensor, target: torch.Tensor) -> list[dict]:
+    """predictions.jsonl rows (without ids): gold = the target (the teacher's output for a student, the label for
+    the teacher), pred = the model's output, p_gold = the model's probability of the target class (None for
+    regression)."""
+    if logits.size(-1) == 1:
+        return [{"gold": float(t), "pred": float(o), "p_gold": None} for t, o in zip(target.flatten(), logits[:, 0])]
+    p = torch.softmax(logits.double(), -1)
+    return [{"gold": int(t), "pred": int(p[i].argmax()), "p_gold": float(p[i, int(t)])} for i, t in enumerate(target)]
 
 
 def simulability(student_out: torch.Tensor, teacher_out: torch.Tensor) -> float:
@@ -698,7 +714,9 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
         if stopper.stop:
             break
     stopper.restore(model)
-    test = task_metric(predict(model, data["test"], args.eval_batch_size, pad, img), gold("test"))
+    logits = predict_logits(model, data["test"], args.eval_batch_size, pad, img)
+    test = task_metric(logits.argmax(-1) if logits.size(-1) > 1 else logits, gold("test"))
+    common.write_predictions(out / "predictions.jsonl", data["test"], prediction_rows(logits, torch.tensor(gold("test"))))
     results = {"task": args.task, "valid": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
                "steps": step, "student_test_metric": test, "n_train": len(data["train"]), "dir": str(out)}
     meta = json.loads((out / "teacher.json").read_text())
@@ -880,7 +898,9 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
         if stopper.stop:
             break
     stopper.restore(holder)  # the best-valid epoch's student, S-explainer and T-explainer
-    test = simulability(predict(student, data["test"], args.eval_batch_size, pad, img), y_T["test"])
+    logits = predict_logits(student, data["test"], args.eval_batch_size, pad, img)
+    test = simulability(logits.argmax(-1) if logits.size(-1) > 1 else logits, y_T["test"])
+    common.write_predictions(run / "predictions.jsonl", data["test"], prediction_rows(logits, y_T["test"]))
     results = {"task": args.task, "setup": args.setup, "explainer": args.explainer, "seed": seed,
                "metric": "pearson" if args.task == "mlqe" else "accuracy", "test": test, "valid": stopper.best,
                "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,

@@ -18,7 +18,7 @@ import common
 import smat_jax_free as sm
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "smat_jax_reference"
+FIXTURE = ROOT / "tests" / "fixtures" / "smat_jax_reference"
 
 
 # ---------------------------------------------------------------------------------------------- parity fixture

@@ -268,32 +268,49 @@ def build_model(model_name: str, task: str) -> Model:
 # ------------------------------------------------------------------------------------------------------
 # ALGO LOGIC: head-coefficient normalisers (Sec. 4, Table 7), written in torch, twice differentiable by autograd
 # ------------------------------------------------------------------------------------------------------
-def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """argmin_{p in simplex} ||p - z||^2 (Martins & Astudillo 2016): p = [z - tau]_+ with
-    tau = (sum_{j<=k(z)} z_(j) - 1) / k(z), k(z) = max{k : 1 + k z_(k) > sum_{j<=k} z_(j)}. Autograd through
-    sort/cumsum/gather gives the Jacobian diag(s) - s s^T / |S|, and its backward is itself differentiable."""
-    zs, _ = torch.sort(z, dim=dim, descending=True)
-    cs = zs.cumsum(dim)
+def _sorted_desc(z: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """z sorted in descending order along dim, and k = 1..n shaped to broadcast against it along dim."""
     shape = [1] * z.dim()
     shape[dim] = -1
-    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype).view(shape)
-    k_z = (1 + k * zs > cs).sum(dim, keepdim=True)
-    tau = (cs.gather(dim, k_z - 1) - 1) / k_z.to(z.dtype)
-    return torch.clamp(z - tau, min=0)
+    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype, device=z.device).view(shape)
+    return torch.sort(z, dim=dim, descending=True)[0], k
+
+
+def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """argmin_{p in simplex} ||p - z||^2 (Martins & Astudillo 2016): p = [z - tau]_+ with
+    tau = (sum_{j<=k(z)} z_(j) - 1) / k(z), k(z) = max{k : 1 + k z_(k) > sum_{j<=k} z_(j)}. The sort finds the
+    support S = {i : z_i > tau} without gradient; tau = (sum_{i in S} z_i - 1) / |S| is then recomputed from z_S,
+    so autograd gives the Jacobian diag(s) - s s^T / |S| and its own derivative, also at a boundary z_i = tau
+    (i counts as outside S: zero row and column, as in the `entmax` package). Shift-invariant: z - max(z) first."""
+    z = z - z.amax(dim, keepdim=True).detach()
+    with torch.no_grad():
+        zs, k = _sorted_desc(z, dim)
+        cs = zs.cumsum(dim)
+        k_z = (1 + k * zs > cs).sum(dim, keepdim=True)
+        s = z > (cs.gather(dim, k_z - 1) - 1) / k_z  # support: z_i > tau strictly
+    tau = (torch.where(s, z, 0).sum(dim, keepdim=True) - 1) / s.sum(dim, keepdim=True)  # the same tau, from z_S
+    return torch.where(s, z - tau, 0).clamp(min=0)  # clamp: only ever a rounding-level negative
 
 
 def entmax15(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """1.5-entmax (Peters et al. 2019), exact sort algorithm: p = [z/2 - tau]_+^2."""
-    z = z / 2
-    zs, _ = torch.sort(z, dim=dim, descending=True)
-    shape = [1] * z.dim()
-    shape[dim] = -1
-    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype).view(shape)
-    mean = zs.cumsum(dim) / k
-    ss = k * ((zs ** 2).cumsum(dim) / k - mean ** 2)
-    tau = mean - torch.sqrt(torch.clamp((1 - ss) / k, min=0))
-    k_z = (tau <= zs).sum(dim, keepdim=True)
-    return torch.clamp(z - tau.gather(dim, k_z - 1), min=0) ** 2
+    """1.5-entmax (Peters et al. 2019): p = [z/2 - tau]_+^2 with tau such that sum_i p_i = 1. The exact sort
+    algorithm finds the support S = {i : z_i/2 > tau} without gradient; tau is then recomputed from z_S as the
+    smaller root of sum_{i in S} (z_i/2 - tau)^2 = 1: tau = m - sqrt((1 - ss) / |S|), m and ss the mean and sum of
+    squared deviations of z_S/2. Autograd then gives J = diag(g) - g g^T / sum(g), g = sqrt(p), and its own
+    derivative, finite also at ties and at p_i = 0 ((1 - ss) / |S| = (m - tau)^2 >= 1/|S|^2 as 0 < p_i <= 1 on S).
+    Shift-invariant: z - max(z) first."""
+    y = (z - z.amax(dim, keepdim=True).detach()) / 2
+    with torch.no_grad():
+        ys, k = _sorted_desc(y, dim)
+        mean = ys.cumsum(dim) / k
+        ss = (ys ** 2).cumsum(dim) - k * mean ** 2
+        tau = mean - torch.sqrt(torch.clamp((1 - ss) / k, min=0))
+        s = y > tau.gather(dim, (tau <= ys).sum(dim, keepdim=True) - 1)  # support: z_i/2 > tau strictly
+    n = s.sum(dim, keepdim=True)
+    mean = torch.where(s, y, 0).sum(dim, keepdim=True) / n
+    ss = torch.where(s, y - mean, 0).pow(2).sum(dim, keepdim=True)
+    tau = mean - torch.sqrt((1 - ss) / n)  # the same tau, from z_S
+    return torch.where(s, y - tau, 0) ** 2
 
 
 def normalize_heads(phi: torch.Tensor, kind: str) -> torch.Tensor:

@@ -12,6 +12,7 @@ keeps no state. Every helper takes what it needs as arguments.
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import ctypes
 import ctypes.util
@@ -61,39 +62,172 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def field(default=dataclasses.MISSING, *, help: str, choices: Sequence | None = None, aliases: Sequence[str] = (),
-          **kw):
-    """A dataclass field carrying its --help text, for enumerated flags its choices, and older flag spellings."""
-    meta = {"help": help, "choices": choices, "aliases": list(aliases)}
+class Domain:
+    """The values a flag accepts: `text` for --help and error messages, `ok(value)` to check a parsed value.
+    Numbers are finite unless a domain says otherwise."""
+
+    def __init__(self, text: str, ok: Callable[[Any], bool]):
+        self.text, self.ok = text, ok
+
+    def error(self, value) -> str | None:
+        return None if self.ok(value) else f"must be {self.text}, got {value!r}"
+
+
+def _is_num(x, kind) -> bool:
+    return isinstance(x, kind) and not isinstance(x, bool) and (kind is int or math.isfinite(x))
+
+
+def Int(lo: int | None = None, hi: int | None = None) -> Domain:
+    text = ("an integer" + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}"
+                            if lo is not None else f" <= {hi}" if hi is not None else ""))
+    return Domain(text, lambda x: _is_num(x, int) and (lo is None or x >= lo) and (hi is None or x <= hi))
+
+
+def Float(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Domain:
+    """A finite number in the interval (bounds open or closed)."""
+    if lo is not None and hi is not None:
+        text = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        text = f"a finite number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        text = "a finite number"
+
+    def ok(x):
+        if not (_is_num(x, float) or _is_num(x, int)):
+            return False
+        return (lo is None or (x > lo if lo_open else x >= lo)) and (hi is None or (x < hi if hi_open else x <= hi))
+    return Domain(text, ok)
+
+
+def _int_list(text: str) -> list[int] | None:
+    try:
+        out = [int(t) for t in str(text).split(",")]
+    except ValueError:
+        return None
+    return out
+
+
+def _float_list(text: str) -> list[float] | None:
+    try:
+        return [float(t) for t in str(text).split(",")]
+    except ValueError:
+        return None
+
+
+def IntList(lo: int, hi: int | None = None, distinct: bool = True, length: int | None = None,
+            extra: Sequence[str] = ()) -> Domain:
+    """Comma-separated integers in [lo, hi], distinct, optionally of a fixed length; `extra`: named values."""
+    def ok(x):
+        if x in extra:
+            return True
+        v = _int_list(x)
+        return bool(v) and all(lo <= i and (hi is None or i <= hi) for i in v) and \
+            (not distinct or len(set(v)) == len(v)) and (length is None or len(v) == length)
+    text = (f"{length if length else 'comma-separated'} {'distinct ' if distinct else ''}integers "
+            f"{f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'}{' separated by commas' if length else ''}"
+            + "".join(f" or '{e}'" for e in extra))
+    return Domain(text, ok)
+
+
+def FloatList(lo: float, hi: float, lo_open: bool = True) -> Domain:
+    def ok(x):
+        v = _float_list(x)
+        return bool(v) and all(math.isfinite(f) and (f > lo if lo_open else f >= lo) and f <= hi for f in v) and \
+            len(set(v)) == len(v)
+    return Domain(f"comma-separated distinct numbers in {'(' if lo_open else '['}{lo:g}, {hi:g}]", ok)
+
+
+def Names(choices: Sequence[str]) -> Domain:
+    """Comma-separated distinct names from `choices` (at least one)."""
+    def ok(x):
+        v = [t.strip() for t in str(x).split(",")]
+        return all(v) and all(t in choices for t in v) and len(set(v)) == len(v)
+    return Domain(f"comma-separated distinct names from {{{','.join(choices)}}}", ok)
+
+
+def _writable_dir(x) -> bool:
+    p = Path(str(x)).expanduser()
+    while not p.exists():  # the nearest existing ancestor must be a folder we may write into
+        if p.parent == p:
+            return False
+        p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+
+
+SEED = Int(0, 2**32 - 1)
+POSITIVE = Int(1)
+COUNT = Int(0)
+PROBABILITY = Float(0, 1, hi_open=True)
+TEXT = Domain("a non-empty string", lambda x: isinstance(x, str) and x.strip() != "")
+EXISTING_FILE = Domain("an existing file", lambda x: Path(str(x)).expanduser().is_file())
+EXISTING_DIR = Domain("an existing folder", lambda x: Path(str(x)).expanduser().is_dir())
+OUT_DIR = Domain("a folder path that can be created and written", _writable_dir)
+DEVICE = Domain("auto, cpu, cuda or cuda:N", lambda x: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(x))))
+SHOTS = Domain("a positive integer or 'full'", lambda x: x == "full" or (str(x).isdigit() and int(x) >= 1))
+MAX_LEN = Int(8)  # [CLS] + words + [SEP]; the model's own position limit is checked by check_max_len()
+
+
+def field(default=dataclasses.MISSING, *, help: str, domain: Domain | None = None, choices: Sequence | None = None,
+          aliases: Sequence[str] = (), **kw):
+    """A dataclass field carrying its --help text, its domain (checked at parsing and again after defaults are
+    filled from the paper tables), for enumerated flags its choices, and older flag spellings. A default of None
+    means "not given" (filled later from the paper tables or the task); an explicit value, 0 included, is kept."""
+    meta = {"help": help, "domain": domain, "choices": choices, "aliases": list(aliases)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
+def _converter(kind: type, domain: Domain | None, flag: str):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {domain.text if domain else kind.__name__}, got {text!r}")
+        msg = domain.error(value) if domain else None
+        if msg:
+            raise argparse.ArgumentTypeError(msg)
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def parse_dataclass(cls, argv: Sequence[str] | None, prog: str, description: str = ""):
-    """argparse built from a dataclass: `--flag-name` per field, help from metadata, choices enforced.
-    bool fields become --flag/--no-flag. Fields typed `str | None` etc. accept a string."""
+    """argparse built from a dataclass: `--flag-name` per field, help (with the domain) from metadata, every given
+    value checked against its domain or choices. bool fields become --flag/--no-flag."""
     parser = _OneLineParser(prog=prog, description=description,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
         meta = f.metadata or {}
-        typ = str(hints[f.name])
-        kwargs: dict[str, Any] = dict(default=default, help=meta.get("help", ""), dest=f.name)
+        typ, domain = str(f.type), meta.get("domain")
+        help_text = meta.get("help", "") + (f" [{domain.text}]" if domain else "")
+        kwargs: dict[str, Any] = dict(default=default, help=help_text, dest=f.name)
         if meta.get("choices") is not None:
             kwargs["choices"] = meta["choices"]
         if typ.startswith("bool"):
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif typ.startswith("int"):
-            kwargs["type"] = int
-        elif typ.startswith("float"):
-            kwargs["type"] = float
         else:
-            kwargs["type"] = str
+            kind = int if typ.startswith("int") else float if typ.startswith("float") else str
+            kwargs["type"] = _converter(kind, domain, flag)
         parser.add_argument(flag, *meta.get("aliases", []), **kwargs)
     return cls(**vars(parser.parse_args(argv)))
+
+
+def check_args(args) -> None:
+    """Every field against its domain and choices, after the paper-table defaults are filled in: one UsageError
+    naming the flag. Call at the end of each script's resolve(), before anything is loaded."""
+    for f in dataclasses.fields(args):
+        value, meta = getattr(args, f.name), f.metadata or {}
+        if value is None or isinstance(value, bool):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise UsageError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        msg = meta["domain"].error(value) if meta.get("domain") else None
+        if msg:
+            raise UsageError(f"{flag} {msg}")
 
 
 def run_cli(main: Callable[[Any], Any], parse: Callable[[Sequence[str] | None], Any],
@@ -113,16 +247,16 @@ def run_cli(main: Callable[[Any], Any], parse: Callable[[Sequence[str] | None], 
 
 
 def parse_seeds(text: str | None, default: int) -> list[int]:
-    """'55,1988,12333,42' -> [55, 1988, 12333, 42]; None -> [default]."""
+    """'55,1988,12333,42' -> [55, 1988, 12333, 42] (distinct, checked by the SEEDS domain); None -> [default]."""
     if text in (None, ""):
         return [default]
-    try:
-        seeds = [int(s) for s in str(text).replace(":", ",").split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}")
-    if not seeds:
-        raise UsageError("--seeds is empty")
+    seeds = _int_list(text)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(SEED.ok(s) for s in seeds):
+        raise UsageError(f"--seeds {SEEDS_DOMAIN.error(text)}")
     return seeds
+
+
+SEEDS_DOMAIN = IntList(0, 2**32 - 1)
 
 
 # ===================================================================================================
@@ -189,7 +323,7 @@ def keep_freed_memory() -> bool:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a temp file in the same directory, then rename: a crash never leaves half a file."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -223,7 +357,7 @@ def _json_default(o):
 
 
 class JsonlLog:
-    """Append-only JSON-lines log (one record per step/epoch). Opened fresh for each run."""
+    """Append-only JSON-lines log (one record per step/epoch), strict JSON. Opened fresh for each run."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -232,26 +366,119 @@ class JsonlLog:
 
     def __call__(self, **record) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.write(json.dumps(record, default=_json_default, allow_nan=False) + "\n")
+
+
+class NonFiniteLoss(UsageError):
+    """Training produced a NaN or infinite loss (a learning rate or weight too large, a broken input)."""
+
+
+def check_finite(value: float, where: str) -> float:
+    """The loss of a step, or a one-line error naming the step (the run stops; no results.json is written)."""
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"non-finite loss ({value}) at {where}: training stopped, no results written "
+                            "(try a smaller --lr or loss weight)")
+    return value
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A metric for results.json: the value if it is finite, else None (strict JSON; the caller records why)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def make_run_dir(out_dir: str | os.PathLike, script: str, name: str) -> Path:
-    """runs/<script>/<name>/ (created)."""
-    d = Path(out_dir) / script / name
-    d.mkdir(parents=True, exist_ok=True)
+    """<out-dir>/<script>/<name>/, claimed for this run (claim_dir)."""
+    return claim_dir(Path(out_dir) / script / name)
+
+
+def claim_dir(d: str | os.PathLike) -> Path:
+    """Claim a run directory for this process: an exclusive lock file `.<name>.lock` beside it (created atomically;
+    a second run with the same directory gets a one-line error while this one lives; a lock left by a dead process
+    on this host is taken over), then any directory of an earlier run is removed as a whole and created fresh. The
+    lock is released by release_run_dir() or at exit."""
+    d = Path(d)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    lock = d.parent / f".{d.name}.lock"
+    me = f"{os.getpid()} {_hostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = lock.read_text().strip() if lock.exists() else ""
+            if _alive(owner):
+                raise UsageError(f"run directory {d} is in use by another run (process {owner}); wait for it, or "
+                                 f"use another --out-dir") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise UsageError(f"cannot claim run directory {d} (lock file {lock})")
+    if not _CLAIMED:
+        atexit.register(_release_all)
+    _CLAIMED[d] = lock
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
     return d
 
 
-def aggregate(values: Sequence[float]) -> dict:
-    """mean +- sample std (ddof=1, as the UIMER paper), median [q1, q3] (as SMaT), n."""
-    v = np.asarray(list(values), dtype=float)
+_CLAIMED: dict[Path, Path] = {}
+
+
+def release_run_dir(d: Path) -> None:
+    lock = _CLAIMED.pop(Path(d), None)
+    if lock is not None:
+        lock.unlink(missing_ok=True)
+
+
+def _release_all() -> None:
+    for d in list(_CLAIMED):
+        release_run_dir(d)
+
+
+def _hostname() -> str:
+    import socket
+    return socket.gethostname()
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process `pid host` of a lock file still runs (a lock from another host counts as alive)."""
+    try:
+        pid, host = owner.split(maxsplit=1)
+        pid = int(pid)
+    except ValueError:
+        return False
+    if host != _hostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+
+def aggregate(values: Sequence[float | None]) -> dict:
+    """mean +- sample std (ddof=1, as the UIMER paper), median [q1, q3] (as SMaT), n; None values (metrics that could
+    not be computed) are left out and counted in n_missing."""
+    values = list(values)
+    v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size == 0:
-        return {"n": 0}
+        return {"n": 0, "n_missing": len(values)}
     return {
         "n": int(v.size), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
         "median": float(np.median(v)), "q1": float(np.percentile(v, 25)), "q3": float(np.percentile(v, 75)),
-        "values": [float(x) for x in v],
+        "values": [float(x) for x in v], **({"n_missing": len(values) - int(v.size)} if len(values) > v.size else {}),
     }
+
+
+def relative_runs(summary: dict) -> dict:
+    """A multi-seed summary for summary.json: each run's directory by its name only (no absolute paths)."""
+    return {**summary, "runs": [{**r, "run_dir": Path(r["run_dir"]).name} for r in summary["runs"]]}
 
 
 def progress(iterable: Iterable, **kw):
@@ -306,38 +533,93 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _read_lines(path: Path) -> list[str]:
-    """Lines of a text file through `datasets` (local file, offline)."""
+def _quiet_datasets():
+    """`datasets` without progress bars or log lines (our errors name the file and line instead)."""
     import datasets
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    return datasets
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def _first_bad_line(path: Path, parse: Callable[[str], Any] | None = None) -> tuple[int, str] | None:
+    """(line number, what is wrong) of the first line that is not UTF-8 (or that `parse` rejects), else None."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return i, f"not valid UTF-8 (byte {e.start})"
+            if parse is not None and line.strip():
+                try:
+                    parse(line)
+                except ValueError as e:
+                    return i, f"malformed JSON ({str(e).split(':')[0]})"
+    return None
+
+
+def _check_bom(path: Path, strip: bool) -> bool:
+    """True if the file starts with a UTF-8 byte-order mark and `strip` allows it; an error otherwise."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        has = f.read(3) == BOM
+    if has and not strip:
+        raise DataError("starts with a UTF-8 byte-order mark (BOM); save the file without one", path, 1)
+    return has
+
+
+def _read_lines(path: Path, strip_bom: bool = False) -> list[str]:
+    """Lines of a text file through `datasets` (local file, offline). A UTF-8 byte-order mark is removed where the
+    format allows one (`strip_bom`, label files) and is an error elsewhere; undecodable bytes name the line."""
+    datasets = _quiet_datasets()
     if _need(path).stat().st_size == 0:
         return []
+    bom = _check_bom(path, strip_bom)
     try:
         ds = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
     except Exception as e:
-        raise DataError(f"cannot read as text ({type(e).__name__})", path) from None
-    return list(ds["text"])
+        bad = _first_bad_line(path)
+        raise DataError(bad[1] if bad else f"cannot read as text ({type(e).__name__})", path,
+                        bad[0] if bad else None) from None
+    lines = list(ds["text"])
+    if bom and lines:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    return lines
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file through `datasets` (local file, offline)."""
-    import datasets
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    """Rows of a JSON-lines file (.jsonl or .jsonl.gz) through `datasets` (local file, offline). A malformed line,
+    undecodable bytes or a line that is not a JSON object is `file:line: what is wrong`."""
+    datasets = _quiet_datasets()
     if _need(path).stat().st_size == 0:
         return []
+    _check_bom(path, strip=False)
     try:
-        ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        rows = datasets.load_dataset("json", data_files=str(path), split="train").to_list()
     except Exception as e:  # datasets wraps JSON errors in several exception types
-        opener = gzip.open if path.suffix == ".gz" else open
-        for i, line in enumerate(opener(path, "rt"), 1):  # find the offending line for the message
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"malformed JSON line ({type(e).__name__})", path, i) from None
-        raise DataError(f"cannot read ({type(e).__name__}: {str(e).splitlines()[0][:120]})", path) from None
-    return ds.to_list()
+        bad = _first_bad_line(path, json.loads)
+        if bad:
+            raise DataError(bad[1], path, bad[0]) from None
+        opener = gzip.open if path.suffix == ".gz" else open  # valid JSON that datasets cannot tabulate (mixed types)
+        with opener(path, "rt", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise DataError(f"expected a JSON object, got {type(r).__name__}", path, i)
+    return rows
+
+
+def _get(row: dict, key: str, kind: type | tuple, path: Path, line: int, allowed: Sequence | None = None):
+    """row[key], checked: present, of type `kind` (bool is not an int), in `allowed` if given."""
+    v = row.get(key)
+    if v is None or isinstance(v, bool) and kind is not bool or not isinstance(v, kind):
+        raise DataError(f"field {key!r} must be {getattr(kind, '__name__', kind)}, got {v!r}", path, line)
+    if allowed is not None and v not in allowed:
+        raise DataError(f"field {key!r} must be one of {list(allowed)}, got {v!r}", path, line)
+    return v
 
 
 def read_snips(data_dir: Path, split: str) -> list[dict]:
@@ -349,8 +631,9 @@ def read_snips(data_dir: Path, split: str) -> list[dict]:
     words_l, tags_l, label_l = (_read_lines(sd / f) for f in ("seq.in", "seq.out", "label"))
     if not (len(words_l) == len(tags_l) == len(label_l)):
         raise DataError(f"seq.in has {len(words_l)} lines, seq.out {len(tags_l)}, label {len(label_l)}", sd)
-    intents = set(_read_lines(_need(d / "intent_label.txt"))) - {"UNK", ""}
-    slots = set(_read_lines(d / "slot_label.txt")) - {"PAD", "UNK", ""} if (d / "slot_label.txt").is_file() else None
+    intents = set(_read_lines(_need(d / "intent_label.txt"), strip_bom=True)) - {"UNK", ""}
+    slots = set(_read_lines(d / "slot_label.txt", strip_bom=True)) - {"PAD", "UNK", ""} \
+        if (d / "slot_label.txt").is_file() else None
     out = []
     for i, (w, t, y) in enumerate(zip(words_l, tags_l, label_l)):
         words, tags, y = w.split(), t.split(), y.strip()
@@ -409,11 +692,13 @@ def read_esnli(data_dir: Path, split: str) -> list[dict]:
     rows = _read_jsonl(path)
     out = []
     for i, r in enumerate(rows):
-        for key in ("premise", "hypothesis", "label"):
-            if key not in r or r[key] is None:
-                raise DataError(f"missing field {key!r}", path, i + 1)
-        if r["label"] not in NLI_LABELS:
-            raise DataError(f"unknown label {r['label']!r} (known: {list(NLI_LABELS)})", path, i + 1)
+        for key in ("premise", "hypothesis"):
+            _get(r, key, str, path, i + 1)
+        if r.get("label") not in NLI_LABELS:
+            raise DataError(f"unknown label {r.get('label')!r} (known: {list(NLI_LABELS)})", path, i + 1)
+        for key in ("premise_marked", "hypothesis_marked"):
+            if r.get(key) is not None:
+                _get(r, key, str, path, i + 1)
         if split == "train":
             p, pr = _esnli_marked(r.get("premise_marked") or r["premise"])
             h, hr = _esnli_marked(r.get("hypothesis_marked") or r["hypothesis"])
@@ -436,12 +721,13 @@ def read_imdb(data_dir: Path, split: str) -> list[dict]:
     rows = _read_jsonl(path)
     out = []
     for i, r in enumerate(rows):
-        if "text" not in r or "label" not in r:
-            raise DataError("needs fields 'text' and 'label'", path, i + 1)
-        text = str(r["text"]).replace("<br /><br />", " ")
+        text = _get(r, "text", str, path, i + 1).replace("<br /><br />", " ")
+        label = _get(r, "label", int, path, i + 1, allowed=(0, 1))
         if not text.strip():
             raise DataError("empty text", path, i + 1)
-        out.append({"id": r.get("id", f"{split}-{i}"), "text": text, "label": int(r["label"])})
+        out.append({"id": str(r.get("id", f"{split}-{i}")), "text": text, "label": label})
+    if not out:
+        raise DataError("no examples", path)
     return out
 
 
@@ -452,16 +738,27 @@ def read_eraser_movies(data_dir: Path, split: str) -> list[dict]:
     path = d / f"{split}.jsonl"
     out = []
     for i, r in enumerate(_read_jsonl(path)):
-        docid = r.get("annotation_id")
-        doc = d / "docs" / str(docid)
+        docid = _get(r, "annotation_id", str, path, i + 1)
+        doc = d / "docs" / docid
         if not doc.is_file():
             raise DataError(f"document {docid!r} missing under docs/", path, i + 1)
-        words = doc.read_text().split()
+        try:
+            words = doc.read_text(encoding="utf-8").split()
+        except UnicodeDecodeError as e:
+            bad = _first_bad_line(doc)
+            raise DataError(f"not valid UTF-8 (byte {e.start})", doc, bad[0] if bad else None) from None
         ev = [0] * len(words)
-        for group in r.get("evidences") or []:
-            for e in group:
-                for j in range(int(e["start_token"]), min(int(e["end_token"]), len(words))):
-                    ev[j] = 1
+        try:
+            for group in r.get("evidences") or []:
+                for e in group:
+                    start, end = e["start_token"], e["end_token"]
+                    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
+                        raise ValueError
+                    for j in range(start, min(end, len(words))):
+                        ev[j] = 1
+        except (ValueError, KeyError, TypeError):
+            raise DataError("evidences must be lists of {start_token, end_token} with 0 <= start <= end", path,
+                            i + 1) from None
         label = {"POS": 1, "NEG": 0}.get(r.get("classification"))
         if label is None:
             raise DataError(f"unknown classification {r.get('classification')!r}", path, i + 1)
@@ -653,8 +950,17 @@ def rationale_stats(examples: Sequence[dict]) -> dict:
             "n_without_rationale": int(none), "n_only_rationale": int(only)}
 
 
+def shots_shortfall(task: str, pool: Sequence[dict], n: int) -> dict:
+    """Classes (ic: intents; sf: slot types, token counts as the sampler counts them) of which the pool holds fewer
+    than n, with what it holds: an n-shot set cannot be drawn for them."""
+    from collections import Counter
+    have = Counter(e["intent"] for e in pool) if task == "ic" else Counter(slot_type(t) for e in pool for t in e["tags"])
+    return {y: c for y, c in sorted(have.items()) if c < n}
+
+
 def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenizer, max_len: int,
-                    nli_sample: str = "first", max_eval_examples: int | None = None) -> dict:
+                    nli_sample: str = "first", max_eval_examples: int | None = None,
+                    allow_smaller: bool = False) -> dict:
     """Everything the UIMER scripts need before training, for task ic | sf | nli:
     read the splits, draw the n-shot training subset (its own RNG seeded by `seed`), build word-level
     rationales (IC dictionary, SF regexes, e-SNLI highlights), tokenise and align them to wordpieces.
@@ -664,21 +970,33 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
         raw = {s: read_snips(data_dir, s) for s in ("train", "dev", "test")}
         d = dataset_dir(data_dir, "snips")
         if task == "ic":
-            labels = [y for y in _read_lines(d / "intent_label.txt") if y and y != "UNK"]
+            labels = [y for y in _read_lines(d / "intent_label.txt", strip_bom=True) if y and y != "UNK"]
         else:
-            labels = [y for y in _read_lines(d / "slot_label.txt") if y and y not in ("PAD", "UNK")] \
+            labels = [y for y in _read_lines(d / "slot_label.txt", strip_bom=True) if y and y not in ("PAD", "UNK")] \
                 if (d / "slot_label.txt").is_file() else sorted({t for e in raw["train"] for t in e["tags"]})
-        pool = raw["train"]
+        pool, short = raw["train"], {}
         if setting == "full":
             picked = list(range(len(pool)))
         else:
             n = check_setting(setting, "--shots")
+            short = shots_shortfall(task, pool, n)
+            if short and not allow_smaller:
+                raise UsageError(f"--shots {n}: the training pool ({len(pool)} sentences) holds fewer than {n} "
+                                 f"of {len(short)} {'intent' if task == 'ic' else 'slot type'}(s), e.g. "
+                                 f"{next(iter(short))!r}: {next(iter(short.values()))}; pass --allow-smaller to "
+                                 "train on what exists (recorded in results.json)")
             picked = (sample_intent_shots([e["intent"] for e in pool], n, seed) if task == "ic"
                       else sample_slot_shots([e["tags"] for e in pool], n, seed))
     elif task == "nli":
         raw = {s: read_esnli(data_dir, s) for s in ("train", "dev", "test")}
         labels = list(NLI_LABELS)
         n = check_setting(setting, "--train-size")
+        available = len(raw["train"]) - (1 if nli_sample == "first" else 0)
+        short = {"pairs": available} if n > available else {}
+        if short and not allow_smaller:
+            raise UsageError(f"--train-size {n} is larger than the {available} highlighted e-SNLI training pairs "
+                             "available; pass --allow-smaller to train on all of them (recorded in results.json)")
+        n = min(n, available)
         picked = (sample_first_n(len(raw["train"]), n) if nli_sample == "first"
                   else sample_random_n(len(raw["train"]), n, seed))
     else:
@@ -705,10 +1023,11 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
     train = [enc(raw["train"][i], k) for k, i in enumerate(picked)]
     evals = {}
     for s in ("dev", "test"):
-        rows = raw[s][:max_eval_examples] if max_eval_examples else raw[s]
+        rows = raw[s][:max_eval_examples] if max_eval_examples is not None else raw[s]
         evals[s] = [enc(e, k) for k, e in enumerate(rows)]
     return {"train": train, "dev": evals["dev"], "test": evals["test"], "labels": labels,
-            "train_ids": [raw["train"][i]["id"] for i in picked], "rationale_stats": rationale_stats(train)}
+            "train_ids": [raw["train"][i]["id"] for i in picked], "rationale_stats": rationale_stats(train),
+            "shortfall": short}
 
 
 def check_setting(value: str, flag: str) -> int:
@@ -750,6 +1069,20 @@ def resolve_model_path(name_or_path: str | None) -> str:
                          f"the Hugging Face cache; on a connected machine run `huggingface-cli download "
                          f"{name_or_path}` (or save it to a folder) and pass --model PATH, or use the default "
                          f"{DEFAULT_MODEL}") from None
+
+
+def check_max_len(name_or_path: str | None, max_len: int, flag: str = "--max-len") -> int:
+    """max_len, or a UsageError if it exceeds the model's position limit (read from its config, no weights)."""
+    from transformers import AutoConfig
+    path = resolve_model_path(name_or_path)
+    try:
+        limit = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    except Exception as e:
+        raise UsageError(f"cannot read the model config in {path}: {type(e).__name__}") from None
+    if limit is not None and max_len > limit:
+        raise UsageError(f"{flag} {max_len} is above the model's position limit of {limit} wordpieces "
+                         f"({name_or_path or DEFAULT_MODEL}); use at most {limit}")
+    return max_len
 
 
 def load_tokenizer(name_or_path: str | None):

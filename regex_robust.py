@@ -56,67 +56,69 @@ class Args:
     igr: bool = common.field(True, help="input-gradient regularisation L_IGR (Eq. 2)")
     vat: bool = common.field(True, help="virtual adversarial training L_VAT (Eqs. 3-4)")
     egt: bool = common.field(True, help="explanation-guided training L_EGT (Eqs. 6-9)")
-    lambda_g: float = common.field(0.1, help="weight of L_IGR (paper value unknown)")
-    lambda_v: float = common.field(1.0, help="weight of L_VAT (paper value unknown)")
-    lambda_e: float = common.field(1.0, help="weight of L_EGT (paper value unknown)")
-    vat_eps: float = common.field(1.0, help="VAT radius epsilon (L2 over the whole sequence of word embeddings)")
-    vat_xi: float = common.field(0.1, help="VAT finite-difference step xi")
-    vat_iters: int = common.field(1, help="VAT power iterations K")
+    lambda_g: float = common.field(0.1, help="weight of L_IGR (paper value unknown)", domain=common.Float(0))
+    lambda_v: float = common.field(1.0, help="weight of L_VAT (paper value unknown)", domain=common.Float(0))
+    lambda_e: float = common.field(1.0, help="weight of L_EGT (paper value unknown)", domain=common.Float(0))
+    vat_eps: float = common.field(1.0, help="VAT radius epsilon (L2 over the whole sequence of word embeddings)", domain=common.Float(0))
+    vat_xi: float = common.field(0.1, help="VAT finite-difference step xi", domain=common.Float(0, lo_open=True))
+    vat_iters: int = common.field(1, help="VAT power iterations K", domain=common.POSITIVE)
     egt_mode: str = common.field("both", help="align attention to saliency, mask-consistency, or both",
                                  choices=["align", "mask", "both"])
     egt_saliency: str = common.field("ig", help="attribution ranking the tokens in EGT",
                                      choices=["ig", "input_x_gradient"])
-    mask_ratio: float = common.field(0.3, help="K: share of content tokens (lowest saliency) replaced by [MASK]")
+    mask_ratio: float = common.field(0.3, help="K: share of content tokens (lowest saliency) replaced by [MASK]", domain=common.Float(0, 1, lo_open=True, hi_open=True))
     egt_start: int | None = common.field(None, help="L_EGT switches on at this optimisation step (default: after "
-                                         "the first epoch)")
+                                         "the first epoch)", domain=common.COUNT)
     align_direction: str = common.field("saliency_attention", help="KL(s^ || alpha) (AT-BMC) or KL(alpha || s^)",
                                         choices=["saliency_attention", "attention_saliency"])
     detach_clean: bool = common.field(False, help="detach p(.|x) in L_mask (SGT does not)")
-    ig_steps: int = common.field(10, help="IG interpolation steps m, training (EGT) and evaluation")
+    ig_steps: int = common.field(10, help="IG interpolation steps m, training (EGT) and evaluation", domain=common.POSITIVE)
     ig_baseline: str = common.field("zero", help="IG / DeepLift baseline at content tokens: zero vector or the "
                                     "[PAD] / [MASK] embedding", choices=["zero", "pad", "mask"])
     attr_reduce: str = common.field("ood_faith", help="token score from (token, hidden) attributions: ood_faith "
                                     "(L2 for input_x_gradient / ig, sum for deeplift), l2 or sum",
                                     choices=["ood_faith", "l2", "sum"])
-    attributions: str = common.field(",".join(METHODS), help="attribution methods to evaluate (comma-separated)")
+    attributions: str = common.field(",".join(METHODS), help="attribution methods to evaluate (comma-separated)", domain=common.Names(METHODS))
     rationale_ratio: float | None = common.field(None, help="rationale length for comp / suff (default: sst2 0.2, "
-                                                 "imdb 0.02, movies 0.1, as ood_faith)")
-    aopc_ratios: str = common.field("0.02,0.1,0.2,0.5", help="AOPC ratio bins (sum / (bins + 1))")
+                                                 "imdb 0.02, movies 0.1, as ood_faith)", domain=common.Float(0, 1, lo_open=True))
+    aopc_ratios: str = common.field("0.02,0.1,0.2,0.5", help="AOPC ratio bins (sum / (bins + 1))", domain=common.FloatList(0, 1))
     removal: str = common.field("pad", help="removal operator: [PAD] id with attention kept (ood_faith), "
                                 "[MASK] id, or delete the tokens", choices=["pad", "mask", "delete"])
     randomization: bool = common.field(True, help="randomisation tests (trained vs random init; seed vs seed)")
     select_then_predict: bool = common.field(False, help="train a classifier on extracted rationales (FRESH)")
-    stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)")
+    stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)", domain=common.Names(METHODS))
     plausibility: bool = common.field(False, help="token AUC / AUPRC against ERASER Movies human evidence")
-    plausibility_size: int = common.field(50, help="ERASER Movies test documents for --plausibility")
-    lr: float = common.field(5e-5, help="AdamW learning rate")
-    batch_size: int = common.field(16, help="training batch size")
-    max_epochs: int = common.field(3, help="training epochs")
-    patience: int = common.field(2, help="early stopping on dev accuracy (epochs)")
-    warmup_ratio: float = common.field(0.1, help="linear learning-rate warm-up over this share of the steps")
-    dropout: float = common.field(0.1, help="dropout before the classifier")
-    max_len: int | None = common.field(None, help="max wordpieces (default: sst2 128, imdb 256, movies 512)")
-    train_size: int | None = common.field(None, help="train on a random subsample of this size (drawn with the seed)")
+    plausibility_size: int = common.field(50, help="ERASER Movies test documents for --plausibility", domain=common.POSITIVE)
+    lr: float = common.field(5e-5, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
+    batch_size: int = common.field(16, help="training batch size", domain=common.POSITIVE)
+    max_epochs: int = common.field(3, help="training epochs", domain=common.POSITIVE)
+    patience: int = common.field(2, help="early stopping on dev accuracy (epochs)", domain=common.COUNT)
+    warmup_ratio: float = common.field(0.1, help="linear learning-rate warm-up over this share of the steps", domain=common.PROBABILITY)
+    dropout: float = common.field(0.1, help="dropout before the classifier", domain=common.PROBABILITY)
+    max_len: int | None = common.field(None, help="max wordpieces (default: sst2 128, imdb 256, movies 512)", domain=common.MAX_LEN)
+    train_size: int | None = common.field(None, help="train on a random subsample of this size (drawn with the seed)", domain=common.POSITIVE)
     subsample_seed: int | None = common.field(None, help="draw the --train-size subsample with this seed instead, so "
-                                              "runs of --seeds differ only in initialisation, dropout and order")
-    dev_size: int | None = common.field(None, help="dev subsample (fixed RNG, the same for every seed)")
-    test_size: int | None = common.field(None, help="test subsample (fixed RNG, the same for every seed)")
+                                              "runs of --seeds differ only in initialisation, dropout and order", domain=common.SEED)
+    allow_smaller: bool = common.field(False, help="if --train-size is larger than the training split, train on all of "
+                                       "it instead of stopping with an error (recorded in results.json as `shortfall`)")
+    dev_size: int | None = common.field(None, help="dev subsample (fixed RNG, the same for every seed)", domain=common.POSITIVE)
+    test_size: int | None = common.field(None, help="test subsample (fixed RNG, the same for every seed)", domain=common.POSITIVE)
     evaluate_only: bool = common.field(False, help="no training: evaluate --checkpoint")
     checkpoint: str | None = common.field(None, help="a run directory of this script, its model/ folder, any local "
-                                          "Hugging Face sequence-classification model folder, or a legacy model.pt")
+                                          "Hugging Face sequence-classification model folder, or a legacy model.pt", domain=common.TEXT)
     compare_checkpoint: str | None = common.field(None, help="with --evaluate-only: a second model (other seed) "
-                                                  "for the seed-agreement randomisation test")
+                                                  "for the seed-agreement randomisation test", domain=common.TEXT)
     save_model: bool = common.field(True, help="write the trained model to <run>/model/ (Hugging Face format + head, "
                                     "model_card.md)", aliases=["--save-checkpoint"])
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding sst2/, imdb/, eraser_movies/ (else $DATA_DIR, "
-                                        "else ./data)")
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/regex_robust/<name>/")
-    seed: int = common.field(1, help="seed of subsampling, initialisation, dropout, VAT noise and data order")
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
-    eval_batch_size: int = common.field(32, help="evaluation batch size")
-    ig_max_rows: int = common.field(256, help="rows per IG forward pass (examples x steps), bounds memory")
-    device: str = common.field("auto", help=common.DEVICE_HELP)
+                                        "else ./data)", domain=common.EXISTING_DIR)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/regex_robust/<name>/", domain=common.OUT_DIR)
+    seed: int = common.field(1, help="seed of subsampling, initialisation, dropout, VAT noise and data order", domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
+    eval_batch_size: int = common.field(32, help="evaluation batch size", domain=common.POSITIVE)
+    ig_max_rows: int = common.field(256, help="rows per IG forward pass (examples x steps), bounds memory", domain=common.POSITIVE)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
 
 
 def parse_args(argv=None) -> Args:
@@ -124,35 +126,15 @@ def parse_args(argv=None) -> Args:
 
 
 def resolve(args: Args) -> Args:
+    """Fill the task-dependent defaults; check every flag against its domain (and the model's position limit)."""
     args.device = str(common.resolve_device(args.device))
     args.max_len = MAX_LEN[args.task] if args.max_len is None else args.max_len
     args.rationale_ratio = RATIONALE_RATIO[args.task] if args.rationale_ratio is None else args.rationale_ratio
-    if args.max_len < 8:
-        raise common.UsageError(f"--max-len must be >= 8 wordpieces, got {args.max_len}")
-    if not 0 < args.mask_ratio < 1:
-        raise common.UsageError(f"--mask-ratio must be in (0, 1), got {args.mask_ratio}")
-    if not 0 < args.rationale_ratio <= 1:
-        raise common.UsageError(f"--rationale-ratio must be in (0, 1], got {args.rationale_ratio}")
-    for name in ("attributions", "stp_methods"):
-        bad = [m for m in method_list(getattr(args, name)) if m not in METHODS]
-        if bad or not method_list(getattr(args, name)):
-            raise common.UsageError(f"--{name.replace('_', '-')}: unknown attribution method {bad[0] if bad else ''!r} "
-                                    f"(choose from {', '.join(METHODS)})")
-    try:
-        ratios = [float(r) for r in args.aopc_ratios.split(",")]
-    except ValueError:
-        raise common.UsageError(f"--aopc-ratios must be comma-separated numbers, got {args.aopc_ratios!r}") from None
-    if not ratios or not all(0 < r <= 1 for r in ratios):
-        raise common.UsageError("--aopc-ratios must lie in (0, 1]")
-    if min(args.lambda_g, args.lambda_v, args.lambda_e, args.vat_eps, args.vat_xi) < 0 or args.lr <= 0:
-        raise common.UsageError("weights, --vat-eps and --vat-xi must be >= 0 and --lr > 0")
-    if min(args.ig_steps, args.vat_iters, args.batch_size, args.max_epochs) < 1:
-        raise common.UsageError("--ig-steps, --vat-iters, --batch-size and --max-epochs must be >= 1")
-    for k in ("train_size", "dev_size", "test_size"):
-        if getattr(args, k) is not None and getattr(args, k) < 1:
-            raise common.UsageError(f"--{k.replace('_', '-')} must be a positive integer")
+    common.check_args(args)
     if args.evaluate_only and not args.checkpoint:
-        raise common.UsageError("--evaluate-only needs --checkpoint PATH (model.pt or its run directory)")
+        raise common.UsageError("--evaluate-only needs --checkpoint PATH (a run directory, model folder or model.pt)")
+    if not args.evaluate_only:
+        common.check_max_len(args.model, args.max_len)
     return args
 
 
@@ -539,7 +521,8 @@ def agreement(a: dict, b: dict, examples: list[dict], ratio: float) -> dict:
         k = max(1, math.ceil(ratio * len(x)))
         tx, ty = set(np.argsort(-x, kind="stable")[:k].tolist()), set(np.argsort(-y, kind="stable")[:k].tolist())
         jac.append(len(tx & ty) / len(tx | ty))
-    return {"spearman": float(np.mean(rho)) if rho else float("nan"), "jaccard": float(np.mean(jac))}
+    # spearman None: no example has two content tokens with distinct scores in both vectors (n_spearman counts them)
+    return {"spearman": float(np.mean(rho)) if rho else None, "n_spearman": len(rho), "jaccard": float(np.mean(jac))}
 
 
 def random_init_like(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -577,8 +560,8 @@ def plausibility(attrs: dict, examples: list[dict]) -> dict:
             if 0 < y.sum() < len(y):
                 auc.append(common.roc_auc(y, s))
                 ap.append(float(average_precision_score(y, s)))
-        out[m] = {"token_auc": float(np.mean(auc)) if auc else float("nan"),
-                  "token_auprc": float(np.mean(ap)) if ap else float("nan"), "n_docs": len(auc)}
+        out[m] = {"token_auc": float(np.mean(auc)) if auc else None,  # None: no document has both classes
+                  "token_auprc": float(np.mean(ap)) if ap else None, "n_docs": len(auc)}
     return out
 
 
@@ -589,6 +572,9 @@ def load_split(task: str, split: str, args: Args, tokenizer, size: int | None, s
     raw = raw or common.read_text_task(task, common.resolve_data_dir(args.data_dir))
     rows = raw[split]
     max_len = args.max_len if task == args.task else MAX_LEN[task]
+    if size is not None and size > len(rows) and not args.allow_smaller:
+        raise common.UsageError(f"asked for {size} {task} {split} examples but the split holds {len(rows)}; pass "
+                                "--allow-smaller to use all of them (recorded in results.json)")
     return [common.encode_text(tokenizer, rows[i]["words"], max_len, rows[i]["label"], k, rows[i].get("evidence"))
             | {"words": rows[i]["words"], "id": rows[i]["id"]}
             for k, i in enumerate(common.sample_indices(len(rows), size, seed))]
@@ -614,6 +600,7 @@ def fit(clf: Classifier, train: list[dict], dev: list[dict], args: Args, seed: i
                                                     device=a.device), desc=f"epoch {epoch}"):
             egt_on = a.egt and a.lambda_e > 0 and use_egt(step, egt_start)
             L, rec = train_step(clf, batch, a, egt_on)
+            common.check_finite(rec["L"], f"epoch {epoch}, step {step}")
             opt.zero_grad()
             L.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -688,7 +675,9 @@ def load_data(args: Args, tokenizer, seed: int) -> dict:
             load_split(args.task, "train", args, tokenizer, args.train_size,
                        seed if args.subsample_seed is None else args.subsample_seed, raw),
             "dev": load_split(args.task, "dev", args, tokenizer, args.dev_size, 0, raw),
-            "test": load_split(args.task, "test", args, tokenizer, args.test_size, 0, raw)}
+            "test": load_split(args.task, "test", args, tokenizer, args.test_size, 0, raw),
+            "shortfall": {s: {"asked": n, "available": len(raw[s])} for s, n in (("train", args.train_size),
+                          ("dev", args.dev_size), ("test", args.test_size)) if n is not None and n > len(raw[s])}}
     if args.ood_task:
         data["ood_test"] = load_split(args.ood_task, "test", args, tokenizer, args.test_size, 0)
     return data
@@ -755,17 +744,17 @@ def run_one_seed(args: Args, seed: int) -> dict:
         args = dataclasses.replace(args, model=model_name)
         ck = Path(args.checkpoint).resolve()
         name = f"{args.task}-eval-{(ck if ck.is_dir() else ck.parent).name}-{seed}"
-    else:
+    tokenizer = common.load_tokenizer(args.model)
+    data = load_data(args, tokenizer, seed)  # data first: a bad file stops the run before a model is loaded
+    if not args.evaluate_only:
         model = new_model(args, args.model)
         name = f"{args.task}-{args.train_size or 'full'}-{variant_name(args)}-{seed}"
-    tokenizer = common.load_tokenizer(args.model)
     clf = as_classifier(model, tokenizer)
-    data = load_data(args, tokenizer, seed)
     run = common.make_run_dir(args.out_dir, "regex_robust", name)
     common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
     log = common.JsonlLog(run / "log.jsonl")
     variant = "evaluate-only" if args.evaluate_only else variant_name(args)
-    results = {"task": args.task, "seed": seed, "variant": variant,
+    results = {"task": args.task, "seed": seed, "variant": variant, "shortfall": data["shortfall"],
                "n_train": len(data["train"]), "n_dev": len(data["dev"]), "n_test": len(data["test"])}
     if not args.evaluate_only:
         print(f"seed {seed}: {len(data['train'])} training examples, variant {variant_name(args)}")
@@ -785,9 +774,10 @@ def run_one_seed(args: Args, seed: int) -> dict:
         oattrs = attribute_all(as_classifier(other, tokenizer), data["test"], list(attrs), args, seed + 1)
         results["randomization_seed_vs_seed"] = {m: agreement(attrs[m], oattrs[m], data["test"], args.rationale_ratio)
                                                  for m in attrs}
-    results["run_dir"] = str(run)
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
     common.write_json_atomic(run / "timing.json", {"runtime_s": round(timer(), 1)})
+    common.release_run_dir(run)
+    results["run_dir"] = str(run)
     f = results["faithfulness"]
     print(f"seed {seed}: test accuracy {100 * results['test']['accuracy']:.2f}  macro-F1 "
           f"{100 * results['test']['macro_f1']:.2f}  comp/suff " +
@@ -828,7 +818,7 @@ def main(args: Args) -> dict:
         return {k: v for k, v in runs[0].items() if not k.startswith("_")}
     summary = summarise(runs, args, seeds)
     name = f"{args.task}-{args.train_size or 'full'}-{runs[0]['variant']}-seeds"
-    common.write_json_atomic(Path(args.out_dir) / "regex_robust" / name / "summary.json", summary)
+    common.write_json_atomic(Path(args.out_dir) / "regex_robust" / name / "summary.json", common.relative_runs(summary))
     a = summary["accuracy"]
     print(f"test accuracy over seeds {seeds}: {100 * a['mean']:.2f} +- {100 * a['std']:.2f}")
     return summary

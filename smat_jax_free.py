@@ -75,47 +75,47 @@ class Args:
     explainer: str | None = common.field(None, help="teacher explainer (student default: none; smat: attention_all "
                                          "or attention_last; plausibility: all)", choices=EXPLAINERS + ["all"])
     num_examples: int | None = common.field(None, help="student training examples: the first N of the pool "
-                                            "(default: imdb 500, mlqe 2100, cifar100 2250)")
+                                            "(default: imdb 500, mlqe 2100, cifar100 2250)", domain=common.POSITIVE)
     head_normalizer: str = common.field("sparsemax", help="NORMALIZE of the head coefficients (Table 7)",
                                         choices=["sparsemax", "softmax", "entmax15", "none"])
     ig_variant: str = common.field("standard", help="integrated gradients: standard (trapezoid rule on the straight "
                                    "path) or original (the original code's formula, see README)",
                                    choices=["standard", "original"])
-    ig_steps: int | None = common.field(None, help="IG steps (default 10 in training, 50 for plausibility, App. A)")
-    beta: float | None = common.field(None, help="weight of L_expl (default: 5 attention, 0.2 gradient, 0 none)")
-    lr: float | None = common.field(None, help="learning rate (default: teacher per task, student 5e-3)")
-    batch_size: int | None = common.field(None, help="batch size (default: teacher 16, student imdb 32 / else 16)")
+    ig_steps: int | None = common.field(None, help="IG steps (default 10 in training, 50 for plausibility, App. A)", domain=common.Int(2))
+    beta: float | None = common.field(None, help="weight of L_expl (default: 5 attention, 0.2 gradient, 0 none)", domain=common.Float(0))
+    lr: float | None = common.field(None, help="learning rate (default: teacher per task, student 5e-3)", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="batch size (default: teacher 16, student imdb 32 / else 16)", domain=common.POSITIVE)
     patience: int | None = common.field(None, help="early stopping: stop after patience+1 epochs without a better "
-                                        "valid score (default: teacher 5, student imdb 10 / else 5)")
-    max_epochs: int | None = common.field(None, help="epoch cap (default: none, train until early stopping)")
-    warmup_steps: int | None = common.field(None, help="teacher LR warm-up from 1e-6 (default: imdb 500, mlqe 4000)")
-    meta_lr: float | None = common.field(None, help="SMaT outer Adam lr (default: imdb/cifar100 5e-4, mlqe 2e-4)")
-    max_len: int = common.field(256, help="max wordpieces per text (paper: 256)")
+                                        "valid score (default: teacher 5, student imdb 10 / else 5)", domain=common.COUNT)
+    max_epochs: int | None = common.field(None, help="epoch cap (default: none, train until early stopping)", domain=common.POSITIVE)
+    warmup_steps: int | None = common.field(None, help="teacher LR warm-up from 1e-6 (default: imdb 500, mlqe 4000)", domain=common.COUNT)
+    meta_lr: float | None = common.field(None, help="SMaT outer Adam lr (default: imdb/cifar100 5e-4, mlqe 2e-4)", domain=common.Float(0, lo_open=True))
+    max_len: int = common.field(256, help="max wordpieces per text (paper: 256)", domain=common.MAX_LEN)
     teacher_train_size: int | None = common.field(None, help="train the teacher on the first N of its shuffled "
-                                                  "training split (default: all; a sizing knob)")
+                                                  "training split (default: all; a sizing knob)", domain=common.POSITIVE)
     max_valid_examples: int | None = common.field(None, help="evaluate on the first N of the valid split "
-                                                  "(teacher-valid / student-valid; default: all)")
-    max_test_examples: int | None = common.field(None, help="evaluate on the first N of the student-test split")
+                                                  "(teacher-valid / student-valid; default: all)", domain=common.POSITIVE)
+    max_test_examples: int | None = common.field(None, help="evaluate on the first N of the student-test split", domain=common.POSITIVE)
     imdb_split_sizes: str = common.field("12500,1250,2500", help="IMDB teacher-valid, student-valid, student-test "
                                          "sizes carved from the shuffled test reviews (the original's; change "
-                                         "only for tiny test data)")
+                                         "only for tiny test data)", domain=common.IntList(1, length=3, distinct=False))
     teacher_dir: str | None = common.field(None, help="teacher checkpoint folder (default: "
-                                           "<out-dir>/smat_jax_free/<task>-teacher)")
+                                           "<out-dir>/smat_jax_free/<task>-teacher)", domain=common.TEXT)
     head_coeffs: str | None = common.field(None, help="plausibility: head_coeffs.csv of a SMaT run (adds "
-                                           "attention_smat)")
+                                           "attention_smat)", domain=common.EXISTING_FILE)
     eraser_split: str = common.field("all", help="plausibility documents (original: train+val+test)",
                                      choices=["all", "train", "val", "test"])
-    max_docs: int | None = common.field(None, help="plausibility on the first N documents only")
+    max_docs: int | None = common.field(None, help="plausibility on the first N documents only", domain=common.POSITIVE)
     model: str | None = common.field(None, help="encoder: hub name in the local cache or a local path (default: "
-                                     f"{common.DEFAULT_MODEL}; cifar100: {VIT_MODEL}); students use the teacher's")
+                                     f"{common.DEFAULT_MODEL}; cifar100: {VIT_MODEL}); students use the teacher's", domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding imdb/, mlqe_pe/, eraser_movies/, cifar100/ "
-                                        "(else $DATA_DIR, else ./data)")
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/smat_jax_free/<name>/")
-    seed: int = common.field(0, help="seed of data order, dropout (the splits and head init do not depend on it)")
+                                        "(else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/smat_jax_free/<name>/", domain=common.OUT_DIR)
+    seed: int = common.field(0, help="seed of data order, dropout (the splits and head init do not depend on it)", domain=common.SEED)
     seeds: str | None = common.field(None, help=f"comma-separated seeds or 'paper' (= {PAPER_SEEDS}): run each, "
-                                     "report median [q25:q75]")
-    eval_batch_size: int = common.field(64, help="evaluation batch size")
-    device: str = common.field("auto", help=common.DEVICE_HELP)
+                                     "report median [q25:q75]", domain=common.IntList(0, 2**32 - 1, extra=["paper"]))
+    eval_batch_size: int = common.field(64, help="evaluation batch size", domain=common.POSITIVE)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     keep_freed_memory: bool = common.field(True, help="glibc malloc keeps freed memory for reuse (the meta step's "
                                            "large graph is then not page-faulted in afresh every step; RSS stays "
                                            "at its peak; results unchanged)")
@@ -130,38 +130,33 @@ def resolve(args: Args) -> Args:
     args.device = str(common.resolve_device(args.device))
     t = TASKS[args.task]
     default_explainer = {"student": "none", "smat": "attention_all", "plausibility": "all", "teacher": "none"}
-    args.explainer = args.explainer or default_explainer[args.setup]
+    if args.explainer is None:
+        args.explainer = default_explainer[args.setup]
     if args.explainer == "all" and args.setup != "plausibility":
         raise common.UsageError("--explainer all is only for --setup plausibility")
     if args.setup == "smat" and args.explainer not in ("attention_all", "attention_last"):
         raise common.UsageError("SMaT learns an attention explainer: use --explainer attention_all (the paper's) "
                                 "or attention_last")
-    if args.setup == "smat" and args.beta == 0:
-        raise common.UsageError("SMaT learns the explainer through the explanation loss: --beta must be > 0")
     if args.setup == "plausibility" and args.task != "imdb":
         raise common.UsageError("--setup plausibility evaluates the IMDB teacher on ERASER Movie Reviews: use --task imdb")
     teacher = args.setup in ("teacher", "plausibility")
-    args.num_examples = args.num_examples or t["num_examples"]
-    args.ig_steps = args.ig_steps or (50 if args.setup == "plausibility" else 10)
+    if args.num_examples is None:
+        args.num_examples = t["num_examples"]
+    if args.ig_steps is None:
+        args.ig_steps = 50 if args.setup == "plausibility" else 10
     if args.beta is None:
         args.beta = 0.0 if args.explainer == "none" else (0.2 if args.explainer in GRADIENT_EXPLAINERS else 5.0)
     args.lr = args.lr if args.lr is not None else (t["teacher_lr"] if teacher else STUDENT_LR)
-    args.batch_size = args.batch_size or (TEACHER_BATCH if teacher else t["student_batch"])
+    if args.batch_size is None:
+        args.batch_size = TEACHER_BATCH if teacher else t["student_batch"]
     args.patience = args.patience if args.patience is not None else (TEACHER_PATIENCE if teacher else t["student_patience"])
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else t["teacher_warmup"]
     args.meta_lr = args.meta_lr if args.meta_lr is not None else t["meta_lr"]
-    for k in ("num_examples", "ig_steps", "batch_size", "max_len", "eval_batch_size"):
-        if getattr(args, k) <= 0:
-            raise common.UsageError(f"--{k.replace('_', '-')} must be positive, got {getattr(args, k)}")
-    if args.ig_steps < 2:
-        raise common.UsageError("--ig-steps must be at least 2")
-    if args.beta < 0 or args.lr <= 0 or args.meta_lr <= 0 or args.patience < 0:
-        raise common.UsageError("--beta and --patience must be >= 0, --lr and --meta-lr > 0")
-    try:
-        args.split_sizes = [int(x) for x in args.imdb_split_sizes.split(",")]
-        assert len(args.split_sizes) == 3 and min(args.split_sizes) > 0
-    except (ValueError, AssertionError):
-        raise common.UsageError(f"--imdb-split-sizes takes three positive integers, got {args.imdb_split_sizes!r}") from None
+    common.check_args(args)
+    if args.setup == "smat" and args.beta == 0:
+        raise common.UsageError("SMaT learns the explainer through the explanation loss: --beta must be > 0")
+    if args.setup == "teacher" and args.task != "cifar100":
+        common.check_max_len(args.model, args.max_len)
     if args.seeds == "paper":
         args.seeds = PAPER_SEEDS
     return args
@@ -553,7 +548,8 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
     test split to report the teacher's accuracy) or the student (train = the first N of the pool, valid, test)."""
     if args.task == "imdb":
         train, test = common.read_imdb(data_dir, "train"), common.read_imdb(data_dir, "test")
-        sizes = dict(zip(("teacher_valid_size", "student_valid_size", "student_test_size"), args.split_sizes))
+        sizes = dict(zip(("teacher_valid_size", "student_valid_size", "student_test_size"),
+                         (int(x) for x in args.imdb_split_sizes.split(","))))
         if sum(sizes.values()) >= len(test):
             raise common.DataError(f"{len(test)} test reviews cannot hold the split sizes {args.imdb_split_sizes} "
                                    "and a student pool (see --imdb-split-sizes)", data_dir / "imdb")
@@ -577,16 +573,16 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
         if not sp["valid"]:
             raise common.DataError("cifar100 needs at least 10 training images (the last 10% are validation)")
     if setup == "teacher":
-        if args.teacher_train_size:
+        if args.teacher_train_size is not None:
             sp["train"] = sp["train"][:args.teacher_train_size]
     else:
         if args.num_examples > len(sp["train"]):
             raise common.UsageError(f"--num-examples {args.num_examples} is larger than the student pool of "
                                     f"{len(sp['train'])} examples")
         sp["train"] = sp["train"][:args.num_examples]  # the same first N for every seed, as the original
-    if args.max_valid_examples:
+    if args.max_valid_examples is not None:
         sp["valid"] = sp["valid"][:args.max_valid_examples]
-    if args.max_test_examples and "test" in sp:
+    if args.max_test_examples is not None and "test" in sp:
         sp["test"] = sp["test"][:args.max_test_examples]
     return sp
 
@@ -704,8 +700,7 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
     tok, pad, img = load_processor(args, model_name)
     data = {s: encode(rows, tok, args.max_len) for s, rows in sp.items()}
     model = build_model(model_name, args.task, args.device)
-    out = teacher_dir(args)
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.claim_dir(teacher_dir(args))
     common.write_json_atomic(out / "config.json", dataclasses.asdict(args))
     log = common.JsonlLog(out / "log.jsonl")
     params = [p for p in model.parameters()]
@@ -723,6 +718,7 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
             logits = model(batch["inputs"])["logits"]
             target = batch["label"] if logits.size(-1) > 1 else batch["label"].float().view(-1, 1)
             loss = simulation_loss(logits, target)
+            common.check_finite(loss.item(), f"teacher epoch {epoch}, step {step}")
             opt.step(torch.autograd.grad(loss, params, allow_unused=True))
             log(epoch=epoch, step=step, loss=loss.item(), lr=opt.lr_at(step))
             step += 1
@@ -735,17 +731,21 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
         print(f"epoch {epoch:3d}  valid {valid:.4f}  best {stopper.best:.4f}")
         if stopper.stop:
             break
+    if not (out / "teacher.json").is_file():
+        raise common.UsageError(f"the teacher never reached a finite validation score; nothing saved in {out}")
     stopper.restore(model)
     logits = predict_logits(model, data["test"], args.eval_batch_size, pad, img)
     test = task_metric(logits.argmax(-1) if logits.size(-1) > 1 else logits, gold("test"))
     common.write_predictions(out / "predictions.jsonl", data["test"],
                              prediction_rows(logits, torch.tensor(gold("test"), device=logits.device)))
     results = {"task": args.task, "valid": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
-               "steps": step, "student_test_metric": test, "n_train": len(data["train"]), "dir": str(out)}
+               "steps": step, "student_test_metric": test, "n_train": len(data["train"])}
     meta = json.loads((out / "teacher.json").read_text())
     common.write_json_atomic(out / "teacher.json", {**meta, "student_test_metric": test})
     common.write_json_atomic(out / "results.json", results)
     common.write_json_atomic(out / "timing.json", {"runtime_s": round(timer(), 1)})
+    common.release_run_dir(out)
+    results["dir"] = str(out)
     print(f"teacher: valid {100 * stopper.best:.2f} (epoch {stopper.best_epoch}), on the student-test split "
           f"{100 * test:.2f} -> {out}")
     return results
@@ -763,7 +763,13 @@ def load_teacher(args: Args) -> tuple[Model, dict]:
     if not (d / "teacher.pt").is_file() or not (d / "teacher.json").is_file():
         raise common.UsageError(f"no trained teacher at {d}: train one first with `python smat_jax_free.py --setup "
                                 f"teacher --task {args.task}` (same --out-dir), or pass --teacher-dir")
-    meta = json.loads((d / "teacher.json").read_text())
+    try:
+        meta = json.loads((d / "teacher.json").read_text())
+        meta["model"], meta["max_len"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise common.DataError(f"not a teacher.json this script wrote ({type(e).__name__})", d / "teacher.json") from None
+    if args.task != "cifar100":
+        common.check_max_len(meta["model"], args.max_len)
     if args.model and common.resolve_model_path(args.model) != common.resolve_model_path(meta["model"]):
         raise common.UsageError(f"the student uses the teacher's encoder; the teacher at {d} was trained with "
                                 f"--model {meta['model']} (drop --model)")
@@ -844,13 +850,21 @@ def write_head_coeffs(run: Path, phi: torch.Tensor, args: Args, num_layers: int,
     plt.close(fig)
 
 
-def read_head_coeffs(path: str) -> torch.Tensor:
+def read_head_coeffs(path: str, expected: int) -> torch.Tensor:
+    """phi of a head_coeffs.csv a SMaT run wrote: `expected` finite numbers, else a one-line error naming the row."""
     try:
-        with open(path) as f:
-            return torch.tensor([float(r["phi"]) for r in csv.DictReader(f)])
-    except (OSError, KeyError, ValueError) as e:
+        with open(path, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        phi = [float(r["phi"]) for r in rows]
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise common.UsageError(f"cannot read head coefficients from {path} ({type(e).__name__}); pass the "
-                                "head_coeffs.csv a SMaT run wrote") from None
+                                "head_coeffs.csv a SMaT run wrote (columns layer, head, phi, lambda)") from None
+    bad = next((i for i, x in enumerate(phi) if not math.isfinite(x)), None)
+    if bad is not None:
+        raise common.DataError(f"phi is not a finite number: {phi[bad]}", path, bad + 2)
+    if len(phi) != expected:
+        raise common.DataError(f"{len(phi)} head coefficients, but the teacher's explainer has {expected} heads", path)
+    return torch.tensor(phi)
 
 
 def student_data(args: Args, data_dir: Path, teacher: Model, meta: dict) -> dict:
@@ -905,10 +919,12 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
                     s_T = batch_signal(signals, batch["index"], T, NEG)
                     e_T, _ = attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
             losses = student_step(student, phi_S, batch, y, e_T, args, last)
+            common.check_finite(losses[0], f"epoch {epoch}, step {step}")
             rec = dict(zip(("L", "L_sim", "L_expl"), losses))
             if smat:
                 vb = next(valid_iter)
                 g, outer = meta_gradient(student, phi_S, phi_T, batch, y, s_T, vb, y_T["valid"][vb["index"]], args, last)
+                common.check_finite(outer + float(g.abs().sum()), f"meta step of epoch {epoch}, step {step}")
                 meta_opt.step([g])  # Eq. (9): phi_T <- phi_T - eta_out * Adam(clip(grad))
                 lam = normalize_heads(phi_T.detach(), args.head_normalizer)
                 rec.update(L_outer=outer, metagrad_norm=g.norm().item(), active_heads=int((lam > 0).sum()))
@@ -932,15 +948,15 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
                "metric": "pearson" if args.task == "mlqe" else "accuracy", "test": test, "valid": stopper.best,
                "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
                "steps": step, "beta": args.beta, "n_train": len(data["train"]), "n_valid": len(data["valid"]),
-               "n_test": len(data["test"]), "teacher_student_test_metric": meta.get("student_test_metric"),
-               "run_dir": str(run)}
+               "n_test": len(data["test"]), "teacher_student_test_metric": meta.get("student_test_metric")}
     if args.explainer.startswith("attention"):
         lam = normalize_heads(phi_T.detach(), args.head_normalizer)
         results["active_teacher_heads"] = int((lam > 0).sum())
         write_head_coeffs(run, phi_T, args, student.num_layers, student.num_heads)
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
-    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
+    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    common.release_run_dir(run)
     print(f"seed {seed}: test simulability {100 * test:.2f} (valid {100 * stopper.best:.2f} at epoch "
           f"{stopper.best_epoch}) -> {run}")
     return results
@@ -965,6 +981,8 @@ def plausibility(args: Args, data_dir: Path) -> dict:
     the sum of its wordpieces' probabilities, its gold label whether it lies in a human evidence span; ROC AUC per
     document (documents with one class only are skipped), averaged over documents."""
     timer = common.Timer()
+    run = common.make_run_dir(args.out_dir, SCRIPT, f"imdb-plausibility-{args.eraser_split}")
+    common.write_json_atomic(run / "config.json", dataclasses.asdict(args))
     teacher, meta = load_teacher(args)
     tok = common.load_tokenizer(meta["model"])
     splits = ["train", "val", "test"] if args.eraser_split == "all" else [args.eraser_split]
@@ -972,7 +990,7 @@ def plausibility(args: Args, data_dir: Path) -> dict:
     kinds = [k for k in EXPLAINERS[1:] if args.explainer in ("all", k)]
     if args.head_coeffs:
         kinds.append("attention_smat")
-        phi_smat = read_head_coeffs(args.head_coeffs)
+        phi_smat = read_head_coeffs(args.head_coeffs, teacher.num_layers * teacher.num_heads)
     examples = []
     for i, d in enumerate(docs):
         enc = tok(d["words"], is_split_into_words=True, truncation=True, max_length=args.max_len)
@@ -1005,15 +1023,16 @@ def plausibility(args: Args, data_dir: Path) -> dict:
                 a = common.roc_auc(*word_level(expl[b].tolist(), examples[i]["word_ids"], docs[i]["evidence"]))
                 if not math.isnan(a):
                     per_doc.append(a)
-        auc[kind] = {"auc": float(np.mean(per_doc)) if per_doc else float("nan"), "n_docs": len(per_doc)}
-        print(f"plausibility {kind:22s} AUC {auc[kind]['auc']:.4f} over {len(per_doc)} documents")
-    run = common.make_run_dir(args.out_dir, SCRIPT, f"imdb-plausibility-{args.eraser_split}")
+        # auc None: no document had both evidence and non-evidence words (n_docs 0)
+        auc[kind] = {"auc": float(np.mean(per_doc)) if per_doc else None, "n_docs": len(per_doc)}
+        print(f"plausibility {kind:22s} AUC {np.mean(per_doc) if per_doc else float('nan'):.4f} over "
+              f"{len(per_doc)} documents")
     results = {"auc": auc, "n_docs": len(docs), "ig_steps": args.ig_steps, "ig_variant": args.ig_variant,
-               "head_coeffs": args.head_coeffs, "max_len": args.max_len, "run_dir": str(run)}
-    common.write_json_atomic(run / "config.json", dataclasses.asdict(args))
+               "head_coeffs": Path(args.head_coeffs).name if args.head_coeffs else None, "max_len": args.max_len}
     common.write_json_atomic(run / "results.json", results)
     common.write_json_atomic(run / "timing.json", {"runtime_s": round(timer(), 1)})
-    return results
+    common.release_run_dir(run)
+    return {**results, "run_dir": str(run)}
 
 
 def main(args: Args) -> dict:
@@ -1036,7 +1055,7 @@ def main(args: Args) -> dict:
     summary = {"metric": runs[0]["metric"], "test": agg, "valid": common.aggregate([r["valid"] for r in runs]),
                "seeds": seeds, "median_seed": median_seed, "runs": runs}
     name = run_name(args, "seeds")
-    common.write_json_atomic(Path(args.out_dir) / SCRIPT / name / "summary.json", summary)
+    common.write_json_atomic(Path(args.out_dir) / SCRIPT / name / "summary.json", common.relative_runs(summary))
     print(f"test simulability over seeds {seeds}: median {100 * agg['median']:.2f} "
           f"[{100 * agg['q1']:.2f}:{100 * agg['q3']:.2f}]")
     return summary

@@ -37,6 +37,7 @@ import common
 METHOD = "UIMER-DM"
 
 SCHEDULES = ["one-pass", "multi-round"]
+WARMUP_EPOCHS = common.Domain("a non-negative integer or 'converge'", lambda x: str(x) == "converge" or str(x).isdigit())
 TEMPERATURE, STRETCH_L, STRETCH_R = 0.2, -0.2, 1.0  # DiffMask's hard-concrete gates
 
 # Tables 6-8 of the paper (App. 8.3), UIMER-DM rows. warm_or_rounds: for one-pass the warm-up ("-" in the paper =
@@ -96,46 +97,49 @@ def paper_defaults(task: str, setting: str, schedule: str) -> dict:
 class Args:
     task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
                              choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'")
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)")
+    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'", domain=common.SHOTS)
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)", domain=common.POSITIVE)
     schedule: str = common.field("one-pass", help="warm-up, extractor, model (one-pass); or warm-up, then --rounds "
                                  "of extractor / model, each frozen while the other trains (Sec. 3.3.3)",
                                  choices=SCHEDULES)
-    rounds: int | None = common.field(None, help="multi-round: number of rounds (>= 1); default: paper table")
+    rounds: int | None = common.field(None, help="multi-round: number of rounds (>= 1); default: paper table", domain=common.POSITIVE)
     warmup_epochs: str | None = common.field(None, help="epochs of L_task alone first: an integer or 'converge' "
-                                             "(until early stopping); default: paper table")
+                                             "(until early stopping); default: paper table", domain=WARMUP_EPOCHS)
     warmup_max_epochs: int | None = common.field(None, help="at most this many epochs of a 'converge' warm-up; "
-                                                 "default: the one-pass row's epochs")
+                                                 "default: the one-pass row's epochs", domain=common.POSITIVE)
     warmup_patience: int | None = common.field(None, help="early-stopping patience of a 'converge' warm-up; "
-                                               "default: --patience if given, else the one-pass row's patience")
-    extractor_epochs: int = common.field(10, help="extractor epochs per round (original default and Sec. 5.2: 10)")
-    lr_extractor: float | None = common.field(None, help="extractor (probes, placeholder) AdamW lr; default: table")
-    kl_margin: float = common.field(0.1, help="DiffMask constraint KL(p(y|x) || p(y|x_masked)) <= m, per example")
-    lambda_lr: float = common.field(0.3, help="RMSprop lr of the Lagrange multipliers (gradient ascent; DiffMask)")
-    lambda_max: float = common.field(200.0, help="Lagrange multipliers are clamped to [0, this] (DiffMask)")
+                                               "default: --patience if given, else the one-pass row's patience", domain=common.COUNT)
+    extractor_epochs: int = common.field(10, help="extractor epochs per round (original default and Sec. 5.2: 10)", domain=common.COUNT)
+    lr_extractor: float | None = common.field(None, help="extractor (probes, placeholder) AdamW lr; default: table", domain=common.Float(0, lo_open=True))
+    kl_margin: float = common.field(0.1, help="DiffMask constraint KL(p(y|x) || p(y|x_masked)) <= m, per example", domain=common.Float(0))
+    lambda_lr: float = common.field(0.3, help="RMSprop lr of the Lagrange multipliers (gradient ascent; DiffMask)", domain=common.Float(0, lo_open=True))
+    lambda_max: float = common.field(200.0, help="Lagrange multipliers are clamped to [0, this] (DiffMask)", domain=common.Float(0))
     l0: str = common.field("prob", help="expected-L0 term: the probability P(z != 0) (DiffMask paper) or its log "
                            "(DiffMask/UIMER code)", choices=["prob", "log"])
-    guard: float = common.field(0.01, help="Eq. 7: max_{j:g_j=0} a_j is clamped to at least this")
+    guard: float = common.field(0.01, help="Eq. 7: max_{j:g_j=0} a_j is clamped to at least this", domain=common.Float(0, lo_open=True))
     analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and per-example "
                                   "attributions (Table 3), with the extractor retrained on the selected model")
-    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table")
-    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table")
-    batch_size: int | None = common.field(None, help="training batch size; default: paper table")
-    max_epochs: int | None = common.field(None, help="maximum model epochs (per round); default: paper table")
-    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table")
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
-    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)")
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_dm/<name>/")
-    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the gates' noise")
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
-    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)")
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table", domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size; default: paper table", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum model epochs (per round); default: paper table", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table", domain=common.COUNT)
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_dm/<name>/", domain=common.OUT_DIR)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the gates' noise", domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
     nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
                                    choices=["first", "random"])
     max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
-                                                 "(quick runs; the paper uses all)")
-    eval_batch_size: int = common.field(128, help="evaluation batch size")
-    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
-    device: str = common.field("auto", help=common.DEVICE_HELP)
+                                                 "(quick runs; the paper uses all)", domain=common.POSITIVE)
+    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
+                                       "5 where an intent has 2), train on what exists instead of stopping with an error "
+                                       "(recorded in results.json as `shortfall`)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)", domain=common.PROBABILITY)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
                                     "head.safetensors + model_card.md)")
 
@@ -150,8 +154,6 @@ def resolve(args: Args) -> Args:
     setting = str(args.train_size) if args.task == "nli" else args.shots
     if args.task != "nli" and setting != "full":
         common.check_setting(setting, "--shots")
-    if args.rounds is not None and args.rounds < 1:
-        raise common.UsageError(f"--rounds must be >= 1, got {args.rounds}")
     if args.schedule == "one-pass" and args.rounds not in (None, 1):
         raise common.UsageError("--rounds is for --schedule multi-round (one-pass is one round)")
     row = paper_defaults(args.task, setting, args.schedule)
@@ -161,16 +163,11 @@ def resolve(args: Args) -> Args:
               "warmup_max_epochs", "warmup_patience"):
         if getattr(args, k) is None:
             setattr(args, k, row[k])
-    if args.warmup_epochs != "converge" and not str(args.warmup_epochs).isdigit():
-        raise common.UsageError(f"--warmup-epochs must be a non-negative integer or 'converge', got {args.warmup_epochs!r}")
-    args.max_len = args.max_len or (128 if args.task == "nli" else 50)
+    if args.max_len is None:
+        args.max_len = 128 if args.task == "nli" else 50
     args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
-    if args.alpha < 0 or args.lr <= 0 or args.lr_extractor <= 0 or args.extractor_epochs < 0 or args.kl_margin < 0:
-        raise common.UsageError("--alpha, --extractor-epochs and --kl-margin must be >= 0, --lr and --lr-extractor > 0")
-    if not args.guard > 0 or not args.lambda_max >= 0:
-        raise common.UsageError("--guard must be > 0 and --lambda-max >= 0")
-    if args.patience < 0 or args.warmup_patience < 0:
-        raise common.UsageError("--patience and --warmup-patience must be >= 0")
+    common.check_args(args)
+    common.check_max_len(args.model, args.max_len)
     return args
 
 
@@ -288,6 +285,7 @@ def train_extractor(model, ext: Extractor, train: list[dict], args: Args, gen: t
         for batch in common.batches(train, args.batch_size, pad, shuffle_seed=shuffle_seed + epoch, device=args.device):
             layer = int(torch.randint(n_states, (1,), generator=gen))
             loss, KL, L0 = extractor_loss(model, ext, batch, content_mask(batch, special), layer, gen, args)
+            common.check_finite(loss.item(), f"extractor epoch {epoch}")
             opt_phi.zero_grad()
             opt_lambda.zero_grad()
             loss.backward()
@@ -374,7 +372,7 @@ def table4(model, ext: Extractor, test: list[dict], args: Args, seed: int, pad: 
     common.write_json_atomic(run / "attributions.json", sorted(rows, key=lambda r: r["index"]))
     yes = [correct[i] for i, v in a_R_gt_a_N.items() if v]
     no = [correct[i] for i, v in a_R_gt_a_N.items() if not v]
-    return {"acc_aR_gt_aN": sum(yes) / max(len(yes), 1), "acc_aR_le_aN": sum(no) / max(len(no), 1),
+    return {"acc_aR_gt_aN": sum(yes) / len(yes) if yes else None, "acc_aR_le_aN": sum(no) / len(no) if no else None,
             "share_aR_gt_aN": len(yes) / len(a_R_gt_a_N), "n_with_rationale": len(a_R_gt_a_N),
             "accuracy_all": sum(correct.values()) / len(correct)}
 
@@ -403,6 +401,7 @@ def model_epochs(model, ext: Extractor | None, data: dict, args: Args, n_epochs:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
+            common.check_finite(L.item(), f"epoch {epoch}, step {state['step']}")
             opt.zero_grad()
             L.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -437,7 +436,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     common.set_seed(seed)
     setting = str(args.train_size) if args.task == "nli" else args.shots
     data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
-                                  args.max_eval_examples)
+                                  args.max_eval_examples, args.allow_smaller)
     run = common.make_run_dir(args.out_dir, "uimer_dm", run_name(args, seed))
     common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
     common.write_json_atomic(run / "train_ids.json", data["train_ids"])
@@ -485,7 +484,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
                "rounds": rounds, "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
                "n_with_both_sets": n_int_examples,
                "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
-               "run_dir": str(run)}
+               "shortfall": data["shortfall"]}
     if args.analysis:  # the extractor is (re)trained on the selected model before it is read
         results["extractor_for_analysis"] = train_extractor(model, ext, data["train"], args, gen, pad, special,
                                                             seed * 7919 - 1, log)
@@ -495,9 +494,10 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
             "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
             "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
             f"test {metric}": round(test, 4), "base model": args.model})
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
-    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
+    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    common.release_run_dir(run)
     print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
           f"-> {run}")
     return results
@@ -515,7 +515,7 @@ def main(args: Args) -> dict:
     summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
                "seeds": seeds, "runs": runs}
     name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
-    common.write_json_atomic(Path(args.out_dir) / "uimer_dm" / name / "summary.json", summary)
+    common.write_json_atomic(Path(args.out_dir) / "uimer_dm" / name / "summary.json", common.relative_runs(summary))
     print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
     return summary
 

@@ -72,36 +72,39 @@ def paper_defaults(task: str, setting: str) -> dict:
 class Args:
     task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
                              choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'")
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)")
+    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'", domain=common.SHOTS)
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)", domain=common.POSITIVE)
     variant: str = common.field("ghaeini", help="saliency method: Ghaeini et al. 2019 or Huang et al. 2021",
                                 choices=VARIANTS)
     gate: bool = common.field(False, help="huang: +Gate (skip L_int with probability sum_{i in R} s_i)")
     order: bool = common.field(False, help="huang: +Order (each rationale at least the most salient non-rationale)")
-    guard: float = common.field(1e-6, help="huang +Order: max_{j in N} s_j is clamped to at least this")
+    guard: float = common.field(1e-6, help="huang +Order: max_{j in N} s_j is clamped to at least this", domain=common.Float(0, lo_open=True))
     wrt: str = common.field("inputs-embeds", help="differentiate w.r.t. the word-embedding output (paper, original) "
                             "or the embedding-module output after position/type embeddings and LayerNorm (for BERT "
                             "the ghaeini sum over dims is identically 0 w.r.t. inputs-embeds: see README)",
                             choices=["inputs-embeds", "embedding-output"])
-    warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)")
-    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default 1 (original)")
-    lr: float | None = common.field(None, help="AdamW learning rate; default: GB_TABLE")
-    batch_size: int | None = common.field(None, help="training batch size; default: GB_TABLE")
-    max_epochs: int | None = common.field(None, help="maximum epochs; default: GB_TABLE")
-    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: GB_TABLE")
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
-    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)")
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_gb/<name>/")
-    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the Gate's draws")
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
-    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)")
+    warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)", domain=common.COUNT)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default 1 (original)", domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate; default: GB_TABLE", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size; default: GB_TABLE", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs; default: GB_TABLE", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: GB_TABLE", domain=common.COUNT)
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_gb/<name>/", domain=common.OUT_DIR)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the Gate's draws", domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
     nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
                                    choices=["first", "random"])
     max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
-                                                 "(quick runs; the paper uses all)")
-    eval_batch_size: int = common.field(128, help="evaluation batch size")
-    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
-    device: str = common.field("auto", help=common.DEVICE_HELP)
+                                                 "(quick runs; the paper uses all)", domain=common.POSITIVE)
+    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
+                                       "5 where an intent has 2), train on what exists instead of stopping with an error "
+                                       "(recorded in results.json as `shortfall`)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)", domain=common.PROBABILITY)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
                                     "head.safetensors + model_card.md)")
 
@@ -122,10 +125,11 @@ def resolve(args: Args) -> Args:
     for k in ("lr", "batch_size", "max_epochs", "alpha", "patience"):
         if getattr(args, k) is None:
             setattr(args, k, row[k])
-    args.max_len = args.max_len or (128 if args.task == "nli" else 50)
+    if args.max_len is None:
+        args.max_len = 128 if args.task == "nli" else 50
     args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
-    if args.alpha < 0 or args.lr <= 0 or args.warmup_epochs < 0 or not args.guard > 0:
-        raise common.UsageError("--alpha and --warmup-epochs must be >= 0, --lr and --guard > 0")
+    common.check_args(args)
+    common.check_max_len(args.model, args.max_len)
     return args
 
 
@@ -247,7 +251,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     common.set_seed(seed)
     setting = str(args.train_size) if args.task == "nli" else args.shots
     data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
-                                  args.max_eval_examples)
+                                  args.max_eval_examples, args.allow_smaller)
     run = common.make_run_dir(args.out_dir, "uimer_gb", run_name(args, seed))
     common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
     common.write_json_atomic(run / "train_ids.json", data["train_ids"])
@@ -281,6 +285,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
+            common.check_finite(L.item(), f"epoch {epoch}, step {step}")
             opt.zero_grad()
             L.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -308,15 +313,16 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
                "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
                "n_with_both_sets": n_int_examples,
                "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
-               "run_dir": str(run)}
+               "shortfall": data["shortfall"]}
     if args.save_model:
         common.save_task_model(run / "model", model, tokenizer, {
             "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
             "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
             f"test {metric}": round(test, 4), "base model": args.model})
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
-    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
+    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    common.release_run_dir(run)
     print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
           f"-> {run}")
     return results
@@ -334,7 +340,7 @@ def main(args: Args) -> dict:
     summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
                "seeds": seeds, "runs": runs}
     name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
-    common.write_json_atomic(Path(args.out_dir) / "uimer_gb" / name / "summary.json", summary)
+    common.write_json_atomic(Path(args.out_dir) / "uimer_gb" / name / "summary.json", common.relative_runs(summary))
     print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
     return summary
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ import common
 METHOD = "UIMER-IM"
 
 STRATEGIES = ["mask", "uniform", "prior", "bert"]
+WARMUP_EPOCHS = common.Domain("a non-negative integer, 'converge' or 'paper'",
+                              lambda x: bool(re.fullmatch(r"\d+|converge|paper|frac(0?\.\d+)", str(x))))
 
 # Tables 6-8 of the paper (App. 8.3), UIMER-IM rows. warm: "no" = the plain row, "yes" = the "(warm.)" row,
 # whose warm-up is in epochs, `converge` ("task trained*": train the task to early stopping first) or
@@ -160,47 +163,56 @@ def paper_defaults(task: str, setting: str, strategy: str, warm: bool) -> dict:
 class Args:
     task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
                              choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'")
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)")
+    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'", domain=common.SHOTS)
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)", domain=common.POSITIVE)
     strategy: str = common.field("uniform", help="replacement strategy q(x') (Sec. 3.2.1)", choices=STRATEGIES)
     warmup_epochs: str | None = common.field(None, help="epochs of L_task alone before L_int: an integer, "
                                              "'converge' (task trained to early stopping first) or 'paper' (the "
-                                             "'(warm.)' row's value); unset = the paper's plain row, no warm-up")
+                                             "'(warm.)' row's value); unset = the paper's plain row, no warm-up", domain=WARMUP_EPOCHS)
     warmup_fraction: float | None = common.field(None, help="warm up on the first fraction of all mini-batches "
-                                                 "(Table 8 '0.1*'); uses the '(warm.)' row")
-    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table")
-    epsilon: float | None = common.field(None, help="margin of Eq. 5; default: paper table")
-    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table")
-    batch_size: int | None = common.field(None, help="training batch size; default: paper table")
-    max_epochs: int | None = common.field(None, help="maximum epochs; default: paper table")
-    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table")
+                                                 "(Table 8 '0.1*'); uses the '(warm.)' row", domain=common.PROBABILITY)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table", domain=common.Float(0))
+    epsilon: float | None = common.field(None, help="margin of Eq. 5; default: paper table", domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size; default: paper table", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs; default: paper table", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table", domain=common.COUNT)
     num_samples: int | None = common.field(None, help="|S_R| = |S_N| replaced sentences per set (default 4; "
-                                           "1 for mask)")
+                                           "1 for mask)", domain=common.POSITIVE)
     max_rationale_fraction: float = common.field(0.3, help="replace at most this share of the sentence's "
-                                                 "wordpieces (incl. [CLS]/[SEP]) as rationale")
+                                                 "wordpieces (incl. [CLS]/[SEP]) as rationale", domain=common.Float(0, 1, lo_open=True))
     lower_bound: float | None = common.field(None, help="m below this gets log2(lower_bound) (default: ic 1e-23, "
-                                             "sf 1e-25, nli 1e-20, as the original)")
+                                             "sf 1e-25, nli 1e-20, as the original)", domain=common.Float(0, 1, lo_open=True, hi_open=True))
+    replace_cap: str = common.field("paper", help="paper: the stated 30%% rule (at most that share replaced as "
+                                    "rationale, as many non-rationale); original: the original code's behaviour "
+                                    "(docs/uimer_im.md, deviation 4)", choices=["paper", "original"])
+    warmup_count: str = common.field("paper", help="paper: L_task alone for exactly the warm-up epochs; original: "
+                                     "one fewer, as the original code (its 'warm-up 1' had none)",
+                                     choices=["paper", "original"])
     resample_every_epoch: bool = common.field(False, help="draw new replacement sets every epoch (original: once)")
     prior_corpus: str = common.field("sampled", help="Prior counts wordpieces of the sampled training set "
                                      "(original) or the full training split", choices=["sampled", "full"])
     mlm_model: str = common.field("bert-base-uncased", help="masked LM for --strategy bert: name or path, or "
-                                  "'adapt' (train an MLM head of --model on the task's training sentences)")
-    mlm_adapt_steps: int = common.field(300, help="steps of MLM training for --mlm-model adapt")
+                                  "'adapt' (train an MLM head of --model on the task's training sentences)", domain=common.TEXT)
+    mlm_adapt_steps: int = common.field(300, help="steps of MLM training for --mlm-model adapt", domain=common.POSITIVE)
     analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and the L_int "
                                   "curve of Fig. 3 (L_int also computed, not trained, during warm-up)")
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
-    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)")
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_im/<name>/")
-    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and replacement sets")
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
-    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)")
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_im/<name>/", domain=common.OUT_DIR)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and replacement sets", domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
     nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
                                    choices=["first", "random"])
     max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
-                                                 "(quick runs; the paper uses all)")
-    eval_batch_size: int = common.field(128, help="evaluation batch size")
-    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
-    device: str = common.field("auto", help=common.DEVICE_HELP)
+                                                 "(quick runs; the paper uses all)", domain=common.POSITIVE)
+    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
+                                       "5 where an intent has 2), train on what exists instead of stopping with an error "
+                                       "(recorded in results.json as `shortfall`)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)", domain=common.PROBABILITY)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
                                     "head.safetensors + model_card.md)")
 
@@ -224,22 +236,21 @@ def resolve(args: Args) -> Args:
         args.warmup_fraction, w = float(w[4:]), None
     if w not in (None, "converge") and not (w.isdigit()):
         raise common.UsageError(f"--warmup-epochs must be a non-negative integer, 'converge' or 'paper', got {w!r}")
-    if args.warmup_fraction is not None and not 0 <= args.warmup_fraction < 1:
-        raise common.UsageError(f"--warmup-fraction must be in [0, 1), got {args.warmup_fraction}")
     for k in ("lr", "batch_size", "max_epochs", "alpha", "epsilon", "patience"):
         if getattr(args, k) is None:
             setattr(args, k, row[k])
     args.warmup_epochs = w if w is not None else ("0" if args.warmup_fraction is None else None)
-    args.num_samples = args.num_samples or (1 if args.strategy == "mask" else 4)
+    if args.num_samples is None:
+        args.num_samples = 1 if args.strategy == "mask" else 4
     if args.strategy == "mask" and args.num_samples != 1:
         raise common.UsageError("--strategy mask has one replaced sentence per set; drop --num-samples")
-    args.lower_bound = args.lower_bound or {"ic": 1e-23, "sf": 1e-25, "nli": 1e-20}[args.task]
-    args.max_len = args.max_len or (128 if args.task == "nli" else 50)
+    if args.lower_bound is None:
+        args.lower_bound = {"ic": 1e-23, "sf": 1e-25, "nli": 1e-20}[args.task]
+    if args.max_len is None:
+        args.max_len = 128 if args.task == "nli" else 50
     args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
-    if args.alpha < 0 or args.epsilon < 0 or args.lr <= 0 or args.num_samples <= 0:
-        raise common.UsageError("--alpha and --epsilon must be >= 0, --lr and --num-samples > 0")
-    if not 0 < args.max_rationale_fraction <= 1:
-        raise common.UsageError("--max-rationale-fraction must be in (0, 1]")
+    common.check_args(args)
+    common.check_max_len(args.model, args.max_len)
     return args
 
 
@@ -295,14 +306,24 @@ def candidates_bert(input_ids: list[list[int]], positions: list[list[int]], k: i
     return torch.cat(ids_out), torch.cat(q_out)
 
 
-def choose_positions(rationale: list[int], content: list[int], max_fraction: float, gen: torch.Generator):
+def choose_positions(rationale: list[int], content: list[int], max_fraction: float, gen: torch.Generator,
+                     cap: str = "paper", strategy: str = "uniform"):
     """R: the rationale wordpieces (at most max_fraction of the sentence, a random subset kept beyond that, the
     rest left for fluency); N: as many random non-rationale content wordpieces (fn. 3). None if the example
-    has no rationale or nothing but rationale."""
+    has no rationale or nothing but rationale. cap='original' replays the original code instead: R is never
+    capped, and N gets 2 keep - |R| positions when |R| > keep (none: the example is skipped; fewer than none:
+    every non-rationale wordpiece); its MASK strategy had no cap at all."""
     R = [i for i, (r, c) in enumerate(zip(rationale, content)) if r and c]
     N_pool = [i for i, (r, c) in enumerate(zip(rationale, content)) if not r and c]
     if not R or not N_pool:
         return None
+    if cap == "original":
+        keep = int(len(rationale) * max_fraction)
+        m = len(R) if len(R) <= keep or strategy == "mask" else 2 * keep - len(R)
+        if m == 0:
+            return None
+        N = sorted(N_pool[i] for i in torch.randperm(len(N_pool), generator=gen)[:m if m > 0 else len(N_pool)].tolist())
+        return R, N
     keep = max(1, int(len(rationale) * max_fraction))
     if len(R) > keep:
         R = sorted(R[i] for i in torch.randperm(len(R), generator=gen)[:keep].tolist())
@@ -317,7 +338,8 @@ def build_replacement_sets(train: list[dict], args: Args, gen: torch.Generator, 
     k = args.num_samples
     plan = {}
     for e in train:
-        pos = choose_positions(e["rationale"], e["content"], args.max_rationale_fraction, gen)
+        pos = choose_positions(e["rationale"], e["content"], args.max_rationale_fraction, gen, args.replace_cap,
+                               args.strategy)
         if pos is not None:
             plan[e["index"]] = pos
     flat = [(i, s, j) for i, (R, N) in plan.items() for s, P in enumerate((R, N)) for j in P]
@@ -404,14 +426,15 @@ def im_loss(model: common.TaskModel, batch: dict, sets: dict, args: Args) -> tup
 
 
 def use_int_loss(epoch: int, step: int, total_steps: int, warmup_epochs: str | None,
-                 warmup_fraction: float | None, task_converged: bool) -> bool:
+                 warmup_fraction: float | None, task_converged: bool, count: str = "paper") -> bool:
     """Warm-up schedule (Sec. 3): L_int is off for the first `warmup_epochs` epochs, or the first
-    `warmup_fraction` of all mini-batches, or until the task alone has early-stopped ('converge')."""
+    `warmup_fraction` of all mini-batches, or until the task alone has early-stopped ('converge').
+    count='original': off only while epoch + 1 < warmup_epochs (the original code; one epoch fewer)."""
     if warmup_fraction is not None:
         return step >= warmup_fraction * total_steps
     if warmup_epochs == "converge":
         return task_converged
-    return epoch >= int(warmup_epochs or 0)
+    return epoch + (1 if count == "original" else 0) >= int(warmup_epochs or 0)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -523,7 +546,7 @@ def table4(model, test: list[dict], args: Args, seed: int, tok_info: dict, mlm, 
             a_R_gt_a_N[i] = d > 0
     yes = [correct[i] for i, v in a_R_gt_a_N.items() if v]
     no = [correct[i] for i, v in a_R_gt_a_N.items() if not v]
-    return {"acc_aR_gt_aN": sum(yes) / max(len(yes), 1), "acc_aR_le_aN": sum(no) / max(len(no), 1),
+    return {"acc_aR_gt_aN": sum(yes) / len(yes) if yes else None, "acc_aR_le_aN": sum(no) / len(no) if no else None,
             "share_aR_gt_aN": len(yes) / len(a_R_gt_a_N), "n_with_rationale": len(a_R_gt_a_N),
             "accuracy_all": sum(correct.values()) / len(correct)}
 
@@ -563,7 +586,8 @@ def run_name(args: Args, seed: int) -> str:
         warm = (f"-warmfrac{args.warmup_fraction:g}" if args.warmup_fraction is not None else
                 "-warmconv" if args.warmup_epochs == "converge" else
                 f"-warm{args.warmup_epochs}" if args.warmup_epochs not in (None, "0") else "")
-        variant = args.strategy + warm
+        variant = args.strategy + warm + ("-warmorig" if args.warmup_count == "original" else "") + \
+            ("-caporig" if args.replace_cap == "original" else "")
     return f"{args.task}-{setting}-{variant}-{seed}"
 
 
@@ -572,7 +596,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
     common.set_seed(seed)
     setting = str(args.train_size) if args.task == "nli" else args.shots
     data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
-                                  args.max_eval_examples)
+                                  args.max_eval_examples, args.allow_smaller)
     run = common.make_run_dir(args.out_dir, "uimer_im", run_name(args, seed))
     common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
     common.write_json_atomic(run / "train_ids.json", data["train_ids"])
@@ -605,7 +629,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
         for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
                                                     device=args.device), desc=f"epoch {epoch}"):
             int_on = args.alpha > 0 and use_int_loss(epoch, step, total_steps, args.warmup_epochs,
-                                                     args.warmup_fraction, task_converged)
+                                                     args.warmup_fraction, task_converged, args.warmup_count)
             scores = model(batch)
             L_task = model.task_loss(scores, batch)
             if int_on:
@@ -617,6 +641,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                 L_int, n_int = torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
+            common.check_finite(L.item(), f"epoch {epoch}, step {step}")
             opt.zero_grad()
             L.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -646,7 +671,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "steps": step,
                "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
                "n_with_both_sets": len(sets), "n_skipped_by_L_int": len(data["train"]) - len(sets) if need_sets else None,
-               "run_dir": str(run)}
+               "shortfall": data["shortfall"]}
     if args.analysis:
         results["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, pad)
         write_lint_curve(run, run / "log.jsonl")
@@ -655,9 +680,10 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
             "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
             "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
             f"test {metric}": round(test, 4), "base model": args.model})
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
-    results["runtime_s"] = round(timer(), 1)
+    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
+    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    common.release_run_dir(run)
     print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
           f"-> {run}")
     return results
@@ -677,7 +703,7 @@ def main(args: Args) -> dict:
     summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
                "seeds": seeds, "runs": runs}
     name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
-    common.write_json_atomic(Path(args.out_dir) / "uimer_im" / name / "summary.json", summary)
+    common.write_json_atomic(Path(args.out_dir) / "uimer_im" / name / "summary.json", common.relative_runs(summary))
     print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
     return summary
 

@@ -482,7 +482,8 @@ def test_smoke_every_attribution_and_evaluation_option(tiny_model, text_data, tm
 
 def test_smoke_ood_plausibility_select_then_predict(tiny_model, text_data, tmp_path):
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--ood-task", "imdb", "--plausibility",
-                                   "--select-then-predict", "--stp-methods", "ig,attention", *FAST)))
+                                   "--plausibility-size", "6", "--select-then-predict", "--stp-methods", "ig,attention",
+                                   *FAST)))
     assert r["ood"]["task"] == "imdb" and 0 <= r["ood"]["test"]["accuracy"] <= 1
     assert set(r["ood"]["faithfulness"]) == {"random", "ig"}
     assert r["plausibility"]["ig"]["n_docs"] == 6 and 0 <= r["plausibility"]["ig"]["token_auc"] <= 1
@@ -601,7 +602,7 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
     p = run_cli(*base, *extra)
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    expect = {"task": "invalid choice", "attribution": "'lime'", "mask0": "(0, 1)", "mask1": "(0, 1)",
+    expect = {"task": "invalid choice", "attribution": "--attributions", "mask0": "--mask-ratio", "mask1": "--mask-ratio",
               "empty": "stsa.binary.train:4: empty text", "checkpoint": "not found", "no_checkpoint": "--checkpoint",
-              "flag": "unrecognized", "datadir": "sst2/stsa.binary", "ratio0": "(0, 1]"}[case]
+              "flag": "unrecognized", "datadir": "--data-dir", "ratio0": "--rationale-ratio"}[case]
     assert expect in p.stderr, p.stderr

@@ -245,7 +245,7 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model, tiny_data):
                        timeout=120, cwd=ROOT)
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    expect = {"rounds0": "--rounds must be >= 1", "rounds_onepass": "multi-round", "schedule": "invalid choice",
+    expect = {"rounds0": "--rounds: must be an integer >= 1", "rounds_onepass": "multi-round", "schedule": "invalid choice",
               "warmup": "--warmup-epochs", "task": "invalid choice", "shots0": "positive", "guard": "--guard",
               "flag": "unrecognized"}[case]
     assert expect in p.stderr, p.stderr

@@ -144,6 +144,22 @@ def test_rationale_cap_limits_replaced_positions():
     assert im.choose_positions([0, 1, 1, 0], [0, 1, 1, 0], 0.3, g) is None  # only rationale
 
 
+def test_original_cap_replays_the_original_code():
+    """--replace-cap original (docs/uimer_im.md, deviation 4): every rationale wordpiece is replaced, and S^N gets
+    2 keep - |R| positions when |R| > keep: skipped at 0, every non-rationale wordpiece when negative."""
+    g = torch.Generator().manual_seed(0)
+    content = [0] + [1] * 10 + [0]  # 12 wordpieces: keep = int(12 * 0.3) = 3
+    R, N = im.choose_positions([0] + [1] * 4 + [0] * 6 + [0], content, 0.3, g, "original")
+    assert R == [1, 2, 3, 4] and len(N) == 2 * 3 - 4 and set(N) <= set(range(5, 11))
+    assert im.choose_positions([0] + [1] * 6 + [0] * 4 + [0], content, 0.3, g, "original") is None  # 2 * 3 - 6 = 0
+    R, N = im.choose_positions([0] + [1] * 8 + [0] * 2 + [0], content, 0.3, g, "original")
+    assert len(R) == 8 and N == [9, 10]  # 2 * 3 - 8 < 0: every non-rationale wordpiece
+    R, N = im.choose_positions([0] + [1] * 2 + [0] * 8 + [0], content, 0.3, g, "original")
+    assert R == [1, 2] and len(N) == 2  # under the cap: as many as |R|, like the paper's rule
+    R, N = im.choose_positions([0] + [1] * 4 + [0] * 6 + [0], content, 0.3, g, "original", strategy="mask")
+    assert len(R) == 4 and len(N) == 4  # the original MASK strategy had no cap at all
+
+
 def test_prior_weights_are_renormalised_frequencies():
     counts = torch.tensor([0, 10, 30, 60])
     ids, q = im.candidates_prior(5, 3, counts, torch.Generator().manual_seed(0))
@@ -177,6 +193,10 @@ def test_use_int_loss_schedule():
     assert not im.use_int_loss(5, 9, 100, None, 0.1, False) and im.use_int_loss(0, 10, 100, None, 0.1, False)
     assert not im.use_int_loss(50, 500, 1000, "converge", None, False)
     assert im.use_int_loss(50, 500, 1000, "converge", None, True)
+    # the original code switched L_int on once epoch + 1 >= k: its warm-up of k epochs lasted k - 1
+    assert im.use_int_loss(0, 0, 100, "1", None, False, "original")
+    assert not im.use_int_loss(0, 0, 100, "2", None, False, "original") and im.use_int_loss(1, 5, 100, "2", None, False,
+                                                                                              "original")
 
 
 def test_paper_defaults_rows():
@@ -293,6 +313,6 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     msg = p.stderr
     expect = {"task": "invalid choice", "strategy": "invalid choice", "shots0": "positive", "shotsx": "--shots",
-              "datadir": "snips/{train,dev,test}", "mismatch": "seq.out:3", "label": "label:5",
+              "datadir": "--data-dir", "mismatch": "seq.out:3", "label": "label:5",
               "bert": "masked LM", "modelpath": "does not exist", "flag": "unrecognized"}[case]
     assert expect in msg, msg

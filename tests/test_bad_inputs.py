@@ -1,0 +1,409 @@
+"""Bad input never crashes and never passes silently: one table, one row per case (script, arguments, a corruption of
+the data, the expected outcome), across the five scripts.
+
+- error rows: exit code 2, exactly one line on stderr naming what is wrong (and where), no traceback, no
+  results.json written;
+- edge rows: exit code 0 and the edge case counted in results.json.
+
+The rows run in-process through each script's cli() (validation happens before any model is loaded, so most rows take
+milliseconds); a few run as real subprocesses at the end. A tiny random model and tiny data keep the edge rows fast.
+"""
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import regex_robust as rx
+import smat_jax_free as sm
+import uimer_dm as dm
+import uimer_gb as gb
+import uimer_im as im
+from conftest import write_tiny_esnli, write_tiny_snips
+from test_regex import write_tiny_text_data
+from test_smat import write_tiny_eraser, write_tiny_imdb
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"im": im, "gb": gb, "dm": dm, "rx": rx, "sm": sm}
+
+
+# ---------------------------------------------------------------------------------------------- data corruptions
+def edit_line(path: Path, line: int, text: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[line - 1] = text
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def prepend_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data + path.read_bytes())
+
+
+def put_bytes(path: Path, line: int, data: bytes) -> None:
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = data
+    path.write_bytes(b"\n".join(lines))
+
+
+SNIPS = lambda d: d / "snips"  # noqa: E731
+ESNLI_TRAIN = lambda d: d / "esnli" / "train_sample_highlights" / "esnli_train_first1000_highlights.jsonl"  # noqa: E731
+CORRUPT = {
+    "none": lambda d: None,
+    "bom_label_file": lambda d: prepend_bytes(SNIPS(d) / "intent_label.txt", b"\xef\xbb\xbf"),
+    "bom_seq_in": lambda d: prepend_bytes(SNIPS(d) / "train" / "seq.in", b"\xef\xbb\xbf"),
+    "bad_utf8_seq_in": lambda d: put_bytes(SNIPS(d) / "train" / "seq.in", 3, b"book a \xff\xfe table"),
+    "seq_out_short": lambda d: (SNIPS(d) / "train" / "seq.out").write_text(
+        "".join((SNIPS(d) / "train" / "seq.out").read_text().splitlines(keepends=True)[:-1])),
+    "unknown_intent": lambda d: edit_line(SNIPS(d) / "train" / "label", 2, "OrderPizza"),
+    "bad_bio": lambda d: edit_line(SNIPS(d) / "train" / "seq.out", 1, "O X-entity_name I-entity_name I-entity_name O O "
+                                                                        "B-playlist I-playlist O"),
+    "empty_sentence": lambda d: (edit_line(SNIPS(d) / "train" / "seq.in", 4, ""),
+                                 edit_line(SNIPS(d) / "train" / "seq.out", 4, "")),
+    "one_word_and_no_rationale": lambda d: (edit_line(SNIPS(d) / "train" / "seq.in", 5, "weather"),
+                                            edit_line(SNIPS(d) / "train" / "seq.out", 5, "O"),
+                                            edit_line(SNIPS(d) / "train" / "seq.in", 6, "zzz"),
+                                            edit_line(SNIPS(d) / "train" / "seq.out", 6, "O")),
+    "esnli_truncated": lambda d: ESNLI_TRAIN(d).write_text(ESNLI_TRAIN(d).read_text()[:-30]),
+    "esnli_label": lambda d: edit_line(ESNLI_TRAIN(d), 2, json.dumps({"premise": "a b", "hypothesis": "c d",
+                                                                      "label": "maybe"})),
+    "esnli_number": lambda d: edit_line(ESNLI_TRAIN(d), 2, json.dumps({"premise": 5, "hypothesis": "c d",
+                                                                       "label": "neutral"})),
+    "esnli_not_object": lambda d: edit_line(ESNLI_TRAIN(d), 3, "[1, 2]"),
+    "esnli_bad_utf8": lambda d: put_bytes(ESNLI_TRAIN(d), 2, b'{"premise": "a \xff b", "hypothesis": "c", "label": "neutral"}'),
+    "sst2_label": lambda d: edit_line(d / "sst2" / "stsa.binary.train", 2, "2 a fine film"),
+    "sst2_empty": lambda d: edit_line(d / "sst2" / "stsa.binary.train", 3, "1 "),
+    "sst2_bom": lambda d: prepend_bytes(d / "sst2" / "stsa.binary.train", b"\xef\xbb\xbf"),
+    "sst2_bad_utf8": lambda d: put_bytes(d / "sst2" / "stsa.binary.dev", 2, b"1 caf\xe9 is good"),
+    "imdb_label_pos": lambda d: edit_line(d / "imdb" / "imdb_train.jsonl", 2, json.dumps({"id": "x", "text": "good",
+                                                                                          "label": "pos"})),
+    "imdb_label_bool": lambda d: edit_line(d / "imdb" / "imdb_test.jsonl", 1, json.dumps({"id": "x", "text": "good",
+                                                                                          "label": True})),
+    "imdb_truncated": lambda d: (d / "imdb" / "imdb_test.jsonl").write_text(
+        (d / "imdb" / "imdb_test.jsonl").read_text()[:-20]),
+    "eraser_doc_bad_utf8": lambda d: put_bytes(next((d / "eraser_movies" / "docs").glob("test_0*")), 1, b"i saw \xff it"),
+    "eraser_bad_offsets": lambda d: edit_line(d / "eraser_movies" / "val.jsonl", 1, json.dumps(
+        {"annotation_id": "val_0.txt", "classification": "POS", "evidences": [[{"start_token": "a", "end_token": 2}]]})),
+    "eraser_missing_doc": lambda d: edit_line(d / "eraser_movies" / "train.jsonl", 1, json.dumps(
+        {"annotation_id": "nope.txt", "classification": "POS", "evidences": []})),
+}
+
+
+# ---------------------------------------------------------------------------------------------- the table
+E, OK = "error", "ok"
+U_FAST = ["--max-epochs", "1", "--eval-batch-size", "64"]
+ROWS = [  # (id, script, args, corruption, expected, what the message or the results must show)
+    # ---- UIMER-IM: flags
+    ("im-batch0", "im", ["--batch-size", "0"], "none", E, "--batch-size"),
+    ("im-evalbatch0", "im", ["--eval-batch-size", "0"], "none", E, "--eval-batch-size"),
+    ("im-epochs0", "im", ["--max-epochs", "0"], "none", E, "--max-epochs"),
+    ("im-dropout2", "im", ["--dropout", "2"], "none", E, "--dropout"),
+    ("im-dropout-neg", "im", ["--dropout", "-0.1"], "none", E, "--dropout"),
+    ("im-lr-nan", "im", ["--lr", "nan"], "none", E, "--lr"),
+    ("im-lr-inf", "im", ["--lr", "inf"], "none", E, "--lr"),
+    ("im-lr0", "im", ["--lr", "0"], "none", E, "--lr"),
+    ("im-lower-bound-neg", "im", ["--lower-bound", "-1"], "none", E, "--lower-bound"),
+    ("im-lower-bound-1", "im", ["--lower-bound", "1"], "none", E, "--lower-bound"),
+    ("im-seed-overflow", "im", ["--seed", "99999999999999999999999"], "none", E, "--seed"),
+    ("im-seed-neg", "im", ["--seed", "-1"], "none", E, "--seed"),
+    ("im-seeds-dup", "im", ["--seeds", "55,55"], "none", E, "distinct"),
+    ("im-seeds-text", "im", ["--seeds", "1,x"], "none", E, "--seeds"),
+    ("im-num-samples0", "im", ["--num-samples", "0"], "none", E, "--num-samples"),
+    ("im-epsilon-inf", "im", ["--epsilon", "inf"], "none", E, "--epsilon"),
+    ("im-epsilon-neg", "im", ["--epsilon", "-1"], "none", E, "--epsilon"),
+    ("im-alpha-nan", "im", ["--alpha", "nan"], "none", E, "--alpha"),
+    ("im-patience-neg", "im", ["--patience", "-1"], "none", E, "--patience"),
+    ("im-maxlen1", "im", ["--max-len", "1"], "none", E, "--max-len"),
+    ("im-maxlen-huge", "im", ["--max-len", "100000"], "none", E, "position limit of 512"),
+    ("im-shots0", "im", ["--shots", "0"], "none", E, "--shots"),
+    ("im-shots-text", "im", ["--shots", "x"], "none", E, "--shots"),
+    ("im-trainsize0", "im", ["--task", "nli", "--train-size", "0"], "none", E, "--train-size"),
+    ("im-warmup-neg", "im", ["--warmup-epochs", "-1"], "none", E, "--warmup-epochs"),
+    ("im-warmup-word", "im", ["--warmup-epochs", "soon"], "none", E, "--warmup-epochs"),
+    ("im-warmupfrac1", "im", ["--warmup-fraction", "1"], "none", E, "--warmup-fraction"),
+    ("im-warmupfrac-nan", "im", ["--warmup-fraction", "nan"], "none", E, "--warmup-fraction"),
+    ("im-ratfrac0", "im", ["--max-rationale-fraction", "0"], "none", E, "--max-rationale-fraction"),
+    ("im-mlm-steps0", "im", ["--mlm-adapt-steps", "0"], "none", E, "--mlm-adapt-steps"),
+    ("im-maxeval0", "im", ["--max-eval-examples", "0"], "none", E, "--max-eval-examples"),
+    ("im-device", "im", ["--device", "tpu"], "none", E, "--device"),
+    ("im-strategy", "im", ["--strategy", "lime"], "none", E, "invalid choice"),
+    ("im-flag", "im", ["--lambda", "1"], "none", E, "unrecognized"),
+    ("im-outdir-file", "im", ["--out-dir", "{file}/runs"], "none", E, "--out-dir"),
+    ("im-datadir", "im", ["--data-dir", "{tmp}/nowhere"], "none", E, "--data-dir"),
+    ("im-shots-pool", "im", ["--shots", "5"], "none", E, "--allow-smaller"),
+    ("im-nli-pool", "im", ["--task", "nli", "--train-size", "100000"], "none", E, "--allow-smaller"),
+    # ---- UIMER-IM: data
+    ("im-bom-seq", "im", U_FAST, "bom_seq_in", E, "seq.in:1: starts with a UTF-8 byte-order mark"),
+    ("im-utf8", "im", U_FAST, "bad_utf8_seq_in", E, "seq.in:3: not valid UTF-8"),
+    ("im-lines", "im", U_FAST, "seq_out_short", E, "seq.in has 14 lines, seq.out 13"),
+    ("im-intent", "im", U_FAST, "unknown_intent", E, "label:2: unknown intent label 'OrderPizza'"),
+    ("im-bio", "im", U_FAST, "bad_bio", E, "seq.out:1: malformed BIO tag 'X-entity_name'"),
+    ("im-empty", "im", U_FAST, "empty_sentence", E, "seq.in:4: empty sentence"),
+    ("im-esnli-trunc", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_truncated", E,
+     "esnli_train_first1000_highlights.jsonl:12: malformed JSON"),
+    ("im-esnli-label", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_label", E, ":2: unknown label 'maybe'"),
+    ("im-esnli-number", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_number", E,
+     ":2: field 'premise' must be str"),
+    ("im-esnli-array", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_not_object", E,
+     ":3: expected a JSON object"),
+    ("im-esnli-utf8", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_bad_utf8", E, ":2: not valid UTF-8"),
+    # ---- UIMER-IM: legitimate edge cases (exit 0, counted)
+    ("im-bom-labels", "im", U_FAST, "bom_label_file", OK, "n_train=7"),
+    ("im-edge-words", "im", ["--shots", "full", *U_FAST], "one_word_and_no_rationale", OK, "only_rationale>=1,without_rationale>=1"),
+    ("im-allow-smaller", "im", ["--shots", "5", "--allow-smaller", *U_FAST], "none", OK, "shortfall"),
+    # ---- UIMER-GB
+    ("gb-guard0", "gb", ["--variant", "huang", "--order", "--guard", "0"], "none", E, "--guard"),
+    ("gb-guard-nan", "gb", ["--guard", "nan"], "none", E, "--guard"),
+    ("gb-warmup-neg", "gb", ["--warmup-epochs", "-1"], "none", E, "--warmup-epochs"),
+    ("gb-alpha-inf", "gb", ["--alpha", "inf"], "none", E, "--alpha"),
+    ("gb-alpha-nan", "gb", ["--alpha", "nan"], "none", E, "--alpha"),
+    ("gb-lr-inf", "gb", ["--lr", "inf"], "none", E, "--lr"),
+    ("gb-gate-ghaeini", "gb", ["--gate"], "none", E, "--variant huang"),
+    ("gb-variant", "gb", ["--variant", "smith"], "none", E, "invalid choice"),
+    ("gb-batch0", "gb", ["--batch-size", "0"], "none", E, "--batch-size"),
+    ("gb-epochs0", "gb", ["--max-epochs", "0"], "none", E, "--max-epochs"),
+    ("gb-seeds-dup", "gb", ["--seeds", "1,1"], "none", E, "distinct"),
+    ("gb-dropout5", "gb", ["--dropout", "5"], "none", E, "--dropout"),
+    ("gb-patience-neg", "gb", ["--patience", "-1"], "none", E, "--patience"),
+    ("gb-maxlen-huge", "gb", ["--max-len", "100000"], "none", E, "position limit"),
+    ("gb-nonfinite", "gb", ["--variant", "huang", "--lr", "1e30", "--max-epochs", "3"], "none", E, "non-finite loss"),
+    ("gb-wrt", "gb", ["--wrt", "embeddings"], "none", E, "invalid choice"),
+    # ---- UIMER-DM
+    ("dm-kl-nan", "dm", ["--kl-margin", "nan"], "none", E, "--kl-margin"),
+    ("dm-kl-neg", "dm", ["--kl-margin", "-1"], "none", E, "--kl-margin"),
+    ("dm-lambda-lr-neg", "dm", ["--lambda-lr", "-1"], "none", E, "--lambda-lr"),
+    ("dm-lambda-lr0", "dm", ["--lambda-lr", "0"], "none", E, "--lambda-lr"),
+    ("dm-lambda-max-neg", "dm", ["--lambda-max", "-1"], "none", E, "--lambda-max"),
+    ("dm-rounds0", "dm", ["--schedule", "multi-round", "--rounds", "0"], "none", E, "--rounds"),
+    ("dm-rounds-onepass", "dm", ["--rounds", "3"], "none", E, "multi-round"),
+    ("dm-warmup-word", "dm", ["--warmup-epochs", "later"], "none", E, "--warmup-epochs"),
+    ("dm-ext-epochs-neg", "dm", ["--extractor-epochs", "-1"], "none", E, "--extractor-epochs"),
+    ("dm-lr-ext0", "dm", ["--lr-extractor", "0"], "none", E, "--lr-extractor"),
+    ("dm-guard0", "dm", ["--guard", "0"], "none", E, "--guard"),
+    ("dm-warmup-patience-neg", "dm", ["--warmup-patience", "-1"], "none", E, "--warmup-patience"),
+    ("dm-warmup-max0", "dm", ["--warmup-max-epochs", "0"], "none", E, "--warmup-max-epochs"),
+    ("dm-l0", "dm", ["--l0", "sqrt"], "none", E, "invalid choice"),
+    ("dm-schedule", "dm", ["--schedule", "two-pass"], "none", E, "invalid choice"),
+    ("dm-alpha-nan", "dm", ["--alpha", "nan"], "none", E, "--alpha"),
+    ("dm-lr-inf", "dm", ["--lr", "inf"], "none", E, "--lr"),
+    ("dm-utf8", "dm", U_FAST, "bad_utf8_seq_in", E, "seq.in:3: not valid UTF-8"),
+    ("dm-edge-words", "dm", ["--shots", "full", "--warmup-epochs", "1", "--extractor-epochs", "1", *U_FAST],
+     "one_word_and_no_rationale",
+     OK, "only_rationale>=1,without_rationale>=1"),
+    # ---- REGEX: flags
+    ("rx-lambda-g-nan", "rx", ["--lambda-g", "nan"], "none", E, "--lambda-g"),
+    ("rx-lambda-v-neg", "rx", ["--lambda-v", "-1"], "none", E, "--lambda-v"),
+    ("rx-lambda-e-inf", "rx", ["--lambda-e", "inf"], "none", E, "--lambda-e"),
+    ("rx-vat-eps-inf", "rx", ["--vat-eps", "inf"], "none", E, "--vat-eps"),
+    ("rx-vat-xi0", "rx", ["--vat-xi", "0"], "none", E, "--vat-xi"),
+    ("rx-vat-iters0", "rx", ["--vat-iters", "0"], "none", E, "--vat-iters"),
+    ("rx-mask0", "rx", ["--mask-ratio", "0"], "none", E, "--mask-ratio"),
+    ("rx-mask1", "rx", ["--mask-ratio", "1"], "none", E, "--mask-ratio"),
+    ("rx-ig0", "rx", ["--ig-steps", "0"], "none", E, "--ig-steps"),
+    ("rx-warmup-nan", "rx", ["--warmup-ratio", "nan"], "none", E, "--warmup-ratio"),
+    ("rx-warmup1", "rx", ["--warmup-ratio", "1"], "none", E, "--warmup-ratio"),
+    ("rx-ratio0", "rx", ["--rationale-ratio", "0"], "none", E, "--rationale-ratio"),
+    ("rx-ratio15", "rx", ["--rationale-ratio", "1.5"], "none", E, "--rationale-ratio"),
+    ("rx-aopc-text", "rx", ["--aopc-ratios", "0.1,x"], "none", E, "--aopc-ratios"),
+    ("rx-aopc-zero", "rx", ["--aopc-ratios", "0,0.5"], "none", E, "--aopc-ratios"),
+    ("rx-aopc-dup", "rx", ["--aopc-ratios", "0.1,0.1"], "none", E, "--aopc-ratios"),
+    ("rx-attr-lime", "rx", ["--attributions", "random,lime"], "none", E, "--attributions"),
+    ("rx-attr-empty", "rx", ["--attributions", ""], "none", E, "--attributions"),
+    ("rx-plaus0", "rx", ["--plausibility-size", "0"], "none", E, "--plausibility-size"),
+    ("rx-train0", "rx", ["--train-size", "0"], "none", E, "--train-size"),
+    ("rx-train-pool", "rx", ["--train-size", "100000"], "none", E, "--allow-smaller"),
+    ("rx-dev0", "rx", ["--dev-size", "0"], "none", E, "--dev-size"),
+    ("rx-test0", "rx", ["--test-size", "0"], "none", E, "--test-size"),
+    ("rx-maxlen-huge", "rx", ["--task", "movies", "--max-len", "100000"], "none", E, "position limit"),
+    ("rx-maxlen4", "rx", ["--max-len", "4"], "none", E, "--max-len"),
+    ("rx-evalonly", "rx", ["--evaluate-only"], "none", E, "--checkpoint"),
+    ("rx-ckpt-bytes", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/junk.pt"], "none", E, "cannot be loaded as weights"),
+    ("rx-ckpt-pickle", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/evil.pt"], "none", E, "holds objects other"),
+    ("rx-ckpt-missing", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/none"], "none", E, "not found"),
+    ("rx-lr-nan", "rx", ["--lr", "nan"], "none", E, "--lr"),
+    ("rx-seeds-dup", "rx", ["--seeds", "1,2,1"], "none", E, "distinct"),
+    ("rx-igrows0", "rx", ["--ig-max-rows", "0"], "none", E, "--ig-max-rows"),
+    ("rx-egt-start-neg", "rx", ["--egt-start", "-1"], "none", E, "--egt-start"),
+    ("rx-subsample-neg", "rx", ["--subsample-seed", "-2"], "none", E, "--subsample-seed"),
+    ("rx-task", "rx", ["--task", "yelp"], "none", E, "invalid choice"),
+    ("rx-nonfinite", "rx", ["--no-egt", "--lr", "1e30", "--max-epochs", "2", "--train-size", "12"], "none", E,
+     "non-finite loss"),
+    # ---- REGEX: data
+    ("rx-sst2-label", "rx", [], "sst2_label", E, "stsa.binary.train:2: expected '<0|1> <sentence>'"),
+    ("rx-sst2-empty", "rx", [], "sst2_empty", E, "stsa.binary.train:3: empty text"),
+    ("rx-sst2-bom", "rx", [], "sst2_bom", E, "stsa.binary.train:1: starts with a UTF-8 byte-order mark"),
+    ("rx-sst2-utf8", "rx", [], "sst2_bad_utf8", E, "stsa.binary.dev:2: not valid UTF-8"),
+    ("rx-imdb-pos", "rx", ["--task", "imdb"], "imdb_label_pos", E, "imdb_train.jsonl:2: field 'label' must be int"),
+    ("rx-imdb-bool", "rx", ["--task", "imdb"], "imdb_label_bool", E, "imdb_test.jsonl:1: field 'label' must be int"),
+    ("rx-imdb-trunc", "rx", ["--task", "imdb"], "imdb_truncated", E, "imdb_test.jsonl:12: malformed JSON"),
+    ("rx-eraser-utf8", "rx", ["--task", "movies"], "eraser_doc_bad_utf8", E, "not valid UTF-8"),
+    ("rx-eraser-offsets", "rx", ["--task", "movies"], "eraser_bad_offsets", E, "val.jsonl:1: evidences must be"),
+    ("rx-eraser-doc", "rx", ["--task", "movies"], "eraser_missing_doc", E, "train.jsonl:1: document 'nope.txt' missing"),
+    # ---- REGEX: edge cases
+    ("rx-allow-smaller", "rx", ["--train-size", "100000", "--allow-smaller", "--no-egt", "--no-vat", "--max-epochs", "1",
+                                "--attributions", "random", "--no-randomization"], "none", OK, "shortfall"),
+    # ---- SMaT
+    ("sm-ig0", "sm", ["--ig-steps", "0"], "none", E, "--ig-steps"),
+    ("sm-ig1", "sm", ["--ig-steps", "1"], "none", E, "--ig-steps"),
+    ("sm-num0", "sm", ["--num-examples", "0"], "none", E, "--num-examples"),
+    ("sm-beta-nan", "sm", ["--explainer", "attention_all", "--beta", "nan"], "none", E, "--beta"),
+    ("sm-beta-neg", "sm", ["--beta", "-1"], "none", E, "--beta"),
+    ("sm-beta0-smat", "sm", ["--setup", "smat", "--beta", "0"], "none", E, "--beta must be > 0"),
+    ("sm-metalr-inf", "sm", ["--setup", "smat", "--meta-lr", "inf"], "none", E, "--meta-lr"),
+    ("sm-metalr0", "sm", ["--meta-lr", "0"], "none", E, "--meta-lr"),
+    ("sm-lr-nan", "sm", ["--lr", "nan"], "none", E, "--lr"),
+    ("sm-epochs0", "sm", ["--setup", "teacher", "--max-epochs", "0"], "none", E, "--max-epochs"),
+    ("sm-maxtest-neg", "sm", ["--max-test-examples", "-1"], "none", E, "--max-test-examples"),
+    ("sm-maxvalid0", "sm", ["--max-valid-examples", "0"], "none", E, "--max-valid-examples"),
+    ("sm-teachersize0", "sm", ["--setup", "teacher", "--teacher-train-size", "0"], "none", E, "--teacher-train-size"),
+    ("sm-splits2", "sm", ["--imdb-split-sizes", "1,2"], "none", E, "--imdb-split-sizes"),
+    ("sm-splits0", "sm", ["--imdb-split-sizes", "0,1,2"], "none", E, "--imdb-split-sizes"),
+    ("sm-headcoeffs-missing", "sm", ["--setup", "plausibility", "--head-coeffs", "{tmp}/none.csv"], "none", E,
+     "--head-coeffs"),
+    ("sm-seeds-dup", "sm", ["--seeds", "0,0"], "none", E, "--seeds"),
+    ("sm-batch0", "sm", ["--batch-size", "0"], "none", E, "--batch-size"),
+    ("sm-patience-neg", "sm", ["--patience", "-1"], "none", E, "--patience"),
+    ("sm-maxlen-huge", "sm", ["--setup", "teacher", "--max-len", "100000"], "none", E, "position limit"),
+    ("sm-setup", "sm", ["--setup", "pupil"], "none", E, "invalid choice"),
+    ("sm-explainer", "sm", ["--explainer", "lime"], "none", E, "invalid choice"),
+    ("sm-maxdocs0", "sm", ["--max-docs", "0"], "none", E, "--max-docs"),
+    ("sm-warmup-neg", "sm", ["--warmup-steps", "-5"], "none", E, "--warmup-steps"),
+    ("sm-teacher-bytes", "sm", ["--teacher-dir", "{tmp}/junk-teacher"], "none", E, "cannot be loaded as weights"),
+    ("sm-teacher-json", "sm", ["--teacher-dir", "{tmp}/bad-json-teacher"], "none", E, "teacher.json"),
+    ("sm-no-teacher", "sm", ["--teacher-dir", "{tmp}/no-teacher"], "none", E, "no trained teacher"),
+    ("sm-pool", "sm", ["--teacher-dir", "{teacher}", "--num-examples", "1000"], "none", E, "larger than the student pool"),
+    ("sm-headcoeffs-nan", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
+                                 "{tmp}/nan_coeffs.csv"], "none", E, "phi is not a finite number"),
+    ("sm-headcoeffs-count", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
+                                   "{tmp}/short_coeffs.csv"], "none", E, "head coefficients, but"),
+    ("sm-plaus-maxlen", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--max-len", "100000"], "none",
+     E, "position limit"),
+    ("sm-plaus-edge", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--explainer", "gradient_l2",
+                             "--eraser-split", "test"], "none", OK, "plausibility_docs"),
+]
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model):
+    """A tiny teacher (trained once), junk checkpoints and coefficient files shared by the rows."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    data = root / "data"
+    write_tiny_imdb(data)
+    write_tiny_eraser(data)
+    teacher = sm.main(sm.parse_args(["--setup", "teacher", "--task", "imdb", "--data-dir", str(data), "--out-dir",
+                                     str(root / "runs"), "--imdb-split-sizes", "40,10,20", "--max-len", "24",
+                                     "--model", tiny_model, "--max-epochs", "1", "--warmup-steps", "0"]))
+    (root / "junk.pt").write_bytes(os.urandom(300))
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {root / 'pwned'}",))
+    (root / "evil.pt").write_bytes(pickle.dumps({"state_dict": Payload()}))
+    for name, content in (("junk-teacher", None), ("bad-json-teacher", "{not json")):
+        d = root / name
+        d.mkdir()
+        (d / "teacher.pt").write_bytes(os.urandom(300))
+        (d / "teacher.json").write_text(content or json.dumps({"model": tiny_model, "task": "imdb", "max_len": 24}))
+    (root / "nan_coeffs.csv").write_text("layer,head,phi,lambda\n0,0,0.5,0.5\n0,1,nan,0\n1,0,0.5,0.5\n1,1,0,0\n")
+    (root / "short_coeffs.csv").write_text("layer,head,phi,lambda\n0,0,0.5,0.5\n")
+    (root / "a_file").write_text("x")
+    return {"root": root, "teacher": teacher["dir"], "smat_data": data}
+
+
+def make_data(kind: str, tmp: Path, world) -> Path:
+    d = tmp / "data"
+    write_tiny_snips(d)
+    write_tiny_esnli(d)
+    write_tiny_text_data(d)
+    if kind == "sm":
+        d = world["smat_data"]
+    return d
+
+
+def call(script: str, argv: list[str], capfd) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of the script's cli() in this process, stderr captured at the file descriptor."""
+    capfd.readouterr()
+    try:
+        code = SCRIPTS[script].cli(argv)
+    except SystemExit as e:  # argparse errors exit through SystemExit(2)
+        code = e.code
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_row(row, world, tiny_model, tmp_path, capfd):
+    rid, script, args, corruption, expected, want = row
+    data = make_data(script, tmp_path, world)
+    if script != "sm":
+        CORRUPT[corruption](data)
+    fill = {"tmp": str(world["root"]), "file": str(world["root"] / "a_file"), "teacher": world["teacher"]}
+    args = [a.format(**fill) for a in args]
+    out_dir = tmp_path / "runs"
+    base = ["--data-dir", str(data), "--out-dir", str(out_dir), "--model", tiny_model, "--device", "cpu"]
+    if script == "sm":
+        base += ["--imdb-split-sizes", "40,10,20", "--max-len", "24"]
+    argv = base + args  # argparse keeps the last value: a row's own --data-dir / --out-dir / --max-len wins
+    code, out, err = call(script, argv, capfd)
+    lines = [line for line in err.splitlines() if line.strip()]
+    if expected == E:
+        assert code == 2, f"{rid}: exit {code}\n{err[-2000:]}"
+        assert len(lines) == 1 and "Traceback" not in err, f"{rid}: stderr has {len(lines)} lines:\n{err[-2000:]}"
+        assert want in lines[0], f"{rid}: {want!r} not in {lines[0]!r}"
+        assert not list(out_dir.rglob("results.json")), f"{rid}: results.json written despite the error"
+    else:
+        assert code == 0, f"{rid}: exit {code}\n{err[-2000:]}"
+        res = [json.loads(p.read_text()) for p in out_dir.rglob("results.json")]
+        assert res, rid
+        r = res[0]
+        if want == "shortfall":
+            assert r["shortfall"], r
+        elif want == "n_train=7":
+            assert r["n_train"] == 7
+        elif want.startswith("only_rationale"):
+            st = r["rationale_stats"]
+            assert st["n_only_rationale"] >= 1 and st["n_without_rationale"] >= 1, st
+            assert r["n_skipped_by_L_int"] >= 2
+        elif want == "plausibility_docs":  # one of the three documents has no evidence: skipped and counted
+            assert r["auc"]["gradient_l2"]["n_docs"] == 2 and r["n_docs"] == 3
+    assert not (world["root"] / "pwned").exists()
+
+
+# ---------------------------------------------------------------------------------------------- as real processes
+@pytest.mark.slow
+@pytest.mark.parametrize("script,args", [("uimer_im.py", ["--batch-size", "0"]), ("uimer_gb.py", ["--alpha", "nan"]),
+                                         ("uimer_dm.py", ["--kl-margin", "inf"]), ("regex_robust.py", ["--ig-steps", "0"]),
+                                         ("smat_jax_free.py", ["--num-examples", "0"])])
+def test_bad_flags_as_real_processes(script, args, tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / script), *args, "--out-dir", str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.startswith(f"{script}: error: ") and not list(tmp_path.rglob("results.json"))
+
+
+def test_every_flag_declares_its_domain():
+    """Every numeric or string flag of every script declares a domain (or its choices); bools need none."""
+    import dataclasses
+    for name, mod in SCRIPTS.items():
+        for f in dataclasses.fields(mod.Args):
+            meta = f.metadata
+            if str(f.type).startswith("bool"):
+                continue
+            assert meta.get("domain") is not None or meta.get("choices") is not None, f"{name}: --{f.name}"
+
+
+@pytest.mark.parametrize("script,flag", [("im", "--num-samples"), ("sm", "--ig-steps"), ("sm", "--num-examples")])
+def test_an_explicit_zero_reaches_validation(script, flag, capfd):
+    """`x or default` would turn an explicit 0 into the default: the 0 must reach validation and be refused."""
+    code, _, err = call(script, [flag, "0", "--device", "cpu"], capfd)
+    assert code == 2 and flag in err and "got 0" in err
+
+
+def test_help_shows_the_domain_of_every_numeric_flag(capfd):
+    for name, mod in SCRIPTS.items():
+        with pytest.raises(SystemExit):
+            mod.parse_args(["-h"])
+        text = " ".join(capfd.readouterr().out.split())
+        assert "an integer >= 1" in text and "a finite number" in text, name

@@ -16,6 +16,7 @@ import copy
 import ctypes
 import ctypes.util
 import dataclasses
+import gzip
 import json
 import math
 import os
@@ -149,15 +150,20 @@ def keep_freed_memory() -> bool:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a temp file in the same directory, then rename: a crash never leaves half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to a temp file in the same directory, then rename (mode 0644)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -221,26 +227,38 @@ def progress(iterable: Iterable, **kw):
 DATA_LAYOUTS = {
     "snips": ("snips/{train,dev,test}/{seq.in,seq.out,label} (JointBERT format: words, BIO tags, intent per line)",
               "https://github.com/monologg/JointBERT/tree/master/data/snips"),
-    "esnli": ("esnli/train_sample_highlights/esnli_train_first1000_highlights.jsonl, esnli/esnli_{dev,test}.jsonl",
+    "esnli": ("esnli/train_sample_highlights/esnli_train_first1000_highlights.jsonl, esnli/esnli_{dev,test}.jsonl[.gz]",
               "https://github.com/OanaMariaCamburu/e-SNLI (dataset/) and Chord-Chen-30/UIMER data/eSNLI/view_data.txt"),
     "imdb": ("imdb/imdb_{train,test}.jsonl (id, text, label)", "https://ai.stanford.edu/~amaas/data/sentiment/"),
     "eraser_movies": ("eraser_movies/{train,val,test}.jsonl + eraser_movies/docs/<docid>",
                       "https://www.eraserbenchmark.com/ (movies.tar.gz)"),
 }
+FETCHABLE = ("imdb", "eraser_movies", "mlqe_pe")  # large datasets kept out of the repository: data/fetch.py gets them
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"  # the small datasets the defaults need ship here
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
-    """--data-dir, else $DATA_DIR, else ./data."""
-    return Path(data_dir or os.environ.get("DATA_DIR") or "data")
+    """--data-dir, else $DATA_DIR, else the data/ folder beside common.py (the vendored datasets), else ./data."""
+    if data_dir or os.environ.get("DATA_DIR"):
+        return Path(data_dir or os.environ["DATA_DIR"])
+    return DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("data")
 
 
 def dataset_dir(data_dir: Path, name: str) -> Path:
     d = Path(data_dir) / name
     if not d.is_dir():
         layout, source = DATA_LAYOUTS[name]
+        get = (f"; download it with `python data/fetch.py {name} --to {data_dir}` (see README, Data)"
+               if name in FETCHABLE else "")
         raise UsageError(f"dataset '{name}' not found at {d}; expected {Path(data_dir) / layout} "
-                         f"(public source: {source}); point --data-dir or DATA_DIR at the folder holding '{name}/'")
+                         f"(public source: {source}){get}; or point --data-dir or DATA_DIR at the folder holding "
+                         f"'{name}/'")
     return d
+
+
+def first_existing(*paths: Path) -> Path:
+    """The first of `paths` that is a file (else the first, so that the error names it)."""
+    return next((p for p in paths if p.is_file()), paths[0])
 
 
 def _need(path: Path) -> Path:
@@ -273,7 +291,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     try:
         ds = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as e:  # datasets wraps JSON errors in several exception types
-        for i, line in enumerate(open(path), 1):  # find the offending line for the message
+        opener = gzip.open if path.suffix == ".gz" else open
+        for i, line in enumerate(opener(path, "rt"), 1):  # find the offending line for the message
             try:
                 json.loads(line)
             except json.JSONDecodeError:
@@ -345,7 +364,7 @@ def read_esnli(data_dir: Path, split: str) -> list[dict]:
     if split == "train":
         path = d / "train_sample_highlights" / "esnli_train_first1000_highlights.jsonl"
     elif split in ("dev", "test"):
-        path = d / f"esnli_{split}.jsonl"
+        path = first_existing(d / f"esnli_{split}.jsonl", d / f"esnli_{split}.jsonl.gz")
     else:
         raise UsageError(f"unknown e-SNLI split {split!r}")
     rows = _read_jsonl(path)
@@ -496,7 +515,7 @@ IC_KEYWORDS = {
     "SearchScreeningEvent": ["movie", "movies", "find", "theatres", "cinema", "cinemas", "film", "films", "show"],
 }
 
-# SF: the 28 regular expressions of UIMER Table 5 (lower), as ../shared/notes/regexes_sf.json holds them,
+# SF: the 28 regular expressions of UIMER Table 5 (lower), as the original code ships them (tests/fixtures/regexes_sf.json),
 # except no. 28, whose `\bhere` the original wrote in a non-raw string (a backspace, never matching); here
 # it is the word boundary the paper prints. Groups named rationale* mark rationale words, none* context.
 SF_REGEXES = [
@@ -829,42 +848,46 @@ def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: 
     return opt, sched
 
 
-def evaluate(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict:
-    """Task metric without gradients: accuracy (ic, nli) or span F1 (sf, seqeval default = conlleval)."""
-    model.eval()
-    preds, golds = [], []
-    with torch.inference_mode():
-        for batch in eval_batches:
-            scores = model(batch)
-            p = model.predict(scores, batch)
-            if model.task == "sf":
-                for b, seq in enumerate(p):
-                    n = int(batch["word_mask"][b].sum())
-                    preds.append([label_names[t] for t in seq[:n]])
-                    golds.append([label_names[t] for t in batch["tags"][b, :n].tolist()])
-            else:
-                preds.extend(p)
-                golds.extend(batch["label"].tolist())
-    if model.task == "sf":
-        return {"f1": span_f1(golds, preds)}
-    return {"accuracy": accuracy(golds, preds)}
-
-
-def per_example_correct(model: TaskModel, eval_batches: Sequence[dict]) -> dict[int, bool]:
-    """example index -> prediction correct (classification) or whole tag sequence correct (sf)."""
+def predictions(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict[int, dict]:
+    """example index -> {gold, pred, p_gold} without gradients: label names (ic, nli) or tag sequences over the
+    example's words (sf); p_gold = the model's probability of the gold label, or of the gold tag sequence (CRF)."""
     model.eval()
     out = {}
     with torch.inference_mode():
         for batch in eval_batches:
             scores = model(batch)
-            p = model.predict(scores, batch)
+            pred = model.predict(scores, batch)
+            p_gold = model.gold_log_likelihood(scores, batch).exp().tolist()
             for b, i in enumerate(batch["index"].tolist()):
                 if model.task == "sf":
                     n = int(batch["word_mask"][b].sum())
-                    out[i] = list(p[b][:n]) == batch["tags"][b, :n].tolist()
+                    gold, hat = batch["tags"][b, :n].tolist(), pred[b][:n]
+                    out[i] = {"gold": [label_names[t] for t in gold], "pred": [label_names[t] for t in hat]}
                 else:
-                    out[i] = p[b] == int(batch["label"][b])
+                    out[i] = {"gold": label_names[int(batch["label"][b])], "pred": label_names[pred[b]]}
+                out[i]["p_gold"] = p_gold[b]
     return out
+
+
+def evaluate(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict:
+    """Task metric: accuracy (ic, nli) or span F1 (sf, seqeval default = conlleval); plus `predictions`, the rows
+    of predictions() in example order."""
+    rows = [r for _, r in sorted(predictions(model, eval_batches, label_names).items())]
+    gold, pred = [r["gold"] for r in rows], [r["pred"] for r in rows]
+    metric = {"f1": span_f1(gold, pred)} if model.task == "sf" else {"accuracy": accuracy(gold, pred)}
+    return {**metric, "predictions": rows}
+
+
+def per_example_correct(model: TaskModel, eval_batches: Sequence[dict]) -> dict[int, bool]:
+    """example index -> prediction correct (classification) or whole tag sequence correct (sf)."""
+    names = list(range(model.num_labels))
+    return {i: r["pred"] == r["gold"] for i, r in predictions(model, eval_batches, names).items()}
+
+
+def write_predictions(path: str | os.PathLike, examples: Sequence[dict], rows: Sequence[dict]) -> None:
+    """predictions.jsonl: one line per test example, in example order: {id, gold, pred, p_gold}."""
+    write_text_atomic(path, "".join(json.dumps({"id": str(e["id"]), **r}, allow_nan=False) + "\n"
+                                    for e, r in zip(examples, rows, strict=True)))
 
 
 class EarlyStopping:

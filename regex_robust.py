@@ -2,7 +2,7 @@
 
 Paper: Li, Hu, Chen, He, "Towards Faithful Explanations for Text Classification with Robustness Improvement and
 Explanation Guided Training", TrustNLP 2023, arXiv 2312.17591. Only the abstract could be read: each term follows
-the standard definition of the technique the paper names (../shared/notes/regex.md); where the paper is silent
+the standard definition of the technique the paper names (docs: regex.md); where the paper is silent
 the choice is a flag and a numbered deviation in the README. Equation numbers below are ours.
 
     python regex_robust.py --task sst2                                   # REGEX: IGR + VAT + EGT
@@ -425,12 +425,19 @@ def probs_of(clf: Classifier, ids: torch.Tensor, batch: dict) -> torch.Tensor:
     return F.softmax(clf.forward(clf.embed(ids), batch)[0], -1)
 
 
-def predict(clf: Classifier, examples: list[dict], args: Args) -> dict:
+def predict(clf: Classifier, examples: list[dict], args: Args, rows: list | None = None) -> dict:
+    """Accuracy and macro-F1; with `rows` (a list) also fills it with one {id, gold, pred, p_gold} per example,
+    in example order (for predictions.jsonl)."""
     clf.module.eval()
-    gold, pred = [], []
+    out = {}
     for b in eval_batches(examples, args, clf.pad_id):
-        pred += probs_of(clf, b["input_ids"], b).argmax(-1).tolist()
-        gold += b["label"].tolist()
+        p = probs_of(clf, b["input_ids"], b)
+        for r, (i, y) in enumerate(zip(b["index"].tolist(), b["label"].tolist())):
+            out[i] = {"gold": y, "pred": int(p[r].argmax()), "p_gold": float(p[r, y])}
+    ordered = [out[i] for i in sorted(out)]
+    if rows is not None:
+        rows.extend(ordered)
+    gold, pred = [r["gold"] for r in ordered], [r["pred"] for r in ordered]
     return {"accuracy": common.accuracy(gold, pred), "macro_f1": common.macro_f1(gold, pred)}
 
 
@@ -635,7 +642,8 @@ def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer
     """Accuracy / macro-F1 and the faithfulness table on test (and OOD), randomisation test 2 (trained vs random
     init), FRESH and plausibility when asked. Attributions are returned under `_attributions` for the seed test."""
     methods = method_list(args.attributions)
-    res = {"test": predict(clf, data["test"], args)}
+    rows: list[dict] = []
+    res = {"test": predict(clf, data["test"], args, rows), "_predictions": rows}
     attrs = attribute_all(clf, data["test"], methods, args, seed)
     res["faithfulness"] = faithfulness(clf, data["test"], attrs, args)
     if args.randomization:
@@ -723,6 +731,8 @@ def run_one_seed(args: Args, seed: int) -> dict:
     common.set_seed(seed)
     results.update(evaluate_suite(clf, data, args, seed, tokenizer))
     attrs = results.pop("_attributions")
+    common.write_predictions(run / "predictions.jsonl", sorted(data["test"], key=lambda e: e["index"]),
+                             results.pop("_predictions"))
     if args.compare_checkpoint:
         other, _ = load_checkpoint(args.compare_checkpoint, args)
         oattrs = attribute_all(as_classifier(other, tokenizer), data["test"], list(attrs), args, seed + 1)

@@ -268,32 +268,49 @@ def build_model(model_name: str, task: str) -> Model:
 # ------------------------------------------------------------------------------------------------------
 # ALGO LOGIC: head-coefficient normalisers (Sec. 4, Table 7), written in torch, twice differentiable by autograd
 # ------------------------------------------------------------------------------------------------------
-def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """argmin_{p in simplex} ||p - z||^2 (Martins & Astudillo 2016): p = [z - tau]_+ with
-    tau = (sum_{j<=k(z)} z_(j) - 1) / k(z), k(z) = max{k : 1 + k z_(k) > sum_{j<=k} z_(j)}. Autograd through
-    sort/cumsum/gather gives the Jacobian diag(s) - s s^T / |S|, and its backward is itself differentiable."""
-    zs, _ = torch.sort(z, dim=dim, descending=True)
-    cs = zs.cumsum(dim)
+def _sorted_desc(z: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """z sorted in descending order along dim, and k = 1..n shaped to broadcast against it along dim."""
     shape = [1] * z.dim()
     shape[dim] = -1
-    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype).view(shape)
-    k_z = (1 + k * zs > cs).sum(dim, keepdim=True)
-    tau = (cs.gather(dim, k_z - 1) - 1) / k_z.to(z.dtype)
-    return torch.clamp(z - tau, min=0)
+    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype, device=z.device).view(shape)
+    return torch.sort(z, dim=dim, descending=True)[0], k
+
+
+def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """argmin_{p in simplex} ||p - z||^2 (Martins & Astudillo 2016): p = [z - tau]_+ with
+    tau = (sum_{j<=k(z)} z_(j) - 1) / k(z), k(z) = max{k : 1 + k z_(k) > sum_{j<=k} z_(j)}. The sort finds the
+    support S = {i : z_i > tau} without gradient; tau = (sum_{i in S} z_i - 1) / |S| is then recomputed from z_S,
+    so autograd gives the Jacobian diag(s) - s s^T / |S| and its own derivative, also at a boundary z_i = tau
+    (i counts as outside S: zero row and column, as in the `entmax` package). Shift-invariant: z - max(z) first."""
+    z = z - z.amax(dim, keepdim=True).detach()
+    with torch.no_grad():
+        zs, k = _sorted_desc(z, dim)
+        cs = zs.cumsum(dim)
+        k_z = (1 + k * zs > cs).sum(dim, keepdim=True)
+        s = z > (cs.gather(dim, k_z - 1) - 1) / k_z  # support: z_i > tau strictly
+    tau = (torch.where(s, z, 0).sum(dim, keepdim=True) - 1) / s.sum(dim, keepdim=True)  # the same tau, from z_S
+    return torch.where(s, z - tau, 0).clamp(min=0)  # clamp: only ever a rounding-level negative
 
 
 def entmax15(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """1.5-entmax (Peters et al. 2019), exact sort algorithm: p = [z/2 - tau]_+^2."""
-    z = z / 2
-    zs, _ = torch.sort(z, dim=dim, descending=True)
-    shape = [1] * z.dim()
-    shape[dim] = -1
-    k = torch.arange(1, z.size(dim) + 1, dtype=z.dtype).view(shape)
-    mean = zs.cumsum(dim) / k
-    ss = k * ((zs ** 2).cumsum(dim) / k - mean ** 2)
-    tau = mean - torch.sqrt(torch.clamp((1 - ss) / k, min=0))
-    k_z = (tau <= zs).sum(dim, keepdim=True)
-    return torch.clamp(z - tau.gather(dim, k_z - 1), min=0) ** 2
+    """1.5-entmax (Peters et al. 2019): p = [z/2 - tau]_+^2 with tau such that sum_i p_i = 1. The exact sort
+    algorithm finds the support S = {i : z_i/2 > tau} without gradient; tau is then recomputed from z_S as the
+    smaller root of sum_{i in S} (z_i/2 - tau)^2 = 1: tau = m - sqrt((1 - ss) / |S|), m and ss the mean and sum of
+    squared deviations of z_S/2. Autograd then gives J = diag(g) - g g^T / sum(g), g = sqrt(p), and its own
+    derivative, finite also at ties and at p_i = 0 ((1 - ss) / |S| = (m - tau)^2 >= 1/|S|^2 as 0 < p_i <= 1 on S).
+    Shift-invariant: z - max(z) first."""
+    y = (z - z.amax(dim, keepdim=True).detach()) / 2
+    with torch.no_grad():
+        ys, k = _sorted_desc(y, dim)
+        mean = ys.cumsum(dim) / k
+        ss = (ys ** 2).cumsum(dim) - k * mean ** 2
+        tau = mean - torch.sqrt(torch.clamp((1 - ss) / k, min=0))
+        s = y > tau.gather(dim, (tau <= ys).sum(dim, keepdim=True) - 1)  # support: z_i/2 > tau strictly
+    n = s.sum(dim, keepdim=True)
+    mean = torch.where(s, y, 0).sum(dim, keepdim=True) / n
+    ss = torch.where(s, y - mean, 0).pow(2).sum(dim, keepdim=True)
+    tau = mean - torch.sqrt((1 - ss) / n)  # the same tau, from z_S
+    return torch.where(s, y - tau, 0) ** 2
 
 
 def normalize_heads(phi: torch.Tensor, kind: str) -> torch.Tensor:
@@ -542,7 +559,7 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
     elif args.task == "mlqe":
         def shuffled(rows):  # the original shuffles each split with RandomState(0)
             np.random.RandomState(0).shuffle(rows)
-            return [{"source": r["original"], "mt": r["translation"], "label": r["z_mean"]} for r in rows]
+            return [{"id": r["id"], "source": r["original"], "mt": r["translation"], "label": r["z_mean"]} for r in rows]
         sp = {s: shuffled(common.read_mlqe_pe(data_dir, f)) for s, f in (("train", "train"), ("valid", "dev"),
                                                                          ("test", "test"))}
     else:
@@ -573,11 +590,13 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
 def encode(rows: list, tokenizer, max_len: int) -> list[dict]:
     """Texts -> input ids (truncated to max_len; MLQE: "source <sep> translation", the tokenizer's separator)."""
     if tokenizer is None:
-        return [{"index": i, "image": r["image"], "label": r["label"]} for i, r in enumerate(rows)]
+        return [{"index": i, "id": str(r.get("id", i)), "image": r["image"], "label": r["label"]}
+                for i, r in enumerate(rows)]
     texts = [r["text"] if "text" in r else f"{r['source']} {tokenizer.sep_token} {r['mt']}" for r in rows]
     enc = tokenizer(texts, truncation=True, max_length=max_len)
-    return [{"index": i, "input_ids": ids, "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc
-             else [0] * len(ids), "label": r["label"]} for i, (ids, r) in enumerate(zip(enc["input_ids"], rows))]
+    return [{"index": i, "id": str(r.get("id", i)), "input_ids": ids, "label": r["label"],
+             "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(ids)}
+            for i, (ids, r) in enumerate(zip(enc["input_ids"], rows))]
 
 
 def collate(examples: list[dict], pad_id: int, image_size: int | None = None) -> dict:
@@ -611,18 +630,32 @@ def iterate_batches(examples: list, batch_size: int, pad_id: int, image_size: in
 # ------------------------------------------------------------------------------------------------------
 # Evaluation: teacher outputs, simulability (Eq. 1)
 # ------------------------------------------------------------------------------------------------------
-def predict(model: Model, examples: list, bs: int, pad_id: int, image_size) -> torch.Tensor:
-    """Outputs per example (in example order): argmax class (n,) or the regression output (n, 1)."""
+def predict_logits(model: Model, examples: list, bs: int, pad_id: int, image_size) -> torch.Tensor:
+    """The model's outputs (n, C) in example order, without gradients."""
     model.eval()
     res = {}
     with torch.inference_mode():
         for batch in iterate_batches(examples, bs, pad_id, image_size):
-            logits = model(batch["inputs"])["logits"]
-            y = logits.argmax(-1) if logits.size(-1) > 1 else logits
-            for i, v in zip(batch["index"].tolist(), y):
+            for i, v in zip(batch["index"].tolist(), model(batch["inputs"])["logits"]):
                 res[i] = v
         out = torch.stack([res[i] for i in range(len(examples))])
     return out.clone()  # a normal tensor (usable as a target in autograd)
+
+
+def predict(model: Model, examples: list, bs: int, pad_id: int, image_size) -> torch.Tensor:
+    """Outputs per example (in example order): argmax class (n,) or the regression output (n, 1)."""
+    logits = predict_logits(model, examples, bs, pad_id, image_size)
+    return logits.argmax(-1) if logits.size(-1) > 1 else logits
+
+
+def prediction_rows(logits: torch.Tensor, target: torch.Tensor) -> list[dict]:
+    """predictions.jsonl rows (without ids): gold = the target (the teacher's output for a student, the label for
+    the teacher), pred = the model's output, p_gold = the model's probability of the target class (None for
+    regression)."""
+    if logits.size(-1) == 1:
+        return [{"gold": float(t), "pred": float(o), "p_gold": None} for t, o in zip(target.flatten(), logits[:, 0])]
+    p = torch.softmax(logits.double(), -1)
+    return [{"gold": int(t), "pred": int(p[i].argmax()), "p_gold": float(p[i, int(t)])} for i, t in enumerate(target)]
 
 
 def simulability(student_out: torch.Tensor, teacher_out: torch.Tensor) -> float:
@@ -698,7 +731,9 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
         if stopper.stop:
             break
     stopper.restore(model)
-    test = task_metric(predict(model, data["test"], args.eval_batch_size, pad, img), gold("test"))
+    logits = predict_logits(model, data["test"], args.eval_batch_size, pad, img)
+    test = task_metric(logits.argmax(-1) if logits.size(-1) > 1 else logits, gold("test"))
+    common.write_predictions(out / "predictions.jsonl", data["test"], prediction_rows(logits, torch.tensor(gold("test"))))
     results = {"task": args.task, "valid": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
                "steps": step, "student_test_metric": test, "n_train": len(data["train"]), "dir": str(out)}
     meta = json.loads((out / "teacher.json").read_text())
@@ -880,7 +915,9 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
         if stopper.stop:
             break
     stopper.restore(holder)  # the best-valid epoch's student, S-explainer and T-explainer
-    test = simulability(predict(student, data["test"], args.eval_batch_size, pad, img), y_T["test"])
+    logits = predict_logits(student, data["test"], args.eval_batch_size, pad, img)
+    test = simulability(logits.argmax(-1) if logits.size(-1) > 1 else logits, y_T["test"])
+    common.write_predictions(run / "predictions.jsonl", data["test"], prediction_rows(logits, y_T["test"]))
     results = {"task": args.task, "setup": args.setup, "explainer": args.explainer, "seed": seed,
                "metric": "pearson" if args.task == "mlqe" else "accuracy", "test": test, "valid": stopper.best,
                "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,

@@ -470,8 +470,10 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
         model_epochs(model, ext, data, args, args.max_epochs, stopper, state, special, gen, pad, dev_batches, log, seed)
         rounds.append({**stats, "best_dev": stopper.best})
     stopper.restore(model)
-    test = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
-                           data["labels"])[metric]
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
+                             data["labels"])
+    test = scored[metric]
+    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
     results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
                "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": state["epoch"], "steps": state["step"],
                "rounds": rounds, "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),

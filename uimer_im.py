@@ -627,8 +627,10 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                 continue
             break
     stopper.restore(model)
-    test = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
-                           data["labels"])[metric]
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
+                             data["labels"])
+    test = scored[metric]
+    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
     results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
                "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "steps": step,
                "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),

@@ -1,6 +1,6 @@
 """Step time of SMaT's student steps relative to a plain student step (no explanation), measured in one run.
 
-    python bench/bench_smat.py [--data-dir ../shared/data] [--teacher-dir DIR] [--max-len 256] [--repeats 3] [--kinds smat]
+    python bench/bench_smat.py [--data-dir DIR] [--teacher-dir DIR] [--max-len 256] [--repeats 3] [--kinds smat]
                                [--no-keep-freed-memory]
 
 On one IMDB student batch (the first 32 reviews of the student pool, default MiniLM encoder): one SGD step of the

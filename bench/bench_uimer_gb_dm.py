@@ -1,7 +1,7 @@
 """Step time of UIMER-GB (each variant) and UIMER-DM (extractor step, model step) relative to a plain fine-tuning
 step on the same batch, measured in one run.
 
-    python bench/bench_uimer_gb_dm.py [--data-dir ../shared/data] [--model NAME_OR_PATH] [--repeats 5]
+    python bench/bench_uimer_gb_dm.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5]
 
 For each setting (the paper's 1-shot IC and 3-shot SF, seed 55, first training batch of 24): one optimisation step
 (forward, backward, AdamW) of L_task alone, of L_task + alpha L_int for every GB variant (one forward, a first-order

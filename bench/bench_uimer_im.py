@@ -1,6 +1,6 @@
 """Step time of UIMER-IM relative to plain fine-tuning (--alpha 0) on the same batch, measured in one run.
 
-    python bench/bench_uimer_im.py [--data-dir ../shared/data] [--model NAME_OR_PATH] [--repeats 5]
+    python bench/bench_uimer_im.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5]
 
 For each strategy: one optimisation step (forward, backward, AdamW) of L_task + alpha L_int versus one of L_task
 alone, on the first training batch of the paper's 1-shot IC and 3-shot SF settings (seed 55). Prints the median

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-D=${DATA_DIR:-../shared/data}
+D=${DATA_DIR:-data}
 SIZING="--train-size 500 --max-len 64 --ig-steps 5 --dev-size 150 --test-size 150 --seeds 1,2,3"
 if [ "${1:-}" = "--diagnostic" ]; then
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $PY regex_robust.py --task sst2 --train-size 500 --max-len 64 --ig-steps 5 \

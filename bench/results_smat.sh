@@ -5,7 +5,7 @@
 #   bash bench/results_smat.sh table    # print the table from the run directories
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=${DATA_DIR:-../shared/data}
+D=${DATA_DIR:-data}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 OUT=${OUT:-runs}

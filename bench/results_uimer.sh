@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=55,1988,12333,42
-D=${DATA_DIR:-../shared/data}
+D=${DATA_DIR:-data}
 if [ "${1:-}" != "--table" ]; then
 for setting in "ic 1" "ic 3" "sf 1" "sf 3"; do
   set -- $setting

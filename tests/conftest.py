@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny random BERT with the real (MiniLM = bert-base-uncased) vocabulary, tiny datasets
-written to a temp dir, and the path to the real offline data (../shared/data, or $DATA_DIR)."""
-import os
+written to a temp dir, the real small datasets shipped in data/, and real slices of the large ones
+(tests/fixtures/real_slices/). Nothing here reads outside the repository."""
 import sys
 from pathlib import Path
 
@@ -11,7 +11,9 @@ sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
 
-REAL_DATA = Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "data")
+REAL_DATA = ROOT / "data"  # SNIPS, SST-2 (stsa.binary) and e-SNLI, shipped with the repository
+FIXTURES = ROOT / "tests" / "fixtures"
+REAL_SLICES = FIXTURES / "real_slices"  # a few dozen real rows of IMDB, ERASER Movie Reviews, MLQE-PE
 
 
 def make_tiny_bert(path: Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
@@ -34,7 +36,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    assert REAL_DATA.is_dir(), f"real data expected at {REAL_DATA} (set DATA_DIR)"
+    assert (REAL_DATA / "snips").is_dir(), f"the shipped datasets are expected at {REAL_DATA}"
     return REAL_DATA
 
 

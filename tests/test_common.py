@@ -55,7 +55,7 @@ def test_slot_sampler_covers_every_type(tags, n, seed):
 
 
 def test_samplers_replay_the_original_subset_sizes(real_data):
-    """Sizes of the subsets the UIMER code draws (replayed in ../shared/notes/uimer.md section 2)."""
+    """Sizes of the subsets the original UIMER code draws with these seeds (replayed from its sampling code)."""
     train = common.read_snips(real_data, "train")
     intents, tags = [e["intent"] for e in train], [e["tags"] for e in train]
     want_sf = {55: (24, 57, 176), 1988: (28, 59, 167), 12333: (24, 60, 178), 42: (27, 61, 179)}
@@ -98,7 +98,7 @@ def test_sf_regexes_hand_checked(sentence, marked):
 
 
 def test_sf_regexes_match_the_notes_file():
-    notes = ROOT.parent / "shared" / "notes" / "regexes_sf.json"
+    notes = ROOT / "tests" / "fixtures" / "regexes_sf.json"
     shipped = json.loads(notes.read_text())
     assert len(shipped) == len(common.SF_REGEXES) == 28
     assert shipped[:27] == common.SF_REGEXES[:27]
@@ -132,6 +132,36 @@ def test_readers_on_real_data(real_data):
     e = tr[1]  # "A person *on* *a* *horse* *jumps* over a broken down airplane."
     assert [w for w, r in zip(e["premise"], e["premise_rationale"]) if r] == ["on", "a", "horse", "jumps"]
     assert len(common.read_esnli(real_data, "dev")) == 9842
+
+
+def test_readers_on_real_slices_of_the_large_datasets():
+    """IMDB, ERASER Movie Reviews and MLQE-PE stay outside the repository; tests/fixtures/real_slices holds a few
+    dozen of their real rows in the published layout."""
+    from conftest import REAL_SLICES
+    imdb = common.read_imdb(REAL_SLICES, "test")
+    assert len(imdb) == 24 and {e["label"] for e in imdb} == {0, 1} and "<br />" not in "".join(e["text"] for e in imdb)
+    movies = common.read_eraser_movies(REAL_SLICES, "val")
+    assert len(movies) == 6 and all(len(e["evidence"]) == len(e["words"]) for e in movies)
+    assert all(0 < sum(e["evidence"]) < len(e["words"]) for e in movies)
+    mlqe = common.read_mlqe_pe(REAL_SLICES, "dev")
+    assert len(mlqe) == 6 * 8 and [e["pair"] for e in mlqe[::8]] == list(common.MLQE_PAIRS)
+    assert all(isinstance(e["z_mean"], float) for e in mlqe)
+    text = common.read_text_task("movies", REAL_SLICES)
+    assert [len(text[s]) for s in ("train", "dev", "test")] == [6, 6, 6]
+
+
+def test_default_data_dir_is_the_shipped_data_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # any working directory
+    assert common.resolve_data_dir(None) == ROOT / "data"
+    assert common.resolve_data_dir("elsewhere") == Path("elsewhere")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    assert common.resolve_data_dir(None) == tmp_path
+
+
+def test_missing_large_dataset_names_the_fetch_command(tmp_path):
+    with pytest.raises(common.UsageError, match=r"python data/fetch.py imdb --to"):
+        common.read_imdb(tmp_path, "train")
 
 
 def test_missing_dataset_message_names_layout(tmp_path):

@@ -18,7 +18,7 @@ import common
 import smat_jax_free as sm
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "smat_jax_reference"
+FIXTURE = ROOT / "tests" / "fixtures" / "smat_jax_reference"
 
 
 # ---------------------------------------------------------------------------------------------- parity fixture
@@ -195,8 +195,9 @@ def test_sparsemax_equals_brute_force_projection_and_its_jacobian():
 
 
 def test_sparsemax_second_derivative_is_not_silently_zero():
-    """Hessian of f(sparsemax(z)) (f nonlinear) by double backward = finite difference of the gradient, and != 0
-    (the `entmax` package's backward has no graph: create_graph=True silently gives a zero second derivative)."""
+    """Hessian of f(sparsemax(z)) (f nonlinear) by double backward = finite difference of the gradient, and != 0.
+    (The `entmax` package, 1.3, gives this Hessian too; what it lacks is a usable second derivative of its entmax15:
+    its backward differentiates sqrt(p), so double backward is NaN wherever an output p_i is 0.)"""
     c = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0], dtype=torch.float64)
     f = lambda z: ((sm.sparsemax(z) ** 2) * c).sum() + torch.log1p(sm.sparsemax(z)).sum()
     z = torch.tensor([0.3, 0.25, 0.1, 0.28, -0.5], dtype=torch.float64, requires_grad=True)
@@ -223,6 +224,121 @@ def test_entmax15_equals_bisection_and_other_normalisers():
     for kind in ("sparsemax", "softmax", "entmax15"):
         assert torch.allclose(sm.normalize_heads(phi, kind), phi)  # uniform init = mean over heads
     assert torch.equal(sm.normalize_heads(torch.tensor([2.0, -1.0]), "none"), torch.tensor([2.0, -1.0]))
+
+
+def bisection_reference(z, entmax15=False):
+    """float64 sparsemax(z) = [z - tau]_+ or 1.5-entmax(z) = [z/2 - tau]_+^2 along the last dim, tau by bisection
+    on sum_i p_i = 1 (the sum falls from >= 1 at tau = max - 1 to 0 at tau = max). Returns (p, tau)."""
+    y = z.double() / 2 if entmax15 else z.double()
+    p_at = lambda t: torch.clamp(y - t, min=0) ** (2 if entmax15 else 1)
+    lo, hi = y.amax(-1, keepdim=True) - 1, y.amax(-1, keepdim=True)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        above = p_at(mid).sum(-1, keepdim=True) > 1
+        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+    return p_at(hi), hi
+
+
+def closed_form_jacobians(p, entmax15=False):
+    """sparsemax: diag(s) - s s^T / |S|, s = [p_i > 0]; 1.5-entmax: diag(g) - g g^T / sum(g), g = sqrt(p)."""
+    g = p.sqrt() if entmax15 else (p > 1e-9).double()  # quantised inputs: nonzero p_i >= 1/(4n) for sparsemax
+    return torch.diag_embed(g) - g[..., :, None] * g[..., None, :] / g.sum(-1)[..., None, None]
+
+
+def batched_jacobians(fn, z):
+    """(B, n, n) Jacobians of fn applied to each row of z (B, n): rows are independent, so d(sum_b fn(z)_b)/dz."""
+    return torch.autograd.functional.jacobian(lambda x: fn(x).sum(0), z).permute(1, 0, 2)
+
+
+def test_sparsemax_and_entmax15_at_ties_and_support_boundaries():
+    J = torch.autograd.functional.jacobian
+    z = torch.tensor([1.0, 0.0], dtype=torch.float64)  # tau = 0: z_2 sits on the support boundary
+    assert torch.equal(sm.sparsemax(z), torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert torch.equal(J(sm.sparsemax, z), torch.zeros(2, 2, dtype=torch.float64))  # z_2 counts as outside
+    z3 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)  # a tie on the boundary
+    assert torch.equal(J(sm.sparsemax, z3), torch.zeros(3, 3, dtype=torch.float64))
+    z = torch.tensor([2.0, 2.0, 0.0, 0.0, -1.0], dtype=torch.float64)  # ties inside and outside the support
+    for fn, entmax15 in ((sm.sparsemax, False), (sm.entmax15, True)):
+        p = fn(z)
+        assert torch.allclose(p, torch.tensor([0.5, 0.5, 0, 0, 0], dtype=torch.float64), atol=1e-15)
+        Jz = J(fn, z)
+        assert torch.isfinite(Jz).all()
+        assert torch.allclose(Jz, closed_form_jacobians(p, entmax15), atol=1e-12)
+        zg = z.clone().requires_grad_()  # ties are smooth points (no support change): derivatives must check
+        assert torch.autograd.gradcheck(fn, (zg,)) and torch.autograd.gradgradcheck(fn, (zg,))
+    g = torch.tensor([0.5, 0.5, 0, 0, 0], dtype=torch.float64).sqrt()
+    assert torch.allclose(J(sm.entmax15, z)[0, :2], torch.tensor([0.5, -0.5], dtype=torch.float64) * g[0])
+
+
+def test_sparsemax_and_entmax15_on_quantised_inputs_equal_bisection_and_closed_form_jacobians():
+    gen = torch.Generator().manual_seed(2)
+    z = torch.cat([torch.randint(-6, 7, (300, 6), generator=gen).double() / 4,  # quarter and integer grids:
+                   torch.randint(-3, 4, (300, 6), generator=gen).double()])      # ties and boundaries are common
+    for fn, entmax15 in ((sm.sparsemax, False), (sm.entmax15, True)):
+        p_ref, tau = bisection_reference(z, entmax15)
+        on_boundary = ((z / (2 if entmax15 else 1) - tau).abs() < 1e-12).any(-1)
+        assert on_boundary.sum() >= 20  # the inputs do exercise z_i = tau
+        p = fn(z)
+        assert torch.allclose(p, p_ref, atol=1e-12)
+        Jz = batched_jacobians(fn, z)
+        assert torch.isfinite(Jz).all()
+        assert torch.allclose(Jz, closed_form_jacobians(p_ref, entmax15), atol=1e-7)
+        assert Jz.sum(1).abs().max() < 1e-12 and Jz.sum(2).abs().max() < 1e-12  # sum p = 1; shift-invariance
+        assert torch.allclose(fn(z.T, dim=0).T, p, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
+def test_sparsemax_and_entmax15_with_large_offsets(name):
+    """Shift-invariance. float64: offsets up to 1e6 change p by no more than the input's own rounding allows.
+    float32: z + c is rounded to ulp(c)/2 (3e-5 at 1e3, 5e-4 at 1e4); p is 2-Lipschitz in the max-norm
+    (max_i sum_j |J_ij| <= 2), so |p(z + c) - p(z)| <= 2 max|dz| with dz the rounding of the input; p itself must
+    still sum to 1 to 1e-5 and equal the float64 reference on the rounded input."""
+    fn, entmax15 = getattr(sm, name), name == "entmax15"
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(50, 7, generator=gen, dtype=torch.float64) * 1.5
+    p = fn(z)
+    for c in (1e2, 1e4, 1e6, -1e6):
+        dz = ((z + c) - c - z).abs().max().item()  # float64 rounding of the input, <= 6e-11 at 1e6
+        assert (fn(z + c) - p).abs().max() <= 2 * dz + 1e-14, c
+    z32 = z.float()
+    p32 = fn(z32)
+    for c in (1e3, -1e3, 1e4):
+        zc = z32 + c
+        dz = (zc.double() - c - z32.double()).abs().max().item()  # exact in float64
+        assert 0 < dz <= abs(c) * torch.finfo(torch.float32).eps  # |z| < 8: dz <= eps/2 |z + c|
+        pc = fn(zc)
+        assert (pc.double().sum(-1) - 1).abs().max() < 1e-5, c
+        assert (pc - p32).abs().max().item() <= 2 * dz + 2e-6, c
+        assert torch.allclose(pc.double(), bisection_reference(zc.double() - c, entmax15)[0], atol=1e-6), c
+
+
+def test_sparsemax_and_entmax15_gradcheck_and_gradgradcheck():
+    gen = torch.Generator().manual_seed(4)
+    for shape, dim in (((5,), -1), ((3, 4), 0), ((2, 3, 6), 1), ((2, 6), -1)):
+        z = torch.randn(*shape, generator=gen, dtype=torch.float64) * 2
+        for fn, entmax15 in ((sm.sparsemax, False), (sm.entmax15, True)):
+            _, tau = bisection_reference(z.movedim(dim, -1), entmax15)
+            y = z.movedim(dim, -1) / (2 if entmax15 else 1)
+            assert (y - tau).abs().min() > 1e-4  # generic: no z_i within gradcheck's eps (1e-6) of the boundary
+            assert (fn(z, dim) == 0).any()  # partial supports
+            zg = z.clone().requires_grad_()
+            assert torch.autograd.gradcheck(lambda x: fn(x, dim), (zg,))
+            assert torch.autograd.gradgradcheck(lambda x: fn(x, dim), (zg,))
+
+
+def test_sparsemax_and_entmax15_equal_the_entmax_package():
+    """Value and Jacobian equal those of `entmax` (not in requirements.txt: pip install entmax==1.3 to run this),
+    at generic points and on quantised inputs with ties and boundaries."""
+    entmax = pytest.importorskip("entmax", reason="the `entmax` package is not installed (optional reference)")
+    gen = torch.Generator().manual_seed(5)
+    zs = (torch.randn(40, 6, generator=gen, dtype=torch.float64) * 2,
+          torch.randint(-6, 7, (40, 6), generator=gen).double() / 4)
+    for z in zs:
+        for ours, theirs in ((sm.sparsemax, entmax.sparsemax), (sm.entmax15, entmax.entmax15)):
+            assert torch.allclose(ours(z), theirs(z, dim=-1), atol=1e-12)
+            assert torch.allclose(batched_jacobians(ours, z), batched_jacobians(lambda x: theirs(x, dim=-1), z),
+                                  atol=1e-12)
+        assert torch.allclose(sm.entmax15(z.T, dim=0), entmax.entmax15(z.T, dim=0), atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- explainers, losses

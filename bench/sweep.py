@@ -236,6 +236,8 @@ def stop_process(proc, log_path: Path, reason: str, grace_s: float = 10.0) -> No
 
 def run_job(job_dir: Path, threads: int) -> int:
     """`--run-job`: run one job of the manifest in `job_dir`'s parent (a SLURM array task). 0 on success."""
+    if not (job_dir.parent / "jobs.json").is_file():
+        raise UsageError(f"--run-job {job_dir}: no jobs.json in {job_dir.parent}")
     manifest = json.loads((job_dir.parent / "jobs.json").read_text())
     entry = manifest["jobs"].get(job_dir.name)
     if entry is None:
@@ -295,7 +297,7 @@ class Progress:
 
     def show(self, force: bool = False) -> None:
         line = self.line()
-        key = line.split("  elapsed")[0]
+        key = line if self.tty else line.split("  elapsed")[0]  # a TTY line also refreshes its clock
         if key == self.last and not force:
             return
         self.last = key
@@ -466,7 +468,8 @@ def run_slurm(manifest: dict, sweep_dir: Path, args, threads: int, stream=None) 
     stream = stream or sys.stdout
     groups = [(s, todo, done) for s, todo, done in stage_groups(manifest, sweep_dir)]
     if not any(todo for _, todo, _ in groups):
-        stream.write(f"[sweep] all {len(manifest['jobs'])} jobs complete\n[sweep] table: python bench/table.py {sweep_dir}\n")
+        stream.write(f"[sweep] all {len(manifest['jobs'])} jobs complete\n")
+        stream.write(f"[sweep] table: python bench/table.py {sweep_dir}\n")
         return 0
     try:
         import submitit
@@ -539,7 +542,9 @@ def dry_run(manifest: dict, sweep_dir: Path, args, threads: int, stream=None) ->
             dep = "<array of the previous stage>" if any(t for _, t, _ in groups[:number]) else None
             params = submitit_parameters(args, f"{manifest['sweep']}-{stage}", dep)
             stream.write("\n".join(sbatch_lines(params, len(todo))) + "\n")
-            stream.write(f"# each array task: {shlex.join([sys.executable, str(SWEEP_PY), '--threads-per-job', str(threads), '--run-job', str(sweep_dir / '<job id>')])}\n")
+            task = [sys.executable, str(SWEEP_PY), "--threads-per-job", str(threads), "--run-job",
+                    str(sweep_dir / "<job id>")]
+            stream.write(f"# each array task: {shlex.join(task)}\n")
         for jid in todo:
             stream.write(f"{jid}: {shlex.join(manifest['jobs'][jid]['argv'])}\n")
 
@@ -569,7 +574,8 @@ def print_commands(name: str, sweep: dict, root: str, by_row: bool, data_dir: st
         seeds = " ".join(str(j["seed"]) for j in jobs if (j["row"], j["column"]) == key)
         out = shlex.quote(str(sweep_dir / job["id"][:-len(str(job["seed"]))]))
         data = f" --data-dir {shlex.quote(data_dir)}" if data_dir else ""
-        stream.write(f'for S in {seeds}; do {shlex.join(shlex.split(job["command"]))} --seed $S --out-dir {out}$S{data}; done\n')
+        command = shlex.join(shlex.split(job["command"]))
+        stream.write(f"for S in {seeds}; do {command} --seed $S --out-dir {out}$S{data}; done\n")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -638,8 +644,7 @@ def cores() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="sweep.py", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="sweep.py", description=__doc__.split("\n")[0])
     p.add_argument("sweep", nargs="?", help=f"a named sweep: {', '.join(named_sweeps.SWEEPS)}")
     p.add_argument("--command", action="append", default=[], help="a command of an ad hoc sweep (repeatable; "
                    "one table row each); needs --name and --seeds")
@@ -650,36 +655,41 @@ def build_parser() -> argparse.ArgumentParser:
                    "sweep's, not a row's own)")
     p.add_argument("--baseline", help="ad hoc sweeps: the row label the others are compared with (default: "
                    "the first)")
-    p.add_argument("--metric-key", default="test", help="ad hoc sweeps: dotted path of the number in results.json")
+    p.add_argument("--metric-key", default="test", help="ad hoc sweeps: dotted path of the number in results.json "
+                   "(default: test)")
     p.add_argument("--summary", choices=["mean", "median"], default="mean", help="ad hoc sweeps: mean +- std or "
-                   "median [q25:q75] over seeds")
+                   "median [q25:q75] over seeds (default: mean)")
     p.add_argument("--extra-args", default="", help="arguments appended to every command (e.g. a quick check: "
                    "\"--max-epochs 1\"); part of each job's command")
-    p.add_argument("--root", default="runs/sweeps", help="sweeps go to <root>/<sweep>/<job id>/")
+    p.add_argument("--root", default="runs/sweeps", help="sweeps go to <root>/<sweep>/<job id>/ (default: "
+                   "runs/sweeps)")
     p.add_argument("--data-dir", help="appended to every command as --data-dir (must exist)")
     p.add_argument("--device", help="appended to every command as --device")
-    p.add_argument("--launcher", choices=["local", "slurm"], default="local", help="run here, or as SLURM arrays")
-    p.add_argument("--workers", type=positive_int, default=1, help="local: jobs run at the same time")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="run here (default), or as SLURM arrays")
+    p.add_argument("--workers", type=positive_int, default=1, help="local: jobs run at the same time (default: 1)")
     p.add_argument("--threads-per-job", type=positive_int, help="OMP/MKL threads per job (default local: "
                    "max(1, cores // workers); slurm: --cpus-per-job)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs (and, with slurm, the sbatch "
                    "parameters of each array) and run nothing")
     p.add_argument("--print-commands", metavar="NAME", help="print the shell commands of a named sweep and exit")
-    p.add_argument("--by-row", action="store_true", help="with --print-commands: one line per row and column, "
-                   "with a --seed S placeholder")
+    p.add_argument("--by-row", action="store_true", help="with --print-commands: one shell loop over the seeds "
+                   "(--seed $S) per row and column")
     g = p.add_argument_group("slurm")
     g.add_argument("--partition", help="SLURM partition")
-    g.add_argument("--time", type=minutes, default=120, help="time limit per job: minutes or [D-]H:MM:SS")
-    g.add_argument("--gpus-per-job", type=non_negative_int, default=0, help="GPUs per job")
-    g.add_argument("--cpus-per-job", type=positive_int, default=2, help="CPUs per job (= its threads)")
+    g.add_argument("--time", type=minutes, default=120, help="time limit per job: minutes or [D-]H:MM:SS "
+                   "(default: 120)")
+    g.add_argument("--gpus-per-job", type=non_negative_int, default=0, help="GPUs per job (default: 0)")
+    g.add_argument("--cpus-per-job", type=positive_int, default=2, help="CPUs per job (= its threads; default: 2)")
     g.add_argument("--mem", type=mem_gb, help="memory per job, e.g. 16G (default: the partition's)")
     g.add_argument("--array-parallelism", type=positive_int, help="array tasks running at once (default: "
                    "submitit's 256)")
     g.add_argument("--sbatch", type=key_value, action="append", default=[], help="extra sbatch option KEY=VALUE "
                    "(repeatable), e.g. account=myproject")
     g.add_argument("--wait", action="store_true", help="stay until every array task has ended, with progress")
-    g.add_argument("--cluster", choices=["slurm", "local"], default="slurm", help="submitit executor: slurm, or "
-                   "local to run the same arrays as local processes (a check without SLURM; implies --wait)")
+    g.add_argument("--cluster", choices=["slurm", "local"], default="slurm", help="submitit executor: slurm "
+                   "(default), or local to run the same arrays as local processes (a check without SLURM; implies "
+                   "--wait)")
     p.add_argument("--run-job", metavar="JOB_DIR", help=argparse.SUPPRESS)
     return p
 
@@ -717,7 +727,8 @@ def main(argv=None) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     sweep_dir = Path(args.root).resolve() / name
-    threads = args.threads_per_job or (args.cpus_per_job if args.launcher == "slurm" else max(1, cores() // args.workers))
+    default_threads = args.cpus_per_job if args.launcher == "slurm" else max(1, cores() // args.workers)
+    threads = args.threads_per_job or default_threads
     if args.launcher == "local" and args.workers * threads > cores():
         raise UsageError(f"--workers {args.workers} x --threads-per-job {threads} = {args.workers * threads} "
                          f"threads > {cores()} cores")

@@ -73,7 +73,8 @@ REGEX_ARGS = "--task sst2 --train-size 500 --max-len 64 --ig-steps 5 --dev-size 
 
 SWEEPS = {
     "uimer-table2": {
-        "title": "UIMER Table 2 settings: SNIPS test, IC accuracy / SF span F1 (%), MiniLM; paper = Table 2 (BERT-base)",
+        "title": "UIMER Table 2 settings: SNIPS test, IC accuracy / SF span F1 (%), MiniLM; "
+                 "paper = Table 2 (BERT-base)",
         "seeds": UIMER_SEEDS,
         "metric_key": ["test"],
         "scale": 100,

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweeps as named_sweeps  # noqa: E402
-from sweep import OneLineParser, UsageError, find_results, positive_int  # noqa: E402
+from sweep import OneLineParser, UsageError, find_results, non_negative_int, positive_int  # noqa: E402
 
 MARK_SEEDS, MARK_EXAMPLES = "*", "†"
 CHUNK_ELEMENTS = 2 ** 21  # resampled indices held at once (rows x test examples)
@@ -73,9 +73,10 @@ def metric_from_sums(kind: str, sums: np.ndarray) -> np.ndarray:
         if kind == "span_f1":
             tp, n_pred, n_gold = sums[..., 0], sums[..., 1], sums[..., 2]
             return np.where(tp > 0, 2 * tp / (n_pred + n_gold), 0.0)
-        n, sx, sy, sxx, syy, sxy = (sums[..., i] for i in range(6))
-        return (n * sxy - sx * sy) / np.sqrt((n * sxx - sx ** 2) * (n * syy - sy ** 2))
-    raise ValueError(kind)
+        if kind == "pearson":
+            n, sx, sy, sxx, syy, sxy = (sums[..., i] for i in range(6))
+            return (n * sxy - sx * sy) / np.sqrt((n * sxx - sx ** 2) * (n * syy - sy ** 2))
+    raise ValueError(f"unknown metric {kind!r}")
 
 
 def metric(kind: str, stats: np.ndarray) -> float:
@@ -324,7 +325,7 @@ def markdown(table: dict, opts) -> str:
             if has_paper:
                 cells.append(m["paper"].get(row, {}).get(c, "-"))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Paired with {m['baseline']} (method - baseline, x{scale:g}):", "",
+    lines += ["", f"Paired with {m['baseline']}: method - baseline, mean over the seeds both have, x{scale:g}.", "",
               "| method | column | seeds | difference | 95% CI over seeds | 95% CI over test examples |",
               "| --- | --- | --- | --- | --- | --- |"]
     for c in table["comparisons"]:
@@ -387,22 +388,18 @@ def write_csv(table: dict, path: Path) -> None:
 # ------------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------------
-def non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="table.py", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="table.py", description=__doc__.split("\n")[0])
     p.add_argument("sweep", help="a sweep name (looked up under --root), a sweep directory or its jobs.json")
-    p.add_argument("--root", default="runs/sweeps", help="where named sweeps live (bench/sweep.py --root)")
+    p.add_argument("--root", default="runs/sweeps", help="where named sweeps live (bench/sweep.py --root; "
+                   "default: runs/sweeps)")
     p.add_argument("--csv", metavar="PATH", help="also write the table as CSV (unscaled values) to PATH")
-    p.add_argument("--seed-resamples", type=positive_int, default=10_000, help="bootstrap resamples over seeds")
+    p.add_argument("--seed-resamples", type=positive_int, default=10_000, help="bootstrap resamples over seeds "
+                   "(default: 10000)")
     p.add_argument("--example-resamples", type=positive_int, default=2_000, help="bootstrap resamples over test "
-                   "examples")
-    p.add_argument("--bootstrap-seed", type=non_negative_int, default=0, help="seed of the bootstrap draws")
+                   "examples (default: 2000)")
+    p.add_argument("--bootstrap-seed", type=non_negative_int, default=0,
+                   help="seed of the bootstrap draws (default: 0)")
     return p
 
 

@@ -212,7 +212,7 @@ def test_table_marks_a_clear_effect_and_not_noise(tmp_path, capsys):
     sweep_dir = synthetic_sweep(tmp_path, {"base": 0.6, "clear": 0.85, "noise": 0.6})
     assert table.cli([str(sweep_dir)]) == 0
     out = capsys.readouterr().out
-    paired = out.split("Paired with base")[1]
+    paired = out.split("Paired with base:")[1]
     line = {r.split("|")[1].strip(): r for r in paired.splitlines() if r.startswith("| ")}
     assert "*" in line["clear"] and "†" in line["clear"]
     assert "*" not in line["noise"] and "†" not in line["noise"]
@@ -273,7 +273,8 @@ def test_table_without_predictions_and_bad_input(tmp_path, capsys):
 
 
 def test_table_median_summary_for_smat_style_sweeps(tmp_path, capsys):
-    sw = sweep.adhoc_sweep(["python a.py", "python b.py"], ["none", "smat"], [0, 9, 11, 30, 69], ["test"], "median", None)
+    sw = sweep.adhoc_sweep(["python a.py", "python b.py"], ["none", "smat"], [0, 9, 11, 30, 69], ["test"], "median",
+                           None)
     sweep_dir = tmp_path / "s"
     sweep_dir.mkdir()
     jobs = sweep.expand(sw, sweep_dir)
@@ -299,8 +300,10 @@ def test_named_sweeps_expand_to_the_documented_jobs(tmp_path):
     paired = sweep.expand(sweeps.SWEEPS["uimer-ic1-paired"], d / "uimer-ic1-paired")
     assert len(paired) == 4 * 10 and len({j["seed"] for j in paired}) == 10
     base = next(j for j in paired if j["row"] == "BaseModel")
-    assert base["command"] == "python uimer_im.py --task ic --shots 1 --strategy uniform --warmup-epochs paper --alpha 0"
-    assert next(j for j in paired if j["row"] == "IM +Uniform (warm.)")["command"] == base["command"][:-len(" --alpha 0")]
+    im = next(j for j in paired if j["row"] == "IM +Uniform (warm.)")
+    assert base["command"] == ("python uimer_im.py --task ic --shots 1 --strategy uniform --warmup-epochs paper "
+                               "--alpha 0")
+    assert im["command"] == base["command"][:-len(" --alpha 0")]
     smat = sweep.expand(sweeps.SWEEPS["smat-table1"], d / "smat-table1")
     assert [j["stage"] for j in smat] == ["teacher"] + ["students"] * 15
     teacher = smat[0]
@@ -514,6 +517,11 @@ def test_local_launcher_end_to_end_on_a_tiny_model_then_table(tmp_path, tiny_mod
                        capture_output=True, text=True, timeout=60)
     assert t.returncode == 0, t.stderr
     assert "| BaseModel |" in t.stdout and "| IM mask | test | 2 |" in t.stdout
+    assert sweep.find_results(sweep_dir / "im-mask-s1").with_name("predictions.jsonl").is_file()
+    paired = t.stdout.split("Paired with BaseModel:")[1].splitlines()
+    im_line = next(line for line in paired if line.startswith("| IM mask"))
+    assert im_line.count("[") == 2 and "no predictions" not in im_line  # seed and test-example intervals
+    assert "warning" not in t.stderr  # the metric recomputed from predictions.jsonl equals results.json
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 3
 
 

@@ -579,7 +579,8 @@ def free_port() -> int:
 @pytest.fixture()
 def slurm_cluster(tmp_path, monkeypatch):
     """A one-node SLURM (slurmctld + slurmd on 127.0.0.1, no munge, no accounting) in a temp dir."""
-    missing = [b for b in ("sbatch", "slurmctld", "slurmd", "sinfo", "srun", "scontrol") if not shutil.which(b)]
+    binaries = ("sbatch", "slurmctld", "slurmd", "sinfo", "squeue", "srun", "scontrol")
+    missing = [b for b in binaries if not shutil.which(b)]
     if missing:
         pytest.skip(f"SLURM is not installed ({', '.join(missing)} not found; Debian: apt-get install slurm-wlm)")
     d = tmp_path / "slurm"
@@ -612,7 +613,11 @@ def slurm_cluster(tmp_path, monkeypatch):
             logs = " | ".join(p.read_text()[-300:] for p in (d / "log").iterdir())
             pytest.skip(f"a one-node SLURM did not come up in 30 s here: {logs}")
         yield "debug"
-    finally:
+    finally:  # let the batch steps end first: a slurmstepd whose slurmd is gone waits for it forever
+        deadline = time.time() + 30
+        queued = lambda: subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
+        while time.time() < deadline and queued():
+            time.sleep(0.5)
         subprocess.run(["scontrol", "shutdown"], capture_output=True)
         for p in daemons:
             try:

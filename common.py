@@ -61,9 +61,10 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def field(default=dataclasses.MISSING, *, help: str, choices: Sequence | None = None, **kw):
-    """A dataclass field carrying its --help text and, for enumerated flags, its choices."""
-    meta = {"help": help, "choices": choices}
+def field(default=dataclasses.MISSING, *, help: str, choices: Sequence | None = None, aliases: Sequence[str] = (),
+          **kw):
+    """A dataclass field carrying its --help text, for enumerated flags its choices, and older flag spellings."""
+    meta = {"help": help, "choices": choices, "aliases": list(aliases)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
@@ -91,7 +92,7 @@ def parse_dataclass(cls, argv: Sequence[str] | None, prog: str, description: str
             kwargs["type"] = float
         else:
             kwargs["type"] = str
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag, *meta.get("aliases", []), **kwargs)
     return cls(**vars(parser.parse_args(argv)))
 
 
@@ -128,11 +129,49 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
 # Runs: seeding, run directories, atomic results, JSON-lines logs, aggregation over seeds
 # ===================================================================================================
 def set_seed(seed: int) -> None:
-    """Seed every global RNG a run touches (python, numpy, torch). Data sampling uses its own RNGs."""
+    """Seed every global RNG a run touches (python, numpy, torch on every device). Data sampling uses its own
+    RNGs; the method's random draws (replacements, gates, noise) come from seeded CPU generators and are moved
+    to the device, so they are the same numbers on CPU and CUDA."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device -> torch.device. On CUDA, the deterministic settings torch offers are switched on (cuDNN
+    deterministic, no autotuning, deterministic algorithms where they exist, a fixed cuBLAS workspace)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name or ""):
+        raise UsageError(f"--device must be {DEVICE_HELP}, got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        device = torch.device("cuda", device.index or 0)
+    return device
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (for timing); nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def to_device(batch: dict, device: torch.device | str | None) -> dict:
+    """The batch's tensors on `device` (nested dicts too); other values as they are."""
+    if device is None:
+        return batch
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else to_device(v, device) if isinstance(v, dict)
+                else v) for k, v in batch.items()}
 
 
 def keep_freed_memory() -> bool:
@@ -731,7 +770,8 @@ def load_encoder(name_or_path: str | None, attn_implementation: str = "eager") -
     hf_logging.disable_progress_bar()
     path = resolve_model_path(name_or_path)
     try:
-        return AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
+        # float32 whatever the checkpoint holds (a folder saved in float16 is upcast)
+        return AutoModel.from_pretrained(path, attn_implementation=attn_implementation, dtype=torch.float32)
     except Exception as e:
         raise UsageError(f"cannot load an encoder from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
@@ -790,6 +830,68 @@ class TaskModel(nn.Module):
         return scores.argmax(-1).tolist()
 
 
+def load_weights(path: str | os.PathLike) -> Any:
+    """torch.load with weights_only=True (tensors, dicts, lists, numbers, strings; never code), on the CPU. A file
+    that holds anything else, or is not a checkpoint at all, is a one-line UsageError."""
+    import pickle
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(f"checkpoint {path} cannot be loaded as weights: it holds objects other than tensors "
+                         "(refused: unpickling it could run code)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
+        raise UsageError(f"checkpoint {path} cannot be loaded as weights: not a torch checkpoint "
+                         f"({type(e).__name__})") from None
+
+
+def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, card: dict) -> Path:
+    """A trained task model as a folder that loads without this repository: the encoder in Hugging Face format
+    (config.json + model.safetensors: `AutoModel.from_pretrained(out)`), its tokenizer, `head.safetensors` (the
+    task head on top: `head.weight/bias` on the [CLS] state (ic, nli, cls) or the first wordpiece of each word
+    (sf), plus `crf.*` for sf), `task.json` and a `model_card.md` from `card` (method, data, seed, test metric)."""
+    from safetensors.torch import save_file
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    head = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    save_file(head, out / "head.safetensors")
+    write_json_atomic(out / "task.json", {"task": model.task, "num_labels": model.num_labels, **card})
+    lines = ["# Model card", ""] + [f"- **{k}**: {v}" for k, v in card.items()] + [
+        "", "## Loading", "", "```python", "from transformers import AutoModel, AutoTokenizer",
+        "from safetensors.torch import load_file",
+        f"encoder = AutoModel.from_pretrained('{out.name}', attn_implementation='eager')",
+        f"tokenizer = AutoTokenizer.from_pretrained('{out.name}')",
+        f"head = load_file('{out.name}/head.safetensors')  # head.weight (C, H), head.bias (C,)" +
+        (", crf.*" if model.task == "sf" else ""),
+        "h = encoder(**tokenizer('an example', return_tensors='pt')).last_hidden_state[:, 0]",
+        "logits = h @ head['head.weight'].T + head['head.bias']" if model.task != "sf" else
+        "# sf: emissions = the first wordpiece of each word @ head.weight.T + head.bias, decoded with the CRF",
+        "```", ""]
+    write_text_atomic(out / "model_card.md", "\n".join(lines))
+    return out
+
+
+def load_task_model(path: str | os.PathLike, dropout: float = 0.0) -> tuple[TaskModel, dict]:
+    """A folder written by save_task_model() -> (TaskModel in eval mode, task.json). Errors are UsageErrors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(path)
+    try:
+        meta = json.loads((path / "task.json").read_text())
+        model = TaskModel(load_encoder(str(path)), meta["task"], int(meta["num_labels"]), dropout)
+        missing, unexpected = model.load_state_dict(load_file(path / "head.safetensors"), strict=False)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise UsageError(f"cannot load the task model in {path}: {type(e).__name__}: {str(e).splitlines()[0][:150]}") from None
+    if unexpected or any(not k.startswith("encoder.") for k in missing):
+        raise UsageError(f"{path}/head.safetensors does not fit a {meta['task']} head "
+                         f"(missing {[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected})")
+    return model.eval(), meta
+
+
 # ===================================================================================================
 # Training utilities: batching with dynamic padding, optimiser, evaluation, early stopping
 # ===================================================================================================
@@ -826,15 +928,16 @@ def collate(examples: Sequence[dict], pad_id: int) -> dict:
 
 
 def batches(examples: Sequence[dict], batch_size: int, pad_id: int, shuffle_seed: int | None = None,
-            sort_by_length: bool = False) -> list[dict]:
-    """Mini-batches. Training: shuffled with its own seeded RNG (shuffle_seed). Evaluation: sorted by
+            sort_by_length: bool = False, device: torch.device | str | None = None) -> list[dict]:
+    """Mini-batches on `device`. Training: shuffled with its own seeded RNG (shuffle_seed). Evaluation: sorted by
     length so each batch pads to a similar length (dynamic padding)."""
     order = list(range(len(examples)))
     if sort_by_length:
         order.sort(key=lambda i: len(examples[i]["input_ids"]))
     elif shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(order)
-    return [collate([examples[i] for i in order[s:s + batch_size]], pad_id) for s in range(0, len(order), batch_size)]
+    return [to_device(collate([examples[i] for i in order[s:s + batch_size]], pad_id), device)
+            for s in range(0, len(order), batch_size)]
 
 
 def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: int = 0,

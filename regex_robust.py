@@ -102,10 +102,12 @@ class Args:
     dev_size: int | None = common.field(None, help="dev subsample (fixed RNG, the same for every seed)")
     test_size: int | None = common.field(None, help="test subsample (fixed RNG, the same for every seed)")
     evaluate_only: bool = common.field(False, help="no training: evaluate --checkpoint")
-    checkpoint: str | None = common.field(None, help="model.pt, or a run directory holding one")
+    checkpoint: str | None = common.field(None, help="a run directory of this script, its model/ folder, any local "
+                                          "Hugging Face sequence-classification model folder, or a legacy model.pt")
     compare_checkpoint: str | None = common.field(None, help="with --evaluate-only: a second model (other seed) "
                                                   "for the seed-agreement randomisation test")
-    save_checkpoint: bool = common.field(True, help="write model.pt into the run directory")
+    save_model: bool = common.field(True, help="write the trained model to <run>/model/ (Hugging Face format + head, "
+                                    "model_card.md)", aliases=["--save-checkpoint"])
     model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path")
     data_dir: str | None = common.field(None, help="folder holding sst2/, imdb/, eraser_movies/ (else $DATA_DIR, "
                                         "else ./data)")
@@ -114,6 +116,7 @@ class Args:
     seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std")
     eval_batch_size: int = common.field(32, help="evaluation batch size")
     ig_max_rows: int = common.field(256, help="rows per IG forward pass (examples x steps), bounds memory")
+    device: str = common.field("auto", help=common.DEVICE_HELP)
 
 
 def parse_args(argv=None) -> Args:
@@ -121,6 +124,7 @@ def parse_args(argv=None) -> Args:
 
 
 def resolve(args: Args) -> Args:
+    args.device = str(common.resolve_device(args.device))
     args.max_len = MAX_LEN[args.task] if args.max_len is None else args.max_len
     args.rationale_ratio = RATIONALE_RATIO[args.task] if args.rationale_ratio is None else args.rationale_ratio
     if args.max_len < 8:
@@ -173,19 +177,30 @@ class Classifier:
     mask_id: int
 
 
-def as_classifier(model: common.TaskModel, tokenizer) -> Classifier:
-    def forward(e, batch, attentions=False):
-        out = model.encoder(inputs_embeds=e, attention_mask=batch["attention_mask"],
-                            token_type_ids=batch.get("token_type_ids"), output_attentions=attentions)
-        logits = model.head(model.dropout(out.last_hidden_state[:, 0]))  # [CLS] -> dropout -> linear
-        return logits, (out.attentions[-1] if attentions else None)
-    return Classifier(model.embed, forward, model, sorted(set(tokenizer.all_special_ids)), tokenizer.pad_token_id,
+def as_classifier(model: torch.nn.Module, tokenizer) -> Classifier:
+    """Our TaskModel ([CLS] -> dropout -> linear), or any Hugging Face *ForSequenceClassification model with two
+    labels (label 1 = positive)."""
+    if isinstance(model, common.TaskModel):
+        def forward(e, batch, attentions=False):
+            out = model.encoder(inputs_embeds=e, attention_mask=batch["attention_mask"],
+                                token_type_ids=batch.get("token_type_ids"), output_attentions=attentions)
+            logits = model.head(model.dropout(out.last_hidden_state[:, 0]))  # [CLS] -> dropout -> linear
+            return logits, (out.attentions[-1] if attentions else None)
+        embed = model.embed
+    else:
+        def forward(e, batch, attentions=False):
+            out = model(inputs_embeds=e, attention_mask=batch["attention_mask"], output_attentions=attentions,
+                        **({"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}))
+            return out.logits, (out.attentions[-1] if attentions else None)
+        embed = model.get_input_embeddings()
+    return Classifier(embed, forward, model, sorted(set(tokenizer.all_special_ids)), tokenizer.pad_token_id,
                       tokenizer.mask_token_id)
 
 
 def content_mask(clf: Classifier, batch: dict) -> torch.Tensor:
     """(B, L) bool: real wordpieces, i.e. neither [CLS]/[SEP]/other special tokens nor padding."""
-    return batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], torch.tensor(clf.special_ids))
+    special = torch.tensor(clf.special_ids, device=batch["input_ids"].device)
+    return batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special)
 
 
 def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -212,7 +227,7 @@ def l2_normalise(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def vat_direction(clf: Classifier, e: torch.Tensor, batch: dict, log_p: torch.Tensor, mask: torch.Tensor,
                   xi: float, iters: int) -> torch.Tensor:
     """Unit adversarial direction by K power iterations from a random direction (pads masked)."""
-    d = torch.randn_like(e)
+    d = torch.randn(e.shape, dtype=e.dtype).to(e.device)  # drawn on the CPU: the same direction on every device
     for _ in range(iters):
         d = (xi * l2_normalise(d, mask)).requires_grad_()
         # Eq. (3): g = grad_d KL(p(.|e) || p(.|e + d)), parameters and e held fixed
@@ -247,7 +262,7 @@ def integrated_gradients(clf: Classifier, batch: dict, e: torch.Tensor, e0: torc
     """(B, L, H) IG attributions of the target logit; all m interpolation points of an example go through one
     batched forward (examples in chunks of max_rows // m). Detached."""
     B, L, H = e.shape
-    alphas = (torch.arange(steps, dtype=e.dtype) + 0.5) / steps  # midpoint Riemann sum
+    alphas = (torch.arange(steps, dtype=e.dtype, device=e.device) + 0.5) / steps  # midpoint Riemann sum
     per, out = max(1, max_rows // steps), []
     for s in range(0, B, per):
         sl = slice(s, s + per)
@@ -299,7 +314,7 @@ def token_scores(method: str, clf: Classifier, batch: dict, target: torch.Tensor
         with torch.no_grad():
             target = clf.forward(e, batch)[0].argmax(-1)
     if method == "random":
-        return torch.rand(e.shape[:2], generator=gen), target
+        return torch.rand(e.shape[:2], generator=gen).to(e.device), target
     if method in ("attention", "scaled_attention"):
         with torch.enable_grad():
             logits, A = clf.forward(e, batch, attentions=True)
@@ -331,7 +346,7 @@ def rank_positions(scores: torch.Tensor, allowed: torch.Tensor, descending: bool
     fill = -math.inf if descending else math.inf
     s = scores.masked_fill(~allowed, fill)
     order = torch.argsort(-s if descending else s, dim=1, stable=True)
-    return torch.empty_like(order).scatter_(1, order, torch.arange(s.size(1)).expand_as(order))
+    return torch.empty_like(order).scatter_(1, order, torch.arange(s.size(1), device=s.device).expand_as(order))
 
 
 def mask_lowest(scores: torch.Tensor, content: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -417,7 +432,7 @@ def train_step(clf: Classifier, batch: dict, args: Args, egt_on: bool) -> tuple[
 # Evaluation suite: predictions, attributions, faithfulness, randomisation tests, FRESH, plausibility
 # ------------------------------------------------------------------------------------------------------
 def eval_batches(examples: list[dict], args: Args, pad_id: int) -> list[dict]:
-    return common.batches(examples, args.eval_batch_size, pad_id, sort_by_length=True)
+    return common.batches(examples, args.eval_batch_size, pad_id, sort_by_length=True, device=args.device)
 
 
 @torch.inference_mode()
@@ -451,7 +466,7 @@ def attribute_all(clf: Classifier, examples: list[dict], methods: list[str], arg
         for m in methods:
             s, target = token_scores(m, clf, b, target, args, gen)
             for r, i in enumerate(b["index"].tolist()):
-                out[m][i] = s[r, :int(b["attention_mask"][r].sum())].float()
+                out[m][i] = s[r, :int(b["attention_mask"][r].sum())].float().cpu()
     return out
 
 
@@ -461,7 +476,7 @@ def apply_removal(ids: torch.Tensor, att: torch.Tensor, remove: torch.Tensor, op
         return torch.where(remove, clf.pad_id if op == "pad" else clf.mask_id, ids), att
     keep = att.bool() & ~remove
     order = torch.argsort((~keep).long(), dim=1, stable=True)  # kept tokens first, in sentence order
-    new_att = (torch.arange(ids.size(1))[None] < keep.sum(1, keepdim=True)).long()
+    new_att = (torch.arange(ids.size(1), device=ids.device)[None] < keep.sum(1, keepdim=True)).long()
     return torch.where(new_att.bool(), ids.gather(1, order), clf.pad_id), new_att
 
 
@@ -482,7 +497,7 @@ def faithfulness(clf: Classifier, examples: list[dict], attrs: dict, args: Args)
         p0 = probs_of(clf, ids0, {**b, "attention_mask": att0}).gather(1, y_hat)[:, 0]
         suff0 = 1 - (p - p0).clamp_min(0) - 1e-4  # Suff(x, empty), with ood_faith's 1e-4 guard
         for m in attrs:
-            S = torch.zeros(ids.shape)
+            S = torch.zeros(ids.shape, device=ids.device)
             for r, i in enumerate(b["index"].tolist()):
                 S[r, :len(attrs[m][i])] = attrs[m][i]
             rank = rank_positions(S, content, descending=True)
@@ -530,11 +545,12 @@ def agreement(a: dict, b: dict, examples: list[dict], ratio: float) -> dict:
 def random_init_like(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """The same architecture with every parameter re-initialised (Adebayo et al.'s full randomisation)."""
     torch.manual_seed(seed)
-    rnd = copy.deepcopy(model)
+    device = next(model.parameters()).device
+    rnd = copy.deepcopy(model).cpu()  # re-initialised from the CPU RNG: the same weights on every device
     for mod in rnd.modules():
         if hasattr(mod, "reset_parameters"):
             mod.reset_parameters()
-    return rnd.eval()
+    return rnd.to(device).eval()
 
 
 def rationale_words(e: dict, scores: torch.Tensor, ratio: float) -> list[str]:
@@ -579,7 +595,7 @@ def load_split(task: str, split: str, args: Args, tokenizer, size: int | None, s
 
 
 def new_model(args: Args, model_name: str) -> common.TaskModel:
-    return common.TaskModel(common.load_encoder(model_name), "cls", 2, args.dropout)
+    return common.TaskModel(common.load_encoder(model_name), "cls", 2, args.dropout).to(args.device)
 
 
 def fit(clf: Classifier, train: list[dict], dev: list[dict], args: Args, seed: int, regex: bool, log) -> dict:
@@ -594,8 +610,8 @@ def fit(clf: Classifier, train: list[dict], dev: list[dict], args: Args, seed: i
     for epoch in range(a.max_epochs):
         model.train()
         sums: dict[str, float] = {}
-        for batch in common.progress(common.batches(train, a.batch_size, pad, shuffle_seed=seed * 1000 + epoch),
-                                     desc=f"epoch {epoch}"):
+        for batch in common.progress(common.batches(train, a.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
+                                                    device=a.device), desc=f"epoch {epoch}"):
             egt_on = a.egt and a.lambda_e > 0 and use_egt(step, egt_start)
             L, rec = train_step(clf, batch, a, egt_on)
             opt.zero_grad()
@@ -687,20 +703,48 @@ def variant_name(args: Args) -> str:
     return "+".join(on) + (f"-{args.egt_mode}" if args.egt and args.egt_mode != "both" else "")
 
 
-def load_checkpoint(path: str | None, args: Args, tokenizer=None):
+def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]:
+    """(model in eval mode on args.device, the folder or name its tokenizer loads from). `path`: a run directory of
+    this script (its model/ folder), a folder written by common.save_task_model, a Hugging Face
+    sequence-classification folder (two labels), or a legacy model.pt (read with weights_only=True: a file that
+    holds code is refused, never run)."""
     p = Path(path or "")
-    p = p / "model.pt" if p.is_dir() else p
+    p = p / "model" if (p / "model" / "config.json").is_file() else p
+    if (p / "head.safetensors").is_file():
+        model, meta = common.load_task_model(p, args.dropout)
+        if meta.get("num_labels") != 2:
+            raise common.UsageError(f"checkpoint {p} has {meta.get('num_labels')} labels; the tasks here have 2")
+        return model.to(args.device), str(p)
+    if (p / "config.json").is_file():
+        return load_hf_classifier(p, args), str(p)
+    if p.is_dir() and (p / "model.pt").is_file():
+        p = p / "model.pt"
     if not p.is_file():
-        raise common.UsageError(f"checkpoint {path} not found: pass a model.pt written by a training run, or its run "
-                                f"directory (runs/regex_robust/<run>/)")
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    model = new_model(args, ckpt.get("model", args.model))
+        raise common.UsageError(f"checkpoint {path} not found: pass a run directory of this script, its model/ folder, "
+                                "a Hugging Face sequence-classification model folder, or a model.pt")
+    ckpt = common.load_weights(p)
+    name = ckpt.get("model", args.model) if isinstance(ckpt, dict) else args.model
+    model = new_model(args, name)
     try:
-        model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError) as e:
-        raise common.UsageError(f"checkpoint {p} does not fit model {ckpt.get('model', args.model)}: "
+        model.load_state_dict({k: v.to(args.device) for k, v in ckpt["state_dict"].items()})
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        raise common.UsageError(f"checkpoint {p} does not fit model {name}: {str(e).splitlines()[0][:150]}") from None
+    return model.eval(), name
+
+
+def load_hf_classifier(path: Path, args: Args) -> torch.nn.Module:
+    """AutoModelForSequenceClassification from a local folder (eager attention, float32), with 2 labels."""
+    from transformers import AutoModelForSequenceClassification
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager",
+                                                                   dtype=torch.float32)
+    except Exception as e:
+        raise common.UsageError(f"cannot load {path} as a sequence-classification model: {type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:150]}") from None
-    return model.eval(), ckpt.get("model", args.model)
+    if model.config.num_labels != 2:
+        raise common.UsageError(f"{path}: the model has {model.config.num_labels} labels; the tasks here have 2 "
+                                "(0 = negative, 1 = positive)")
+    return model.to(args.device).eval()
 
 
 def run_one_seed(args: Args, seed: int) -> dict:
@@ -726,10 +770,13 @@ def run_one_seed(args: Args, seed: int) -> dict:
     if not args.evaluate_only:
         print(f"seed {seed}: {len(data['train'])} training examples, variant {variant_name(args)}")
         results["training"] = fit(clf, data["train"], data["dev"], args, seed, regex=True, log=log)
-        if args.save_checkpoint:
-            torch.save({"state_dict": model.state_dict(), "model": args.model, "task": args.task}, run / "model.pt")
     common.set_seed(seed)
     results.update(evaluate_suite(clf, data, args, seed, tokenizer))
+    if args.save_model and not args.evaluate_only:
+        common.save_task_model(run / "model", model, tokenizer, {
+            "method": f"REGEX ({variant_name(args)}), regex_robust.py", "data": f"{args.task}, {len(data['train'])} "
+            "training examples", "seed": seed, "test accuracy": round(results["test"]["accuracy"], 4),
+            "base model": args.model})
     attrs = results.pop("_attributions")
     common.write_predictions(run / "predictions.jsonl", sorted(data["test"], key=lambda e: e["index"]),
                              results.pop("_predictions"))

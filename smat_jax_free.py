@@ -115,6 +115,7 @@ class Args:
     seeds: str | None = common.field(None, help=f"comma-separated seeds or 'paper' (= {PAPER_SEEDS}): run each, "
                                      "report median [q25:q75]")
     eval_batch_size: int = common.field(64, help="evaluation batch size")
+    device: str = common.field("auto", help=common.DEVICE_HELP)
     keep_freed_memory: bool = common.field(True, help="glibc malloc keeps freed memory for reuse (the meta step's "
                                            "large graph is then not page-faulted in afresh every step; RSS stays "
                                            "at its peak; results unchanged)")
@@ -126,6 +127,7 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill the setup- and task-dependent defaults; check the rest."""
+    args.device = str(common.resolve_device(args.device))
     t = TASKS[args.task]
     default_explainer = {"student": "none", "smat": "attention_all", "plausibility": "all", "teacher": "none"}
     args.explainer = args.explainer or default_explainer[args.setup]
@@ -250,7 +252,7 @@ class Model(nn.Module):
         rec, self._rec = self._rec, {}
         states = rec["states"]
         mask = inputs["attention_mask"].to(states[0].dtype) if "attention_mask" in inputs else \
-            torch.ones(states[0].shape[:2], dtype=states[0].dtype)  # ViT: no padding, pool over all patches + CLS
+            torch.ones(states[0].shape[:2], dtype=states[0].dtype, device=states[0].device)  # ViT: no padding, pool over all patches + CLS
         m = mask.unsqueeze(-1)
         pooled = torch.stack([(h * m).sum(1) / m.sum(1) for h in states])  # (L+1, B, H): mean over non-pad tokens
         z = self.gamma * (torch.softmax(self.mix_coeffs, 0)[:, None, None] * pooled).sum(0)  # scalar mix
@@ -261,8 +263,9 @@ class Model(nn.Module):
         return {"logits": logits, "states": states, "q": rec["q"], "k": rec["k"], "mask": mask}
 
 
-def build_model(model_name: str, task: str) -> Model:
-    return Model(common.load_encoder(model_name), TASKS[task]["outputs"], image=task == "cifar100")
+def build_model(model_name: str, task: str, device: str = "cpu") -> Model:
+    """Built on the CPU (the head's fixed-seed init is the same everywhere), then moved to `device`."""
+    return Model(common.load_encoder(model_name), TASKS[task]["outputs"], image=task == "cifar100").to(device)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -392,14 +395,15 @@ def gradient_explanation_logits(model: Model, inputs: dict, kind: str, ig_varian
     with torch.enable_grad():
         out = model(inputs)
         e = out["states"][0]
-        y = out["logits"].argmax(-1) if out["logits"].size(-1) > 1 else torch.zeros(len(e), dtype=torch.long)
+        y = out["logits"].argmax(-1) if out["logits"].size(-1) > 1 else torch.zeros(len(e), dtype=torch.long,
+                                                                                      device=e.device)
         target = lambda logits: logits.gather(1, y.repeat(len(logits) // len(y)).unsqueeze(1)).sum()
         if kind in ("gradient_l2", "gradient_x_input"):
             g = torch.autograd.grad(target(out["logits"]), e)[0]
             e = e.detach()
             return g.norm(dim=-1) if kind == "gradient_l2" else (g * e).sum(-1) / 0.1
         e = e.detach()
-        alphas, weights = ig_path(ig_steps, ig_variant)
+        alphas, weights = (t.to(e.device) for t in ig_path(ig_steps, ig_variant))
         G = torch.zeros_like(e)
         per = max(1, max_rows // len(e))  # path points per forward pass
         for s in range(0, ig_steps, per):
@@ -437,7 +441,7 @@ def student_objective(model: Model, params: dict, phi_S: torch.Tensor, batch: di
     out = functional_call(model, params, (batch["inputs"],))
     L_sim = simulation_loss(out["logits"], y_T)
     if beta == 0 or e_T is None:
-        return L_sim, L_sim, torch.zeros(())
+        return L_sim, L_sim, torch.zeros((), device=L_sim.device)
     s_S = head_scores(out, model.num_heads, last_layer_only)
     e_S, _ = attention_explanation(s_S, phi_S, normalizer, out["mask"])  # the S-explainer (Sec. 5)
     L_expl = explanation_loss(e_T, e_S, out["mask"])
@@ -616,7 +620,7 @@ def collate(examples: list[dict], pad_id: int, image_size: int | None = None) ->
 
 
 def iterate_batches(examples: list, batch_size: int, pad_id: int, image_size: int | None = None,
-                    shuffle_seed: int | None = None):
+                    shuffle_seed: int | None = None, device: str | None = None):
     """Training: shuffled by its own seeded RNG; evaluation (shuffle_seed None): sorted by length (dynamic padding)."""
     order = list(range(len(examples)))
     if shuffle_seed is not None:
@@ -624,7 +628,7 @@ def iterate_batches(examples: list, batch_size: int, pad_id: int, image_size: in
     elif "input_ids" in examples[0]:
         order.sort(key=lambda i: len(examples[i]["input_ids"]))
     for s in range(0, len(order), batch_size):
-        yield collate([examples[i] for i in order[s:s + batch_size]], pad_id, image_size)
+        yield common.to_device(collate([examples[i] for i in order[s:s + batch_size]], pad_id, image_size), device)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -634,8 +638,9 @@ def predict_logits(model: Model, examples: list, bs: int, pad_id: int, image_siz
     """The model's outputs (n, C) in example order, without gradients."""
     model.eval()
     res = {}
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in iterate_batches(examples, bs, pad_id, image_size):
+        for batch in iterate_batches(examples, bs, pad_id, image_size, device=device):
             for i, v in zip(batch["index"].tolist(), model(batch["inputs"])["logits"]):
                 res[i] = v
         out = torch.stack([res[i] for i in range(len(examples))])
@@ -669,7 +674,7 @@ def simulability(student_out: torch.Tensor, teacher_out: torch.Tensor) -> float:
 
 def task_metric(out: torch.Tensor, gold: list) -> float:
     """The teacher against the gold labels: accuracy, or Pearson r with z_mean (MLQE)."""
-    g = torch.tensor(gold)
+    g = torch.tensor(gold, device=out.device)
     return simulability(out, g.view(-1, 1).float() if out.dim() == 2 else g)
 
 
@@ -698,7 +703,7 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
     sp = load_splits(args, data_dir, "teacher")
     tok, pad, img = load_processor(args, model_name)
     data = {s: encode(rows, tok, args.max_len) for s, rows in sp.items()}
-    model = build_model(model_name, args.task)
+    model = build_model(model_name, args.task, args.device)
     out = teacher_dir(args)
     out.mkdir(parents=True, exist_ok=True)
     common.write_json_atomic(out / "config.json", dataclasses.asdict(args))
@@ -713,8 +718,8 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
         if args.max_epochs is not None and epoch >= args.max_epochs:
             break
         model.train()
-        for batch in common.progress(iterate_batches(data["train"], args.batch_size, pad, img, args.seed * 1000 + epoch),
-                                     desc=f"epoch {epoch}"):
+        for batch in common.progress(iterate_batches(data["train"], args.batch_size, pad, img, args.seed * 1000 + epoch,
+                                                     args.device), desc=f"epoch {epoch}"):
             logits = model(batch["inputs"])["logits"]
             target = batch["label"] if logits.size(-1) > 1 else batch["label"].float().view(-1, 1)
             loss = simulation_loss(logits, target)
@@ -733,7 +738,8 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
     stopper.restore(model)
     logits = predict_logits(model, data["test"], args.eval_batch_size, pad, img)
     test = task_metric(logits.argmax(-1) if logits.size(-1) > 1 else logits, gold("test"))
-    common.write_predictions(out / "predictions.jsonl", data["test"], prediction_rows(logits, torch.tensor(gold("test"))))
+    common.write_predictions(out / "predictions.jsonl", data["test"],
+                             prediction_rows(logits, torch.tensor(gold("test"), device=logits.device)))
     results = {"task": args.task, "valid": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
                "steps": step, "student_test_metric": test, "n_train": len(data["train"]), "dir": str(out)}
     meta = json.loads((out / "teacher.json").read_text())
@@ -761,8 +767,12 @@ def load_teacher(args: Args) -> tuple[Model, dict]:
     if args.model and common.resolve_model_path(args.model) != common.resolve_model_path(meta["model"]):
         raise common.UsageError(f"the student uses the teacher's encoder; the teacher at {d} was trained with "
                                 f"--model {meta['model']} (drop --model)")
-    teacher = build_model(meta["model"], args.task)
-    teacher.load_state_dict(torch.load(d / "teacher.pt", weights_only=True))
+    teacher = build_model(meta["model"], args.task, args.device)
+    try:
+        teacher.load_state_dict(common.load_weights(d / "teacher.pt"))
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise common.UsageError(f"{d / 'teacher.pt'} does not fit the teacher model {meta['model']}: "
+                                f"{str(e).splitlines()[0][:150]}") from None
     return teacher.eval(), meta
 
 
@@ -775,7 +785,7 @@ def teacher_signals(teacher: Model, examples: list, args: Args, pad: int, img, l
     kind, res = args.explainer, {}
     bs = max(1, args.eval_batch_size // (args.ig_steps if kind == "integrated_gradients" else 1)) \
         if kind in GRADIENT_EXPLAINERS else args.eval_batch_size
-    for batch in iterate_batches(examples, bs, pad, img):
+    for batch in iterate_batches(examples, bs, pad, img, device=args.device):
         if kind in GRADIENT_EXPLAINERS:
             z = gradient_explanation_logits(teacher, batch["inputs"], kind, args.ig_variant, args.ig_steps,
                                             args.eval_batch_size)
@@ -794,7 +804,7 @@ def teacher_signals(teacher: Model, examples: list, args: Args, pad: int, img, l
 
 def batch_signal(signals: list, index: torch.Tensor, T: int, fill: float) -> torch.Tensor:
     """Stack per-example teacher signals padded to the batch length T."""
-    out = torch.full((len(index), *signals[0].shape[:-1], T), fill)
+    out = torch.full((len(index), *signals[0].shape[:-1], T), fill, device=signals[0].device)
     for b, i in enumerate(index.tolist()):
         out[b, ..., :signals[i].shape[-1]] = signals[i]
     return out
@@ -823,7 +833,7 @@ def write_head_coeffs(run: Path, phi: torch.Tensor, args: Args, num_layers: int,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(1 + 0.5 * num_heads, 1 + 0.4 * len(layers)))
-    im = ax.imshow(lam.view(len(layers), num_heads).numpy(), cmap="viridis", aspect="auto")
+    im = ax.imshow(lam.view(len(layers), num_heads).cpu().numpy(), cmap="viridis", aspect="auto")
     ax.set_xlabel("Head")
     ax.set_ylabel("Layer")
     ax.set_yticks(range(len(layers)), layers)
@@ -863,10 +873,10 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
     common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed, "teacher": meta})
     log = common.JsonlLog(run / "log.jsonl")
     smat, last = args.setup == "smat", args.explainer == "attention_last"
-    student = build_model(meta["model"], args.task).train()  # same pretrained encoder, fresh head
+    student = build_model(meta["model"], args.task, args.device).train()  # same pretrained encoder, fresh head
     n_heads = student.num_heads * (1 if last else student.num_layers)
-    phi_S = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads))  # S-explainer, uniform init
-    phi_T = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads))  # T-explainer: static, or learned by SMaT
+    phi_S = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads, device=args.device))  # S-explainer, uniform init
+    phi_T = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads, device=args.device))  # T-explainer: static or learned
     holder = nn.Module()
     holder.student, holder.phi_S, holder.phi_T = student, phi_S, phi_T
     meta_opt = OptaxAdam([phi_T], args.meta_lr, wd=0.0, max_norm=META_CLIP) if smat else None
@@ -878,16 +888,16 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
         if args.max_epochs is not None and epoch >= args.max_epochs:
             break
         valid_iter = itertools.cycle(list(iterate_batches(data["valid"], args.batch_size, pad, img,
-                                                          seed * 1000 + epoch + 500))) if smat else None
+                                                          seed * 1000 + epoch + 500, args.device))) if smat else None
         sums = np.zeros(3)
-        for batch in common.progress(iterate_batches(data["train"], args.batch_size, pad, img, seed * 1000 + epoch),
-                                     desc=f"epoch {epoch}"):
+        for batch in common.progress(iterate_batches(data["train"], args.batch_size, pad, img, seed * 1000 + epoch,
+                                                     args.device), desc=f"epoch {epoch}"):
             student.train()
             y = y_T["train"][batch["index"]]
             e_T = s_T = None
             if signals is not None:
                 if batch["inputs_mask"] is None:  # images: no padding, every patch (and CLS) is a token
-                    batch["inputs_mask"] = torch.ones(len(y), signals[0].shape[-1])
+                    batch["inputs_mask"] = torch.ones(len(y), signals[0].shape[-1], device=args.device)
                 T = batch["inputs_mask"].shape[1]
                 if args.explainer in GRADIENT_EXPLAINERS:
                     e_T = batch_signal(signals, batch["index"], T, 0.0)
@@ -975,7 +985,7 @@ def plausibility(args: Args, data_dir: Path) -> dict:
         per_doc = []
         bs = max(1, args.eval_batch_size // args.ig_steps) if kind == "integrated_gradients" else \
             max(1, args.eval_batch_size // 4)
-        for batch in common.progress(iterate_batches(examples, bs, tok.pad_token_id), desc=kind):
+        for batch in common.progress(iterate_batches(examples, bs, tok.pad_token_id, device=args.device), desc=kind):
             mask = batch["inputs_mask"]
             if kind in GRADIENT_EXPLAINERS:
                 z = gradient_explanation_logits(teacher, batch["inputs"], kind, args.ig_variant, args.ig_steps,
@@ -986,7 +996,8 @@ def plausibility(args: Args, data_dir: Path) -> dict:
                     out = teacher(batch["inputs"])
                     last = kind == "attention_last"
                     s = head_scores(out, teacher.num_heads, last)
-                    phi = phi_smat if kind == "attention_smat" else torch.full((s.shape[1],), 1.0 / s.shape[1])
+                    phi = phi_smat.to(s.device) if kind == "attention_smat" else \
+                        torch.full((s.shape[1],), 1.0 / s.shape[1], device=s.device)
                     if len(phi) != s.shape[1]:
                         raise common.UsageError(f"--head-coeffs has {len(phi)} coefficients, the teacher {n_all} heads")
                     expl, _ = attention_explanation(s, phi, args.head_normalizer, mask)

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 
 import common
 
+METHOD = "UIMER-DM"
+
 SCHEDULES = ["one-pass", "multi-round"]
 TEMPERATURE, STRETCH_L, STRETCH_R = 0.2, -0.2, 1.0  # DiffMask's hard-concrete gates
 
@@ -133,6 +135,9 @@ class Args:
                                                  "(quick runs; the paper uses all)")
     eval_batch_size: int = common.field(128, help="evaluation batch size")
     dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
+    device: str = common.field("auto", help=common.DEVICE_HELP)
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
+                                    "head.safetensors + model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
@@ -141,6 +146,7 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill unset values from the paper's tables and check the rest."""
+    args.device = str(common.resolve_device(args.device))
     setting = str(args.train_size) if args.task == "nli" else args.shots
     if args.task != "nli" and setting != "full":
         common.check_setting(setting, "--shots")
@@ -174,7 +180,7 @@ def resolve(args: Args) -> Args:
 def hard_concrete(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Stretched, rectified Binary Concrete sample (Louizos et al. 2018; DiffMask: T = 0.2, l = -0.2, r = 1.0):
     z = clamp(sigmoid((logit + log u - log(1 - u)) / T) * (r - l) + l, 0, 1), u ~ U(0, 1). Reparameterised."""
-    u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype).clamp(1e-6, 1 - 1e-6)
+    u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype).to(logits.device).clamp(1e-6, 1 - 1e-6)
     s = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / TEMPERATURE)
     return (s * (STRETCH_R - STRETCH_L) + STRETCH_L).clamp(0, 1)
 
@@ -279,7 +285,7 @@ def train_extractor(model, ext: Extractor, train: list[dict], args: Args, gen: t
     opt_lambda = torch.optim.RMSprop([ext.lagrange], lr=args.lambda_lr, maximize=True)
     n_states = len(ext.probes)
     for epoch in range(args.extractor_epochs):
-        for batch in common.batches(train, args.batch_size, pad, shuffle_seed=shuffle_seed + epoch):
+        for batch in common.batches(train, args.batch_size, pad, shuffle_seed=shuffle_seed + epoch, device=args.device):
             layer = int(torch.randint(n_states, (1,), generator=gen))
             loss, KL, L0 = extractor_loss(model, ext, batch, content_mask(batch, special), layer, gen, args)
             opt_phi.zero_grad()
@@ -302,7 +308,7 @@ def extractor_stats(model, ext: Extractor, examples: list[dict], args: Args, gen
     """Mean KL and expected L0 over `examples` at the attribution layer (all probes), gates sampled."""
     model.eval()
     KLs, L0s = [], []
-    for batch in common.batches(examples, args.eval_batch_size, pad, sort_by_length=True):
+    for batch in common.batches(examples, args.eval_batch_size, pad, sort_by_length=True, device=args.device):
         _, KL, L0 = extractor_loss(model, ext, batch, content_mask(batch, special), len(ext.probes) - 1, gen, args)
         KLs += KL.tolist()
         L0s += L0.tolist()
@@ -337,7 +343,7 @@ def dm_loss(model, ext: Extractor, batch: dict, args: Args, special: torch.Tenso
     has = (R.sum(-1) > 0) & (N.sum(-1) > 0)  # examples without a rationale, or with nothing but, are skipped
     L = eq7_loss(a, R, N, args.guard)  # Eq. (7)
     n = int(has.sum())
-    return L_task, (L[has].mean() if n else torch.zeros(())), n
+    return L_task, (L[has].mean() if n else torch.zeros((), device=L.device)), n
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -347,7 +353,7 @@ def dm_loss(model, ext: Extractor, batch: dict, args: Args, special: torch.Tenso
 def table4(model, ext: Extractor, test: list[dict], args: Args, seed: int, pad: int, special, tokenizer, run: Path):
     """a_R / a_N = mean gate over the rationale / non-rationale content wordpieces (Sec. 5.4)."""
     model.eval()
-    batches = common.batches(test, args.eval_batch_size, pad, sort_by_length=True)
+    batches = common.batches(test, args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     correct = common.per_example_correct(model, batches)
     gen, a_R_gt_a_N, rows = torch.Generator().manual_seed(seed + 1), {}, []
     for batch in batches:
@@ -388,13 +394,13 @@ def model_epochs(model, ext: Extractor | None, data: dict, args: Args, n_epochs:
         epoch = state["epoch"]
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch),
-                                     desc=f"epoch {epoch}"):
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
+                                                    device=args.device), desc=f"epoch {epoch}"):
             int_on = ext is not None and args.alpha > 0
             if int_on:
                 L_task, L_int, n_int = dm_loss(model, ext, batch, args, special, gen)
             else:
-                L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros(()), 0
+                L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
             opt.zero_grad()
@@ -438,16 +444,16 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     log = common.JsonlLog(run / "log.jsonl")
     metric = "f1" if args.task == "sf" else "accuracy"
     pad = tokenizer.pad_token_id
-    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
 
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=args.device)
     gen = torch.Generator().manual_seed(seed)  # gate noise and the extractor's layer draws
     st = data["rationale_stats"]
     print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
           f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
     n_int_examples = sum(1 for e in data["train"] if any(r and c for r, c in zip(e["rationale"], e["content"]))
                          and any(c and not r for r, c in zip(e["rationale"], e["content"])))
-    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True)
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     stopper = common.EarlyStopping(args.patience)
     state = {"epoch": 0, "step": 0, "round": 0}
     # warm-up (Sec. 3.3.3): L_task alone, to early stopping ('converge') or for k epochs; the best-dev model goes on
@@ -460,8 +466,8 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     ext, rounds = None, []
     if args.alpha > 0 or args.analysis:
         n_states = model.encoder.config.num_hidden_layers + 2
-        mask_row = model.embed(torch.tensor([tokenizer.mask_token_id]))[0]
-        ext = Extractor(model.encoder.config.hidden_size, n_states, mask_row).requires_grad_(False)
+        mask_row = model.embed(torch.tensor([tokenizer.mask_token_id], device=args.device))[0]
+        ext = Extractor(model.encoder.config.hidden_size, n_states, mask_row).to(args.device).requires_grad_(False)
     for r in range(args.rounds if args.alpha > 0 else 0):
         state["round"] = r + 1
         stats = train_extractor(model, ext, data["train"], args, gen, pad, special, seed * 7919 + 100 * r, log)
@@ -470,8 +476,8 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
         model_epochs(model, ext, data, args, args.max_epochs, stopper, state, special, gen, pad, dev_batches, log, seed)
         rounds.append({**stats, "best_dev": stopper.best})
     stopper.restore(model)
-    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
-                             data["labels"])
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
+                                                   device=args.device), data["labels"])
     test = scored[metric]
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
     results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
@@ -484,6 +490,11 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
         results["extractor_for_analysis"] = train_extractor(model, ext, data["train"], args, gen, pad, special,
                                                             seed * 7919 - 1, log)
         results["table4"] = table4(model, ext, data["test"], args, seed, pad, special, tokenizer, run)
+    if args.save_model:
+        common.save_task_model(run / "model", model, tokenizer, {
+            "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
+            "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
+            f"test {metric}": round(test, 4), "base model": args.model})
     common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
     results["runtime_s"] = round(timer(), 1)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})

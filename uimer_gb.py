@@ -29,6 +29,8 @@ import torch
 
 import common
 
+METHOD = "UIMER-GB"
+
 VARIANTS = ["ghaeini", "huang"]
 
 # Tables 6-8 of the paper have no UIMER-GB rows. GB therefore takes the optimisation settings of the setting's
@@ -99,6 +101,9 @@ class Args:
                                                  "(quick runs; the paper uses all)")
     eval_batch_size: int = common.field(128, help="evaluation batch size")
     dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
+    device: str = common.field("auto", help=common.DEVICE_HELP)
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
+                                    "head.safetensors + model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
@@ -107,6 +112,7 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill unset values from GB_TABLE and check the rest."""
+    args.device = str(common.resolve_device(args.device))
     setting = str(args.train_size) if args.task == "nli" else args.shots
     if args.task != "nli" and setting != "full":
         common.check_setting(setting, "--shots")
@@ -173,7 +179,8 @@ def gate_sample(s: torch.Tensor, R: torch.Tensor, gen: torch.Generator) -> torch
     """+Gate: G ~ Bernoulli(1 - p), p = sum_{i in R} s_i (the salience already on the rationale), per example (B,).
     A sample, not a function of the model: no gradient flows through it."""
     p = (s * R).sum(-1).detach()
-    return (torch.rand(p.shape, generator=gen) < 1 - p).to(s.dtype)
+    u = torch.rand(p.shape, generator=gen).to(p.device)  # drawn on the CPU: the same draws on every device
+    return (u < 1 - p).to(s.dtype)
 
 
 def huang_loss(s: torch.Tensor, R: torch.Tensor, N: torch.Tensor, gate: bool, order: bool,
@@ -216,7 +223,7 @@ def gb_loss(model: common.TaskModel, batch: dict, args: Args, special_ids: torch
         G = gate_sample(a, R, gen) if args.gate else None
         L = huang_loss(a, R, N, args.gate, args.order, G, args.guard)  # Eq. (3)
     n = int(has.sum())
-    return L_task, (L[has].mean() if n else torch.zeros(())), n
+    return L_task, (L[has].mean() if n else torch.zeros((), device=L.device)), n
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -247,9 +254,9 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     log = common.JsonlLog(run / "log.jsonl")
     metric = "f1" if args.task == "sf" else "accuracy"
     pad = tokenizer.pad_token_id
-    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
 
-    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=args.device)
     gen = torch.Generator().manual_seed(seed)  # the Gate's Bernoulli draws
     st = data["rationale_stats"]
     print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
@@ -259,19 +266,19 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     total_steps = steps_per_epoch * args.max_epochs
     opt, sched = common.make_optimizer(model, args.lr, total_steps)
-    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True)
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     stopper = common.EarlyStopping(args.patience)
     step = 0
     for epoch in range(args.max_epochs):
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch),
-                                     desc=f"epoch {epoch}"):
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
+                                                    device=args.device), desc=f"epoch {epoch}"):
             int_on = args.alpha > 0 and epoch >= args.warmup_epochs
             if int_on:
                 L_task, L_int, n_int = gb_loss(model, batch, args, special_ids, gen)
             else:
-                L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros(()), 0
+                L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
             opt.zero_grad()
@@ -292,8 +299,8 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
         if stopper.stop:
             break
     stopper.restore(model)
-    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
-                             data["labels"])
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
+                                                   device=args.device), data["labels"])
     test = scored[metric]
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
     results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
@@ -302,6 +309,11 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
                "n_with_both_sets": n_int_examples,
                "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
                "run_dir": str(run)}
+    if args.save_model:
+        common.save_task_model(run / "model", model, tokenizer, {
+            "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
+            "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
+            f"test {metric}": round(test, 4), "base model": args.model})
     common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
     results["runtime_s"] = round(timer(), 1)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})

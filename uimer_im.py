@@ -31,6 +31,8 @@ import torch
 
 import common
 
+METHOD = "UIMER-IM"
+
 STRATEGIES = ["mask", "uniform", "prior", "bert"]
 
 # Tables 6-8 of the paper (App. 8.3), UIMER-IM rows. warm: "no" = the plain row, "yes" = the "(warm.)" row,
@@ -198,6 +200,9 @@ class Args:
                                                  "(quick runs; the paper uses all)")
     eval_batch_size: int = common.field(128, help="evaluation batch size")
     dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)")
+    device: str = common.field("auto", help=common.DEVICE_HELP)
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
+                                    "head.safetensors + model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
@@ -206,6 +211,7 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill unset values from the paper's tables and check the rest."""
+    args.device = str(common.resolve_device(args.device))
     setting = str(args.train_size) if args.task == "nli" else args.shots
     if args.task != "nli" and setting != "full":
         common.check_setting(setting, "--shots")
@@ -277,7 +283,8 @@ def candidates_bert(input_ids: list[list[int]], positions: list[list[int]], k: i
             x[b, :len(input_ids[s])] = torch.tensor(input_ids[s])
             att[b, :len(input_ids[s])] = 1
             x[b, j] = mask_id
-        logits = mlm(input_ids=x, attention_mask=att).logits  # (b, L, V)
+        dev = next(mlm.parameters()).device
+        logits = mlm(input_ids=x.to(dev), attention_mask=att.to(dev)).logits.cpu()  # (b, L, V)
         at = logits[torch.arange(len(chunk)), torch.tensor([j for _, j in chunk])]  # (b, V)
         at[:, special_ids] = -1e10  # never propose [CLS]/[SEP]/[PAD]/[MASK]
         top = at.topk(k, -1)
@@ -377,12 +384,13 @@ def replaced_batch(batch: dict, sets: dict) -> tuple[dict | None, torch.Tensor |
         return None, None
     B, L = batch["input_ids"].shape
     k = sets[index[rows[0]]][1].size(1)
-    src = torch.tensor(rows).repeat_interleave(2 * k)  # row of the original batch for each replaced sentence
+    device = batch["input_ids"].device
+    src = torch.tensor(rows, device=device).repeat_interleave(2 * k)  # row of the batch for each replaced sentence
     rep = {key: v[src] for key, v in batch.items() if torch.is_tensor(v) and v.dim() >= 1 and v.size(0) == B}
     for r, b in enumerate(rows):  # copy each example's (2, k, L_e) replaced ids into the padded batch
         ids = sets[index[b]][0]
         rep["input_ids"][r * 2 * k:(r + 1) * 2 * k, :ids.size(-1)] = ids.reshape(2 * k, -1)
-    q = torch.stack([sets[index[b]][1] for b in rows])  # (n, 2, k)
+    q = torch.stack([sets[index[b]][1] for b in rows]).to(device)  # (n, 2, k)
     return rep, q
 
 
@@ -390,7 +398,7 @@ def im_loss(model: common.TaskModel, batch: dict, sets: dict, args: Args) -> tup
     """Mean L_int over the batch's examples that have both sets, from one batched forward pass."""
     rep, q = replaced_batch(batch, sets)
     if rep is None:
-        return torch.zeros(()), 0
+        return torch.zeros((), device=batch["input_ids"].device), 0
     log_p = model.gold_log_likelihood(model(rep), rep).view(q.shape)  # (n, 2, k): log p(y|x')
     return im_margin_loss(log_p, q, args.epsilon, args.lower_bound).mean(), q.size(0)
 
@@ -441,7 +449,7 @@ def load_mlm(args: Args, tokenizer, sentences: list[list[int]]):
     if AutoTokenizer.from_pretrained(path).get_vocab() != tokenizer.get_vocab():
         raise common.UsageError(f"--mlm-model {args.mlm_model} has a different vocabulary from --model "
                                 f"{args.model}; the replaced tokens must be the task model's")
-    return mlm.eval()
+    return mlm.to(args.device).eval()
 
 
 def adapt_mlm(args: Args, tokenizer, sentences: list[list[int]]):
@@ -452,12 +460,12 @@ def adapt_mlm(args: Args, tokenizer, sentences: list[list[int]]):
     key = hashlib.sha1(f"{path}|{args.task}|{args.mlm_adapt_steps}|{len(sentences)}".encode()).hexdigest()[:12]
     cache = Path(args.out_dir) / "mlm_cache" / f"{args.task}-{key}"
     if (cache / "config.json").is_file():
-        return AutoModelForMaskedLM.from_pretrained(cache).eval()
+        return AutoModelForMaskedLM.from_pretrained(cache).to(args.device).eval()
     print(f"adapting a masked LM of {args.model} on {len(sentences)} {args.task} training sentences "
           f"({args.mlm_adapt_steps} steps) -> {cache}")
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    mlm = AutoModelForMaskedLM.from_pretrained(path).train()
+    mlm = AutoModelForMaskedLM.from_pretrained(path).to(args.device).train()
     info = token_info(tokenizer, [])
     opt = torch.optim.AdamW(mlm.parameters(), lr=1e-4)
     for step in common.progress(range(args.mlm_adapt_steps), desc="mlm adapt"):
@@ -473,7 +481,8 @@ def adapt_mlm(args: Args, tokenizer, sentences: list[list[int]]):
         x[chosen & (r < 0.8)] = info["mask_id"]
         rnd = chosen & (r >= 0.8) & (r < 0.9)
         x[rnd] = info["allowed_ids"][torch.randint(len(info["allowed_ids"]), (int(rnd.sum()),), generator=gen)]
-        loss = mlm(input_ids=x, attention_mask=b["attention_mask"], labels=labels).loss
+        loss = mlm(input_ids=x.to(args.device), attention_mask=b["attention_mask"].to(args.device),
+                   labels=labels.to(args.device)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -501,9 +510,11 @@ def table4(model, test: list[dict], args: Args, seed: int, tok_info: dict, mlm, 
     if not sets:
         return {"note": "no test example has a rationale (e-SNLI test has no highlights in this copy)"}
     model.eval()
-    correct = common.per_example_correct(model, common.batches(test, args.eval_batch_size, pad_id, sort_by_length=True))
+    correct = common.per_example_correct(model, common.batches(test, args.eval_batch_size, pad_id, sort_by_length=True,
+                                                               device=args.device))
     a_R_gt_a_N = {}
-    for batch in common.batches([e for e in test if e["index"] in sets], args.eval_batch_size, pad_id, sort_by_length=True):
+    for batch in common.batches([e for e in test if e["index"] in sets], args.eval_batch_size, pad_id,
+                                sort_by_length=True, device=args.device):
         rep, q = replaced_batch(batch, sets)
         log_p = model.gold_log_likelihood(model(rep), rep).view(q.shape)
         log_m, log_1m = marginal_log_prob(log_p, q)
@@ -568,7 +579,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
     log = common.JsonlLog(run / "log.jsonl")
     metric = "f1" if args.task == "sf" else "accuracy"
     pad = tokenizer.pad_token_id
-    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
 
     corpus = ([e["input_ids"] for e in data["train"]] if args.prior_corpus == "sampled"
               else training_sentences(args, data_dir, tokenizer))
@@ -582,7 +593,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     total_steps = steps_per_epoch * args.max_epochs
     opt, sched = common.make_optimizer(model, args.lr, total_steps)
-    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True)
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     stopper = common.EarlyStopping(args.patience)
     task_converged, step = False, 0
     for epoch in range(args.max_epochs):
@@ -591,8 +602,8 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                                           tok_info, mlm)
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch),
-                                     desc=f"epoch {epoch}"):
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
+                                                    device=args.device), desc=f"epoch {epoch}"):
             int_on = args.alpha > 0 and use_int_loss(epoch, step, total_steps, args.warmup_epochs,
                                                      args.warmup_fraction, task_converged)
             scores = model(batch)
@@ -603,7 +614,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                 with torch.no_grad():
                     L_int, n_int = im_loss(model, batch, sets, args)
             else:
-                L_int, n_int = torch.zeros(()), 0
+                L_int, n_int = torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
             opt.zero_grad()
@@ -627,8 +638,8 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                 continue
             break
     stopper.restore(model)
-    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True),
-                             data["labels"])
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
+                                                   device=args.device), data["labels"])
     test = scored[metric]
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
     results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
@@ -639,6 +650,11 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
     if args.analysis:
         results["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, pad)
         write_lint_curve(run, run / "log.jsonl")
+    if args.save_model:
+        common.save_task_model(run / "model", model, tokenizer, {
+            "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
+            "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
+            f"test {metric}": round(test, 4), "base model": args.model})
     common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file
     results["runtime_s"] = round(timer(), 1)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})

@@ -1,6 +1,6 @@
 """Step time of REGEX relative to plain fine-tuning on the same batch, measured in one run, per IG step count.
 
-    python bench/bench_regex.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5] [--ig-steps 1,5,10,20]
+    python bench/bench_regex.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5] [--ig-steps 1,5,10,20] [--device auto]
 
 One optimisation step (forward, backward, AdamW) of L (Eq. 1) versus one of L_CE alone, on one SST-2 training batch
 (batch size 16, seed 1, the script's defaults otherwise). Plain and method steps are interleaved so machine load hits
@@ -23,11 +23,13 @@ import regex_robust as rx  # noqa: E402
 
 
 def one_step(clf, opt, batch, args, egt_on: bool) -> float:
+    common.synchronize(args.device)
     t0 = time.perf_counter()
     L, _ = rx.train_step(clf, batch, args, egt_on)
     opt.zero_grad()
     L.backward()
     opt.step()
+    common.synchronize(args.device)
     return time.perf_counter() - t0
 
 
@@ -38,12 +40,14 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ig-steps", default="1,5,10,20")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help=common.DEVICE_HELP)
     a = p.parse_args()
-    args = rx.resolve(rx.parse_args(["--model", a.model] + (["--data-dir", a.data_dir] if a.data_dir else [])))
+    args = rx.resolve(rx.parse_args(["--model", a.model, "--device", a.device] +
+                                    (["--data-dir", a.data_dir] if a.data_dir else [])))
     tok = common.load_tokenizer(a.model)
     common.set_seed(1)
     train = rx.load_split("sst2", "train", args, tok, 2000, 1)
-    batch = common.batches(train, a.batch_size, tok.pad_token_id, shuffle_seed=1)[0]
+    batch = common.batches(train, a.batch_size, tok.pad_token_id, shuffle_seed=1, device=args.device)[0]
     model = rx.new_model(args, a.model).train()
     clf = rx.as_classifier(model, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-7)

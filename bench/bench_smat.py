@@ -1,7 +1,7 @@
 """Step time of SMaT's student steps relative to a plain student step (no explanation), measured in one run.
 
     python bench/bench_smat.py [--data-dir DIR] [--teacher-dir DIR] [--max-len 256] [--repeats 3] [--kinds smat]
-                               [--no-keep-freed-memory]
+                               [--no-keep-freed-memory] [--device auto]
 
 On one IMDB student batch (the first 32 reviews of the student pool, default MiniLM encoder): one SGD step of the
 student with L_sim alone (plain), with L_sim + beta L_expl for each teacher explainer, and one full SMaT step
@@ -24,9 +24,14 @@ import common  # noqa: E402
 import smat_jax_free as sm  # noqa: E402
 
 
+DEVICE = "cpu"
+
+
 def timed(fn) -> float:
+    common.synchronize(DEVICE)
     t0 = time.perf_counter()
     fn()
+    common.synchronize(DEVICE)
     return time.perf_counter() - t0
 
 
@@ -41,24 +46,28 @@ def main():
                    help="comma-separated rows to time: explainers and/or smat (default: all)")
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="as smat_jax_free.py's flag of that name (its default: on)")
+    p.add_argument("--device", default="auto", help=common.DEVICE_HELP)
     a = p.parse_args()
+    global DEVICE
+    DEVICE = str(common.resolve_device(a.device))
     if a.keep_freed_memory:
         common.keep_freed_memory()
     data_dir = common.resolve_data_dir(a.data_dir)
-    args = sm.resolve(sm.parse_args(["--setup", "smat", "--max-len", str(a.max_len), "--teacher-dir", a.teacher_dir]))
+    args = sm.resolve(sm.parse_args(["--setup", "smat", "--max-len", str(a.max_len), "--teacher-dir", a.teacher_dir,
+                                     "--device", DEVICE]))
     try:
         teacher, meta = sm.load_teacher(args)
         source = f"trained teacher {a.teacher_dir}"
     except common.UsageError:
-        teacher, meta, source = sm.build_model(common.DEFAULT_MODEL, "imdb").eval(), {"model": common.DEFAULT_MODEL}, \
+        teacher, meta, source = sm.build_model(common.DEFAULT_MODEL, "imdb", DEVICE).eval(), {"model": common.DEFAULT_MODEL}, \
             "untrained teacher (no checkpoint)"
     tok, pad, img = sm.load_processor(args, meta["model"])
     rows = sm.load_splits(sm.resolve(sm.parse_args(["--num-examples", str(a.batch_size)])), data_dir, "student")["train"]
     examples = sm.encode(rows, tok, a.max_len)
-    batch = sm.collate(examples, pad)
+    batch = common.to_device(sm.collate(examples, pad), DEVICE)
     y = sm.predict(teacher, examples, 64, pad, img)
     torch.manual_seed(0)
-    student = sm.build_model(meta["model"], "imdb").train()
+    student = sm.build_model(meta["model"], "imdb", DEVICE).train()
     B, T = batch["inputs"]["input_ids"].shape
     print(f"keep_freed_memory {a.keep_freed_memory}  torch threads {torch.get_num_threads()}  {source}  "
           f"batch {B} x {T} wordpieces  repeats {a.repeats}")
@@ -77,8 +86,8 @@ def main():
         signals = sm.teacher_signals(teacher, examples, args, pad, img, last)
         pre = time.perf_counter() - t0
         n = teacher.num_heads * (1 if last else teacher.num_layers)
-        phi_S = torch.nn.Parameter(torch.full((n,), 1.0 / n))
-        phi_T = torch.nn.Parameter(torch.full((n,), 1.0 / n))
+        phi_S = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=DEVICE))
+        phi_T = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=DEVICE))
         meta_opt = sm.OptaxAdam([phi_T], args.meta_lr, wd=0.0, max_norm=sm.META_CLIP)
         beta = 0.2 if explainer in sm.GRADIENT_EXPLAINERS else 5.0
 
@@ -91,10 +100,8 @@ def main():
                 e_T, _ = sm.attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
             sm.student_step(student, phi_S, batch, y, e_T, args, last)
             if kind == "smat":  # the pilot/meta step uses the same batch as a stand-in for the valid batch
-                t0 = time.perf_counter()
-                g, _ = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, batch, y, args, last)
-                meta_opt.step([g])
-                meta_times.append(time.perf_counter() - t0)
+                meta_times.append(timed(lambda: meta_opt.step([sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T,
+                                                                                 batch, y, args, last)[0]])))
 
         times_plain, times_step = [], []
         for r in range(a.repeats + 1):  # ABBA order, so a drift in machine load or memory hits both alike

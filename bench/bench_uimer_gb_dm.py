@@ -1,7 +1,7 @@
 """Step time of UIMER-GB (each variant) and UIMER-DM (extractor step, model step) relative to a plain fine-tuning
 step on the same batch, measured in one run.
 
-    python bench/bench_uimer_gb_dm.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5]
+    python bench/bench_uimer_gb_dm.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5] [--device auto]
 
 For each setting (the paper's 1-shot IC and 3-shot SF, seed 55, first training batch of 24): one optimisation step
 (forward, backward, AdamW) of L_task alone, of L_task + alpha L_int for every GB variant (one forward, a first-order
@@ -34,23 +34,25 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--model", default=common.DEFAULT_MODEL)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="auto", help=common.DEVICE_HELP)
     a = p.parse_args()
+    device = str(common.resolve_device(a.device))
     data_dir = common.resolve_data_dir(a.data_dir)
     tok = common.load_tokenizer(a.model)
-    special = torch.tensor(sorted(set(tok.all_special_ids)))
+    special = torch.tensor(sorted(set(tok.all_special_ids)), device=device)
     print(f"torch threads: {torch.get_num_threads()}  model: {a.model}  repeats: {a.repeats}")
     print(f"{'setting':9s} {'method':32s} {'B':>3s} {'step s':>8s} {'ratio':>6s}")
     for task, shots in (("ic", "1"), ("sf", "3")):
         data = common.load_uimer_task(task, data_dir, shots, 55, tok, 50, max_eval_examples=1)
-        batch = common.batches(data["train"], 24, tok.pad_token_id)[0]
+        batch = common.batches(data["train"], 24, tok.pad_token_id, device=device)[0]
         torch.manual_seed(0)
-        model = common.TaskModel(common.load_encoder(a.model), task, len(data["labels"])).train()
+        model = common.TaskModel(common.load_encoder(a.model), task, len(data["labels"])).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         gen = torch.Generator().manual_seed(0)
-        dm_args = dm.resolve(dm.parse_args(["--task", task, "--shots", shots]))
+        dm_args = dm.resolve(dm.parse_args(["--task", task, "--shots", shots, "--device", device]))
         n_states = model.encoder.config.num_hidden_layers + 2
         ext = dm.Extractor(model.encoder.config.hidden_size, n_states,
-                           model.embed(torch.tensor([tok.mask_token_id]))[0]).requires_grad_(False)
+                           model.embed(torch.tensor([tok.mask_token_id], device=device))[0]).to(device).requires_grad_(False)
         phi = [q for n, q in ext.named_parameters() if n != "lagrange"]
         opt_phi = torch.optim.AdamW(phi, lr=1e-4)
         opt_lambda = torch.optim.RMSprop([ext.lagrange], lr=0.3, maximize=True)
@@ -95,14 +97,16 @@ def main():
 
         steps = {"plain fine-tuning": plain}
         for name, extra in GB_VARIANTS.items():
-            steps[name] = gb_step(gb.resolve(gb.parse_args(["--task", task, "--shots", shots, *extra])))
+            steps[name] = gb_step(gb.resolve(gb.parse_args(["--task", task, "--shots", shots, *extra, "--device", device])))
         steps["DM model step (Eq. 1, Eq. 7)"] = dm_model_step
         steps["DM extractor step (L_phi^DM)"] = dm_extractor_step
         times = {k: [] for k in steps}
         for r in range(a.repeats + 1):
             for name, fn in steps.items():
+                common.synchronize(device)
                 t0 = time.perf_counter()
                 fn()
+                common.synchronize(device)
                 if r:
                     times[name].append(time.perf_counter() - t0)
         base = statistics.median(times["plain fine-tuning"])

@@ -346,3 +346,39 @@ def test_keep_freed_memory_stops_glibc_returning_large_blocks():
     drop = {mode: float(subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE, mode], cwd=root, timeout=120,
                                        capture_output=True, text=True, check=True).stdout) for mode in ("default", "keep")}
     assert drop["default"] > 150 and drop["keep"] < 10, drop
+
+
+@pytest.mark.parametrize("task", ["ic", "sf"])
+def test_saved_task_model_loads_with_transformers_alone_and_gives_the_same_logits(tiny_model, tmp_path, task):
+    """save_task_model -> AutoModel + safetensors head (no code of this repository) -> the same scores; and
+    load_task_model -> the same scores; an encoder saved in float16 loads as float32."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+    tok = common.load_tokenizer(tiny_model)
+    torch.manual_seed(0)
+    model = common.TaskModel(common.load_encoder(tiny_model), task, 5).eval()
+    ex = [common.encode_words(tok, w.split(), [0] * len(w.split()), 20) | {"index": i, "label": 1, "tags": [1] * len(w.split())}
+          for i, w in enumerate(["play some music", "book a table for two"])]
+    if task == "ic":
+        for e in ex:
+            e.pop("tags")
+    batch = common.collate(ex, tok.pad_token_id)
+    with torch.no_grad():
+        want = model(batch)
+    out = common.save_task_model(tmp_path / "model", model, tok, {"method": "test", "seed": 0})
+    assert {"config.json", "model.safetensors", "head.safetensors", "model_card.md", "task.json"} <= {p.name for p in out.iterdir()}
+    enc, head = AutoModel.from_pretrained(out, attn_implementation="eager").eval(), load_file(out / "head.safetensors")
+    with torch.no_grad():
+        h = enc(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"]).last_hidden_state
+    if task == "sf":
+        h = torch.gather(h, 1, batch["word_index"].unsqueeze(-1).expand(-1, -1, h.size(-1)))
+    else:
+        h = h[:, 0]
+    torch.testing.assert_close(h @ head["head.weight"].T + head["head.bias"], want, rtol=0, atol=1e-6)
+    again, meta = common.load_task_model(out)
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch), want, rtol=0, atol=0)
+    assert meta["task"] == task and "seed" in (out / "model_card.md").read_text()
+    model.encoder.half().save_pretrained(tmp_path / "fp16")
+    assert next(common.load_encoder(str(tmp_path / "fp16")).parameters()).dtype == torch.float32

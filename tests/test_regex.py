@@ -2,6 +2,7 @@
 hand computation, a known-faithful attribution against random, IG completeness, smoke runs, bad input."""
 import dataclasses
 import json
+import os
 import math
 import subprocess
 import sys
@@ -460,7 +461,7 @@ def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat,
     if egt:
         on = [s for s in steps if s["egt_on"]]
         assert all(("L_align" in s) == (mode != "mask") and ("L_mask" in s) == (mode != "align") for s in on)
-    assert (Path(r["run_dir"]) / "model.pt").is_file()
+    assert (Path(r["run_dir"]) / "model" / "head.safetensors").is_file()
 
 
 @pytest.mark.parametrize("extra", [
@@ -503,7 +504,7 @@ def test_evaluate_only_and_seed_agreement(tiny_model, text_data, tmp_path):
     a = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "1", "--no-egt", *FAST)))
     b = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "2", "--no-egt", *FAST)))
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "1", "--evaluate-only", "--checkpoint",
-                                   a["run_dir"], "--compare-checkpoint", b["run_dir"] + "/model.pt", *FAST)))
+                                   a["run_dir"], "--compare-checkpoint", b["run_dir"] + "/model", *FAST)))
     assert r["variant"] == "evaluate-only" and r["n_train"] == 0
     assert r["test"] == a["test"] and r["faithfulness"] == a["faithfulness"]  # same model, same report
     assert set(r["randomization_seed_vs_seed"]) == {"random", "ig"}
@@ -536,6 +537,44 @@ def test_subsample_seed_fixes_the_training_subsample_across_seeds(tiny_model, te
     assert ids(1) != ids(2)  # by default the subsample is drawn with the run's seed
     assert ids(1, "--subsample-seed", "0") == ids(2, "--subsample-seed", "0") == ids(0)
     assert len(ids(1)) == 6
+
+
+def test_evaluate_only_on_a_hugging_face_classifier_folder_and_a_legacy_model_pt(tiny_model, text_data, tmp_path, tok):
+    """The faithfulness suite scores a model not trained here (AutoModelForSequenceClassification), and a model.pt of
+    older runs still loads (weights only)."""
+    from transformers import BertConfig, BertForSequenceClassification
+    torch.manual_seed(0)
+    hf = tmp_path / "hf-clf"
+    BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=2)).save_pretrained(hf)
+    tok.save_pretrained(hf)
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--evaluate-only", "--checkpoint", str(hf), *FAST)))
+    assert r["variant"] == "evaluate-only" and set(r["faithfulness"]) == {"random", "ig"}
+    assert 0 <= r["test"]["accuracy"] <= 1 and len((Path(r["run_dir"]) / "predictions.jsonl").read_text().splitlines()) == 12
+    a = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "1", "--no-egt", *FAST)))
+    model, _ = rx.load_checkpoint(a["run_dir"], rx.resolve(rx.parse_args(argv(tiny_model, text_data, tmp_path))))
+    torch.save({"state_dict": model.state_dict(), "model": tiny_model, "task": "sst2"}, tmp_path / "legacy.pt")
+    old = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "1", "--evaluate-only", "--checkpoint",
+                                     str(tmp_path / "legacy.pt"), *FAST)))
+    assert old["test"] == a["test"] and old["faithfulness"] == a["faithfulness"]
+
+
+def test_crafted_pickle_checkpoint_is_refused_and_never_runs(tmp_path, tiny_model):
+    """torch.load(weights_only=True): a pickle that would run code is a one-line error, and its code never runs."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"state_dict": Payload(), "model": tiny_model}))
+    (tmp_path / "junk.pt").write_bytes(os.urandom(256))
+    data = write_tiny_text_data(tmp_path / "d")
+    for f in ("evil.pt", "junk.pt"):
+        p = run_cli("--data-dir", str(data), "--model", tiny_model, "--out-dir", str(tmp_path / "runs"),
+                    "--evaluate-only", "--checkpoint", str(tmp_path / f))
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+        assert "cannot be loaded as weights" in p.stderr
+    assert not (tmp_path / "pwned").exists()
 
 
 # ---------------------------------------------------------------------------------------------- bad input

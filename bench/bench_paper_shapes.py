@@ -1,0 +1,243 @@
+"""Step-time ratios of every method at the papers' shapes, with randomly initialised encoders, measured in one run.
+
+    python bench/bench_paper_shapes.py --device cuda            # what bench/gpu_check.sh runs on a GPU node
+    python bench/bench_paper_shapes.py --device cpu --tiny      # the same code path on tiny shapes (a test runs it)
+
+Each row times one optimisation step of a method against one plain step (the task loss alone, same model, same
+batch), interleaved (A B A B ...), medians after warm-ups; on CUDA every timing is bracketed by synchronisations,
+and the peak GPU memory of the method's steps is reported. Shapes (weights are random: step times do not depend on
+them): UIMER (IC classification, IM +Uniform k = 4, GB, DM) and REGEX on BERT-base (12 x 768, 12 heads), batch
+32 x 128; SMaT on ELECTRA-small (12 x 256, 4 heads, embeddings 128) and MiniLM (6 x 384, 12 heads), batch 32 x 256.
+Prints one markdown table: method, shape, plain step ms, method step ms, ratio, peak GPU memory.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+VOCAB, CLS, SEP, PAD, MASK = 30522, 101, 102, 0, 103
+SPECIAL = [0, 100, 101, 102, 103]
+
+
+def configs(tiny: bool) -> dict:
+    from transformers import BertConfig, ElectraConfig
+    if tiny:
+        small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+        return {"bert-base": BertConfig(vocab_size=VOCAB, **small),
+                "electra-small": ElectraConfig(vocab_size=VOCAB, embedding_size=16, **small),
+                "minilm": BertConfig(vocab_size=VOCAB, **small), "uimer_shape": (4, 16), "smat_shape": (4, 24)}
+    return {"bert-base": BertConfig(vocab_size=VOCAB),  # 12 layers x 768, 12 heads, intermediate 3072
+            "electra-small": ElectraConfig(vocab_size=VOCAB, embedding_size=128, hidden_size=256, num_hidden_layers=12,
+                                           num_attention_heads=4, intermediate_size=1024),
+            "minilm": BertConfig(vocab_size=VOCAB, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                 intermediate_size=1536),
+            "uimer_shape": (32, 128), "smat_shape": (32, 256)}
+
+
+def encoder(cfg, device):
+    from transformers import AutoModel
+    torch.manual_seed(0)
+    return AutoModel.from_config(cfg, attn_implementation="eager").to(device)
+
+
+def examples(B: int, L: int, seed: int = 0) -> list[dict]:
+    """B synthetic sentences of L wordpieces ([CLS] ... [SEP]), ~20% of the content marked as rationale."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(B):
+        ids = [CLS] + torch.randint(1000, VOCAB, (L - 2,), generator=g).tolist() + [SEP]
+        rat = [0] + (torch.rand(L - 2, generator=g) < 0.2).long().tolist() + [0]
+        rat[1], rat[2] = 1, 0  # every sentence has a rationale and a non-rationale word
+        out.append({"input_ids": ids, "token_type_ids": [0] * L, "rationale": rat, "content": [0] + [1] * (L - 2) + [0],
+                    "index": i, "label": i % 7, "id": str(i)})
+    return out
+
+
+class Timer:
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+
+    def __call__(self, fn) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+
+def compare(plain, method, device, repeats: int, warmup: int = 2) -> tuple[float, float, float | None]:
+    """(plain s, method s, peak GiB of the method's steps) from interleaved medians."""
+    timed = Timer(device)
+    for _ in range(warmup):
+        plain()
+        method()
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    tp, tm = [], []
+    for _ in range(repeats):
+        tp.append(timed(plain))
+        tm.append(timed(method))
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    return statistics.median(tp), statistics.median(tm), peak
+
+
+def sgd_step(model, loss_fn):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def uimer_rows(cfgs, device, repeats):
+    import uimer_dm as dm
+    import uimer_gb as gb
+    import uimer_im as im
+    B, L = cfgs["uimer_shape"]
+    ex = examples(B, L)
+    batch = common.to_device(common.collate(ex, PAD), device)
+    model = common.TaskModel(encoder(cfgs["bert-base"], device), "ic", 7).to(device).train()
+    special = torch.tensor(SPECIAL, device=device)
+    plain = sgd_step(model, lambda: model.task_loss(model(batch), batch))
+    rows = []
+    # UIMER-IM +Uniform, k = 4 replaced sentences per set: one extra batched forward over n * 2k rows
+    args = im.resolve(im.parse_args(["--task", "ic", "--strategy", "uniform", "--device", device]))
+    info = {"mask_id": MASK, "special_ids": SPECIAL, "allowed_ids": torch.arange(1000, VOCAB),
+            "counts": torch.ones(VOCAB, dtype=torch.long)}
+    sets = im.build_replacement_sets(ex, args, torch.Generator().manual_seed(0), info)
+    step = sgd_step(model, lambda: model.task_loss(model(batch), batch) + args.alpha * im.im_loss(model, batch, sets, args)[0])
+    rows.append(("UIMER-IM +Uniform (k = 4)", "BERT-base", B, L, *compare(plain, step, device, repeats)))
+    for label, flags in (("UIMER-GB Ghaeini (embedding output)", ["--variant", "ghaeini", "--wrt", "embedding-output"]),
+                         ("UIMER-GB Huang +Order", ["--variant", "huang", "--order"])):
+        a = gb.resolve(gb.parse_args(["--task", "ic", *flags, "--device", device]))
+        gen = torch.Generator().manual_seed(0)
+        step = sgd_step(model, lambda a=a, gen=gen: sum(gb.gb_loss(model, batch, a, special, gen)[:2]))
+        rows.append((label, "BERT-base", B, L, *compare(plain, step, device, repeats)))
+    a = dm.resolve(dm.parse_args(["--task", "ic", "--device", device]))
+    n_states = model.encoder.config.num_hidden_layers + 2
+    ext = dm.Extractor(model.encoder.config.hidden_size, n_states,
+                       model.embed(torch.tensor([MASK], device=device))[0].detach()).to(device).requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    step = sgd_step(model, lambda: sum(dm.dm_loss(model, ext, batch, a, special, gen)[:2]))
+    rows.append(("UIMER-DM model step (Eq. 7)", "BERT-base", B, L, *compare(plain, step, device, repeats)))
+    content = dm.content_mask(batch, special)
+    ext_opt = torch.optim.AdamW(ext.parameters(), lr=1e-3)
+
+    def ext_step():  # as train_extractor(): the model frozen in eval mode, the probes and placeholder trained
+        model.eval().requires_grad_(False)
+        ext.requires_grad_(True)
+        loss = dm.extractor_loss(model, ext, batch, content, n_states - 1, gen, a)[0]
+        ext_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ext_opt.step()
+        ext.requires_grad_(False)
+        model.train().requires_grad_(True)
+    rows.append(("UIMER-DM extractor step", "BERT-base", B, L, *compare(plain, ext_step, device, repeats)))
+    return rows
+
+
+def regex_rows(cfgs, device, repeats):
+    import regex_robust as rx
+    from types import SimpleNamespace
+    B, L = cfgs["uimer_shape"]
+    ex = examples(B, L)
+    for e in ex:
+        e["label"] = e["index"] % 2
+    batch = common.to_device(common.collate(ex, PAD), device)
+    model = common.TaskModel(encoder(cfgs["bert-base"], device), "cls", 2).to(device).train()
+    tok = SimpleNamespace(all_special_ids=SPECIAL, pad_token_id=PAD, mask_token_id=MASK)
+    clf = rx.as_classifier(model, tok)
+    off = rx.resolve(rx.parse_args(["--no-igr", "--no-vat", "--no-egt", "--device", device]))
+    plain = sgd_step(model, lambda: rx.train_step(clf, batch, off, False)[0])
+    rows = []
+    for label, flags, egt in (("REGEX IGR only", ["--no-vat", "--no-egt"], False),
+                              ("REGEX VAT only", ["--no-igr", "--no-egt"], False),
+                              ("REGEX EGT only (IG m = 10)", ["--no-igr", "--no-vat"], True),
+                              ("REGEX IGR + VAT + EGT (m = 10)", [], True)):
+        a = rx.resolve(rx.parse_args([*flags, "--device", device]))
+        step = sgd_step(model, lambda a=a, egt=egt: rx.train_step(clf, batch, a, egt)[0])
+        rows.append((label, "BERT-base", B, L, *compare(plain, step, device, repeats)))
+    return rows
+
+
+def smat_rows(cfgs, device, repeats):
+    import smat_jax_free as sm
+    B, L = cfgs["smat_shape"]
+    ex = examples(B, L)
+    for e in ex:
+        e["label"] = e["index"] % 2
+    rows = []
+    for name in ("electra-small", "minilm"):
+        args = sm.resolve(sm.parse_args(["--setup", "smat", "--device", device]))
+        teacher = sm.Model(encoder(cfgs[name], device), 2, image=False).to(device).eval()
+        student = sm.Model(encoder(cfgs[name], device), 2, image=False).to(device).train()
+        batch = next(sm.iterate_batches(ex, B, PAD, device=device))
+        valid = next(sm.iterate_batches(examples(B, L, seed=1), B, PAD, device=device))
+        y = sm.predict(teacher, ex, B, PAD, None)
+        with torch.no_grad():
+            s_T = sm.head_scores(teacher(batch["inputs"]), teacher.num_heads)
+        n = s_T.shape[1]
+        phi_S = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=device))
+        phi_T = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=device))
+        meta_opt = sm.OptaxAdam([phi_T], args.meta_lr, wd=0.0, max_norm=sm.META_CLIP)
+        plain = lambda: sm.student_step(student, phi_S, batch, y, None, args, False)
+
+        def meta():
+            g, _ = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, valid, y, args)
+            meta_opt.step([g])
+
+        def smat_step():
+            e_T, _ = sm.attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
+            sm.student_step(student, phi_S, batch, y, e_T, args, False)
+            meta()
+        shape = "ELECTRA-small" if name == "electra-small" else "MiniLM"
+        rows.append(("SMaT meta step (pilot + meta-gradient + outer Adam)", shape, B, L,
+                     *compare(plain, meta, device, repeats)))
+        rows.append(("SMaT step (student step + meta step)", shape, B, L, *compare(plain, smat_step, device, repeats)))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", help=common.DEVICE_HELP)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (medians)")
+    p.add_argument("--tiny", action="store_true", help="tiny shapes (checks the code path, times nothing useful)")
+    p.add_argument("--only", default="uimer,regex,smat", help="comma-separated groups: uimer, regex, smat")
+    a = p.parse_args(argv)
+    if a.repeats < 1:
+        p.error("--repeats must be >= 1")
+    try:
+        device = str(common.resolve_device(a.device))
+    except common.UsageError as e:
+        p.error(str(e))
+    torch.backends.cuda.matmul.allow_tf32 = False  # the scripts' numerics: full float32
+    cfgs = configs(a.tiny)
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; float32; medians of {a.repeats} interleaved repeats")
+    groups = {"uimer": uimer_rows, "regex": regex_rows, "smat": smat_rows}
+    rows = []
+    for g in a.only.split(","):
+        rows += groups[g.strip()](cfgs, device, a.repeats)
+    print("\n| method | encoder (random init) | batch | plain step (ms) | method step (ms) | ratio | peak GPU memory (GiB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, enc, B, L, tp, tm, peak in rows:
+        mem = f"{peak:.1f}" if peak is not None else "-"
+        enc = f"{enc} (tiny shape)" if a.tiny else enc
+        print(f"| {label} | {enc} | {B} x {L} | {1000 * tp:.1f} | {1000 * tm:.1f} | {tm / tp:.2f} | {mem} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

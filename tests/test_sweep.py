@@ -528,14 +528,14 @@ def test_local_launcher_end_to_end_on_a_tiny_model_then_table(tmp_path, tiny_mod
 @pytest.mark.slow
 def test_slurm_path_through_submitits_local_executor(tmp_path, tiny_model, tiny_data):
     argv = ["--name", "viasubmitit", "--seeds", "3", "--root", str(tmp_path), "--launcher", "slurm",
-            "--cluster", "local", "--cpus-per-job", "1", "--time", "5", "--data-dir", str(tiny_data),
+            "--cluster", "local", "--cpus-per-job", "1", "--time", "5", "--data-dir", str(tiny_data), "--device", "cpu",
             "--command", tiny_command(tiny_model), "--label", "tiny"]
     r = run_sweep(argv)
     assert r.returncode == 0, r.stdout + r.stderr
     job_dir = tmp_path / "viasubmitit" / "tiny-s3"
     assert sweep.find_results(job_dir), r.stdout
     log = (job_dir / "job.log").read_text()
-    assert "# threads: 1" in log and "--seed 3 --out-dir" in log and "# finished" in log
+    assert "# threads: 1" in log and "--seed 3 --out-dir" in log and "--device cpu" in log and "# finished" in log
     assert list((tmp_path / "viasubmitit" / ".submitit").iterdir())  # submitit's own pickles and logs
     r = run_sweep(argv)
     assert r.returncode == 0 and "all 1 jobs complete" in r.stdout

@@ -976,10 +976,24 @@ def word_level(expl: list, word_ids: list, evidence: list) -> tuple[list, list]:
     return [evidence[w] for w in words], [score[w] for w in words]
 
 
-def plausibility(args: Args, data_dir: Path) -> dict:
+def eraser_examples(docs: list, tok, max_len: int) -> list[dict]:
+    """Each ERASER document's words tokenised as pre-split words, truncated to the first max_len wordpieces
+    ([CLS]/[SEP] included), with the word id of every wordpiece (None for [CLS]/[SEP])."""
+    examples = []
+    for i, d in enumerate(docs):
+        enc = tok(d["words"], is_split_into_words=True, truncation=True, max_length=max_len)
+        examples.append({"index": i, "input_ids": enc["input_ids"], "label": d["label"],
+                         "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
+                         "word_ids": enc.word_ids()})
+    return examples
+
+
+def plausibility(args: Args, data_dir: Path, explainers: dict | None = None) -> dict:
     """Teacher explanations on ERASER Movie Reviews (first max_len wordpieces of each review): a word's score is
     the sum of its wordpieces' probabilities, its gold label whether it lies in a human evidence span; ROC AUC per
-    document (documents with one class only are skipped), averaged over documents."""
+    document (documents with one class only are skipped), averaged over documents. `explainers` (for checks:
+    tests/test_smat_plausibility.py) adds named explainers fn(batch, examples, docs) -> (B, T) token
+    probabilities, scored through the same pipeline."""
     timer = common.Timer()
     run = common.make_run_dir(args.out_dir, SCRIPT, f"imdb-plausibility-{args.eraser_split}")
     common.write_json_atomic(run / "config.json", dataclasses.asdict(args))
@@ -991,13 +1005,9 @@ def plausibility(args: Args, data_dir: Path) -> dict:
     if args.head_coeffs:
         kinds.append("attention_smat")
         phi_smat = read_head_coeffs(args.head_coeffs, teacher.num_layers * teacher.num_heads)
-    examples = []
-    for i, d in enumerate(docs):
-        enc = tok(d["words"], is_split_into_words=True, truncation=True, max_length=args.max_len)
-        examples.append({"index": i, "input_ids": enc["input_ids"], "label": d["label"],
-                         "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
-                         "word_ids": enc.word_ids()})
-    n_all = teacher.num_layers * teacher.num_heads
+    examples = eraser_examples(docs, tok, args.max_len)
+    explainers = explainers or {}
+    kinds += list(explainers)
     auc = {}
     for kind in kinds:
         per_doc = []
@@ -1005,7 +1015,9 @@ def plausibility(args: Args, data_dir: Path) -> dict:
             max(1, args.eval_batch_size // 4)
         for batch in common.progress(iterate_batches(examples, bs, tok.pad_token_id, device=args.device), desc=kind):
             mask = batch["inputs_mask"]
-            if kind in GRADIENT_EXPLAINERS:
+            if kind in explainers:
+                expl = explainers[kind](batch, examples, docs)
+            elif kind in GRADIENT_EXPLAINERS:
                 z = gradient_explanation_logits(teacher, batch["inputs"], kind, args.ig_variant, args.ig_steps,
                                                 args.eval_batch_size)
                 expl = saliency(z.detach(), mask)
@@ -1016,8 +1028,6 @@ def plausibility(args: Args, data_dir: Path) -> dict:
                     s = head_scores(out, teacher.num_heads, last)
                     phi = phi_smat.to(s.device) if kind == "attention_smat" else \
                         torch.full((s.shape[1],), 1.0 / s.shape[1], device=s.device)
-                    if len(phi) != s.shape[1]:
-                        raise common.UsageError(f"--head-coeffs has {len(phi)} coefficients, the teacher {n_all} heads")
                     expl, _ = attention_explanation(s, phi, args.head_normalizer, mask)
             for b, i in enumerate(batch["index"].tolist()):
                 a = common.roc_auc(*word_level(expl[b].tolist(), examples[i]["word_ids"], docs[i]["evidence"]))

@@ -488,7 +488,7 @@ def progress(iterable: Iterable, **kw):
 
 
 # ===================================================================================================
-# Data: locations, readers (through `datasets`, from local files), n-shot samplers
+# Data: locations, readers (plain Python over local files), n-shot samplers
 # ===================================================================================================
 DATA_LAYOUTS = {
     "snips": ("snips/{train,dev,test}/{seq.in,seq.out,label} (JointBERT format: words, BIO tags, intent per line)",
@@ -533,82 +533,51 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _quiet_datasets():
-    """`datasets` without progress bars or log lines (our errors name the file and line instead)."""
-    import datasets
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    return datasets
-
-
 BOM = b"\xef\xbb\xbf"
 
 
-def _first_bad_line(path: Path, parse: Callable[[str], Any] | None = None) -> tuple[int, str] | None:
-    """(line number, what is wrong) of the first line that is not UTF-8 (or that `parse` rejects), else None."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return i, f"not valid UTF-8 (byte {e.start})"
-            if parse is not None and line.strip():
-                try:
-                    parse(line)
-                except ValueError as e:
-                    return i, f"malformed JSON ({str(e).split(':')[0]})"
-    return None
-
-
-def _check_bom(path: Path, strip: bool) -> bool:
-    """True if the file starts with a UTF-8 byte-order mark and `strip` allows it; an error otherwise."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        has = f.read(3) == BOM
-    if has and not strip:
-        raise DataError("starts with a UTF-8 byte-order mark (BOM); save the file without one", path, 1)
-    return has
+def _decode(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 (byte {e.start} of the line)", path, line) from None
 
 
 def _read_lines(path: Path, strip_bom: bool = False) -> list[str]:
-    """Lines of a text file through `datasets` (local file, offline). A UTF-8 byte-order mark is removed where the
-    format allows one (`strip_bom`, label files) and is an error elsewhere; undecodable bytes name the line."""
-    datasets = _quiet_datasets()
-    if _need(path).stat().st_size == 0:
-        return []
-    bom = _check_bom(path, strip_bom)
-    try:
-        ds = datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=False)
-    except Exception as e:
-        bad = _first_bad_line(path)
-        raise DataError(bad[1] if bad else f"cannot read as text ({type(e).__name__})", path,
-                        bad[0] if bad else None) from None
-    lines = list(ds["text"])
-    if bom and lines:
-        lines[0] = lines[0].removeprefix("\ufeff")
-    return lines
+    """Lines of a UTF-8 text file (line breaks as str.splitlines). A UTF-8 byte-order mark is removed where the
+    format allows one (`strip_bom`: label files) and is an error elsewhere; undecodable bytes name the line.
+    Plain Python, not `datasets`: these files are small, and a bad byte or line is reported exactly where it is."""
+    raw = _need(path).read_bytes()
+    if raw.startswith(BOM):
+        if not strip_bom:
+            raise DataError("starts with a UTF-8 byte-order mark (BOM); save the file without one", path, 1)
+        raw = raw[len(BOM):]
+    return "\n".join(_decode(b, path, i) for i, b in enumerate(raw.split(b"\n"), 1)).splitlines()
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file (.jsonl or .jsonl.gz) through `datasets` (local file, offline). A malformed line,
-    undecodable bytes or a line that is not a JSON object is `file:line: what is wrong`."""
-    datasets = _quiet_datasets()
-    if _need(path).stat().st_size == 0:
-        return []
-    _check_bom(path, strip=False)
-    try:
-        rows = datasets.load_dataset("json", data_files=str(path), split="train").to_list()
-    except Exception as e:  # datasets wraps JSON errors in several exception types
-        bad = _first_bad_line(path, json.loads)
-        if bad:
-            raise DataError(bad[1], path, bad[0]) from None
-        opener = gzip.open if path.suffix == ".gz" else open  # valid JSON that datasets cannot tabulate (mixed types)
-        with opener(path, "rt", encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    for i, r in enumerate(rows, 1):
-        if not isinstance(r, dict):
-            raise DataError(f"expected a JSON object, got {type(r).__name__}", path, i)
+    """Rows of a JSON-lines file (.jsonl or .jsonl.gz), row i on line i. A malformed line, undecodable bytes, a
+    byte-order mark, a blank line before the end or a line that is not a JSON object is `file:line: what is wrong`.
+    Plain Python, not `datasets`: a bad line is reported exactly where it is, and nothing else is printed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows, blank = [], None
+    with opener(_need(path), "rb") as f:
+        for i, raw in enumerate(f, 1):
+            if i == 1 and raw.startswith(BOM):
+                raise DataError("starts with a UTF-8 byte-order mark (BOM); save the file without one", path, 1)
+            line = _decode(raw, path, i)
+            if not line.strip():
+                blank = blank or i  # blank lines at the end are fine; in the middle they shift the row numbers
+                continue
+            if blank:
+                raise DataError("blank line (one JSON object per line, row numbers are line numbers)", path, blank)
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise DataError(f"malformed JSON ({str(e).split(':')[0]})", path, i) from None
+            if not isinstance(row, dict):
+                raise DataError(f"expected a JSON object, got {type(row).__name__}", path, i)
+            rows.append(row)
     return rows
 
 
@@ -742,11 +711,7 @@ def read_eraser_movies(data_dir: Path, split: str) -> list[dict]:
         doc = d / "docs" / docid
         if not doc.is_file():
             raise DataError(f"document {docid!r} missing under docs/", path, i + 1)
-        try:
-            words = doc.read_text(encoding="utf-8").split()
-        except UnicodeDecodeError as e:
-            bad = _first_bad_line(doc)
-            raise DataError(f"not valid UTF-8 (byte {e.start})", doc, bad[0] if bad else None) from None
+        words = " ".join(_read_lines(doc)).split()
         ev = [0] * len(words)
         try:
             for group in r.get("evidences") or []:
@@ -1442,7 +1407,7 @@ def load_image_dataset(data_dir: Path, name: str, hub_name: str):
     local cache). Fails with one line saying how to get the data."""
     import datasets
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     local = Path(data_dir) / name
     if local.is_dir():
         try:

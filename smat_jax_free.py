@@ -765,7 +765,8 @@ def load_teacher(args: Args) -> tuple[Model, dict]:
                                 f"teacher --task {args.task}` (same --out-dir), or pass --teacher-dir")
     try:
         meta = json.loads((d / "teacher.json").read_text())
-        meta["model"], meta["max_len"]
+        if not isinstance(meta["model"], str):
+            raise TypeError
     except (ValueError, KeyError, TypeError) as e:
         raise common.DataError(f"not a teacher.json this script wrote ({type(e).__name__})", d / "teacher.json") from None
     if args.task != "cifar100":

@@ -60,6 +60,29 @@ UIMER_ROWS = [
      "paper": {"IC 1-shot": "70.21", "IC 3-shot": "85.86", "SF 1-shot": "41.32", "SF 3-shot": "53.10"}},
 ]
 BASEMODEL, GB_GHAEINI, GB_HUANG_ORDER, IM_UNIFORM_WARM, DM_ONE_PASS, DM_MULTI_ROUND = UIMER_ROWS
+# Issue 15 part 3: how much of the IM gap to the paper is ours? The same IM row with the original code's 30% cap,
+# and with the original code's warm-up count (its "warm-up 1" had no warm-up epoch).
+IM_ORIGINAL_CAP = {"name": "IM +Uniform (warm.), original cap",
+                   "command": IM_UNIFORM_WARM["command"] + " --replace-cap original"}
+IM_ORIGINAL_WARMUP = {"name": "IM +Uniform (warm.), original warm-up",
+                      "command": IM_UNIFORM_WARM["command"] + " --warmup-count original"}
+
+# Issue 16: the NLI column of Table 2 (e-SNLI, 100 and 500 training pairs), full dev and test sets.
+NLI_COLUMNS = {"NLI 100": {"args": "--task nli --train-size 100", "metric": "accuracy"},
+               "NLI 500": {"args": "--task nli --train-size 500", "metric": "accuracy"}}
+NLI_ROWS = [
+    {**BASEMODEL, "paper": {"NLI 100": "54.03", "NLI 500": "62.84"}},
+    {**GB_GHAEINI, "paper": {"NLI 100": "67.13", "NLI 500": "69.77"}},
+    {"name": "GB Ghaeini (embedding output)", "command": GB_GHAEINI["command"] + " --wrt embedding-output"},
+    {**GB_HUANG_ORDER, "paper": {"NLI 100": "68.44", "NLI 500": "68.57"}},
+    {**IM_UNIFORM_WARM, "paper": {"NLI 100": "67.58", "NLI 500": "69.79"}},
+    {**DM_ONE_PASS, "paper": {"NLI 100": "63.03", "NLI 500": "66.91"}},
+]
+
+# Issue 15 part 2: REGEX loss weights that keep the model (grid over lambda_g x lambda_v, EGT on and off).
+REGEX_GRID = [{"name": f"lambda_g {g}, lambda_v {v}, EGT {'on' if egt else 'off'}",
+               "command": f"python regex_robust.py {{col}} --lambda-g {g} --lambda-v {v}" + ("" if egt else " --no-egt")}
+              for egt in (True, False) for g in ("0", "0.01", "0.1") for v in ("0.1", "1")]
 
 # bench/results_smat.sh: teacher sizing, then the students' shared sizing (README "SMaT", Results).
 SMAT_TEACHER = ("python smat_jax_free.py --setup teacher --task imdb --max-len 32 --teacher-train-size 3000 "
@@ -94,7 +117,19 @@ SWEEPS = {
         "stages": ["main"],
         "columns": {"IC 1-shot": UIMER_COLUMNS["IC 1-shot"]},
         # the same rows (commands, paper numbers) as uimer-table2; the table reads only the IC 1-shot column
-        "rows": [BASEMODEL, IM_UNIFORM_WARM, GB_HUANG_ORDER, DM_ONE_PASS],
+        "rows": [BASEMODEL, IM_UNIFORM_WARM, GB_HUANG_ORDER, DM_ONE_PASS, IM_ORIGINAL_CAP, IM_ORIGINAL_WARMUP],
+    },
+    "uimer-nli": {
+        "title": "UIMER Table 2, NLI column: e-SNLI test accuracy (%), full dev (selection) and test sets, MiniLM; "
+                 "paper = Table 2 (BERT-base, malformed dev/test inputs)",
+        "seeds": UIMER_SEEDS,
+        "metric_key": ["test"],
+        "scale": 100,
+        "summary": "mean",
+        "baseline": "BaseModel",
+        "stages": ["main"],
+        "columns": NLI_COLUMNS,
+        "rows": NLI_ROWS,
     },
     "smat-table1": {
         "title": "SMaT Table 1 (N = 500): IMDB simulability (%) against the teacher, MiniLM, sized; "
@@ -130,5 +165,17 @@ SWEEPS = {
             {"name": "plain fine-tuning", "command": "python regex_robust.py {col} --no-igr --no-vat --no-egt"},
             {"name": "REGEX", "command": "python regex_robust.py {col}"},
         ],
+    },
+    "regex-weights": {
+        "title": "REGEX loss weights (issue 15): SST-2 test (150) accuracy (%), MiniLM, sized as regex-table",
+        "seeds": REGEX_SEEDS,
+        "metric_key": ["test", "accuracy"],
+        "scale": 100,
+        "summary": "mean",
+        "baseline": "plain fine-tuning",
+        "stages": ["main"],
+        "columns": {"SST-2 accuracy": {"args": REGEX_ARGS, "metric": "accuracy"}},
+        "rows": [{"name": "plain fine-tuning", "command": "python regex_robust.py {col} --no-igr --no-vat --no-egt"},
+                 *REGEX_GRID],
     },
 }

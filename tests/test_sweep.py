@@ -298,7 +298,7 @@ def test_named_sweeps_expand_to_the_documented_jobs(tmp_path):
     assert all(j["command"].endswith("--rounds 10") for j in dm3)
     assert not any("--rounds" in j["command"] for j in t2 if j not in dm3)
     paired = sweep.expand(sweeps.SWEEPS["uimer-ic1-paired"], d / "uimer-ic1-paired")
-    assert len(paired) == 4 * 10 and len({j["seed"] for j in paired}) == 10
+    assert len(paired) == 6 * 10 and len({j["seed"] for j in paired}) == 10
     base = next(j for j in paired if j["row"] == "BaseModel")
     im = next(j for j in paired if j["row"] == "IM +Uniform (warm.)")
     assert base["command"] == ("python uimer_im.py --task ic --shots 1 --strategy uniform --warmup-epochs paper "
@@ -332,7 +332,7 @@ def test_named_sweeps_are_complete_definitions():
 def test_print_commands_one_per_job_or_per_row(capsys):
     assert sweep.cli(["--print-commands", "uimer-ic1-paired"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 40 and lines[0].startswith("python uimer_im.py --task ic --shots 1")
+    assert len(lines) == 60 and lines[0].startswith("python uimer_im.py --task ic --shots 1")
     assert lines[0].endswith("--seed 55 --out-dir runs/sweeps/uimer-ic1-paired/basemodel-ic-1-shot-s55")
     assert sweep.cli(["--print-commands", "smat-table1", "--by-row"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -33,15 +33,22 @@ def nodrop_model(tmp_path_factory):
 
 
 def close(cpu, gpu, what):
-    """Relative error of every tensor (or float) in two dicts, CUDA values moved to the CPU."""
+    """Every tensor or number of two dicts agrees between CPU and CUDA within 1e-4 relative, above an absolute floor
+    for quantities that are 0 in exact arithmetic and so only rounding noise in float32: 1e-6 for losses and other
+    values (a KL between two nearly equal distributions is ~1e-6), and 1e-6 x the norm of all gradients for gradient
+    tensors (the key biases' gradient is exactly 0: softmax is shift-invariant)."""
+    grad_norm = sum(float(torch.as_tensor(v, dtype=torch.float64).norm() ** 2) for k, v in cpu.items()
+                    if k.startswith("grad:")) ** 0.5
     for k in cpu:
         a, b = torch.as_tensor(cpu[k], dtype=torch.float64), torch.as_tensor(gpu[k], dtype=torch.float64).cpu()
-        err = float((a - b).norm() / a.norm().clamp_min(1e-12))
-        assert err < RTOL, f"{what}: {k} differs by {err:.2e} relative between CPU and CUDA"
+        floor = 1e-6 * grad_norm if k.startswith("grad:") else 1e-6
+        err = float((a - b).norm())
+        assert err <= RTOL * float(a.norm()) + floor, \
+            f"{what}: {k} differs by {err:.2e} (norm {float(a.norm()):.2e}) between CPU and CUDA"
 
 
 def grads(model) -> dict:
-    return {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {f"grad:{n}": p.grad.detach().cpu().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def uimer_setup(nodrop_model, tiny_data, task, device):
@@ -101,7 +108,7 @@ def test_dm_gates_losses_and_gradients_equal_on_cpu_and_cuda(nodrop_model, tiny_
         content = dm.content_mask(batch, special)
         loss_phi, KL, L0 = dm.extractor_loss(model, ext, batch, content, 2, gen, args)
         loss_phi.backward()
-        g_ext = {f"ext.{n}": p.grad.detach().cpu().clone() for n, p in ext.named_parameters() if p.grad is not None}
+        g_ext = {f"grad:ext.{n}": p.grad.detach().cpu().clone() for n, p in ext.named_parameters() if p.grad is not None}
         ext.requires_grad_(False)
         model.zero_grad()
         a, _ = dm.gates(ext, dm.encode(model, batch)[1], content, len(ext.probes) - 1, torch.Generator().manual_seed(3))
@@ -159,7 +166,7 @@ def test_smat_meta_gradient_equal_on_cpu_and_cuda(nodrop_model):
         e_T, _ = sm.attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
         losses = sm.student_step(student, phi_S, batch, y, e_T, args, False)
         g, outer = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, batch, y, args)
-        out[device] = {"L": losses[0], "L_expl": losses[2], "outer": outer, "metagrad": g.cpu(),
+        out[device] = {"L": losses[0], "L_expl": losses[2], "outer": outer, "grad:metagrad": g.cpu(),
                        "phi_S": phi_S.detach().cpu()}
     close(out["cpu"], out["cuda"], "SMaT")
 

@@ -925,7 +925,7 @@ def shots_shortfall(task: str, pool: Sequence[dict], n: int) -> dict:
 
 def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenizer, max_len: int,
                     nli_sample: str = "first", max_eval_examples: int | None = None,
-                    allow_smaller: bool = False) -> dict:
+                    allow_smaller: bool = False, dev_size: int | None = None) -> dict:
     """Everything the UIMER scripts need before training, for task ic | sf | nli:
     read the splits, draw the n-shot training subset (its own RNG seeded by `seed`), build word-level
     rationales (IC dictionary, SF regexes, e-SNLI highlights), tokenise and align them to wordpieces.
@@ -988,7 +988,8 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
     train = [enc(raw["train"][i], k) for k, i in enumerate(picked)]
     evals = {}
     for s in ("dev", "test"):
-        rows = raw[s][:max_eval_examples] if max_eval_examples is not None else raw[s]
+        rows = raw[s][:dev_size] if s == "dev" and dev_size is not None else raw[s]  # model selection subsample
+        rows = rows[:max_eval_examples] if max_eval_examples is not None else rows
         evals[s] = [enc(e, k) for k, e in enumerate(rows)]
     return {"train": train, "dev": evals["dev"], "test": evals["test"], "labels": labels,
             "train_ids": [raw["train"][i]["id"] for i in picked], "rationale_stats": rationale_stats(train),

@@ -97,6 +97,9 @@ class Args:
     max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
     nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
                                    choices=["first", "random"])
+    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
+                                        "every run; the test set stays whole); default: the whole dev set",
+                                        domain=common.POSITIVE)
     max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
                                                  "(quick runs; the paper uses all)", domain=common.POSITIVE)
     allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
@@ -251,7 +254,7 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
     common.set_seed(seed)
     setting = str(args.train_size) if args.task == "nli" else args.shots
     data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
-                                  args.max_eval_examples, args.allow_smaller)
+                                  args.max_eval_examples, args.allow_smaller, args.dev_size)
     run = common.make_run_dir(args.out_dir, "uimer_gb", run_name(args, seed))
     common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
     common.write_json_atomic(run / "train_ids.json", data["train_ids"])

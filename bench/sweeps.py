@@ -131,6 +131,18 @@ SWEEPS = {
         "columns": NLI_COLUMNS,
         "rows": NLI_ROWS,
     },
+    "uimer-nli-cpu": {
+        "title": "UIMER Table 2, NLI column on CPU: e-SNLI test accuracy (%) on the full test set, the model selected "
+                 "on the first 1,000 dev pairs (the same for every run), MiniLM; paper = Table 2",
+        "seeds": UIMER_SEEDS,
+        "metric_key": ["test"],
+        "scale": 100,
+        "summary": "mean",
+        "baseline": "BaseModel",
+        "stages": ["main"],
+        "columns": {"NLI 100": {"args": "--task nli --train-size 100 --dev-size 1000", "metric": "accuracy"}},
+        "rows": NLI_ROWS,
+    },
     "smat-table1": {
         "title": "SMaT Table 1 (N = 500): IMDB simulability (%) against the teacher, MiniLM, sized; "
                  "paper = ELECTRA-small, full protocol",

@@ -382,3 +382,11 @@ def test_saved_task_model_loads_with_transformers_alone_and_gives_the_same_logit
     assert meta["task"] == task and "seed" in (out / "model_card.md").read_text()
     model.encoder.half().save_pretrained(tmp_path / "fp16")
     assert next(common.load_encoder(str(tmp_path / "fp16")).parameters()).dtype == torch.float32
+
+
+def test_dev_size_selects_on_the_first_dev_examples_and_keeps_the_test_set_whole(tiny_data):
+    tok = common.load_tokenizer(None)
+    full = common.load_uimer_task("nli", tiny_data, "6", 0, tok, 64)
+    sub = common.load_uimer_task("nli", tiny_data, "6", 0, tok, 64, dev_size=5)
+    assert [e["id"] for e in sub["dev"]] == [e["id"] for e in full["dev"]][:5]
+    assert len(sub["test"]) == len(full["test"]) == 12

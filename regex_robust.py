@@ -31,11 +31,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import math
+import os
+import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,16 +46,40 @@ import torch.nn.functional as F
 
 import common
 
+TEXT_TASKS = ("sst2", "imdb", "movies")  # movies = ERASER Movie Reviews (human evidence)
 METHODS = ["random", "attention", "scaled_attention", "input_x_gradient", "ig", "deeplift"]
 RATIONALE_RATIO = {"sst2": 0.2, "imdb": 0.02, "movies": 0.1}  # ood_faith's "desired rationale length"
 MAX_LEN = {"sst2": 128, "imdb": 256, "movies": 512}
 
 
+def _float_list(text: str) -> list[float] | None:
+    try:
+        return [float(t) for t in str(text).split(",")]
+    except ValueError:
+        return None
+
+
+def FloatList(lo: float, hi: float, lo_open: bool = True) -> common.Domain:
+    def ok(x):
+        v = _float_list(x)
+        return bool(v) and all(math.isfinite(f) and (f > lo if lo_open else f >= lo) and f <= hi for f in v) and \
+            len(set(v)) == len(v)
+    return common.Domain(f"comma-separated distinct numbers in {'(' if lo_open else '['}{lo:g}, {hi:g}]", ok)
+
+
+def Names(choices: Sequence[str]) -> common.Domain:
+    """Comma-separated distinct names from `choices` (at least one)."""
+    def ok(x):
+        v = [t.strip() for t in str(x).split(",")]
+        return all(v) and all(t in choices for t in v) and len(set(v)) == len(v)
+    return common.Domain(f"comma-separated distinct names from {{{','.join(choices)}}}", ok)
+
+
 @dataclass
 class Args:
-    task: str = common.field("sst2", help="training / evaluation task", choices=list(common.TEXT_TASKS))
+    task: str = common.field("sst2", help="training / evaluation task", choices=list(TEXT_TASKS))
     ood_task: str | None = common.field(None, help="also evaluate on this task's test set (out of domain)",
-                                        choices=list(common.TEXT_TASKS))
+                                        choices=list(TEXT_TASKS))
     igr: bool = common.field(True, help="input-gradient regularisation L_IGR (Eq. 2)")
     vat: bool = common.field(True, help="virtual adversarial training L_VAT (Eqs. 3-4)")
     egt: bool = common.field(True, help="explanation-guided training L_EGT (Eqs. 6-9)")
@@ -78,15 +105,15 @@ class Args:
     attr_reduce: str = common.field("ood_faith", help="token score from (token, hidden) attributions: ood_faith "
                                     "(L2 for input_x_gradient / ig, sum for deeplift), l2 or sum",
                                     choices=["ood_faith", "l2", "sum"])
-    attributions: str = common.field(",".join(METHODS), help="attribution methods to evaluate (comma-separated)", domain=common.Names(METHODS))
+    attributions: str = common.field(",".join(METHODS), help="attribution methods to evaluate (comma-separated)", domain=Names(METHODS))
     rationale_ratio: float | None = common.field(None, help="rationale length for comp / suff (default: sst2 0.2, "
                                                  "imdb 0.02, movies 0.1, as ood_faith)", domain=common.Float(0, 1, lo_open=True))
-    aopc_ratios: str = common.field("0.02,0.1,0.2,0.5", help="AOPC ratio bins (sum / (bins + 1))", domain=common.FloatList(0, 1))
+    aopc_ratios: str = common.field("0.02,0.1,0.2,0.5", help="AOPC ratio bins (sum / (bins + 1))", domain=FloatList(0, 1))
     removal: str = common.field("pad", help="removal operator: [PAD] id with attention kept (ood_faith), "
                                 "[MASK] id, or delete the tokens", choices=["pad", "mask", "delete"])
     randomization: bool = common.field(True, help="randomisation tests (trained vs random init; seed vs seed)")
     select_then_predict: bool = common.field(False, help="train a classifier on extracted rationales (FRESH)")
-    stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)", domain=common.Names(METHODS))
+    stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)", domain=Names(METHODS))
     plausibility: bool = common.field(False, help="token AUC / AUPRC against ERASER Movies human evidence")
     plausibility_size: int = common.field(50, help="ERASER Movies test documents for --plausibility", domain=common.POSITIVE)
     lr: float = common.field(5e-5, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
@@ -162,12 +189,12 @@ class Classifier:
 def as_classifier(model: torch.nn.Module, tokenizer) -> Classifier:
     """Our TaskModel ([CLS] -> dropout -> linear), or any Hugging Face *ForSequenceClassification model with two
     labels (label 1 = positive)."""
-    if isinstance(model, common.TaskModel):
+    if isinstance(model, common.TaskModel):  # task "cls": [CLS] -> dropout -> linear
         def forward(e, batch, attentions=False):
-            out = model.encoder(inputs_embeds=e, attention_mask=batch["attention_mask"],
-                                token_type_ids=batch.get("token_type_ids"), output_attentions=attentions)
-            logits = model.head(model.dropout(out.last_hidden_state[:, 0]))  # [CLS] -> dropout -> linear
-            return logits, (out.attentions[-1] if attentions else None)
+            if not attentions:
+                return model(batch, inputs_embeds=e), None
+            logits, out = model(batch, inputs_embeds=e, output_attentions=True)
+            return logits, out.attentions[-1]
         embed = model.embed
     else:
         def forward(e, batch, attentions=False):
@@ -435,7 +462,7 @@ def predict(clf: Classifier, examples: list[dict], args: Args, rows: list | None
     if rows is not None:
         rows.extend(ordered)
     gold, pred = [r["gold"] for r in ordered], [r["pred"] for r in ordered]
-    return {"accuracy": common.accuracy(gold, pred), "macro_f1": common.macro_f1(gold, pred)}
+    return {"accuracy": common.accuracy(gold, pred), "macro_f1": macro_f1(gold, pred)}
 
 
 def attribute_all(clf: Classifier, examples: list[dict], methods: list[str], args: Args, seed: int) -> dict:
@@ -566,18 +593,104 @@ def plausibility(attrs: dict, examples: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------
+# Data: the readers and encoding only REGEX uses (SST-2, the three text tasks)
+# ------------------------------------------------------------------------------------------------------
+
+
+def read_sst2(data_dir: Path, split: str) -> list[dict]:
+    """SST-2, stsa.binary splits: [{id, words, label}] in file order; label 1 = positive."""
+    d = common.dataset_dir(data_dir, "sst2")
+    if split not in ("train", "dev", "test"):
+        raise common.UsageError(f"unknown SST-2 split {split!r}")
+    path = d / f"stsa.binary.{split}"
+    out = []
+    for i, line in enumerate(common._read_lines(path)):
+        label, _, text = line.strip().partition(" ")
+        if label not in ("0", "1"):
+            raise common.DataError(f"expected '<0|1> <sentence>', got {line[:40]!r}", path, i + 1)
+        if not text.split():
+            raise common.DataError("empty text", path, i + 1)
+        out.append({"id": f"{split}-{i}", "words": text.split(), "label": int(label)})
+    if not out:
+        raise common.DataError("no examples", path)
+    return out
+
+
+def read_text_task(task: str, data_dir: Path) -> dict:
+    """{train, dev, test}: [{id, words, label, evidence (0/1 per word, movies only)}] for a binary sentiment task.
+    sst2: the stsa.binary splits. imdb: no dev split exists, so dev = 2,500 reviews of train picked by a fixed
+    RNG (seed 0), train = the other 22,500. movies: ERASER train/val/test with the human evidence."""
+    if task == "sst2":
+        return {s: read_sst2(data_dir, s) for s in ("train", "dev", "test")}
+    if task == "imdb":
+        train = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in common.read_imdb(data_dir, "train")]
+        test = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in common.read_imdb(data_dir, "test")]
+        order = list(range(len(train)))
+        random.Random(0).shuffle(order)
+        dev_ids = set(order[:min(2500, len(train) // 10)])
+        return {"train": [e for i, e in enumerate(train) if i not in dev_ids],
+                "dev": [e for i, e in enumerate(train) if i in dev_ids], "test": test}
+    if task == "movies":
+        out = {}
+        for s, f in (("train", "train"), ("dev", "val"), ("test", "test")):
+            rows = common.read_eraser_movies(data_dir, f)
+            for r in rows:
+                if not r["words"]:
+                    raise common.DataError(f"document {r['id']!r} is empty", common.dataset_dir(data_dir, "eraser_movies") / "docs")
+            out[s] = rows
+        return out
+    raise common.UsageError(f"unknown task {task!r} (choose from {', '.join(TEXT_TASKS)})")
+
+
+def encode_text(tokenizer, words: Sequence[str], max_len: int, label: int, index: int,
+                evidence: Sequence[int] | None = None) -> dict:
+    """One text-classification example: input_ids, token_type_ids, label, index, `rationale` (the human evidence
+    carried to wordpieces, zeros if none), `content` (1 for real wordpieces, 0 for [CLS]/[SEP]) and `word_ids`
+    (word of each wordpiece, -1 for [CLS]/[SEP]), for word-level rationales."""
+    if not words:
+        raise common.DataError(f"example {index}: empty text")
+    enc = common.encode_words(tokenizer, words, evidence if evidence is not None else [0] * len(words), max_len)
+    first = enc["word_index"]  # first wordpiece of each word; a wordpiece belongs to the last word starting at or before it
+    word_ids, w = [], -1
+    for pos in range(len(enc["input_ids"])):
+        if pos in (0, len(enc["input_ids"]) - 1):
+            word_ids.append(-1)
+            continue
+        while w + 1 < len(first) and first[w + 1] <= pos:
+            w += 1
+        word_ids.append(w)
+    return {**enc, "label": int(label), "index": index, "word_ids": word_ids,
+            "content": [int(i >= 0) for i in word_ids]}
+
+
+def sample_indices(n: int, size: int | None, seed: int) -> list[int]:
+    """`size` indices of range(n) drawn by an RNG seeded with `seed` (all, in order, if size is None or >= n)."""
+    if size is None or size >= n:
+        return list(range(n))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:size])
+
+
+def macro_f1(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Macro-averaged F1 over the gold and predicted classes (sklearn)."""
+    from sklearn.metrics import f1_score
+    return float(f1_score(list(gold), list(pred), average="macro")) if len(gold) else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------------
 # Data, model construction, training
 # ------------------------------------------------------------------------------------------------------
 def load_split(task: str, split: str, args: Args, tokenizer, size: int | None, seed: int, raw=None) -> list[dict]:
-    raw = raw or common.read_text_task(task, common.resolve_data_dir(args.data_dir))
+    raw = raw or read_text_task(task, common.resolve_data_dir(args.data_dir))
     rows = raw[split]
     max_len = args.max_len if task == args.task else MAX_LEN[task]
     if size is not None and size > len(rows) and not args.allow_smaller:
         raise common.UsageError(f"asked for {size} {task} {split} examples but the split holds {len(rows)}; pass "
                                 "--allow-smaller to use all of them (recorded in results.json)")
-    return [common.encode_text(tokenizer, rows[i]["words"], max_len, rows[i]["label"], k, rows[i].get("evidence"))
+    return [encode_text(tokenizer, rows[i]["words"], max_len, rows[i]["label"], k, rows[i].get("evidence"))
             | {"words": rows[i]["words"], "id": rows[i]["id"]}
-            for k, i in enumerate(common.sample_indices(len(rows), size, seed))]
+            for k, i in enumerate(sample_indices(len(rows), size, seed))]
 
 
 def new_model(args: Args, model_name: str) -> common.TaskModel:
@@ -632,7 +745,7 @@ def select_then_predict(clf: Classifier, data: dict, args: Args, seed: int, toke
         for split in ("train", "dev", "test"):
             ex = data[split]
             scores = attribute_all(clf, ex, [m], args, seed)[m]
-            split_ex[split] = [common.encode_text(tokenizer, w, args.max_len, e["label"], e["index"]) | {"words": w}
+            split_ex[split] = [encode_text(tokenizer, w, args.max_len, e["label"], e["index"]) | {"words": w}
                                for e in ex for w in [rationale_words(e, scores[e["index"]], args.rationale_ratio)]]
         common.set_seed(seed)
         stp = as_classifier(new_model(args, args.model), tokenizer)
@@ -670,7 +783,7 @@ def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer
 
 
 def load_data(args: Args, tokenizer, seed: int) -> dict:
-    raw = common.read_text_task(args.task, common.resolve_data_dir(args.data_dir))
+    raw = read_text_task(args.task, common.resolve_data_dir(args.data_dir))
     data = {"train": [] if args.evaluate_only and not args.select_then_predict else
             load_split(args.task, "train", args, tokenizer, args.train_size,
                        seed if args.subsample_seed is None else args.subsample_seed, raw),
@@ -692,6 +805,23 @@ def variant_name(args: Args) -> str:
     return "+".join(on) + (f"-{args.egt_mode}" if args.egt and args.egt_mode != "both" else "")
 
 
+def load_task_model(path: str | os.PathLike, dropout: float = 0.0) -> tuple[common.TaskModel, dict]:
+    """A folder written by save_task_model() -> (TaskModel in eval mode, task.json). Errors are UsageErrors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(path)
+    try:
+        meta = json.loads((path / "task.json").read_text())
+        model = common.TaskModel(common.load_encoder(str(path)), meta["task"], int(meta["num_labels"]), dropout)
+        missing, unexpected = model.load_state_dict(load_file(path / "head.safetensors"), strict=False)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise common.UsageError(f"cannot load the task model in {path}: {type(e).__name__}: {str(e).splitlines()[0][:150]}") from None
+    if unexpected or any(not k.startswith("encoder.") for k in missing):
+        raise common.UsageError(f"{path}/head.safetensors does not fit a {meta['task']} head "
+                         f"(missing {[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected})")
+    return model.eval(), meta
+
+
 def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]:
     """(model in eval mode on args.device, the folder or name its tokenizer loads from). `path`: a run directory of
     this script (its model/ folder), a folder written by common.save_task_model, a Hugging Face
@@ -700,7 +830,7 @@ def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]
     p = Path(path or "")
     p = p / "model" if (p / "model" / "config.json").is_file() else p
     if (p / "head.safetensors").is_file():
-        model, meta = common.load_task_model(p, args.dropout)
+        model, meta = load_task_model(p, args.dropout)
         if meta.get("num_labels") != 2:
             raise common.UsageError(f"checkpoint {p} has {meta.get('num_labels')} labels; the tasks here have 2")
         return model.to(args.device), str(p)

@@ -29,6 +29,8 @@ Equation index
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import dataclasses
 import itertools
 import json
@@ -37,6 +39,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,6 +52,7 @@ import common
 SCRIPT = "smat_jax_free"
 EXPLAINERS = ["none", "gradient_l2", "gradient_x_input", "integrated_gradients", "attention_all", "attention_last"]
 GRADIENT_EXPLAINERS = ("gradient_l2", "gradient_x_input", "integrated_gradients")
+EXISTING_FILE = common.Domain("an existing file", lambda x: Path(str(x)).expanduser().is_file())
 PAPER_SEEDS = "0,9,11,30,69"
 CIFAR_HUB, VIT_MODEL = "uoft-cs/cifar100", "google/vit-base-patch16-224-in21k"
 NEG = -1e10  # finite mask value of the original (never -inf: these paths are differentiated twice)
@@ -102,7 +106,7 @@ class Args:
     teacher_dir: str | None = common.field(None, help="teacher checkpoint folder (default: "
                                            "<out-dir>/smat_jax_free/<task>-teacher)", domain=common.TEXT)
     head_coeffs: str | None = common.field(None, help="plausibility: head_coeffs.csv of a SMaT run (adds "
-                                           "attention_smat)", domain=common.EXISTING_FILE)
+                                           "attention_smat)", domain=EXISTING_FILE)
     eraser_split: str = common.field("all", help="plausibility documents (original: train+val+test)",
                                      choices=["all", "train", "val", "test"])
     max_docs: int | None = common.field(None, help="plausibility on the first N documents only", domain=common.POSITIVE)
@@ -524,7 +528,104 @@ class OptaxAdam:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Data: the original splits, encoding, batching with dynamic padding
+# Data: the readers only SMaT uses (MLQE-PE, CIFAR-100 images), the original splits, encoding, batching
+# ------------------------------------------------------------------------------------------------------
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing every large block back to the OS
+    (the same as starting Python with MALLOC_MMAP_MAX_=0 and trimming off). Large autograd graphs, such as a
+    second-order meta step, otherwise page-fault all their activations in afresh on every step. Process-wide,
+    numerically neutral; the resident memory stays at its peak. Returns False (and does nothing) without glibc."""
+    try:  # find_library may return None: CDLL(None) is then the process's own symbols, libc's among them
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>; a trim threshold of -1 disables trimming
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+
+
+MLQE_PAIRS = ("en-de", "en-zh", "et-en", "ne-en", "ro-en", "ru-en")  # si-en is left out, as in the SMaT paper
+
+
+def read_mlqe_pe(data_dir: Path, split: str, pairs: Sequence[str] = MLQE_PAIRS) -> list[dict]:
+    """MLQE-PE sentence-level direct assessments, read from the published tar.gz archives in place (nothing
+    is extracted). split: train | dev | test (= test20). Returns [{id, pair, original, translation, z_mean}]
+    in archive order, pairs in the given order. TSV columns: index, original, translation, scores, mean,
+    z_scores, z_mean, model_scores (read without quoting, as the original's pandas `quoting=3`)."""
+    import csv
+    import io
+    import tarfile
+    if split not in ("train", "dev", "test"):
+        raise common.UsageError(f"unknown MLQE-PE split {split!r} (train, dev or test)")
+    d = common.dataset_dir(data_dir, "mlqe_pe") / "data" / "direct-assessments" / split
+    out = []
+    for pair in pairs:
+        path = d / f"{pair}-{split}.tar.gz"
+        if not path.is_file():
+            raise common.DataError(f"archive missing (expected {common.DATA_LAYOUTS['mlqe_pe'][0]})", path)
+        try:
+            with tarfile.open(path, "r:gz") as tar:
+                members = [m for m in tar.getmembers() if m.name.endswith(".df.short.tsv")]
+                if len(members) != 1:
+                    raise common.DataError(f"expected one *.df.short.tsv in the archive, found {len(members)}", path)
+                text = tar.extractfile(members[0]).read().decode("utf-8")
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise common.DataError(f"cannot read the archive ({type(e).__name__})", path) from None
+        rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+        if not rows or not {"original", "translation", "z_mean"} <= set(rows[0]):
+            raise common.DataError("the TSV needs a header with original, translation and z_mean", path)
+        col = {name: i for i, name in enumerate(rows[0])}
+        for line, r in enumerate(rows[1:], 2):
+            if len(r) != len(rows[0]):
+                raise common.DataError(f"{len(r)} columns, header has {len(rows[0])}", f"{path}:{members[0].name}", line)
+            try:
+                z = float(r[col["z_mean"]])
+            except ValueError:
+                raise common.DataError(f"z_mean is not a number: {r[col['z_mean']]!r}", f"{path}:{members[0].name}", line) from None
+            out.append({"id": f"{pair}-{split}-{line - 2}", "pair": pair, "original": r[col["original"]],
+                        "translation": r[col["translation"]], "z_mean": z})
+    if not out:
+        raise common.DataError("no examples", d)
+    return out
+
+
+def load_image_dataset(data_dir: Path, name: str, hub_name: str):
+    """An image DatasetDict: a local copy at <data_dir>/<name>/ (written by `DatasetDict.save_to_disk`) if there
+    is one, else the Hugging Face hub dataset `hub_name` from the local `datasets` cache (never downloaded). Fails
+    with one line saying how to get the data."""
+    import datasets
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    local = Path(data_dir) / name
+    if local.is_dir():
+        try:
+            return datasets.load_from_disk(str(local))
+        except Exception as e:
+            raise common.DataError(f"not a `datasets` save_to_disk folder ({type(e).__name__})", local) from None
+    offline = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = True  # this repository never downloads: the local datasets cache only
+    try:
+        return datasets.load_dataset(hub_name)
+    except Exception as e:
+        raise common.UsageError(f"cannot load {name}: no local copy at {local} and the hub dataset '{hub_name}' is not "
+                         f"reachable offline ({type(e).__name__}); on a connected machine run python -c \"import "
+                         f"datasets; datasets.load_dataset('{hub_name}').save_to_disk('{local}')\" and copy the "
+                         f"folder here") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE = offline
+
+
+def image_to_tensor(image, size: int, mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
+    """PIL image (or HxWxC uint8 array) -> (3, size, size) float tensor: RGB, bilinear resize, /255, then
+    (x - mean) / std (ViTFeatureExtractor's preprocessing for google/vit-*-in21k: mean = std = 0.5)."""
+    from PIL import Image
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (x - mean) / std
+
+
+
 # ------------------------------------------------------------------------------------------------------
 def imdb_splits(train: list, test: list, setup: str, seed: int = 0, teacher_valid_size: int = 12500,
                 student_valid_size: int = 1250, student_test_size: int = 2500) -> dict:
@@ -560,10 +661,10 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
         def shuffled(rows):  # the original shuffles each split with RandomState(0)
             np.random.RandomState(0).shuffle(rows)
             return [{"id": r["id"], "source": r["original"], "mt": r["translation"], "label": r["z_mean"]} for r in rows]
-        sp = {s: shuffled(common.read_mlqe_pe(data_dir, f)) for s, f in (("train", "train"), ("valid", "dev"),
+        sp = {s: shuffled(read_mlqe_pe(data_dir, f)) for s, f in (("train", "train"), ("valid", "dev"),
                                                                          ("test", "test"))}
     else:
-        ds = common.load_image_dataset(data_dir, "cifar100", CIFAR_HUB)
+        ds = load_image_dataset(data_dir, "cifar100", CIFAR_HUB)
         order = np.arange(len(ds["train"]))
         np.random.RandomState(0).shuffle(order)
         n_valid = len(order) // 10  # 45,000 / 5,000 as the original
@@ -599,30 +700,34 @@ def encode(rows: list, tokenizer, max_len: int) -> list[dict]:
             for i, (ids, r) in enumerate(zip(enc["input_ids"], rows))]
 
 
+def model_batch(batch: dict) -> dict:
+    """A common.collate batch as the SMaT model takes it: {inputs: the encoder's kwargs, inputs_mask (B, T) float,
+    index (B,), label (B,)}."""
+    return {"inputs": {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")},
+            "inputs_mask": batch["attention_mask"].float(), "index": batch["index"], "label": batch["label"]}
+
+
 def collate(examples: list[dict], pad_id: int, image_size: int | None = None) -> dict:
-    """{inputs: model kwargs, inputs_mask (B, T) float, index (B,), label (B,)} with padding to the longest."""
-    idx = torch.tensor([e["index"] for e in examples])
-    label = torch.tensor([e["label"] for e in examples])
-    if "image" in examples[0]:
-        px = torch.stack([common.image_to_tensor(e["image"], image_size) for e in examples])
-        return {"inputs": {"pixel_values": px}, "inputs_mask": None, "index": idx, "label": label}
-    B, L = len(examples), max(len(e["input_ids"]) for e in examples)
-    ids, tt, att = torch.full((B, L), pad_id), torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L, dtype=torch.long)
-    for b, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[b, :n], tt[b, :n], att[b, :n] = torch.tensor(e["input_ids"]), torch.tensor(e["token_type_ids"]), 1
-    return {"inputs": {"input_ids": ids, "attention_mask": att, "token_type_ids": tt}, "inputs_mask": att.float(),
-            "index": idx, "label": label}
+    """One batch as the model takes it: text through common.collate (padding to the longest), images resized and
+    normalised here (inputs_mask None: no padding)."""
+    if "image" not in examples[0]:
+        return model_batch(common.collate(examples, pad_id))
+    px = torch.stack([image_to_tensor(e["image"], image_size) for e in examples])
+    return {"inputs": {"pixel_values": px}, "inputs_mask": None, "index": torch.tensor([e["index"] for e in examples]),
+            "label": torch.tensor([e["label"] for e in examples])}
 
 
 def iterate_batches(examples: list, batch_size: int, pad_id: int, image_size: int | None = None,
                     shuffle_seed: int | None = None, device: str | None = None):
-    """Training: shuffled by its own seeded RNG; evaluation (shuffle_seed None): sorted by length (dynamic padding)."""
+    """Training: in the original's order (numpy RandomState(shuffle_seed)); evaluation (shuffle_seed None): sorted
+    by length (dynamic padding). Text goes through common.batches, the batching path of every method."""
     order = list(range(len(examples)))
     if shuffle_seed is not None:
         np.random.RandomState(shuffle_seed).shuffle(order)
-    elif "input_ids" in examples[0]:
-        order.sort(key=lambda i: len(examples[i]["input_ids"]))
+    if "image" not in examples[0]:
+        yield from (model_batch(b) for b in common.batches(examples, batch_size, pad_id, order=order, device=device,
+                                                           sort_by_length=shuffle_seed is None))
+        return
     for s in range(0, len(order), batch_size):
         yield common.to_device(collate([examples[i] for i in order[s:s + batch_size]], pad_id, image_size), device)
 
@@ -1049,7 +1154,7 @@ def plausibility(args: Args, data_dir: Path, explainers: dict | None = None) -> 
 def main(args: Args) -> dict:
     args = resolve(args)
     if args.keep_freed_memory:
-        common.keep_freed_memory()
+        keep_freed_memory()
     data_dir = common.resolve_data_dir(args.data_dir)
     if args.setup == "teacher":
         return train_teacher(args, data_dir)

@@ -3,6 +3,7 @@
 Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EMNLP 2023, arXiv 2404.02068
 (Sec. 3.3, Eqs. 1, 6, 7; Sec. 3.3.3 schedule, Sec. 5.2; Tables 2-4, 6-8). Interpretation method: De Cao et al.
 2020, "How do decisions emerge across layers in neural models? Interpretation with differentiable masking".
+Documentation: docs/uimer_dm.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
 
     python uimer_dm.py --task ic --shots 3 --schedule one-pass                      # paper defaults (Table 6)
     python uimer_dm.py --task sf --shots 10 --schedule multi-round --rounds 10
@@ -22,7 +23,6 @@ Equation index
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -34,10 +34,8 @@ import torch.nn.functional as F
 
 import common
 
-METHOD = "UIMER-DM"
-
+METHOD, SCRIPT = "UIMER-DM", "uimer_dm"
 SCHEDULES = ["one-pass", "multi-round"]
-WARMUP_EPOCHS = common.Domain("a non-negative integer or 'converge'", lambda x: str(x) == "converge" or str(x).isdigit())
 TEMPERATURE, STRETCH_L, STRETCH_R = 0.2, -0.2, 1.0  # DiffMask's hard-concrete gates
 
 # Tables 6-8 of the paper (App. 8.3), UIMER-DM rows. warm_or_rounds: for one-pass the warm-up ("-" in the paper =
@@ -74,13 +72,11 @@ nli  500  multi-round 8e-5   1e-3    16  30     0.01    3         8
 
 
 def paper_defaults(task: str, setting: str, schedule: str) -> dict:
-    """The row of PAPER_TABLE for this setting (settings not in the tables, e.g. 5-shot, take the nearest smaller
-    listed one), plus `warmup_max_epochs` and `warmup_patience` = the one-pass row's epochs and patience (the
-    budget and stopping rule of a `converge` warm-up: the task model "trained*" is the same for both schedules)."""
-    rows = [r.replace("(*)", "").split() for r in PAPER_TABLE.strip().splitlines()[1:]]
-    listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
-    if setting != "full" and setting.isdigit() and int(setting) not in listed:
-        setting = str(max([n for n in listed if n <= int(setting)] or listed[:1]))
+    """The row of PAPER_TABLE for this setting (a setting the tables do not list takes the nearest smaller one),
+    plus `warmup_max_epochs` and `warmup_patience` = the one-pass row's epochs and patience (the budget and
+    stopping rule of a `converge` warm-up: the task model "trained*" is the same for both schedules)."""
+    rows = common.paper_table(PAPER_TABLE)
+    setting = common.listed_setting(rows, task, setting)
     by = {r[2]: r for r in rows if r[:2] == [task, setting]}
     if schedule not in by:
         raise common.UsageError(f"no paper defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
@@ -88,90 +84,113 @@ def paper_defaults(task: str, setting: str, schedule: str) -> dict:
     out = {"lr": float(r[3]), "lr_extractor": float(r[4]), "batch_size": int(r[5]), "max_epochs": int(r[6]),
            "alpha": float(r[7]), "patience": int(r[9]), "warmup_max_epochs": int(by["one-pass"][6]),
            "warmup_patience": int(by["one-pass"][9])}
-    out.update({"warmup_epochs": r[8], "rounds": 1} if schedule == "one-pass" else
-               {"warmup_epochs": "converge", "rounds": int(r[8])})
+    out.update({"warmup": r[8], "rounds": 1} if schedule == "one-pass" else {"warmup": "converge", "rounds": int(r[8])})
     return out
 
 
 @dataclass
 class Args:
+    # --- task and data (the same in the three UIMER files)
     task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
                              choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'", domain=common.SHOTS)
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)", domain=common.POSITIVE)
-    schedule: str = common.field("one-pass", help="warm-up, extractor, model (one-pass); or warm-up, then --rounds "
-                                 "of extractor / model, each frozen while the other trains (Sec. 3.3.3)",
-                                 choices=SCHEDULES)
-    rounds: int | None = common.field(None, help="multi-round: number of rounds (>= 1); default: paper table", domain=common.POSITIVE)
-    warmup_epochs: str | None = common.field(None, help="epochs of L_task alone first: an integer or 'converge' "
-                                             "(until early stopping); default: paper table", domain=WARMUP_EPOCHS)
-    warmup_max_epochs: int | None = common.field(None, help="at most this many epochs of a 'converge' warm-up; "
-                                                 "default: the one-pass row's epochs", domain=common.POSITIVE)
-    warmup_patience: int | None = common.field(None, help="early-stopping patience of a 'converge' warm-up; "
-                                               "default: --patience if given, else the one-pass row's patience", domain=common.COUNT)
-    extractor_epochs: int = common.field(10, help="extractor epochs per round (original default and Sec. 5.2: 10)", domain=common.COUNT)
-    lr_extractor: float | None = common.field(None, help="extractor (probes, placeholder) AdamW lr; default: table", domain=common.Float(0, lo_open=True))
-    kl_margin: float = common.field(0.1, help="DiffMask constraint KL(p(y|x) || p(y|x_masked)) <= m, per example", domain=common.Float(0))
-    lambda_lr: float = common.field(0.3, help="RMSprop lr of the Lagrange multipliers (gradient ascent; DiffMask)", domain=common.Float(0, lo_open=True))
-    lambda_max: float = common.field(200.0, help="Lagrange multipliers are clamped to [0, this] (DiffMask)", domain=common.Float(0))
-    l0: str = common.field("prob", help="expected-L0 term: the probability P(z != 0) (DiffMask paper) or its log "
-                           "(DiffMask/UIMER code)", choices=["prob", "log"])
-    guard: float = common.field(0.01, help="Eq. 7: max_{j:g_j=0} a_j is clamped to at least this", domain=common.Float(0, lo_open=True))
-    analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and per-example "
-                                  "attributions (Table 3), with the extractor retrained on the selected model")
-    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table", domain=common.Float(0))
-    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table", domain=common.Float(0, lo_open=True))
-    batch_size: int | None = common.field(None, help="training batch size; default: paper table", domain=common.POSITIVE)
-    max_epochs: int | None = common.field(None, help="maximum model epochs (per round); default: paper table", domain=common.POSITIVE)
-    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table", domain=common.COUNT)
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
-    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_dm/<name>/", domain=common.OUT_DIR)
-    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the gates' noise", domain=common.SEED)
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
+    shots: str = common.field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
+                              domain=common.SHOTS)
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)",
+                                   domain=common.POSITIVE)
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with the "
+                                   "seed", choices=["first", "random"])
+    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
+                                       "5 where an intent has 2), train on what exists instead of stopping with an "
+                                       "error (recorded in results.json as `shortfall`)")
     max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
-    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
-                                   choices=["first", "random"])
     dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
                                         "every run; the test set stays whole); default: the whole dev set",
                                         domain=common.POSITIVE)
-    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
-                                                 "(quick runs; the paper uses all)", domain=common.POSITIVE)
-    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
-                                       "5 where an intent has 2), train on what exists instead of stopping with an error "
-                                       "(recorded in results.json as `shortfall`)")
-    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
-    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)", domain=common.PROBABILITY)
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only (quick "
+                                                 "checks; the paper uses all)", domain=common.POSITIVE)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the data/ "
+                                        "folder beside common.py)", domain=common.EXISTING_DIR)
+    # --- the method
+    schedule: str = common.field("one-pass", help="warm-up, extractor, model (one-pass); or warm-up, then --rounds "
+                                 "of extractor / model, each frozen while the other trains (Sec. 3.3.3)",
+                                 choices=SCHEDULES)
+    rounds: int | None = common.field(None, help="multi-round: number of rounds (unset: the paper's table)",
+                                      domain=common.POSITIVE)
+    warmup: str | None = common.field(None, help="L_task alone first: for --warmup-epochs epochs, or to early "
+                                      "stopping (converge); unset: the paper's table", choices=["epochs", "converge"])
+    warmup_epochs: int | None = common.field(None, help="with --warmup epochs (implied when given alone)",
+                                             domain=common.COUNT)
+    warmup_max_epochs: int | None = common.field(None, help="at most this many epochs of a 'converge' warm-up; "
+                                                 "default: the one-pass row's epochs", domain=common.POSITIVE)
+    warmup_patience: int | None = common.field(None, help="early-stopping patience of a 'converge' warm-up; "
+                                               "default: --patience if given, else the one-pass row's patience",
+                                               domain=common.COUNT)
+    extractor_epochs: int = common.field(10, help="extractor epochs per round (original default and Sec. 5.2: 10)",
+                                         domain=common.COUNT)
+    lr_extractor: float | None = common.field(None, help="extractor (probes, placeholder) AdamW lr (unset: the "
+                                              "paper's table)", domain=common.Float(0, lo_open=True))
+    kl_margin: float = common.field(0.1, help="DiffMask constraint KL(p(y|x) || p(y|x_masked)) <= m, per example",
+                                    domain=common.Float(0))
+    lambda_lr: float = common.field(0.3, help="RMSprop lr of the Lagrange multipliers (gradient ascent; DiffMask)",
+                                    domain=common.Float(0, lo_open=True))
+    lambda_max: float = common.field(200.0, help="Lagrange multipliers are clamped to [0, this] (DiffMask)",
+                                     domain=common.Float(0))
+    l0: str = common.field("prob", help="expected-L0 term: the probability P(z != 0) (DiffMask paper) or its log "
+                           "(DiffMask/UIMER code)", choices=["prob", "log"])
+    guard: float = common.field(0.01, help="Eq. 7: max_{j:g_j=0} a_j is clamped to at least this",
+                                domain=common.Float(0, lo_open=True))
+    analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and per-example "
+                                  "attributions (Table 3), with the extractor retrained on the selected model")
+    # --- optimisation (unset: the paper's table for the setting, PAPER_TABLE above)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)", domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early stopping: stop after this many epochs without a better dev "
+                                        "score (0: after the first such epoch)", domain=common.COUNT)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
+                                         domain=common.PROBABILITY)
+    # --- run (the same in the three UIMER files)
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
+                              "Face cache or a local folder", domain=common.TEXT)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
+                             domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=common.SEEDS_DOMAIN)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/<script>/<name>/", domain=common.OUT_DIR)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
-    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
-                                    "head.safetensors + model_card.md)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
+                                    "head.safetensors, model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
-    return common.parse_dataclass(Args, argv, prog="uimer_dm.py", description=__doc__.split("\n")[0])
+    argv = common.legacy_warmup(sys.argv[1:] if argv is None else list(argv), ("converge",))
+    return common.parse_dataclass(Args, argv, prog=f"{SCRIPT}.py", description=__doc__.split("\n")[0])
 
 
 def resolve(args: Args) -> Args:
-    """Fill unset values from the paper's tables and check the rest."""
+    """Fill unset values from the paper's tables; check every flag."""
     args.device = str(common.resolve_device(args.device))
-    setting = str(args.train_size) if args.task == "nli" else args.shots
-    if args.task != "nli" and setting != "full":
-        common.check_setting(setting, "--shots")
     if args.schedule == "one-pass" and args.rounds not in (None, 1):
         raise common.UsageError("--rounds is for --schedule multi-round (one-pass is one round)")
-    row = paper_defaults(args.task, setting, args.schedule)
+    row = paper_defaults(args.task, common.uimer_setting(args), args.schedule)
     if args.warmup_patience is None and args.patience is not None:
         args.warmup_patience = args.patience  # an explicit --patience applies to the warm-up too
-    for k in ("lr", "lr_extractor", "batch_size", "max_epochs", "alpha", "patience", "rounds", "warmup_epochs",
-              "warmup_max_epochs", "warmup_patience"):
+    kind = args.warmup or ("epochs" if args.warmup_epochs is not None else None)
+    if kind is None:  # the table's: converge, or k epochs
+        kind = "converge" if row["warmup"] == "converge" else "epochs"
+        args.warmup_epochs = None if kind == "converge" else int(row["warmup"])
+    if kind == "epochs" and args.warmup_epochs is None:
+        raise common.UsageError("--warmup epochs needs --warmup-epochs")
+    if kind == "converge" and args.warmup_epochs is not None:
+        raise common.UsageError("--warmup-epochs does not go with --warmup converge")
+    args.warmup = kind
+    for k in ("lr", "lr_extractor", "batch_size", "max_epochs", "alpha", "patience", "rounds", "warmup_max_epochs",
+              "warmup_patience"):
         if getattr(args, k) is None:
             setattr(args, k, row[k])
-    if args.max_len is None:
-        args.max_len = 128 if args.task == "nli" else 50
-    args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
-    common.check_args(args)
-    common.check_max_len(args.model, args.max_len)
-    return args
+    return common.resolve_uimer(args)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -230,8 +249,8 @@ def gates(ext: Extractor, states: list[torch.Tensor], content: torch.Tensor, lay
 def encode(model: common.TaskModel, batch: dict, inputs_embeds: torch.Tensor | None = None):
     """One forward pass: (scores, states) with states = [h_0 = word-embedding output, hidden states 0..L]."""
     e = model.embed(batch["input_ids"]) if inputs_embeds is None else inputs_embeds
-    scores, hidden = model(batch, inputs_embeds=e, output_hidden_states=True)
-    return scores, [e, *hidden]
+    scores, out = model(batch, inputs_embeds=e, output_hidden_states=True)
+    return scores, [e, *out.hidden_states]
 
 
 def crf_log_partition(crf, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -287,7 +306,7 @@ def train_extractor(model, ext: Extractor, train: list[dict], args: Args, gen: t
     for epoch in range(args.extractor_epochs):
         for batch in common.batches(train, args.batch_size, pad, shuffle_seed=shuffle_seed + epoch, device=args.device):
             layer = int(torch.randint(n_states, (1,), generator=gen))
-            loss, KL, L0 = extractor_loss(model, ext, batch, content_mask(batch, special), layer, gen, args)
+            loss, KL, L0 = extractor_loss(model, ext, batch, common.content_mask(batch, special), layer, gen, args)
             common.check_finite(loss.item(), f"extractor epoch {epoch}")
             opt_phi.zero_grad()
             opt_lambda.zero_grad()
@@ -310,7 +329,7 @@ def extractor_stats(model, ext: Extractor, examples: list[dict], args: Args, gen
     model.eval()
     KLs, L0s = [], []
     for batch in common.batches(examples, args.eval_batch_size, pad, sort_by_length=True, device=args.device):
-        _, KL, L0 = extractor_loss(model, ext, batch, content_mask(batch, special), len(ext.probes) - 1, gen, args)
+        _, KL, L0 = extractor_loss(model, ext, batch, common.content_mask(batch, special), len(ext.probes) - 1, gen, args)
         KLs += KL.tolist()
         L0s += L0.tolist()
     return {"KL": sum(KLs) / len(KLs), "expected_L0": sum(L0s) / len(L0s),
@@ -327,18 +346,13 @@ def eq7_loss(a: torch.Tensor, R: torch.Tensor, N: torch.Tensor, guard: float) ->
     return ((torch.clamp(a / max_N - 1, max=0) ** 2) * R).sum(-1)
 
 
-def content_mask(batch: dict, special_ids: torch.Tensor) -> torch.Tensor:
-    """(B, L) 1 at real wordpieces that are not [CLS]/[SEP]/[UNK]/pad (as common's `content`)."""
-    return (batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special_ids)).float()
-
-
 def dm_loss(model, ext: Extractor, batch: dict, args: Args, special: torch.Tensor, gen: torch.Generator):
     """(L_task, mean L_int over the batch's examples with a rationale and a non-rationale, their number), from one
     forward pass: the task scores and the hidden states the frozen extractor reads (gradients reach theta
     through h_0 and h_k)."""
     scores, states = encode(model, batch)
     L_task = model.task_loss(scores, batch)
-    content = content_mask(batch, special)
+    content = common.content_mask(batch, special)
     R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
     a, _ = gates(ext, states, content, len(ext.probes) - 1, gen)  # Eq. (6)
     has = (R.sum(-1) > 0) & (N.sum(-1) > 0)  # examples without a rationale, or with nothing but, are skipped
@@ -358,7 +372,7 @@ def table4(model, ext: Extractor, test: list[dict], args: Args, seed: int, pad: 
     correct = common.per_example_correct(model, batches)
     gen, a_R_gt_a_N, rows = torch.Generator().manual_seed(seed + 1), {}, []
     for batch in batches:
-        content = content_mask(batch, special)
+        content = common.content_mask(batch, special)
         R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
         a, _ = gates(ext, encode(model, batch)[1], content, len(ext.probes) - 1, gen)
         for b, i in enumerate(batch["index"].tolist()):
@@ -373,21 +387,17 @@ def table4(model, ext: Extractor, test: list[dict], args: Args, seed: int, pad: 
     if not a_R_gt_a_N:
         return {"note": "no test example has a rationale (e-SNLI test has no highlights in this copy)"}
     common.write_json_atomic(run / "attributions.json", sorted(rows, key=lambda r: r["index"]))
-    yes = [correct[i] for i, v in a_R_gt_a_N.items() if v]
-    no = [correct[i] for i, v in a_R_gt_a_N.items() if not v]
-    return {"acc_aR_gt_aN": sum(yes) / len(yes) if yes else None, "acc_aR_le_aN": sum(no) / len(no) if no else None,
-            "share_aR_gt_aN": len(yes) / len(a_R_gt_a_N), "n_with_rationale": len(a_R_gt_a_N),
-            "accuracy_all": sum(correct.values()) / len(correct)}
+    return common.table4_summary(correct, a_R_gt_a_N)
 
 
 # ------------------------------------------------------------------------------------------------------
 # Training: model epochs (warm-up or one round), then one seed end to end
 # ------------------------------------------------------------------------------------------------------
-def model_epochs(model, ext: Extractor | None, data: dict, args: Args, n_epochs: int, stopper, state: dict,
-                 special, gen, pad: int, dev_batches, log, seed: int) -> None:
+def model_epochs(ctx: dict, ext: Extractor | None, args: Args, n_epochs: int, stopper, state: dict, special, gen,
+                 seed: int) -> None:
     """Up to n_epochs of the model with the extractor frozen (L_task alone if ext is None), a fresh AdamW + linear
     schedule, dev after every epoch, stop after `patience` epochs without a new best dev (the best is global)."""
-    metric = "f1" if args.task == "sf" else "accuracy"
+    data, model, log = ctx["data"], ctx["model"], ctx["log"]
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     opt, sched = common.make_optimizer(model, args.lr, steps_per_epoch * n_epochs)
     stopper.bad = 0
@@ -395,8 +405,8 @@ def model_epochs(model, ext: Extractor | None, data: dict, args: Args, n_epochs:
         epoch = state["epoch"]
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
-                                                    device=args.device), desc=f"epoch {epoch}"):
+        for batch in common.progress(common.batches(data["train"], args.batch_size, ctx["pad"], device=args.device,
+                                                    shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
             int_on = ext is not None and args.alpha > 0
             if int_on:
                 L_task, L_int, n_int = dm_loss(model, ext, batch, args, special, gen)
@@ -404,65 +414,34 @@ def model_epochs(model, ext: Extractor | None, data: dict, args: Args, n_epochs:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            common.check_finite(L.item(), f"epoch {epoch}, step {state['step']}")
-            opt.zero_grad()
-            L.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            common.uimer_step(L, model, opt, sched, f"epoch {epoch}, step {state['step']}")
             log(epoch=epoch, round=state["round"], step=state["step"], L_task=L_task.item(), L_int=float(L_int.detach()),
                 L=L.item(), int_on=int_on, n_int=n_int)
             sums["L_task"] += L_task.item()
             sums["L_int"] += float(L_int.detach())
             state["step"] += 1
-        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
-        stopper.step(dev, epoch, model)
-        log(epoch=epoch, round=state["round"], dev=dev, best_dev=stopper.best, int_on=int_on)
-        print(f"epoch {epoch:3d}  round {state['round']:2d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int "
-              f"{sums['L_int'] / steps_per_epoch:.4f}  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
+        common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, round=state["round"], int_on=int_on)
         state["epoch"] += 1
         if stopper.stop:
             break
 
 
 def run_name(args: Args, seed: int) -> str:
-    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
-    if args.alpha == 0:
-        variant = "base"
-    else:
-        variant = "onepass" if args.schedule == "one-pass" else f"multiround{args.rounds}"
-    return f"{args.task}-{setting}-{variant}-{seed}"
+    return common.uimer_run_name(args, "onepass" if args.schedule == "one-pass" else f"multiround{args.rounds}", seed)
 
 
-def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
-    timer = common.Timer()
-    common.set_seed(seed)
-    setting = str(args.train_size) if args.task == "nli" else args.shots
-    data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
-                                  args.max_eval_examples, args.allow_smaller, args.dev_size)
-    run = common.make_run_dir(args.out_dir, "uimer_dm", run_name(args, seed))
-    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
-    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
-    log = common.JsonlLog(run / "log.jsonl")
-    metric = "f1" if args.task == "sf" else "accuracy"
-    pad = tokenizer.pad_token_id
-    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
-
+def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
+    ctx = common.uimer_start(args, seed, SCRIPT, run_name(args, seed), tokenizer)
+    data, model, log, pad = ctx["data"], ctx["model"], ctx["log"], ctx["pad"]
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=args.device)
     gen = torch.Generator().manual_seed(seed)  # gate noise and the extractor's layer draws
-    st = data["rationale_stats"]
-    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
-          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
-    n_int_examples = sum(1 for e in data["train"] if any(r and c for r, c in zip(e["rationale"], e["content"]))
-                         and any(c and not r for r, c in zip(e["rationale"], e["content"])))
-    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     stopper = common.EarlyStopping(args.patience)
     state = {"epoch": 0, "step": 0, "round": 0}
     # warm-up (Sec. 3.3.3): L_task alone, to early stopping ('converge') or for k epochs; the best-dev model goes on
-    converge = args.warmup_epochs == "converge"
-    warm = args.warmup_max_epochs if converge or args.alpha == 0 else int(args.warmup_epochs)
+    converge = args.warmup == "converge"
     stopper.patience = args.warmup_patience if converge else args.patience
-    model_epochs(model, None, data, args, warm, stopper, state, special, gen, pad, dev_batches, log, seed)
+    model_epochs(ctx, None, args, args.warmup_max_epochs if converge or args.alpha == 0 else args.warmup_epochs,
+                 stopper, state, special, gen, seed)
     stopper.patience = args.patience
     stopper.restore(model)
     ext, rounds = None, []
@@ -475,52 +454,22 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
         stats = train_extractor(model, ext, data["train"], args, gen, pad, special, seed * 7919 + 100 * r, log)
         print(f"round {r + 1}: extractor KL {stats['KL']:.4f} (constraint {args.kl_margin}), expected L0 "
               f"{stats['expected_L0']:.3f}, lambda {stats['lagrange_last']:.3f}")
-        model_epochs(model, ext, data, args, args.max_epochs, stopper, state, special, gen, pad, dev_batches, log, seed)
+        model_epochs(ctx, ext, args, args.max_epochs, stopper, state, special, gen, seed)
         rounds.append({**stats, "best_dev": stopper.best})
-    stopper.restore(model)
-    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
-                                                   device=args.device), data["labels"])
-    test = scored[metric]
-    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
-    results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
-               "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": state["epoch"], "steps": state["step"],
-               "rounds": rounds, "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
-               "n_with_both_sets": n_int_examples,
-               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
-               "shortfall": data["shortfall"]}
+    extra = {"epochs_run": state["epoch"], "steps": state["step"], "rounds": rounds}
     if args.analysis:  # the extractor is (re)trained on the selected model before it is read
-        results["extractor_for_analysis"] = train_extractor(model, ext, data["train"], args, gen, pad, special,
-                                                            seed * 7919 - 1, log)
-        results["table4"] = table4(model, ext, data["test"], args, seed, pad, special, tokenizer, run)
-    if args.save_model:
-        common.save_task_model(run / "model", model, tokenizer, {
-            "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
-            "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
-            f"test {metric}": round(test, 4), "base model": args.model})
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
-    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
-    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
-    common.release_run_dir(run)
-    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
-          f"-> {run}")
-    return results
+        stopper.restore(model)
+        extra["extractor_for_analysis"] = train_extractor(model, ext, data["train"], args, gen, pad, special,
+                                                          seed * 7919 - 1, log)
+        extra["table4"] = table4(model, ext, data["test"], args, seed, pad, special, tokenizer, ctx["run"])
+    return common.uimer_finish(ctx, args, stopper, seed, METHOD, tokenizer, common.n_with_both(data["train"]), **extra)
 
 
 def main(args: Args) -> dict:
     args = resolve(args)
-    seeds = common.parse_seeds(args.seeds, args.seed)
-    data_dir = common.resolve_data_dir(args.data_dir)
     tokenizer = common.load_tokenizer(args.model)
-    runs = [train_one_seed(args, s, data_dir, tokenizer) for s in seeds]
-    if len(runs) == 1:
-        return runs[0]
-    agg = common.aggregate([r["test"] for r in runs])
-    summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
-               "seeds": seeds, "runs": runs}
-    name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
-    common.write_json_atomic(Path(args.out_dir) / "uimer_dm" / name / "summary.json", common.relative_runs(summary))
-    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
-    return summary
+    return common.uimer_seeds(args, SCRIPT, run_name(args, 0).rsplit("-", 1)[0],
+                              lambda seed: train_one_seed(args, seed, tokenizer))
 
 
 def cli(argv=None) -> int:

@@ -3,6 +3,7 @@
 Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EMNLP 2023, arXiv 2404.02068
 (Sec. 3.1, Eqs. 1-3; Table 2). Interpretation methods: Ghaeini et al. 2019 ("Saliency learning", NAACL) and
 Huang et al. 2021 ("Exploring distantly-labeled rationales in neural network models", ACL).
+Documentation: docs/uimer_gb.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
 
     python uimer_gb.py --task ic --shots 1 --variant ghaeini                     # Ghaeini et al. 2019
     python uimer_gb.py --task sf --shots 3 --variant huang --gate --order        # Huang et al. 2021 +Gate+Order
@@ -19,25 +20,22 @@ Equation index
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 import common
 
-METHOD = "UIMER-GB"
-
+METHOD, SCRIPT = "UIMER-GB", "uimer_gb"
 VARIANTS = ["ghaeini", "huang"]
 
 # Tables 6-8 of the paper have no UIMER-GB rows. GB therefore takes the optimisation settings of the setting's
 # UIMER-IM "+Uniform (warm.)" row, which are also those of the BaseModel runs (`uimer_im.py ... --alpha 0`), so
 # GB differs from the BaseModel by L_int only. alpha = 1 is the original code's default (--grad_weight,
-# --feng_weight). bz = batch size; patience = early stop (epochs). Listed in the README as a deviation.
-GB_TABLE = """
+# --feng_weight). bz = batch size; patience = early stop (epochs). docs/uimer_gb.md, deviation 4.
+PAPER_TABLE = """
 task set  lr      bz  epochs alpha patience
 ic   1    4e-4    24  70     1     7
 ic   3    2e-4    24  70     1     7
@@ -55,12 +53,9 @@ nli  500  8e-5    8   50     1     30
 
 
 def paper_defaults(task: str, setting: str) -> dict:
-    """The row of GB_TABLE for this setting; settings not in the table (e.g. 5-shot) take the nearest
-    smaller listed one."""
-    rows = [r.split() for r in GB_TABLE.strip().splitlines()[1:]]
-    listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
-    if setting != "full" and setting.isdigit() and int(setting) not in listed:
-        setting = str(max([n for n in listed if n <= int(setting)] or listed[:1]))
+    """The row of PAPER_TABLE for this setting (a setting the table does not list takes the nearest smaller one)."""
+    rows = common.paper_table(PAPER_TABLE)
+    setting = common.listed_setting(rows, task, setting)
     for r in rows:
         if r[:2] == [task, setting]:
             return {"lr": float(r[2]), "batch_size": int(r[3]), "max_epochs": int(r[4]), "alpha": float(r[5]),
@@ -70,70 +65,75 @@ def paper_defaults(task: str, setting: str) -> dict:
 
 @dataclass
 class Args:
+    # --- task and data (the same in the three UIMER files)
     task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
                              choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'", domain=common.SHOTS)
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)", domain=common.POSITIVE)
+    shots: str = common.field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
+                              domain=common.SHOTS)
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)",
+                                   domain=common.POSITIVE)
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with the "
+                                   "seed", choices=["first", "random"])
+    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
+                                       "5 where an intent has 2), train on what exists instead of stopping with an "
+                                       "error (recorded in results.json as `shortfall`)")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
+    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
+                                        "every run; the test set stays whole); default: the whole dev set",
+                                        domain=common.POSITIVE)
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only (quick "
+                                                 "checks; the paper uses all)", domain=common.POSITIVE)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the data/ "
+                                        "folder beside common.py)", domain=common.EXISTING_DIR)
+    # --- the method
     variant: str = common.field("ghaeini", help="saliency method: Ghaeini et al. 2019 or Huang et al. 2021",
                                 choices=VARIANTS)
     gate: bool = common.field(False, help="huang: +Gate (skip L_int with probability sum_{i in R} s_i)")
     order: bool = common.field(False, help="huang: +Order (each rationale at least the most salient non-rationale)")
-    guard: float = common.field(1e-6, help="huang +Order: max_{j in N} s_j is clamped to at least this", domain=common.Float(0, lo_open=True))
+    guard: float = common.field(1e-6, help="huang +Order: max_{j in N} s_j is clamped to at least this",
+                                domain=common.Float(0, lo_open=True))
     wrt: str = common.field("inputs-embeds", help="differentiate w.r.t. the word-embedding output (paper, original) "
                             "or the embedding-module output after position/type embeddings and LayerNorm (for BERT "
-                            "the ghaeini sum over dims is identically 0 w.r.t. inputs-embeds: see README)",
-                            choices=["inputs-embeds", "embedding-output"])
+                            "the ghaeini sum over dims is identically 0 w.r.t. inputs-embeds: docs/uimer_gb.md, "
+                            "deviation 3)", choices=["inputs-embeds", "embedding-output"])
     warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)", domain=common.COUNT)
-    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default 1 (original)", domain=common.Float(0))
-    lr: float | None = common.field(None, help="AdamW learning rate; default: GB_TABLE", domain=common.Float(0, lo_open=True))
-    batch_size: int | None = common.field(None, help="training batch size; default: GB_TABLE", domain=common.POSITIVE)
-    max_epochs: int | None = common.field(None, help="maximum epochs; default: GB_TABLE", domain=common.POSITIVE)
-    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: GB_TABLE", domain=common.COUNT)
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
-    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_gb/<name>/", domain=common.OUT_DIR)
-    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the Gate's draws", domain=common.SEED)
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
-    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
-    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
-                                   choices=["first", "random"])
-    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
-                                        "every run; the test set stays whole); default: the whole dev set",
-                                        domain=common.POSITIVE)
-    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
-                                                 "(quick runs; the paper uses all)", domain=common.POSITIVE)
-    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
-                                       "5 where an intent has 2), train on what exists instead of stopping with an error "
-                                       "(recorded in results.json as `shortfall`)")
-    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
-    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)", domain=common.PROBABILITY)
+    # --- optimisation (unset: the paper's table for the setting, PAPER_TABLE above)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)", domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early stopping: stop after this many epochs without a better dev "
+                                        "score (0: after the first such epoch)", domain=common.COUNT)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
+                                         domain=common.PROBABILITY)
+    # --- run (the same in the three UIMER files)
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
+                              "Face cache or a local folder", domain=common.TEXT)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
+                             domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=common.SEEDS_DOMAIN)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/<script>/<name>/", domain=common.OUT_DIR)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
-    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
-                                    "head.safetensors + model_card.md)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
+                                    "head.safetensors, model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
-    return common.parse_dataclass(Args, argv, prog="uimer_gb.py", description=__doc__.split("\n")[0])
+    return common.parse_dataclass(Args, argv, prog=f"{SCRIPT}.py", description=__doc__.split("\n")[0])
 
 
 def resolve(args: Args) -> Args:
-    """Fill unset values from GB_TABLE and check the rest."""
+    """Fill unset values from PAPER_TABLE; check every flag."""
     args.device = str(common.resolve_device(args.device))
-    setting = str(args.train_size) if args.task == "nli" else args.shots
-    if args.task != "nli" and setting != "full":
-        common.check_setting(setting, "--shots")
     if args.variant != "huang" and (args.gate or args.order):
         raise common.UsageError("--gate and --order are variants of --variant huang; add --variant huang")
-    row = paper_defaults(args.task, setting)
+    row = paper_defaults(args.task, common.uimer_setting(args))
     for k in ("lr", "batch_size", "max_epochs", "alpha", "patience"):
         if getattr(args, k) is None:
             setattr(args, k, row[k])
-    if args.max_len is None:
-        args.max_len = 128 if args.task == "nli" else 50
-    args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
-    common.check_args(args)
-    common.check_max_len(args.model, args.max_len)
-    return args
+    return common.resolve_uimer(args)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -158,8 +158,8 @@ def input_gradients(model: common.TaskModel, batch: dict, variant: str, create_g
         e = model.embed(batch["input_ids"])
         scores = model(batch, inputs_embeds=e)
     else:
-        scores, hidden = model(batch, output_hidden_states=True)
-        e = hidden[0]
+        scores, out = model(batch, output_hidden_states=True)
+        e = out.hidden_states[0]
     J = gold_score(model, scores, batch) if variant == "ghaeini" else -model.gold_log_likelihood(scores, batch)
     (dJ_de,) = torch.autograd.grad(J.sum(), e, create_graph=create_graph)
     return dJ_de, scores
@@ -209,18 +209,13 @@ def huang_loss(s: torch.Tensor, R: torch.Tensor, N: torch.Tensor, gate: bool, or
     return G * L if gate else L
 
 
-def content_mask(batch: dict, special_ids: torch.Tensor) -> torch.Tensor:
-    """(B, L) 1 at real wordpieces that are not [CLS]/[SEP]/[UNK]/pad (as common's `content`)."""
-    return (batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special_ids)).float()
-
-
 def gb_loss(model: common.TaskModel, batch: dict, args: Args, special_ids: torch.Tensor, gen: torch.Generator,
             create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(L_task, mean L_int over the batch's examples with a rationale and a non-rationale, their number), from one
     forward pass whose input gradient is kept in the graph."""
     dJ_de, scores = input_gradients(model, batch, args.variant, create_graph, args.wrt)
     L_task = model.task_loss(scores, batch)
-    content = content_mask(batch, special_ids)
+    content = common.content_mask(batch, special_ids)
     R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
     a = attribution(dJ_de, args.variant, content)  # Eq. (2)
     has = (R.sum(-1) > 0) & (N.sum(-1) > 0)  # examples without a rationale, or with nothing but, are skipped
@@ -237,50 +232,27 @@ def gb_loss(model: common.TaskModel, batch: dict, args: Args, special_ids: torch
 # Training: one seed end to end
 # ------------------------------------------------------------------------------------------------------
 def run_name(args: Args, seed: int) -> str:
-    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
-    if args.alpha == 0:
-        variant = "base"
-    else:
-        variant = args.variant + ("" if args.variant == "ghaeini" else
-                                  "-" + ("-".join(n for n, on in (("gate", args.gate), ("order", args.order)) if on)
-                                         or "base"))
-        variant += ("-embout" if args.wrt == "embedding-output" else "") + \
-            (f"-warm{args.warmup_epochs}" if args.warmup_epochs else "")
-    return f"{args.task}-{setting}-{variant}-{seed}"
+    variant = args.variant + ("" if args.variant == "ghaeini" else
+                              "-" + ("-".join(n for n, on in (("gate", args.gate), ("order", args.order)) if on)
+                                     or "base"))
+    variant += ("-embout" if args.wrt == "embedding-output" else "") + \
+        (f"-warm{args.warmup_epochs}" if args.warmup_epochs else "")
+    return common.uimer_run_name(args, variant, seed)
 
 
-def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
-    timer = common.Timer()
-    common.set_seed(seed)
-    setting = str(args.train_size) if args.task == "nli" else args.shots
-    data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
-                                  args.max_eval_examples, args.allow_smaller, args.dev_size)
-    run = common.make_run_dir(args.out_dir, "uimer_gb", run_name(args, seed))
-    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
-    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
-    log = common.JsonlLog(run / "log.jsonl")
-    metric = "f1" if args.task == "sf" else "accuracy"
-    pad = tokenizer.pad_token_id
-    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
-
+def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
+    ctx = common.uimer_start(args, seed, SCRIPT, run_name(args, seed), tokenizer)
+    data, model, log = ctx["data"], ctx["model"], ctx["log"]
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=args.device)
     gen = torch.Generator().manual_seed(seed)  # the Gate's Bernoulli draws
-    st = data["rationale_stats"]
-    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
-          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
-    n_int_examples = sum(1 for e in data["train"] if any(r and c for r, c in zip(e["rationale"], e["content"]))
-                         and any(c and not r for r, c in zip(e["rationale"], e["content"])))
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
-    total_steps = steps_per_epoch * args.max_epochs
-    opt, sched = common.make_optimizer(model, args.lr, total_steps)
-    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
-    stopper = common.EarlyStopping(args.patience)
-    step = 0
+    opt, sched = common.make_optimizer(model, args.lr, steps_per_epoch * args.max_epochs)
+    stopper, step = common.EarlyStopping(args.patience), 0
     for epoch in range(args.max_epochs):
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
-                                                    device=args.device), desc=f"epoch {epoch}"):
+        for batch in common.progress(common.batches(data["train"], args.batch_size, ctx["pad"], device=args.device,
+                                                    shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
             int_on = args.alpha > 0 and epoch >= args.warmup_epochs
             if int_on:
                 L_task, L_int, n_int = gb_loss(model, batch, args, special_ids, gen)
@@ -288,64 +260,24 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer) -> dict:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            common.check_finite(L.item(), f"epoch {epoch}, step {step}")
-            opt.zero_grad()
-            L.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            common.uimer_step(L, model, opt, sched, f"epoch {epoch}, step {step}")
             log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int.detach()), L=L.item(), int_on=int_on,
                 n_int=n_int)
             sums["L_task"] += L_task.item()
             sums["L_int"] += float(L_int.detach())
             step += 1
-        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
-        stopper.step(dev, epoch, model)
-        log(epoch=epoch, dev=dev, best_dev=stopper.best, int_on=int_on)
-        print(f"epoch {epoch:3d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int {sums['L_int'] / steps_per_epoch:.4f}"
-              f"  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
+        common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, int_on=int_on)
         if stopper.stop:
             break
-    stopper.restore(model)
-    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
-                                                   device=args.device), data["labels"])
-    test = scored[metric]
-    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
-    results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
-               "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "steps": step,
-               "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
-               "n_with_both_sets": n_int_examples,
-               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
-               "shortfall": data["shortfall"]}
-    if args.save_model:
-        common.save_task_model(run / "model", model, tokenizer, {
-            "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
-            "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
-            f"test {metric}": round(test, 4), "base model": args.model})
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
-    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
-    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
-    common.release_run_dir(run)
-    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
-          f"-> {run}")
-    return results
+    return common.uimer_finish(ctx, args, stopper, seed, METHOD, tokenizer, common.n_with_both(data["train"]),
+                               epochs_run=epoch + 1, steps=step)
 
 
 def main(args: Args) -> dict:
     args = resolve(args)
-    seeds = common.parse_seeds(args.seeds, args.seed)
-    data_dir = common.resolve_data_dir(args.data_dir)
     tokenizer = common.load_tokenizer(args.model)
-    runs = [train_one_seed(args, s, data_dir, tokenizer) for s in seeds]
-    if len(runs) == 1:
-        return runs[0]
-    agg = common.aggregate([r["test"] for r in runs])
-    summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
-               "seeds": seeds, "runs": runs}
-    name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
-    common.write_json_atomic(Path(args.out_dir) / "uimer_gb" / name / "summary.json", common.relative_runs(summary))
-    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
-    return summary
+    return common.uimer_seeds(args, SCRIPT, run_name(args, 0).rsplit("-", 1)[0],
+                              lambda seed: train_one_seed(args, seed, tokenizer))
 
 
 def cli(argv=None) -> int:

@@ -2,10 +2,12 @@
 
 Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EMNLP 2023, arXiv 2404.02068
 (Sec. 3.2, Eqs. 1, 4, 5 and footnotes 1-4; Tables 2, 4, 6-8). Interpretation method: Kim et al. 2020.
+Documentation: docs/uimer_im.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
 
     python uimer_im.py --task ic --shots 1 --strategy uniform                     # paper defaults (Table 6)
     python uimer_im.py --task ic --shots 1 --strategy uniform --alpha 0           # BaseModel, same everything
-    python uimer_im.py --task sf --shots 3 --strategy mask --warmup-epochs 0
+    python uimer_im.py --task ic --shots 1 --strategy uniform --warmup paper      # the "(warm.)" row
+    python uimer_im.py --task sf --shots 3 --strategy mask --warmup epochs --warmup-epochs 2
     python uimer_im.py --task nli --train-size 100 --strategy prior
     python uimer_im.py --task ic --shots 1 --strategy uniform --seeds 55,1988,12333,42   # mean +- std
 
@@ -20,10 +22,8 @@ Equation index
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +32,9 @@ import torch
 
 import common
 
-METHOD = "UIMER-IM"
-
+METHOD, SCRIPT = "UIMER-IM", "uimer_im"
 STRATEGIES = ["mask", "uniform", "prior", "bert"]
-WARMUP_EPOCHS = common.Domain("a non-negative integer, 'converge' or 'paper'",
-                              lambda x: bool(re.fullmatch(r"\d+|converge|paper|frac(0?\.\d+)", str(x))))
+WARMUPS = ["none", "epochs", "converge", "fraction", "paper"]
 
 # Tables 6-8 of the paper (App. 8.3), UIMER-IM rows. warm: "no" = the plain row, "yes" = the "(warm.)" row,
 # whose warm-up is in epochs, `converge` ("task trained*": train the task to early stopping first) or
@@ -146,12 +144,9 @@ nli  500  uniform  yes  8e-5    8   50     1      1     1         30
 
 
 def paper_defaults(task: str, setting: str, strategy: str, warm: bool) -> dict:
-    """The row of PAPER_TABLE for this setting; settings not in the tables (e.g. 5-shot) take the nearest
-    smaller listed one."""
-    rows = [r.replace("(*)", "").split() for r in PAPER_TABLE.strip().splitlines()[1:]]
-    listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
-    if setting != "full" and setting.isdigit() and int(setting) not in listed:
-        setting = str(max([n for n in listed if n <= int(setting)] or listed[:1]))
+    """The row of PAPER_TABLE for this setting (a setting the tables do not list takes the nearest smaller one)."""
+    rows = common.paper_table(PAPER_TABLE)
+    setting = common.listed_setting(rows, task, setting)
     for r in rows:
         if r[:4] == [task, setting, strategy, "yes" if warm else "no"]:
             return {"lr": float(r[4]), "batch_size": int(r[5]), "max_epochs": int(r[6]), "alpha": float(r[7]),
@@ -161,100 +156,120 @@ def paper_defaults(task: str, setting: str, strategy: str, warm: bool) -> dict:
 
 @dataclass
 class Args:
+    # --- task and data (the same in the three UIMER files)
     task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
                              choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: n-shot training subset (positive integer) or 'full'", domain=common.SHOTS)
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)", domain=common.POSITIVE)
+    shots: str = common.field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
+                              domain=common.SHOTS)
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)",
+                                   domain=common.POSITIVE)
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with the "
+                                   "seed", choices=["first", "random"])
+    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
+                                       "5 where an intent has 2), train on what exists instead of stopping with an "
+                                       "error (recorded in results.json as `shortfall`)")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
+    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
+                                        "every run; the test set stays whole); default: the whole dev set",
+                                        domain=common.POSITIVE)
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only (quick "
+                                                 "checks; the paper uses all)", domain=common.POSITIVE)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the data/ "
+                                        "folder beside common.py)", domain=common.EXISTING_DIR)
+    # --- the method
     strategy: str = common.field("uniform", help="replacement strategy q(x') (Sec. 3.2.1)", choices=STRATEGIES)
-    warmup_epochs: str | None = common.field(None, help="epochs of L_task alone before L_int: an integer, "
-                                             "'converge' (task trained to early stopping first) or 'paper' (the "
-                                             "'(warm.)' row's value); unset = the paper's plain row, no warm-up", domain=WARMUP_EPOCHS)
-    warmup_fraction: float | None = common.field(None, help="warm up on the first fraction of all mini-batches "
-                                                 "(Table 8 '0.1*'); uses the '(warm.)' row", domain=common.PROBABILITY)
-    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel); default: paper table", domain=common.Float(0))
-    epsilon: float | None = common.field(None, help="margin of Eq. 5; default: paper table", domain=common.Float(0))
-    lr: float | None = common.field(None, help="AdamW learning rate; default: paper table", domain=common.Float(0, lo_open=True))
-    batch_size: int | None = common.field(None, help="training batch size; default: paper table", domain=common.POSITIVE)
-    max_epochs: int | None = common.field(None, help="maximum epochs; default: paper table", domain=common.POSITIVE)
-    patience: int | None = common.field(None, help="early-stopping patience in epochs; default: paper table", domain=common.COUNT)
-    num_samples: int | None = common.field(None, help="|S_R| = |S_N| replaced sentences per set (default 4; "
-                                           "1 for mask)", domain=common.POSITIVE)
-    max_rationale_fraction: float = common.field(0.3, help="replace at most this share of the sentence's "
-                                                 "wordpieces (incl. [CLS]/[SEP]) as rationale", domain=common.Float(0, 1, lo_open=True))
-    lower_bound: float | None = common.field(None, help="m below this gets log2(lower_bound) (default: ic 1e-23, "
-                                             "sf 1e-25, nli 1e-20, as the original)", domain=common.Float(0, 1, lo_open=True, hi_open=True))
-    replace_cap: str = common.field("paper", help="paper: the stated 30%% rule (at most that share replaced as "
-                                    "rationale, as many non-rationale); original: the original code's behaviour "
-                                    "(docs/uimer_im.md, deviation 4)", choices=["paper", "original"])
+    warmup: str | None = common.field(None, help="L_task alone before L_int: none (the paper's plain row), epochs "
+                                      "(--warmup-epochs), converge (the task trained to early stopping first), "
+                                      "fraction (--warmup-fraction of all mini-batches) or paper (the '(warm.)' row's "
+                                      "own); every warm-up takes the '(warm.)' row's lr, alpha, epsilon",
+                                      choices=WARMUPS)
+    warmup_epochs: int | None = common.field(None, help="with --warmup epochs (implied when given alone; 0 = none)",
+                                             domain=common.COUNT)
+    warmup_fraction: float | None = common.field(None, help="with --warmup fraction (implied when given alone)",
+                                                 domain=common.PROBABILITY)
     warmup_count: str = common.field("paper", help="paper: L_task alone for exactly the warm-up epochs; original: "
                                      "one fewer, as the original code (its 'warm-up 1' had none)",
                                      choices=["paper", "original"])
+    epsilon: float | None = common.field(None, help="margin of Eq. 5 (unset: the paper's table)", domain=common.Float(0))
+    num_samples: int | None = common.field(None, help="|S_R| = |S_N| replaced sentences per set (default 4; "
+                                           "1 for mask)", domain=common.POSITIVE)
+    max_rationale_fraction: float = common.field(0.3, help="replace at most this share of the sentence's "
+                                                 "wordpieces (incl. [CLS]/[SEP]) as rationale",
+                                                 domain=common.Float(0, 1, lo_open=True))
+    replace_cap: str = common.field("paper", help="paper: the stated 30%% rule (at most that share replaced as "
+                                    "rationale, as many non-rationale); original: the original code's behaviour "
+                                    "(docs/uimer_im.md, deviation 4)", choices=["paper", "original"])
+    lower_bound: float | None = common.field(None, help="m below this gets log2(lower_bound) (default: ic 1e-23, "
+                                             "sf 1e-25, nli 1e-20, as the original)",
+                                             domain=common.Float(0, 1, lo_open=True, hi_open=True))
     resample_every_epoch: bool = common.field(False, help="draw new replacement sets every epoch (original: once)")
     prior_corpus: str = common.field("sampled", help="Prior counts wordpieces of the sampled training set "
                                      "(original) or the full training split", choices=["sampled", "full"])
     mlm_model: str = common.field("bert-base-uncased", help="masked LM for --strategy bert: name or path, or "
-                                  "'adapt' (train an MLM head of --model on the task's training sentences)", domain=common.TEXT)
+                                  "'adapt' (train an MLM head of --model on the task's training sentences)",
+                                  domain=common.TEXT)
     mlm_adapt_steps: int = common.field(300, help="steps of MLM training for --mlm-model adapt", domain=common.POSITIVE)
     analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and the L_int "
                                   "curve of Fig. 3 (L_int also computed, not trained, during warm-up)")
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
-    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_im/<name>/", domain=common.OUT_DIR)
-    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and replacement sets", domain=common.SEED)
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
-    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
-    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or random",
-                                   choices=["first", "random"])
-    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
-                                        "every run; the test set stays whole); default: the whole dev set",
-                                        domain=common.POSITIVE)
-    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev/test examples only "
-                                                 "(quick runs; the paper uses all)", domain=common.POSITIVE)
-    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
-                                       "5 where an intent has 2), train on what exists instead of stopping with an error "
-                                       "(recorded in results.json as `shortfall`)")
-    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
-    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)", domain=common.PROBABILITY)
+    # --- optimisation (unset: the paper's table for the setting, PAPER_TABLE above)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)", domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early stopping: stop after this many epochs without a better dev "
+                                        "score (0: after the first such epoch)", domain=common.COUNT)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
+                                         domain=common.PROBABILITY)
+    # --- run (the same in the three UIMER files)
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
+                              "Face cache or a local folder", domain=common.TEXT)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
+                             domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=common.SEEDS_DOMAIN)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/<script>/<name>/", domain=common.OUT_DIR)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
-    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format + "
-                                    "head.safetensors + model_card.md)")
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
+                                    "head.safetensors, model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
-    return common.parse_dataclass(Args, argv, prog="uimer_im.py", description=__doc__.split("\n")[0])
+    argv = common.legacy_warmup(sys.argv[1:] if argv is None else list(argv), ("paper", "converge", "frac"))
+    return common.parse_dataclass(Args, argv, prog=f"{SCRIPT}.py", description=__doc__.split("\n")[0])
 
 
 def resolve(args: Args) -> Args:
-    """Fill unset values from the paper's tables and check the rest."""
+    """Fill unset values from the paper's tables; check every flag."""
     args.device = str(common.resolve_device(args.device))
-    setting = str(args.train_size) if args.task == "nli" else args.shots
-    if args.task != "nli" and setting != "full":
-        common.check_setting(setting, "--shots")
-    warm = args.warmup_fraction is not None or (args.warmup_epochs not in (None, "0"))
-    row = paper_defaults(args.task, setting, args.strategy, warm)
-    w = args.warmup_epochs
-    if w == "paper" or (w is None and warm):
+    kind = args.warmup or ("epochs" if args.warmup_epochs else "fraction" if args.warmup_fraction is not None
+                           else "none")
+    given = [f for f in ("warmup_epochs", "warmup_fraction") if getattr(args, f) not in (None, 0)]
+    wrong = [f for f in given if f != {"epochs": "warmup_epochs", "fraction": "warmup_fraction"}.get(kind)]
+    if wrong:
+        raise common.UsageError(f"--{wrong[0].replace('_', '-')} does not go with --warmup {kind}")
+    if kind == "epochs" and args.warmup_epochs == 0:
+        kind = "none"
+    row = paper_defaults(args.task, common.uimer_setting(args), args.strategy, warm=kind != "none")
+    if kind == "paper":  # the '(warm.)' row's own warm-up: k epochs, 'converge' or 'frac0.1' (Table 8's '0.1*')
         w = row["warmup"]
-    if w is not None and w.startswith("frac"):
-        args.warmup_fraction, w = float(w[4:]), None
-    if w not in (None, "converge") and not (w.isdigit()):
-        raise common.UsageError(f"--warmup-epochs must be a non-negative integer, 'converge' or 'paper', got {w!r}")
+        kind = "converge" if w == "converge" else "fraction" if w.startswith("frac") else "epochs"
+        args.warmup_epochs = int(w) if kind == "epochs" else None
+        args.warmup_fraction = float(w[4:]) if kind == "fraction" else None
+    need = {"epochs": "warmup_epochs", "fraction": "warmup_fraction"}.get(kind)
+    if need and getattr(args, need) is None:
+        raise common.UsageError(f"--warmup {kind} needs --{need.replace('_', '-')}")
+    args.warmup = kind
     for k in ("lr", "batch_size", "max_epochs", "alpha", "epsilon", "patience"):
         if getattr(args, k) is None:
             setattr(args, k, row[k])
-    args.warmup_epochs = w if w is not None else ("0" if args.warmup_fraction is None else None)
     if args.num_samples is None:
         args.num_samples = 1 if args.strategy == "mask" else 4
     if args.strategy == "mask" and args.num_samples != 1:
         raise common.UsageError("--strategy mask has one replaced sentence per set; drop --num-samples")
     if args.lower_bound is None:
         args.lower_bound = {"ic": 1e-23, "sf": 1e-25, "nli": 1e-20}[args.task]
-    if args.max_len is None:
-        args.max_len = 128 if args.task == "nli" else 50
-    args.dropout = (0.0 if args.task == "nli" else 0.1) if args.dropout is None else args.dropout
-    common.check_args(args)
-    common.check_max_len(args.model, args.max_len)
-    return args
+    return common.resolve_uimer(args)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -428,16 +443,18 @@ def im_loss(model: common.TaskModel, batch: dict, sets: dict, args: Args) -> tup
     return im_margin_loss(log_p, q, args.epsilon, args.lower_bound).mean(), q.size(0)
 
 
-def use_int_loss(epoch: int, step: int, total_steps: int, warmup_epochs: str | None,
+def use_int_loss(epoch: int, step: int, total_steps: int, warmup: str, warmup_epochs: int | None,
                  warmup_fraction: float | None, task_converged: bool, count: str = "paper") -> bool:
-    """Warm-up schedule (Sec. 3): L_int is off for the first `warmup_epochs` epochs, or the first
-    `warmup_fraction` of all mini-batches, or until the task alone has early-stopped ('converge').
+    """Warm-up schedule (Sec. 3): L_int is off for the first `warmup_epochs` epochs (warmup 'epochs'), or the first
+    `warmup_fraction` of all mini-batches ('fraction'), or until the task alone has early-stopped ('converge').
     count='original': off only while epoch + 1 < warmup_epochs (the original code; one epoch fewer)."""
-    if warmup_fraction is not None:
+    if warmup == "fraction":
         return step >= warmup_fraction * total_steps
-    if warmup_epochs == "converge":
+    if warmup == "converge":
         return task_converged
-    return epoch + (1 if count == "original" else 0) >= int(warmup_epochs or 0)
+    if warmup == "epochs":
+        return epoch + (1 if count == "original" else 0) >= warmup_epochs
+    return True
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -547,11 +564,7 @@ def table4(model, test: list[dict], args: Args, seed: int, tok_info: dict, mlm, 
         lo = log2_odds(log_m, log_1m, args.lower_bound)
         for i, d in zip([batch["index"][b].item() for b in range(len(batch["index"]))], (lo[:, 1] - lo[:, 0]).tolist()):
             a_R_gt_a_N[i] = d > 0
-    yes = [correct[i] for i, v in a_R_gt_a_N.items() if v]
-    no = [correct[i] for i, v in a_R_gt_a_N.items() if not v]
-    return {"acc_aR_gt_aN": sum(yes) / len(yes) if yes else None, "acc_aR_le_aN": sum(no) / len(no) if no else None,
-            "share_aR_gt_aN": len(yes) / len(a_R_gt_a_N), "n_with_rationale": len(a_R_gt_a_N),
-            "accuracy_all": sum(correct.values()) / len(correct)}
+    return common.table4_summary(correct, a_R_gt_a_N)
 
 
 def write_lint_curve(run: Path, log_path: Path) -> None:
@@ -582,56 +595,36 @@ def write_lint_curve(run: Path, log_path: Path) -> None:
 # Training: one seed end to end
 # ------------------------------------------------------------------------------------------------------
 def run_name(args: Args, seed: int) -> str:
-    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
-    if args.alpha == 0:
-        variant = "base"
-    else:
-        warm = (f"-warmfrac{args.warmup_fraction:g}" if args.warmup_fraction is not None else
-                "-warmconv" if args.warmup_epochs == "converge" else
-                f"-warm{args.warmup_epochs}" if args.warmup_epochs not in (None, "0") else "")
-        variant = args.strategy + warm + ("-warmorig" if args.warmup_count == "original" else "") + \
-            ("-caporig" if args.replace_cap == "original" else "")
-    return f"{args.task}-{setting}-{variant}-{seed}"
+    warm = (f"-warmfrac{args.warmup_fraction:g}" if args.warmup == "fraction" else "-warmconv" if args.warmup ==
+            "converge" else f"-warm{args.warmup_epochs}" if args.warmup == "epochs" else "")
+    variant = args.strategy + warm + ("-warmorig" if args.warmup_count == "original" else "") + \
+        ("-caporig" if args.replace_cap == "original" else "")
+    return common.uimer_run_name(args, variant, seed)
 
 
-def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dict:
-    timer = common.Timer()
-    common.set_seed(seed)
-    setting = str(args.train_size) if args.task == "nli" else args.shots
-    data = common.load_uimer_task(args.task, data_dir, setting, seed, tokenizer, args.max_len, args.nli_sample,
-                                  args.max_eval_examples, args.allow_smaller, args.dev_size)
-    run = common.make_run_dir(args.out_dir, "uimer_im", run_name(args, seed))
-    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
-    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
-    log = common.JsonlLog(run / "log.jsonl")
-    metric = "f1" if args.task == "sf" else "accuracy"
-    pad = tokenizer.pad_token_id
-    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
-
+def train_one_seed(args: Args, seed: int, tokenizer, mlm) -> dict:
+    ctx = common.uimer_start(args, seed, SCRIPT, run_name(args, seed), tokenizer)
+    data, model, log = ctx["data"], ctx["model"], ctx["log"]
     corpus = ([e["input_ids"] for e in data["train"]] if args.prior_corpus == "sampled"
-              else training_sentences(args, data_dir, tokenizer))
+              else training_sentences(args, common.resolve_data_dir(args.data_dir), tokenizer))
     tok_info = token_info(tokenizer, corpus)
-    st = data["rationale_stats"]
-    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
-          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
     need_sets = args.alpha > 0 or args.analysis
     sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed), tok_info, mlm) \
         if need_sets else {}
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     total_steps = steps_per_epoch * args.max_epochs
     opt, sched = common.make_optimizer(model, args.lr, total_steps)
-    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
-    stopper = common.EarlyStopping(args.patience)
-    task_converged, step = False, 0
+    stopper, step = common.EarlyStopping(args.patience), 0
+    task_converged = False
     for epoch in range(args.max_epochs):
         if args.resample_every_epoch and epoch > 0 and need_sets:
             sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed * 1000 + epoch),
                                           tok_info, mlm)
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
-                                                    device=args.device), desc=f"epoch {epoch}"):
-            int_on = args.alpha > 0 and use_int_loss(epoch, step, total_steps, args.warmup_epochs,
+        for batch in common.progress(common.batches(data["train"], args.batch_size, ctx["pad"], device=args.device,
+                                                    shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
+            int_on = args.alpha > 0 and use_int_loss(epoch, step, total_steps, args.warmup, args.warmup_epochs,
                                                      args.warmup_fraction, task_converged, args.warmup_count)
             scores = model(batch)
             L_task = model.task_loss(scores, batch)
@@ -644,71 +637,36 @@ def train_one_seed(args: Args, seed: int, data_dir: Path, tokenizer, mlm) -> dic
                 L_int, n_int = torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            common.check_finite(L.item(), f"epoch {epoch}, step {step}")
-            opt.zero_grad()
-            L.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            common.uimer_step(L, model, opt, sched, f"epoch {epoch}, step {step}")
             log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int.detach()), L=L.item(), int_on=int_on,
                 n_int=n_int)
             sums["L_task"] += L_task.item()
             sums["L_int"] += float(L_int.detach())
             step += 1
-        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
-        stopper.step(dev, epoch, model)
-        log(epoch=epoch, dev=dev, best_dev=stopper.best, int_on=int_on)
-        print(f"epoch {epoch:3d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int {sums['L_int'] / steps_per_epoch:.4f}"
-              f"  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
+        common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, int_on=int_on)
         if stopper.stop:
-            if args.warmup_epochs == "converge" and not task_converged and args.alpha > 0:
+            if args.warmup == "converge" and not task_converged and args.alpha > 0:
                 task_converged, stopper.bad = True, 0  # the task has converged: switch L_int on, reset patience
                 continue
             break
-    stopper.restore(model)
-    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
-                                                   device=args.device), data["labels"])
-    test = scored[metric]
-    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
-    results = {"task": args.task, "setting": setting, "seed": seed, "metric": metric, "test": test,
-               "dev": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epoch + 1, "steps": step,
-               "rationale_stats": data["rationale_stats"], "n_train": len(data["train"]),
-               "n_with_both_sets": len(sets), "n_skipped_by_L_int": len(data["train"]) - len(sets) if need_sets else None,
-               "shortfall": data["shortfall"]}
-    if args.analysis:
-        results["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, pad)
-        write_lint_curve(run, run / "log.jsonl")
-    if args.save_model:
-        common.save_task_model(run / "model", model, tokenizer, {
-            "method": f"{METHOD} ({run_name(args, seed).rsplit('-', 1)[0]}), {Path(__file__).name}",
-            "data": f"{args.task} {setting}, {len(data['train'])} training examples", "seed": seed,
-            f"test {metric}": round(test, 4), "base model": args.model})
-    common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
-    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
-    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
-    common.release_run_dir(run)
-    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
-          f"-> {run}")
-    return results
+    extra = {"epochs_run": epoch + 1, "steps": step}
+    if args.analysis:  # Table 4 and Fig. 3, on the selected (best-dev) model
+        stopper.restore(model)
+        extra["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, ctx["pad"])
+        write_lint_curve(ctx["run"], ctx["run"] / "log.jsonl")
+    return common.uimer_finish(ctx, args, stopper, seed, METHOD, tokenizer, len(sets), **extra)
 
 
 def main(args: Args) -> dict:
     args = resolve(args)
-    seeds = common.parse_seeds(args.seeds, args.seed)
-    data_dir = common.resolve_data_dir(args.data_dir)
     tokenizer = common.load_tokenizer(args.model)
-    mlm = load_mlm(args, tokenizer, training_sentences(args, data_dir, tokenizer) if args.mlm_model == "adapt" else []) \
-        if args.strategy == "bert" and (args.alpha > 0 or args.analysis) else None
-    runs = [train_one_seed(args, s, data_dir, tokenizer, mlm) for s in seeds]
-    if len(runs) == 1:
-        return runs[0]
-    agg = common.aggregate([r["test"] for r in runs])
-    summary = {"metric": runs[0]["metric"], "test": agg, "dev": common.aggregate([r["dev"] for r in runs]),
-               "seeds": seeds, "runs": runs}
-    name = run_name(args, 0).rsplit("-", 1)[0] + "-seeds"
-    common.write_json_atomic(Path(args.out_dir) / "uimer_im" / name / "summary.json", common.relative_runs(summary))
-    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
-    return summary
+    mlm = None
+    if args.strategy == "bert" and (args.alpha > 0 or args.analysis):
+        sentences = training_sentences(args, common.resolve_data_dir(args.data_dir), tokenizer) \
+            if args.mlm_model == "adapt" else []
+        mlm = load_mlm(args, tokenizer, sentences)
+    return common.uimer_seeds(args, SCRIPT, run_name(args, 0).rsplit("-", 1)[0],
+                              lambda seed: train_one_seed(args, seed, tokenizer, mlm))
 
 
 def cli(argv=None) -> int:

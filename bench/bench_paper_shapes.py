@@ -132,7 +132,7 @@ def uimer_rows(cfgs, device, repeats):
     gen = torch.Generator().manual_seed(0)
     step = sgd_step(model, lambda: sum(dm.dm_loss(model, ext, batch, a, special, gen)[:2]))
     rows.append(("UIMER-DM model step (Eq. 7)", "BERT-base", B, L, *compare(plain, step, device, repeats)))
-    content = dm.content_mask(batch, special)
+    content = common.content_mask(batch, special)
     ext_opt = torch.optim.AdamW(ext.parameters(), lr=1e-3)
 
     def ext_step():  # as train_extractor(): the model frozen in eval mode, the probes and placeholder trained

@@ -51,7 +51,7 @@ def main():
     global DEVICE
     DEVICE = str(common.resolve_device(a.device))
     if a.keep_freed_memory:
-        common.keep_freed_memory()
+        sm.keep_freed_memory()
     data_dir = common.resolve_data_dir(a.data_dir)
     args = sm.resolve(sm.parse_args(["--setup", "smat", "--max-len", str(a.max_len), "--teacher-dir", a.teacher_dir,
                                      "--device", DEVICE]))

@@ -56,7 +56,7 @@ def main():
         phi = [q for n, q in ext.named_parameters() if n != "lagrange"]
         opt_phi = torch.optim.AdamW(phi, lr=1e-4)
         opt_lambda = torch.optim.RMSprop([ext.lagrange], lr=0.3, maximize=True)
-        content = dm.content_mask(batch, special)
+        content = common.content_mask(batch, special)
 
         def plain():
             L = model.task_loss(model(batch), batch)

@@ -40,7 +40,7 @@ UIMER_COLUMNS = {
 # Commands of bench/results_uimer.sh and README "UIMER results, all methods"; paper = Table 2 (BERT-base).
 UIMER_ROWS = [
     {"name": "BaseModel",
-     "command": "python uimer_im.py {col} --strategy uniform --warmup-epochs paper --alpha 0",
+     "command": "python uimer_im.py {col} --strategy uniform --warmup paper --alpha 0",
      "paper": {"IC 1-shot": "65.71", "IC 3-shot": "79.18", "SF 1-shot": "38.14", "SF 3-shot": "50.97"}},
     {"name": "GB Ghaeini",
      "command": "python uimer_gb.py {col} --variant ghaeini",
@@ -49,7 +49,7 @@ UIMER_ROWS = [
      "command": "python uimer_gb.py {col} --variant huang --order",
      "paper": {"IC 1-shot": "65.28", "IC 3-shot": "81.82", "SF 1-shot": "38.18", "SF 3-shot": "50.99"}},
     {"name": "IM +Uniform (warm.)",
-     "command": "python uimer_im.py {col} --strategy uniform --warmup-epochs paper",
+     "command": "python uimer_im.py {col} --strategy uniform --warmup paper",
      "paper": {"IC 1-shot": "75.79", "IC 3-shot": "86.29", "SF 1-shot": "38.71", "SF 3-shot": "52.18"}},
     {"name": "DM one-pass",
      "command": "python uimer_dm.py {col} --schedule one-pass",

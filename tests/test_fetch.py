@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import common
+import smat_jax_free as sm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "data"))
@@ -84,7 +85,7 @@ def test_eraser_and_mlqe_layouts_and_checksum_lists(server, tmp_path, capsys):
     inner.mkdir()
     members = {}
     for split in ("train", "dev", "test"):
-        for pair in common.MLQE_PAIRS:
+        for pair in sm.MLQE_PAIRS:
             tar_gz(inner / f"{pair}-{split}.tar.gz", {f"{pair}-{split}/{split}.{pair}.df.short.tsv": tsv})
             members[f"data/direct-assessments/{split}/{pair}-{split}.tar.gz"] = inner / f"{pair}-{split}.tar.gz"
     with tarfile.open(www / "mlqe.tar.gz", "w:gz") as tar:
@@ -93,7 +94,7 @@ def test_eraser_and_mlqe_layouts_and_checksum_lists(server, tmp_path, capsys):
     sums = tmp_path / "mlqe.sha256"
     sums.write_text("".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {n}\n" for n, p in members.items()))
     assert fetch.main(["mlqe_pe", "--to", str(out), "--url", f"{url}/mlqe.tar.gz", "--checksums", str(sums)]) == 0
-    assert len(common.read_mlqe_pe(out, "dev")) == len(common.MLQE_PAIRS)
+    assert len(sm.read_mlqe_pe(out, "dev")) == len(sm.MLQE_PAIRS)
     sums.write_text(sums.read_text().replace(sums.read_text()[:8], "00000000", 1))
     assert fetch.main(["mlqe_pe", "--to", str(tmp_path / "d2"), "--url", f"{url}/mlqe.tar.gz",
                        "--checksums", str(sums)]) == 2

@@ -3,7 +3,6 @@
 
     python -m pytest -m gpu          # on a machine with a GPU (bench/gpu_check.sh runs this first)
 """
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +104,7 @@ def test_dm_gates_losses_and_gradients_equal_on_cpu_and_cuda(nodrop_model, tiny_
         ext = dm.Extractor(model.encoder.config.hidden_size, model.encoder.config.num_hidden_layers + 2,
                            mask_row.cpu()).to(device)
         gen = torch.Generator().manual_seed(0)
-        content = dm.content_mask(batch, special)
+        content = common.content_mask(batch, special)
         loss_phi, KL, L0 = dm.extractor_loss(model, ext, batch, content, 2, gen, args)
         loss_phi.backward()
         g_ext = {f"grad:ext.{n}": p.grad.detach().cpu().clone() for n, p in ext.named_parameters() if p.grad is not None}
@@ -122,7 +121,7 @@ def test_dm_gates_losses_and_gradients_equal_on_cpu_and_cuda(nodrop_model, tiny_
 def test_regex_igr_vat_ig_egt_equal_on_cpu_and_cuda(nodrop_model):
     import regex_robust as rx
     tok = common.load_tokenizer(nodrop_model)
-    ex = [common.encode_text(tok, s.split(), 32, y, i) for i, (s, y) in enumerate(
+    ex = [rx.encode_text(tok, s.split(), 32, y, i) for i, (s, y) in enumerate(
         [("a warm funny engaging film", 1), ("the plot is boring and slow", 0), ("great acting", 1)])]
     out = {}
     for device in ("cpu", "cuda"):

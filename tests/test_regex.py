@@ -67,7 +67,7 @@ def tiny_clf(tiny_model, tok, seed=0, double=True):
 
 
 def tiny_batch(tok, sentences=("a warm funny engaging film", "the plot is boring", "great acting and a clever script")):
-    ex = [common.encode_text(tok, s.split(), 32, 1, i) for i, s in enumerate(sentences)]
+    ex = [rx.encode_text(tok, s.split(), 32, 1, i) for i, s in enumerate(sentences)]
     return common.collate(ex, tok.pad_token_id), ex
 
 
@@ -414,7 +414,7 @@ def test_random_init_like_redraws_every_layer_and_leaves_the_model_alone(tiny_mo
 
 
 def test_rationale_words_sum_wordpieces_and_keep_sentence_order(tok):
-    e = common.encode_text(tok, "the clasicos film was great".split(), 32, 1, 0)
+    e = rx.encode_text(tok, "the clasicos film was great".split(), 32, 1, 0)
     assert len(tok.tokenize("clasicos")) > 1
     scores = torch.zeros(len(e["input_ids"]))
     for pos, w in enumerate(e["word_ids"]):
@@ -606,3 +606,10 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
               "empty": "stsa.binary.train:4: empty text", "checkpoint": "not found", "no_checkpoint": "--checkpoint",
               "flag": "unrecognized", "datadir": "--data-dir", "ratio0": "--rationale-ratio"}[case]
     assert expect in p.stderr, p.stderr
+
+
+def test_read_text_task_on_real_slices():
+    from conftest import REAL_SLICES
+    text = rx.read_text_task("movies", REAL_SLICES)
+    assert [len(text[s]) for s in ("train", "dev", "test")] == [6, 6, 6]
+    assert all(sum(e["evidence"]) > 0 for e in text["test"])

@@ -4,6 +4,7 @@ import io
 import itertools
 import json
 import math
+import platform
 import random
 import subprocess
 import sys
@@ -522,7 +523,7 @@ def write_tiny_mlqe(root: Path, n=6) -> Path:
     for split, n_rows in (("train", n), ("dev", 3), ("test", 3)):
         d = root / "mlqe_pe" / "data" / "direct-assessments" / split
         d.mkdir(parents=True, exist_ok=True)
-        for pair in common.MLQE_PAIRS:
+        for pair in sm.MLQE_PAIRS:
             folder = pair if split == "test" else f"{pair}-{split}"
             fname = f"{'test20' if split == 'test' else split}.{pair.replace('-', '')}.df.short.tsv"
             lines = ["index\toriginal\ttranslation\tscores\tmean\tz_scores\tz_mean\tmodel_scores"]
@@ -744,3 +745,33 @@ def test_bad_inputs_as_a_subprocess(argv, expect, tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "smat_jax_free.py"), *argv, "--out-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and expect in p.stderr, p.stderr
+
+
+def test_mlqe_reader_on_real_slices():
+    from conftest import REAL_SLICES
+    mlqe = sm.read_mlqe_pe(REAL_SLICES, "dev")
+    assert len(mlqe) == 6 * 8 and [e["pair"] for e in mlqe[::8]] == list(sm.MLQE_PAIRS)
+    assert all(isinstance(e["z_mean"], float) for e in mlqe)
+
+
+KEEP_MEMORY_PROBE = """
+import sys, torch, smat_jax_free as sm
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
+if sys.argv[1] == 'keep':
+    assert sm.keep_freed_memory()
+x = torch.ones(50_000_000)  # 200 MB, above glibc's mmap threshold
+before = rss_mb()
+del x
+print(before - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc",
+                    reason="needs Linux with glibc")
+def test_keep_freed_memory_stops_glibc_returning_large_blocks():
+    """Default glibc hands a freed 200 MB tensor back to the OS (RSS drops); after keep_freed_memory() it keeps it."""
+    root = Path(__file__).resolve().parents[1]
+    drop = {mode: float(subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE, mode], cwd=root, timeout=120,
+                                       capture_output=True, text=True, check=True).stdout) for mode in ("default", "keep")}
+    assert drop["default"] > 150 and drop["keep"] < 10, drop

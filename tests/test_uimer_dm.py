@@ -157,15 +157,20 @@ def test_paper_defaults_match_the_notes_table():
                (float(r["lr"]), float(r["lr_extractor"]), int(r["batch_size"]), int(r["max_epochs"]),
                 float(r["alpha"]), int(r["early_stop"])), r
         want = r["warmup_or_rounds"] or ("converge" if sched == "one-pass" else None)
-        assert (d["warmup_epochs"] if sched == "one-pass" else str(d["rounds"])) == want, r
+        assert (d["warmup"] if sched == "one-pass" else str(d["rounds"])) == want, r
     a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "10", "--schedule", "multi-round", "--rounds", "10"]))
-    assert (a.lr, a.lr_extractor, a.max_epochs, a.rounds, a.warmup_epochs, a.warmup_max_epochs) == \
+    assert (a.lr, a.lr_extractor, a.max_epochs, a.rounds, a.warmup, a.warmup_max_epochs) == \
            (1e-5, 1e-4, 10, 10, "converge", 70)
+    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "1"]))  # SF 1-shot one-pass: a 5-epoch warm-up
+    assert (a.warmup, a.warmup_epochs) == ("epochs", 5)
+    assert dm.resolve(dm.parse_args(["--task", "ic", "--warmup-epochs", "2"])).warmup == "epochs"
+    with pytest.raises(common.UsageError, match="does not go with"):
+        dm.resolve(dm.parse_args(["--task", "ic", "--warmup", "converge", "--warmup-epochs", "2"]))
 
     # the 'converge' warm-up trains the same task model for both schedules: the one-pass row's patience (7 at
     # SF 3-shot, where multi-round has 3), unless --patience or --warmup-patience is given
     a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round"]))
-    assert (a.patience, a.warmup_patience, a.warmup_epochs, a.warmup_max_epochs) == (3, 7, "converge", 70)
+    assert (a.patience, a.warmup_patience, a.warmup, a.warmup_max_epochs) == (3, 7, "converge", 70)
     a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--patience", "2"]))
     assert (a.patience, a.warmup_patience) == (2, 2)
     a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--warmup-patience", "1"]))
@@ -174,8 +179,10 @@ def test_paper_defaults_match_the_notes_table():
 
 @pytest.mark.parametrize("warmup_patience, warmup_epochs_run", [(0, 1), (10, 4)])
 def test_converge_warmup_stops_by_its_own_patience(tiny_model, tiny_data, tmp_path, warmup_patience, warmup_epochs_run):
-    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1", "--warmup-epochs", "converge",
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1", "--warmup", "converge",
                      "--warmup-max-epochs", "4", "--warmup-patience", str(warmup_patience), "--patience", "5")
+    i = argv.index("--warmup-epochs")
+    del argv[i:i + 2]  # tiny_argv's 1-epoch warm-up: a converge warm-up has no epoch count
     r = dm.main(dm.parse_args(argv))
     records = [json.loads(line) for line in (Path(r["run_dir"]) / "log.jsonl").read_text().splitlines()]
     evals = [x for x in records if "dev" in x and "L_task" not in x]
@@ -249,20 +256,3 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model, tiny_data):
               "warmup": "--warmup-epochs", "task": "invalid choice", "shots0": "positive", "guard": "--guard",
               "flag": "unrecognized"}[case]
     assert expect in p.stderr, p.stderr
-
-
-def test_runs_when_copied_alone_with_common(tmp_path, tiny_model, tiny_data):
-    import os
-    import shutil
-    dst, cwd = tmp_path / "elsewhere", tmp_path / "cwd"
-    dst.mkdir()
-    cwd.mkdir()
-    for f in ("uimer_dm.py", "common.py"):
-        shutil.copy(ROOT / f, dst / f)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    p = subprocess.run([sys.executable, str(dst / "uimer_dm.py"), "--task", "ic", "--shots", "1", "--model", tiny_model,
-                        "--max-epochs", "1", "--warmup-epochs", "1", "--extractor-epochs", "1"], cwd=cwd,
-                       capture_output=True, text=True, timeout=300, env={**env, "DATA_DIR": str(tiny_data)})
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "test accuracy" in p.stdout
-    assert json.loads((cwd / "runs" / "uimer_dm" / "ic-1shot-onepass-55" / "results.json").read_text())["n_train"] == 7

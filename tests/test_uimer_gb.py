@@ -63,7 +63,7 @@ def test_ghaeini_loss_equals_finite_difference_loop(tiny_model, tiny_data, task,
     difference per example and per token, then the hinge sum written out with floats."""
     tok, data, model, batch, special = setup(tiny_model, tiny_data, task)
     dJ_de, _ = gb.input_gradients(model, batch, "ghaeini", create_graph=False, wrt=wrt)
-    content = gb.content_mask(batch, special)
+    content = common.content_mask(batch, special)
     R = batch["rationale"] * content
     got = gb.ghaeini_loss(gb.attribution(dJ_de, "ghaeini", content), R)
     h = 1e-5
@@ -118,7 +118,7 @@ def test_huang_losses_equal_per_example_loop(tiny_model, tiny_data, task):
     L1 norm, the normalisation and the loss written out with floats."""
     tok, data, model, batch, special = setup(tiny_model, tiny_data, task)
     dJ_de, _ = gb.input_gradients(model, batch, "huang", create_graph=False)
-    content = gb.content_mask(batch, special)
+    content = common.content_mask(batch, special)
     R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
     s = gb.attribution(dJ_de, "huang", content)
     G = gb.gate_sample(s, R, torch.Generator().manual_seed(3)).double()
@@ -203,9 +203,9 @@ def test_gate_expectation_matches_formula():
 
 
 def test_defaults_are_the_baseline_rows_of_uimer_im():
-    """GB_TABLE = the optimisation settings of uimer_im's '+Uniform (warm.)' rows (those of the BaseModel runs)."""
+    """gb.PAPER_TABLE = the optimisation settings of uimer_im's '+Uniform (warm.)' rows (those of the BaseModel runs)."""
     import uimer_im as im
-    for r in gb.GB_TABLE.strip().splitlines()[1:]:
+    for r in gb.PAPER_TABLE.strip().splitlines()[1:]:
         task, setting = r.split()[:2]
         want = im.paper_defaults(task, setting, "uniform", True)
         got = gb.paper_defaults(task, setting)
@@ -269,20 +269,3 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model, tiny_data):
               "task": "invalid choice", "shots0": "positive", "guard": "--guard", "flag": "unrecognized",
               "datadir": "--data-dir"}[case]
     assert expect in p.stderr, p.stderr
-
-
-def test_runs_when_copied_alone_with_common(tmp_path, tiny_model, tiny_data):
-    import os
-    import shutil
-    dst, cwd = tmp_path / "elsewhere", tmp_path / "cwd"
-    dst.mkdir()
-    cwd.mkdir()
-    for f in ("uimer_gb.py", "common.py"):
-        shutil.copy(ROOT / f, dst / f)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    p = subprocess.run([sys.executable, str(dst / "uimer_gb.py"), "--task", "ic", "--shots", "1", "--model", tiny_model,
-                        "--max-epochs", "1", "--variant", "huang", "--order"], cwd=cwd, capture_output=True, text=True,
-                       timeout=300, env={**env, "DATA_DIR": str(tiny_data)})
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "test accuracy" in p.stdout
-    assert json.loads((cwd / "runs" / "uimer_gb" / "ic-1shot-huang-order-55" / "results.json").read_text())["n_train"] == 7

@@ -188,26 +188,46 @@ def test_bert_candidates_are_masked_lm_top_k(tiny_model):
 
 # ---------------------------------------------------------------------------------------------- schedule
 def test_use_int_loss_schedule():
-    assert not im.use_int_loss(0, 0, 100, "1", None, False) and im.use_int_loss(1, 5, 100, "1", None, False)
-    assert im.use_int_loss(0, 0, 100, "0", None, False)
-    assert not im.use_int_loss(5, 9, 100, None, 0.1, False) and im.use_int_loss(0, 10, 100, None, 0.1, False)
-    assert not im.use_int_loss(50, 500, 1000, "converge", None, False)
-    assert im.use_int_loss(50, 500, 1000, "converge", None, True)
+    assert not im.use_int_loss(0, 0, 100, "epochs", 1, None, False) and im.use_int_loss(1, 5, 100, "epochs", 1, None, False)
+    assert im.use_int_loss(0, 0, 100, "none", None, None, False)
+    assert not im.use_int_loss(5, 9, 100, "fraction", None, 0.1, False)
+    assert im.use_int_loss(0, 10, 100, "fraction", None, 0.1, False)
+    assert not im.use_int_loss(50, 500, 1000, "converge", None, None, False)
+    assert im.use_int_loss(50, 500, 1000, "converge", None, None, True)
     # the original code switched L_int on once epoch + 1 >= k: its warm-up of k epochs lasted k - 1
-    assert im.use_int_loss(0, 0, 100, "1", None, False, "original")
-    assert not im.use_int_loss(0, 0, 100, "2", None, False, "original") and im.use_int_loss(1, 5, 100, "2", None, False,
-                                                                                              "original")
+    assert im.use_int_loss(0, 0, 100, "epochs", 1, None, False, "original")
+    assert not im.use_int_loss(0, 0, 100, "epochs", 2, None, False, "original")
+    assert im.use_int_loss(1, 5, 100, "epochs", 2, None, False, "original")
 
 
-def test_paper_defaults_rows():
-    a = im.resolve(im.parse_args(["--task", "ic", "--shots", "1", "--strategy", "uniform"]))
-    assert (a.lr, a.alpha, a.epsilon, a.patience, a.warmup_epochs) == (2e-4, 0.6, 1.0, 7, "0")
-    a = im.resolve(im.parse_args(["--task", "ic", "--shots", "1", "--strategy", "uniform", "--warmup-epochs", "paper"]))
-    assert (a.lr, a.alpha, a.epsilon, a.warmup_epochs) == (4e-4, 4.0, 0.5, "1")
-    a = im.resolve(im.parse_args(["--task", "nli", "--train-size", "100", "--strategy", "prior", "--warmup-epochs", "paper"]))
-    assert a.warmup_fraction == 0.1 and a.batch_size == 32
-    a = im.resolve(im.parse_args(["--task", "ic", "--shots", "10", "--strategy", "uniform", "--warmup-epochs", "paper"]))
-    assert a.warmup_epochs == "converge" and a.alpha == 10
+def test_paper_defaults_rows_and_warmup_kinds():
+    args = lambda *a: im.resolve(im.parse_args(["--task", "ic", "--shots", "1", "--strategy", "uniform", *a]))
+    a = args()
+    assert (a.lr, a.alpha, a.epsilon, a.patience, a.warmup, a.warmup_epochs) == (2e-4, 0.6, 1.0, 7, "none", None)
+    a = args("--warmup", "paper")
+    assert (a.lr, a.alpha, a.epsilon, a.warmup, a.warmup_epochs) == (4e-4, 4.0, 0.5, "epochs", 1)
+    assert (args("--warmup-epochs", "3").warmup, args("--warmup-epochs", "3").alpha) == ("epochs", 4.0)  # (warm.) row
+    assert args("--warmup-epochs", "0").warmup == "none" and args("--warmup-fraction", "0.2").warmup == "fraction"
+    a = im.resolve(im.parse_args(["--task", "nli", "--train-size", "100", "--strategy", "prior", "--warmup", "paper"]))
+    assert (a.warmup, a.warmup_fraction, a.batch_size) == ("fraction", 0.1, 32)
+    a = im.resolve(im.parse_args(["--task", "ic", "--shots", "10", "--strategy", "uniform", "--warmup", "paper"]))
+    assert a.warmup == "converge" and a.alpha == 10
+    for bad, msg in ((["--warmup", "epochs"], "needs --warmup-epochs"), (["--warmup", "converge", "--warmup-epochs", "2"],
+                     "does not go with"), (["--warmup", "none", "--warmup-fraction", "0.5"], "does not go with")):
+        with pytest.raises(common.UsageError, match=msg):
+            args(*bad)
+
+
+@pytest.mark.parametrize("old,new", [(["--warmup-epochs", "paper"], ["--warmup", "paper"]),
+                                     (["--warmup-epochs=converge"], ["--warmup", "converge"]),
+                                     (["--warmup-epochs", "frac0.1"], ["--warmup", "fraction", "--warmup-fraction", "0.1"]),
+                                     (["--warmup-epochs", "2"], ["--warmup-epochs", "2"])])
+def test_the_previous_warmup_spelling_still_works_with_a_note(old, new, capsys):
+    assert common.legacy_warmup(["--task", "ic", *old], ("paper", "converge", "frac")) == ["--task", "ic", *new]
+    assert ("previous spelling" in capsys.readouterr().err) == (old != new)
+    a = im.resolve(im.parse_args(["--task", "nli", "--strategy", "prior", *old]))
+    b = im.resolve(im.parse_args(["--task", "nli", "--strategy", "prior", *new]))
+    assert a == b
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -218,8 +238,8 @@ def tiny_argv(tiny_model, tiny_data, out, *extra):
 
 SETTINGS = {"ic": ["--task", "ic", "--shots", "1"], "sf": ["--task", "sf", "--shots", "1"],
             "nli": ["--task", "nli", "--train-size", "6"]}
-WARMUPS = {"none": ["--warmup-epochs", "0"], "epochs": ["--warmup-epochs", "1"],
-           "converge": ["--warmup-epochs", "converge", "--patience", "1"], "fraction": ["--warmup-fraction", "0.5"]}
+WARMUPS = {"none": ["--warmup", "none"], "epochs": ["--warmup", "epochs", "--warmup-epochs", "1"],
+           "converge": ["--warmup", "converge", "--patience", "1"], "fraction": ["--warmup-fraction", "0.5"]}
 
 
 @pytest.mark.parametrize("task", ["ic", "sf", "nli"])

@@ -1,0 +1,112 @@
+"""The shape of the repository: each method file stands alone with common.py, and common.py holds only what more than
+one method file uses (outside its UIMER section)."""
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+METHOD_FILES = ["uimer_im.py", "uimer_gb.py", "uimer_dm.py", "regex_robust.py", "smat_jax_free.py"]
+UIMER_FILES = METHOD_FILES[:3]
+
+
+@pytest.mark.parametrize("name", METHOD_FILES + ["common.py"])
+def test_method_files_import_only_stdlib_third_party_and_common(name):
+    tree = ast.parse((ROOT / name).read_text())
+    mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    own = {Path(f).stem for f in METHOD_FILES} - {Path(name).stem}
+    assert not (mods & own), f"{name} imports another method file: {mods & own}"
+
+
+def common_names() -> dict[str, tuple[str, set[str]]]:
+    """Top-level name of common.py -> (the section (banner title) it is defined in, the common names it uses)."""
+    text = (ROOT / "common.py").read_text()
+    banners = [(m.start(), m.group(1)) for m in re.finditer(r"^# =+\n# (.+)\n# =+$", text, re.M)]
+    nodes = {}
+    for node in ast.parse(text).body:
+        names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else \
+            [t.id for t in getattr(node, "targets", [getattr(node, "target", None)]) if isinstance(t, ast.Name)]
+        offset = sum(len(line) + 1 for line in text.splitlines()[:node.lineno - 1])
+        section = next((title for pos, title in reversed(banners) if pos <= offset), "header")
+        refs = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        nodes.update({n: (section, refs) for n in names})
+    return {n: (section, refs & set(nodes) - {n}) for n, (section, refs) in nodes.items()}
+
+
+def test_common_holds_only_what_more_than_one_method_file_uses():
+    """A public name of common.py outside the UIMER section is used, directly or through other helpers of common,
+    by no method file or by at least two; the UIMER section is used by the three UIMER files only."""
+    names = common_names()
+    users = {}
+    for f in METHOD_FILES:  # what each method file uses, closed over common's own helpers
+        todo = set(re.findall(r"\bcommon\.(\w+)", (ROOT / f).read_text())) & set(names)
+        seen = set()
+        while todo:
+            n = todo.pop()
+            seen.add(n)
+            todo |= names[n][1] - seen
+        for n in seen:
+            users.setdefault(n, set()).add(f)
+    for name, (section, _) in names.items():
+        by = sorted(users.get(name, ()))
+        if section.startswith("UIMER"):
+            assert set(by) <= set(UIMER_FILES), f"{name} (UIMER section) is used by {by}"
+        elif not name.startswith("_"):
+            assert len(by) != 1, f"common.{name} is used by {by[0]} alone: move it into that file"
+    assert any(section.startswith("UIMER") for section, _ in names.values())
+
+
+def test_importing_common_changes_no_environment_or_global_setting():
+    code = ("import os, torch; before = dict(os.environ); det = torch.are_deterministic_algorithms_enabled(); "
+            "import common; assert dict(os.environ) == before and torch.are_deterministic_algorithms_enabled() == det")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tiny_worlds(tmp_path_factory):
+    from conftest import write_tiny_esnli, write_tiny_snips
+    from test_regex import write_tiny_text_data
+    from test_smat import write_tiny_imdb
+    d = tmp_path_factory.mktemp("copy-out-data")
+    write_tiny_snips(d)
+    write_tiny_esnli(d)
+    write_tiny_text_data(d)
+    write_tiny_imdb(d)
+    return d
+
+
+COPY_OUT = {  # one tiny end-to-end run per method file, and the results.json it must write
+    "uimer_im.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1"], "uimer_im/ic-1shot-uniform-55"),
+    "uimer_gb.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1"], "uimer_gb/ic-1shot-ghaeini-55"),
+    "uimer_dm.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1", "--warmup-epochs", "1",
+                     "--extractor-epochs", "1"], "uimer_dm/ic-1shot-onepass-55"),
+    "regex_robust.py": (["--task", "sst2", "--max-epochs", "1", "--ig-steps", "2", "--attributions", "random,ig",
+                         "--no-randomization"], "regex_robust/sst2-full-regex-1"),
+    "smat_jax_free.py": (["--setup", "teacher", "--task", "imdb", "--max-epochs", "1", "--max-len", "16",
+                          "--imdb-split-sizes", "40,10,20"], "smat_jax_free/imdb-teacher"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", METHOD_FILES)
+def test_each_method_file_runs_when_copied_alone_with_common(script, tmp_path, tiny_model, tiny_worlds):
+    """The method file and common.py, copied into an empty folder, run end to end from another working directory."""
+    dst = tmp_path / "elsewhere"
+    dst.mkdir()
+    for f in (script, "common.py"):
+        shutil.copy(ROOT / f, dst / f)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATA_DIR")}
+    argv, run = COPY_OUT[script]
+    p = subprocess.run([sys.executable, str(dst / script), *argv, "--model", tiny_model, "--data-dir", str(tiny_worlds),
+                        "--device", "cpu"], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((cwd / "runs" / run / "results.json").read_text())

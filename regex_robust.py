@@ -24,7 +24,7 @@ Faithfulness suite (evaluation only; any classifier behind the `Classifier` inte
     comp = p(y^|x) - p(y^|x \\ r), suff = p(y^|x) - p(y^|r) (ERASER); normalised (Carton et al. 2020); AOPC
                                                                              -> faithfulness()
     randomisation tests (Zafar et al. 2021): Spearman and top-k Jaccard     -> agreement()
-    select-then-predict (FRESH), plausibility (token AUC / AUPRC)            -> select_then_predict(), plausibility()
+    select-then-predict (FRESH), plausibility (token AUC, average precision) -> select_then_predict(), plausibility()
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ class Args:
     randomization: bool = common.field(True, help="randomisation tests (trained vs random init; seed vs seed)")
     select_then_predict: bool = common.field(False, help="train a classifier on extracted rationales (FRESH)")
     stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)", domain=Names(METHODS))
-    plausibility: bool = common.field(False, help="token AUC / AUPRC against ERASER Movies human evidence")
+    plausibility: bool = common.field(False, help="token ROC AUC and average precision against ERASER Movies human evidence")
     plausibility_size: int = common.field(50, help="ERASER Movies test documents for --plausibility", domain=common.POSITIVE)
     lr: float = common.field(5e-5, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
     batch_size: int = common.field(16, help="training batch size", domain=common.POSITIVE)
@@ -315,9 +315,11 @@ def deeplift(clf: Classifier, batch: dict, e: torch.Tensor, e0: torch.Tensor, ta
 
 
 def token_scores(method: str, clf: Classifier, batch: dict, target: torch.Tensor | None, args: Args,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores (B, L), predicted class (B,)) of one attribution method; the model must be in eval() mode.
-    `target` None = the predicted class (one extra forward)."""
+                 gen: torch.Generator, keep: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores (B, L), predicted class (B,)) of one attribution method: attributions of the predicted class's
+    logit (not its probability); the model must be in eval() mode. `target` None = the predicted class (one extra
+    forward). With `keep` (a dict), IG and DeepLift also leave there their (B, L, H) attributions `a` and the
+    embeddings `e`, baseline `e0` (for completeness_gap())."""
     e = clf.embed(batch["input_ids"]).detach()
     if target is None:
         with torch.no_grad():
@@ -344,7 +346,26 @@ def token_scores(method: str, clf: Classifier, batch: dict, target: torch.Tensor
         a = deeplift(clf, batch, e, e0, target)
     else:
         raise common.UsageError(f"unknown attribution method {method!r} (choose from {', '.join(METHODS)})")
+    if keep is not None:
+        keep.update(a=a, e=e, e0=e0)
     return reduce_tokens(a, method, args.attr_reduce), target
+
+
+@torch.no_grad()
+def completeness_terms(clf: Classifier, batch: dict, target: torch.Tensor, keep: dict) -> tuple[list, list]:
+    """Per example: the sum of the attributions over tokens and dims, and f(x) - f(x') (target logit at the input and
+    at the baseline). Completeness (IG's axiom; DeepLift's summation-to-delta) says they are equal: for IG that holds
+    for the integral, the m-point midpoint rule leaves a gap."""
+    f = lambda x: clf.forward(x, batch)[0].gather(1, target[:, None])[:, 0]
+    return keep["a"].sum((1, 2)).tolist(), (f(keep["e"]) - f(keep["e0"])).tolist()
+
+
+def completeness_gap(sums: list[float], deltas: list[float]) -> dict:
+    """mean |sum a - (f(x) - f(x'))| and that divided by mean |f(x) - f(x')| (0 = complete)."""
+    gap = np.abs(np.asarray(sums) - np.asarray(deltas))
+    scale = float(np.mean(np.abs(deltas)))
+    return {"mean_abs_gap": float(gap.mean()), "mean_abs_delta": scale,
+            "relative_gap": float(gap.mean() / scale) if scale > 0 else None}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -465,17 +486,27 @@ def predict(clf: Classifier, examples: list[dict], args: Args, rows: list | None
     return {"accuracy": common.accuracy(gold, pred), "macro_f1": macro_f1(gold, pred)}
 
 
-def attribute_all(clf: Classifier, examples: list[dict], methods: list[str], args: Args, seed: int) -> dict:
-    """{method: {example index: scores over the example's wordpieces (L_e,) as a float tensor}}."""
+def attribute_all(clf: Classifier, examples: list[dict], methods: list[str], args: Args, seed: int,
+                  gaps: dict | None = None) -> dict:
+    """{method: {example index: scores over the example's wordpieces (L_e,) as a float tensor}}. With `gaps` (a
+    dict), also the completeness gap of IG and DeepLift: {method: completeness_gap()} (+ ig_steps for IG)."""
     clf.module.eval()
     gen = torch.Generator().manual_seed(seed)
     out = {m: {} for m in methods}
+    terms = {m: ([], []) for m in methods if m in ("ig", "deeplift")}
     for b in eval_batches(examples, args, clf.pad_id):
         target = None
         for m in methods:
-            s, target = token_scores(m, clf, b, target, args, gen)
+            keep = {} if gaps is not None and m in terms else None
+            s, target = token_scores(m, clf, b, target, args, gen, keep)
+            if keep:
+                for acc, part in zip(terms[m], completeness_terms(clf, b, target, keep)):
+                    acc += part
             for r, i in enumerate(b["index"].tolist()):
                 out[m][i] = s[r, :int(b["attention_mask"][r].sum())].float().cpu()
+    if gaps is not None:
+        gaps.update({m: {**completeness_gap(*t), **({"ig_steps": args.ig_steps} if m == "ig" else {})}
+                     for m, t in terms.items()})
     return out
 
 
@@ -575,8 +606,9 @@ def rationale_words(e: dict, scores: torch.Tensor, ratio: float) -> list[str]:
 
 
 def plausibility(attrs: dict, examples: list[dict]) -> dict:
-    """Token ROC AUC and AUPRC (average precision) of the scores against the human evidence, over content
-    wordpieces, mean over documents that have both evidence and non-evidence tokens."""
+    """Token ROC AUC and average precision (sklearn's step-wise area under the precision-recall curve; ERASER's
+    `auprc` is another number: the trapezoid-rule area under that curve) of the scores against the human evidence,
+    over content wordpieces, mean over documents that have both evidence and non-evidence tokens."""
     from sklearn.metrics import average_precision_score
     out = {}
     for m, scores in attrs.items():
@@ -588,7 +620,7 @@ def plausibility(attrs: dict, examples: list[dict]) -> dict:
                 auc.append(common.roc_auc(y, s))
                 ap.append(float(average_precision_score(y, s)))
         out[m] = {"token_auc": float(np.mean(auc)) if auc else None,  # None: no document has both classes
-                  "token_auprc": float(np.mean(ap)) if ap else None, "n_docs": len(auc)}
+                  "token_average_precision": float(np.mean(ap)) if ap else None, "n_docs": len(auc)}
     return out
 
 
@@ -760,8 +792,16 @@ def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer
     methods = method_list(args.attributions)
     rows: list[dict] = []
     res = {"test": predict(clf, data["test"], args, rows), "_predictions": rows}
-    attrs = attribute_all(clf, data["test"], methods, args, seed)
+    gaps: dict = {}
+    attrs = attribute_all(clf, data["test"], methods, args, seed, gaps)
+    res["completeness_gap"] = gaps
     res["faithfulness"] = faithfulness(clf, data["test"], attrs, args)
+    res["faithfulness_settings"] = {
+        "target": "the predicted class's logit (attributions) and probability (comprehensiveness, sufficiency)",
+        "rationale_ratio": args.rationale_ratio, "aopc_ratios": sorted(float(r) for r in args.aopc_ratios.split(",")),
+        "aopc_divisor": "number of ratios + 1 (ERASER paper, ood_faith); the ERASER scorer divides by the number",
+        "removal": args.removal, "attr_reduce": args.attr_reduce, "ig_steps": args.ig_steps,
+        "ig_baseline": args.ig_baseline}
     if args.randomization:
         rnd = as_classifier(random_init_like(clf.module, seed + 7919), tokenizer)
         rattrs = attribute_all(rnd, data["test"], methods, args, seed + 1)  # independent noise for `random`

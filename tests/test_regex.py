@@ -434,7 +434,7 @@ def test_plausibility_against_sklearn():
     got = rx.plausibility(s, ex)["m"]
     y, x = [1, 0, 1, 0], [.9, .1, .4, .6]
     assert got["n_docs"] == 1 and abs(got["token_auc"] - roc_auc_score(y, x)) < 1e-12
-    assert abs(got["token_auprc"] - average_precision_score(y, x)) < 1e-12
+    assert abs(got["token_average_precision"] - average_precision_score(y, x)) < 1e-12
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -613,3 +613,18 @@ def test_read_text_task_on_real_slices():
     text = rx.read_text_task("movies", REAL_SLICES)
     assert [len(text[s]) for s in ("train", "dev", "test")] == [6, 6, 6]
     assert all(sum(e["evidence"]) > 0 for e in text["test"])
+
+
+def test_completeness_gap_of_ig_shrinks_with_more_steps_and_is_reported(tiny_model, tok):
+    """IG's completeness holds for the integral: with m midpoint steps the gap |sum a - (f(x) - f(x'))| shrinks
+    as m grows; DeepLift on a transformer (signed input x gradient) has no such property. Both are reported."""
+    clf = tiny_clf(tiny_model, tok)
+    batch, ex = tiny_batch(tok)
+    args = default_args("--attributions", "ig,deeplift")
+    gaps = {}
+    for m in (2, 8, 64):
+        g = {}
+        rx.attribute_all(clf, ex, ["ig", "deeplift"], dataclasses.replace(args, ig_steps=m), 0, g)
+        gaps[m] = g["ig"]["relative_gap"]
+        assert g["ig"]["ig_steps"] == m and g["deeplift"]["mean_abs_delta"] > 0
+    assert gaps[64] < gaps[8] < gaps[2] and gaps[64] < 0.01, gaps

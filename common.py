@@ -536,7 +536,7 @@ def load_tokenizer(name_or_path: str | None):
 
 def load_encoder(name_or_path: str | None, attn_implementation: str = "eager") -> nn.Module:
     """AutoModel with eager attention: under SDPA, double backward fails in eval() mode and
-    output_attentions=True returns nothing (see README, known traps)."""
+    output_attentions=True returns nothing (docs/known_traps.md)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
@@ -866,7 +866,7 @@ def dataset_dir(data_dir: Path, name: str) -> Path:
     d = Path(data_dir) / name
     if not d.is_dir():
         layout, source = DATA_LAYOUTS[name]
-        get = (f"; download it with `python data/fetch.py {name} --to {data_dir}` (see README, Data)"
+        get = (f"; download it with `python data/fetch.py {name} --to {data_dir}` (README.md, Data)"
                if name in FETCHABLE else "")
         raise UsageError(f"dataset '{name}' not found at {d}; expected {Path(data_dir) / layout} "
                          f"(public source: {source}){get}; or point --data-dir or DATA_DIR at the folder holding "
@@ -1337,6 +1337,52 @@ def check_setting(value: str, flag: str) -> int:
     if n <= 0:
         raise UsageError(f"{flag} must be positive, got {n}")
     return n
+
+
+@dataclasses.dataclass
+class UimerArgs:
+    """The flags every UIMER file has; each file's `Args(UimerArgs)` adds its method's flags (docs/uimer.md)."""
+    # --- task and data
+    task: str = field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
+                             choices=["ic", "sf", "nli"])
+    shots: str = field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
+                              domain=SHOTS)
+    train_size: int = field(100, help="nli: number of training pairs (paper: 100 or 500)",
+                                   domain=POSITIVE)
+    nli_sample: str = field("first", help="nli training pairs: the first N rows (original) or N drawn with the "
+                                   "seed", choices=["first", "random"])
+    allow_smaller: bool = field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
+                                       "5 where an intent has 2), train on what exists instead of stopping with an "
+                                       "error (recorded in results.json as `shortfall`)")
+    max_len: int | None = field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=MAX_LEN)
+    dev_size: int | None = field(None, help="select the model on the first N dev examples only (the same for "
+                                        "every run; the test set stays whole); default: the whole dev set",
+                                        domain=POSITIVE)
+    max_eval_examples: int | None = field(None, help="evaluate on the first N dev and test examples only (quick "
+                                                 "checks; the paper uses all)", domain=POSITIVE)
+    data_dir: str | None = field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the data/ "
+                                        "folder beside py)", domain=EXISTING_DIR)
+    # --- optimisation (unset: the method's paper table for the setting, PAPER_TABLE in its file)
+    alpha: float | None = field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)", domain=Float(0))
+    lr: float | None = field(None, help="AdamW learning rate", domain=Float(0, lo_open=True))
+    batch_size: int | None = field(None, help="training batch size", domain=POSITIVE)
+    max_epochs: int | None = field(None, help="maximum epochs", domain=POSITIVE)
+    patience: int | None = field(None, help="early stopping: stop after this many epochs without a better dev "
+                                        "score (0: after the first such epoch)", domain=COUNT)
+    dropout: float | None = field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
+                                         domain=PROBABILITY)
+    # --- run
+    model: str = field(DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
+                              "Face cache or a local folder", domain=TEXT)
+    seed: int = field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
+                             domain=SEED)
+    seeds: str | None = field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=SEEDS_DOMAIN)
+    out_dir: str = field("runs", help="run directories go to <out-dir>/<script>/<name>/", domain=OUT_DIR)
+    device: str = field("auto", help=DEVICE_HELP, domain=DEVICE)
+    eval_batch_size: int = field(128, help="evaluation batch size", domain=POSITIVE)
+    save_model: bool = field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
+                                    "head.safetensors, model_card.md)")
 
 
 def paper_table(table: str) -> list[list[str]]:

@@ -2,8 +2,9 @@
 
 Paper: Li, Hu, Chen, He, "Towards Faithful Explanations for Text Classification with Robustness Improvement and
 Explanation Guided Training", TrustNLP 2023, arXiv 2312.17591. Only the abstract could be read: each term follows
-the standard definition of the technique the paper names (docs: regex.md); where the paper is silent
-the choice is a flag and a numbered deviation in the README. Equation numbers below are ours.
+the standard definition of the technique the paper names; where the paper is silent the choice is a flag and a
+numbered deviation in docs/regex.md. Equation numbers below are ours.
+Documentation: docs/regex.md (equations -> code, deviations, results, the weight sweep).
 
     python regex_robust.py --task sst2                                   # REGEX: IGR + VAT + EGT
     python regex_robust.py --task sst2 --no-igr --no-vat --no-egt        # plain fine-tuning, same script

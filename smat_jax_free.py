@@ -3,6 +3,7 @@
 Paper: Fernandes, Treviso, Pruthi, Martins, Neubig, "Learning to Scaffold: Optimizing Model Explanations for
 Teaching", NeurIPS 2022, arXiv 2204.10810 (Eqs. 1-11, Tables 1-3, 5, 7, Appendix A). Original code (JAX/Flax):
 github.com/coderpat/learning-scaffold; this port reproduces its outputs (tests/test_smat.py, parity fixture).
+Documentation: docs/smat.md (equations -> code, deviations, results); docs/smat_plausibility.md (Table 2 below chance).
 
     python smat_jax_free.py --setup teacher --task imdb                                  # train + save the teacher
     python smat_jax_free.py --setup student --task imdb --explainer none --num-examples 500 --seed 0
@@ -83,7 +84,7 @@ class Args:
     head_normalizer: str = common.field("sparsemax", help="NORMALIZE of the head coefficients (Table 7)",
                                         choices=["sparsemax", "softmax", "entmax15", "none"])
     ig_variant: str = common.field("standard", help="integrated gradients: standard (trapezoid rule on the straight "
-                                   "path) or original (the original code's formula, see README)",
+                                   "path) or original (the original code's formula, docs/smat.md, Deviations)",
                                    choices=["standard", "original"])
     ig_steps: int | None = common.field(None, help="IG steps (default 10 in training, 50 for plausibility, App. A)", domain=common.Int(2))
     beta: float | None = common.field(None, help="weight of L_expl (default: 5 attention, 0.2 gradient, 0 none)", domain=common.Float(0))

@@ -64,27 +64,8 @@ def paper_defaults(task: str, setting: str) -> dict:
 
 
 @dataclass
-class Args:
-    # --- task and data (the same in the three UIMER files)
-    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
-                             choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
-                              domain=common.SHOTS)
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)",
-                                   domain=common.POSITIVE)
-    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with the "
-                                   "seed", choices=["first", "random"])
-    allow_smaller: bool = common.field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
-                                       "5 where an intent has 2), train on what exists instead of stopping with an "
-                                       "error (recorded in results.json as `shortfall`)")
-    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=common.MAX_LEN)
-    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
-                                        "every run; the test set stays whole); default: the whole dev set",
-                                        domain=common.POSITIVE)
-    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only (quick "
-                                                 "checks; the paper uses all)", domain=common.POSITIVE)
-    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the data/ "
-                                        "folder beside common.py)", domain=common.EXISTING_DIR)
+class Args(common.UimerArgs):
+    """The shared UIMER flags (task, data, optimisation, run: common.UimerArgs) and the method's."""
     # --- the method
     variant: str = common.field("ghaeini", help="saliency method: Ghaeini et al. 2019 or Huang et al. 2021",
                                 choices=VARIANTS)
@@ -97,27 +78,6 @@ class Args:
                             "the ghaeini sum over dims is identically 0 w.r.t. inputs-embeds: docs/uimer_gb.md, "
                             "deviation 3)", choices=["inputs-embeds", "embedding-output"])
     warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)", domain=common.COUNT)
-    # --- optimisation (unset: the paper's table for the setting, PAPER_TABLE above)
-    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)", domain=common.Float(0))
-    lr: float | None = common.field(None, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
-    batch_size: int | None = common.field(None, help="training batch size", domain=common.POSITIVE)
-    max_epochs: int | None = common.field(None, help="maximum epochs", domain=common.POSITIVE)
-    patience: int | None = common.field(None, help="early stopping: stop after this many epochs without a better dev "
-                                        "score (0: after the first such epoch)", domain=common.COUNT)
-    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
-                                         domain=common.PROBABILITY)
-    # --- run (the same in the three UIMER files)
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
-                              "Face cache or a local folder", domain=common.TEXT)
-    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
-                             domain=common.SEED)
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
-                                     domain=common.SEEDS_DOMAIN)
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/<script>/<name>/", domain=common.OUT_DIR)
-    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
-    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
-    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
-                                    "head.safetensors, model_card.md)")
 
 
 def parse_args(argv=None) -> Args:

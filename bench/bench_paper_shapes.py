@@ -46,7 +46,7 @@ def encoder(cfg, device):
     return AutoModel.from_config(cfg, attn_implementation="eager").to(device)
 
 
-def examples(B: int, L: int, seed: int = 0) -> list[dict]:
+def examples(B: int, L: int, seed: int = 0, num_labels: int = 7) -> list[dict]:
     """B synthetic sentences of L wordpieces ([CLS] ... [SEP]), ~20% of the content marked as rationale."""
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -55,7 +55,7 @@ def examples(B: int, L: int, seed: int = 0) -> list[dict]:
         rat = [0] + (torch.rand(L - 2, generator=g) < 0.2).long().tolist() + [0]
         rat[1], rat[2] = 1, 0  # every sentence has a rationale and a non-rationale word
         out.append({"input_ids": ids, "token_type_ids": [0] * L, "rationale": rat, "content": [0] + [1] * (L - 2) + [0],
-                    "index": i, "label": i % 7, "id": str(i)})
+                    "index": i, "label": i % num_labels, "id": str(i)})
     return out
 
 
@@ -152,9 +152,7 @@ def regex_rows(cfgs, device, repeats):
     import regex_robust as rx
     from types import SimpleNamespace
     B, L = cfgs["uimer_shape"]
-    ex = examples(B, L)
-    for e in ex:
-        e["label"] = e["index"] % 2
+    ex = examples(B, L, num_labels=2)
     batch = common.to_device(common.collate(ex, PAD), device)
     model = common.TaskModel(encoder(cfgs["bert-base"], device), "cls", 2).to(device).train()
     tok = SimpleNamespace(all_special_ids=SPECIAL, pad_token_id=PAD, mask_token_id=MASK)
@@ -175,16 +173,14 @@ def regex_rows(cfgs, device, repeats):
 def smat_rows(cfgs, device, repeats):
     import smat_jax_free as sm
     B, L = cfgs["smat_shape"]
-    ex = examples(B, L)
-    for e in ex:
-        e["label"] = e["index"] % 2
+    ex = examples(B, L, num_labels=2)
     rows = []
     for name in ("electra-small", "minilm"):
         args = sm.resolve(sm.parse_args(["--setup", "smat", "--device", device]))
         teacher = sm.Model(encoder(cfgs[name], device), 2, image=False).to(device).eval()
         student = sm.Model(encoder(cfgs[name], device), 2, image=False).to(device).train()
         batch = next(sm.iterate_batches(ex, B, PAD, device=device))
-        valid = next(sm.iterate_batches(examples(B, L, seed=1), B, PAD, device=device))
+        valid = next(sm.iterate_batches(examples(B, L, seed=1, num_labels=2), B, PAD, device=device))
         y = sm.predict(teacher, ex, B, PAD, None)
         with torch.no_grad():
             s_T = sm.head_scores(teacher(batch["inputs"]), teacher.num_heads)

@@ -612,24 +612,21 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
-def minutes(text: str) -> int:
-    try:
-        value = parse_minutes(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected minutes or [D-]H:MM:SS, got {text!r}")
-    return value
+def positive_parsed(parse, expected: str):
+    """An argparse type: parse(text) must give a positive number, else `expected` is named in the error."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return convert
 
 
-def mem_gb(text: str) -> float:
-    try:
-        value = parse_mem_gb(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a size such as 16G or 500M, got {text!r}")
-    return value
+minutes = positive_parsed(lambda t: parse_minutes(t), "minutes or [D-]H:MM:SS")
+mem_gb = positive_parsed(lambda t: parse_mem_gb(t), "a size such as 16G or 500M")
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -745,15 +742,20 @@ def main(argv=None) -> int:
     return run_local(manifest, sweep_dir, args.workers, threads)
 
 
-def cli(argv=None) -> int:
+def run_cli(main, prog: str, argv=None) -> int:
+    """main(argv), with a user mistake as one line on stderr and exit code 2 (shared with table.py)."""
     try:
         return main(argv)
     except UsageError as e:
-        print(f"sweep.py: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
+
+
+def cli(argv=None) -> int:
+    return run_cli(main, "sweep.py", argv)
 
 
 if __name__ == "__main__":

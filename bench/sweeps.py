@@ -1,4 +1,4 @@
-"""Named sweeps: the commands behind the results tables, defined once (data only, no code).
+"""Named sweeps: the commands behind the results tables, defined once (data, and one helper that builds a UIMER row).
 
 `bench/sweep.py NAME` runs a sweep, `bench/sweep.py --print-commands NAME` prints its shell commands (the
 README's command blocks come from there), `bench/table.py NAME` prints its table. A sweep is a dict:
@@ -37,27 +37,24 @@ UIMER_COLUMNS = {
     "SF 3-shot": {"args": "--task sf --shots 3", "metric": "span_f1"},
 }
 
-# Commands of bench/results_uimer.sh and README "UIMER results, all methods"; paper = Table 2 (BERT-base).
+def uimer_row(name: str, command: str, ic1: str, ic3: str, sf1: str, sf3: str, **extra) -> dict:
+    """A row of the UIMER table, with the paper's Table 2 numbers (BERT-base) for its four columns."""
+    return {"name": name, "command": command, **extra,
+            "paper": dict(zip(("IC 1-shot", "IC 3-shot", "SF 1-shot", "SF 3-shot"), (ic1, ic3, sf1, sf3)))}
+
+
+# The commands of docs/uimer.md's Table 2; paper = Table 2 (BERT-base).
 UIMER_ROWS = [
-    {"name": "BaseModel",
-     "command": "python uimer_im.py {col} --strategy uniform --warmup paper --alpha 0",
-     "paper": {"IC 1-shot": "65.71", "IC 3-shot": "79.18", "SF 1-shot": "38.14", "SF 3-shot": "50.97"}},
-    {"name": "GB Ghaeini",
-     "command": "python uimer_gb.py {col} --variant ghaeini",
-     "paper": {"IC 1-shot": "65.71", "IC 3-shot": "79.14", "SF 1-shot": "37.77", "SF 3-shot": "51.69"}},
-    {"name": "GB Huang +Order",
-     "command": "python uimer_gb.py {col} --variant huang --order",
-     "paper": {"IC 1-shot": "65.28", "IC 3-shot": "81.82", "SF 1-shot": "38.18", "SF 3-shot": "50.99"}},
-    {"name": "IM +Uniform (warm.)",
-     "command": "python uimer_im.py {col} --strategy uniform --warmup paper",
-     "paper": {"IC 1-shot": "75.79", "IC 3-shot": "86.29", "SF 1-shot": "38.71", "SF 3-shot": "52.18"}},
-    {"name": "DM one-pass",
-     "command": "python uimer_dm.py {col} --schedule one-pass",
-     "paper": {"IC 1-shot": "66.75", "IC 3-shot": "84.42", "SF 1-shot": "39.86", "SF 3-shot": "52.87"}},
-    {"name": "DM multi-round",
-     "command": "python uimer_dm.py {col} --schedule multi-round",
-     "cell_args": {"IC 3-shot": "--rounds 10"},  # the paper's 50 rounds, sized to the CPU budget (README)
-     "paper": {"IC 1-shot": "70.21", "IC 3-shot": "85.86", "SF 1-shot": "41.32", "SF 3-shot": "53.10"}},
+    uimer_row("BaseModel", "python uimer_im.py {col} --strategy uniform --warmup paper --alpha 0",
+              "65.71", "79.18", "38.14", "50.97"),
+    uimer_row("GB Ghaeini", "python uimer_gb.py {col} --variant ghaeini", "65.71", "79.14", "37.77", "51.69"),
+    uimer_row("GB Huang +Order", "python uimer_gb.py {col} --variant huang --order", "65.28", "81.82", "38.18",
+              "50.99"),
+    uimer_row("IM +Uniform (warm.)", "python uimer_im.py {col} --strategy uniform --warmup paper", "75.79", "86.29",
+              "38.71", "52.18"),
+    uimer_row("DM one-pass", "python uimer_dm.py {col} --schedule one-pass", "66.75", "84.42", "39.86", "52.87"),
+    uimer_row("DM multi-round", "python uimer_dm.py {col} --schedule multi-round", "70.21", "85.86", "41.32", "53.10",
+              cell_args={"IC 3-shot": "--rounds 10"}),  # the paper's 50 rounds, sized to the CPU budget
 ]
 BASEMODEL, GB_GHAEINI, GB_HUANG_ORDER, IM_UNIFORM_WARM, DM_ONE_PASS, DM_MULTI_ROUND = UIMER_ROWS
 # Issue 15 part 3: how much of the IM gap to the paper is ours? The same IM row with the original code's 30% cap,
@@ -84,14 +81,14 @@ REGEX_GRID = [{"name": f"lambda_g {g}, lambda_v {v}, EGT {'on' if egt else 'off'
                "command": f"python regex_robust.py {{col}} --lambda-g {g} --lambda-v {v}" + ("" if egt else " --no-egt")}
               for egt in (True, False) for g in ("0", "0.01", "0.1") for v in ("0.1", "1")]
 
-# bench/results_smat.sh: teacher sizing, then the students' shared sizing (README "SMaT", Results).
+# SMaT sizing (docs/smat.md, Results): the teacher's, then the students' shared flags.
 SMAT_TEACHER = ("python smat_jax_free.py --setup teacher --task imdb --max-len 32 --teacher-train-size 3000 "
                 "--warmup-steps 50 --max-epochs 1 --max-valid-examples 500 --max-test-examples 1000")
 SMAT_STUDENT_ARGS = ("--task imdb --num-examples 500 --max-len 32 --lr 0.05 --max-epochs 2 --max-valid-examples 500 "
                      "--max-test-examples 1000")
 SMAT_TEACHER_DIR = "--teacher-dir {dir:Teacher}/smat_jax_free/imdb-teacher"
 
-# bench/results_regex.sh sizing (both variants; plain = the same script without the three REGEX terms).
+# REGEX sizing (docs/regex.md, Results; plain = the same script without the three REGEX terms).
 REGEX_ARGS = "--task sst2 --train-size 500 --max-len 64 --ig-steps 5 --dev-size 150 --test-size 150"
 
 SWEEPS = {

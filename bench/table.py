@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweeps as named_sweeps  # noqa: E402
-from sweep import OneLineParser, UsageError, find_results, non_negative_int, positive_int  # noqa: E402
+from sweep import OneLineParser, UsageError, find_results, non_negative_int, positive_int, run_cli  # noqa: E402
 
 MARK_SEEDS, MARK_EXAMPLES = "*", "†"
 CHUNK_ELEMENTS = 2 ** 21  # resampled indices held at once (rows x test examples)
@@ -272,7 +272,10 @@ def compare(method: dict, base: dict, kind: str, row: str, column: str, opts, ca
 def build(manifest: dict, sweep_dir: Path, opts) -> dict:
     runs = load_runs(manifest, sweep_dir)
     expected = expected_seeds(manifest)
-    baseline = manifest["baseline"]
+    baseline = getattr(opts, "baseline", None) or manifest["baseline"]
+    if baseline not in manifest["rows"]:
+        raise UsageError(f"--baseline {baseline!r}: no such row; rows: {', '.join(manifest['rows'])}")
+    manifest = {**manifest, "baseline": baseline}
     cells, comparisons, cache = {}, [], {}
     for row in manifest["rows"]:
         for column, kind in manifest["columns"].items():
@@ -394,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs/sweeps", help="where named sweeps live (bench/sweep.py --root; "
                    "default: runs/sweeps)")
     p.add_argument("--csv", metavar="PATH", help="also write the table as CSV (unscaled values) to PATH")
+    p.add_argument("--baseline", metavar="ROW", help="compare every row with this row instead of the sweep's "
+                   "baseline (e.g. \"IM +Uniform (warm.)\" to isolate one deviation)")
     p.add_argument("--seed-resamples", type=positive_int, default=10_000, help="bootstrap resamples over seeds "
                    "(default: 10000)")
     p.add_argument("--example-resamples", type=positive_int, default=2_000, help="bootstrap resamples over test "
@@ -417,11 +422,7 @@ def main(argv=None) -> int:
 
 
 def cli(argv=None) -> int:
-    try:
-        return main(argv)
-    except UsageError as e:
-        print(f"table.py: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(main, "table.py", argv)
 
 
 if __name__ == "__main__":

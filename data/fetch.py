@@ -152,13 +152,18 @@ def fetch(name: str, to: Path, url: str | None, digest: str | None, manifest: Pa
     return target
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fetch.py", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=[*SOURCES, "all"])
     p.add_argument("--to", type=Path, default=HERE, help="folder that receives <dataset>/ (default: this data/ folder)")
     p.add_argument("--url", help="download from this URL instead (a mirror, or a local copy as file://...)")
     p.add_argument("--sha256", help="expected SHA-256 of the downloaded archive (default: the published one, imdb)")
     p.add_argument("--checksums", type=Path, help="sha256sum-style list of the unpacked files (default: data/checksums/)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.dataset == "all" and (a.url or a.sha256 or a.checksums):
         p.exit(2, "fetch.py: error: --url, --sha256 and --checksums take one dataset, not 'all'\n")

@@ -24,7 +24,7 @@ import uimer_gb as gb
 import uimer_im as im
 from conftest import write_tiny_esnli, write_tiny_snips
 from test_regex import write_tiny_text_data
-from test_smat import write_tiny_eraser, write_tiny_imdb
+from test_smat import base as smat_base, write_tiny_eraser, write_tiny_imdb
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"im": im, "gb": gb, "dm": dm, "rx": rx, "sm": sm}
@@ -129,6 +129,9 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("im-device", "im", ["--device", "tpu"], "none", E, "--device"),
     ("im-strategy", "im", ["--strategy", "lime"], "none", E, "invalid choice"),
     ("im-flag", "im", ["--lambda", "1"], "none", E, "unrecognized"),
+    ("im-task", "im", ["--task", "qa"], "none", E, "invalid choice"),
+    ("im-bert-no-mlm", "im", ["--strategy", "bert"], "none", E, "masked LM"),
+    ("im-model-missing", "im", ["--model", "{tmp}/no-such-model"], "none", E, "does not exist"),
     ("im-outdir-file", "im", ["--out-dir", "{file}/runs"], "none", E, "--out-dir"),
     ("im-datadir", "im", ["--data-dir", "{tmp}/nowhere"], "none", E, "--data-dir"),
     ("im-shots-pool", "im", ["--shots", "5"], "none", E, "--allow-smaller"),
@@ -169,6 +172,11 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("gb-maxlen-huge", "gb", ["--max-len", "100000"], "none", E, "position limit"),
     ("gb-nonfinite", "gb", ["--variant", "huang", "--lr", "1e30", "--max-epochs", "3"], "none", E, "non-finite loss"),
     ("gb-wrt", "gb", ["--wrt", "embeddings"], "none", E, "invalid choice"),
+    ("gb-order-ghaeini", "gb", ["--variant", "ghaeini", "--order"], "none", E, "--variant huang"),
+    ("gb-task", "gb", ["--task", "qa"], "none", E, "invalid choice"),
+    ("gb-shots0", "gb", ["--shots", "0"], "none", E, "--shots"),
+    ("gb-flag", "gb", ["--no-such-flag"], "none", E, "unrecognized"),
+    ("gb-datadir", "gb", ["--data-dir", "{tmp}/nowhere"], "none", E, "--data-dir"),
     # ---- UIMER-DM
     ("dm-kl-nan", "dm", ["--kl-margin", "nan"], "none", E, "--kl-margin"),
     ("dm-kl-neg", "dm", ["--kl-margin", "-1"], "none", E, "--kl-margin"),
@@ -187,6 +195,9 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("dm-schedule", "dm", ["--schedule", "two-pass"], "none", E, "invalid choice"),
     ("dm-alpha-nan", "dm", ["--alpha", "nan"], "none", E, "--alpha"),
     ("dm-lr-inf", "dm", ["--lr", "inf"], "none", E, "--lr"),
+    ("dm-task", "dm", ["--task", "qa"], "none", E, "invalid choice"),
+    ("dm-shots0", "dm", ["--shots", "0"], "none", E, "--shots"),
+    ("dm-flag", "dm", ["--no-such-flag"], "none", E, "unrecognized"),
     ("dm-utf8", "dm", U_FAST, "bad_utf8_seq_in", E, "seq.in:3: not valid UTF-8"),
     ("dm-edge-words", "dm", ["--shots", "full", "--warmup-epochs", "1", "--extractor-epochs", "1", *U_FAST],
      "one_word_and_no_rationale",
@@ -292,9 +303,8 @@ def world(tmp_path_factory, tiny_model):
     data = root / "data"
     write_tiny_imdb(data)
     write_tiny_eraser(data)
-    teacher = sm.main(sm.parse_args(["--setup", "teacher", "--task", "imdb", "--data-dir", str(data), "--out-dir",
-                                     str(root / "runs"), "--imdb-split-sizes", "40,10,20", "--max-len", "24",
-                                     "--model", tiny_model, "--max-epochs", "1", "--warmup-steps", "0"]))
+    teacher = sm.main(sm.parse_args(smat_base(data, root / "runs") + ["--setup", "teacher", "--model", tiny_model,
+                                                                      "--max-epochs", "1", "--warmup-steps", "0"]))
     (root / "junk.pt").write_bytes(os.urandom(300))
 
     class Payload:
@@ -333,7 +343,8 @@ def call(script: str, argv: list[str], capfd) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
+@pytest.mark.parametrize("row", [pytest.param(r, id=r[0], marks=[pytest.mark.slow] if r[4] == OK else [])
+                                 for r in ROWS])  # the edge rows train a model end to end: slow
 def test_bad_input_row(row, world, tiny_model, tmp_path, capfd):
     rid, script, args, corruption, expected, want = row
     data = make_data(script, tmp_path, world)

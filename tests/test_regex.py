@@ -358,7 +358,7 @@ def test_deeplift_and_ig_are_exact_on_a_linear_model():
 
 
 def test_captum_deeplift_on_a_transformer_is_signed_input_x_gradient(tiny_model, tok):
-    """Documented in the README: captum's DeepLift rules cover nn.ReLU/Tanh/Softmax/... modules only; BERT's GELU
+    """Documented in docs/regex.md: captum's DeepLift rules cover nn.ReLU/Tanh/Softmax/... modules only; BERT's GELU
     module and functional softmax get plain gradients, so at content tokens (zero baseline) DeepLift = sum_h e * grad."""
     clf = tiny_clf(tiny_model, tok)
     batch, _ = tiny_batch(tok)
@@ -449,6 +449,7 @@ TERMS = [(igr, vat, egt) for igr in (0, 1) for vat in (0, 1) for egt in (0, 1)]
 
 @pytest.mark.parametrize("igr,vat,egt,mode", [(i, v, e, m) for i, v, e in TERMS
                                                for m in (["align", "mask", "both"] if e else ["both"])])
+@pytest.mark.slow
 def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat, egt, mode):
     flags = [f"--{'' if on else 'no-'}{n}" for n, on in (("igr", igr), ("vat", vat), ("egt", egt))]
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, *flags, "--egt-mode", mode, *FAST)))
@@ -469,6 +470,7 @@ def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat,
     ["--removal", "delete", "--ig-baseline", "mask", "--attr-reduce", "l2", "--align-direction", "attention_saliency",
      "--detach-clean", "--vat-iters", "2"],
 ])
+@pytest.mark.slow
 def test_smoke_every_attribution_and_evaluation_option(tiny_model, text_data, tmp_path, extra):
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, *extra)))
     assert set(r["faithfulness"]) == set(rx.METHODS)
@@ -480,6 +482,7 @@ def test_smoke_every_attribution_and_evaluation_option(tiny_model, text_data, tm
         assert 0 <= agr["jaccard"] <= 1
 
 
+@pytest.mark.slow
 def test_smoke_ood_plausibility_select_then_predict(tiny_model, text_data, tmp_path):
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--ood-task", "imdb", "--plausibility",
                                    "--plausibility-size", "6", "--select-then-predict", "--stp-methods", "ig,attention",
@@ -491,6 +494,7 @@ def test_smoke_ood_plausibility_select_then_predict(tiny_model, text_data, tmp_p
     assert 0 <= r["select_then_predict"]["ig"]["accuracy"] <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["imdb", "movies"])
 def test_smoke_other_tasks(tiny_model, text_data, tmp_path, task):
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--task", task, "--max-len", "24", *FAST)))
@@ -501,6 +505,7 @@ def test_smoke_other_tasks(tiny_model, text_data, tmp_path, task):
         assert r["n_dev"] == 2 and r["n_train"] == 22  # imdb: dev carved out of train (10%, fixed RNG)
 
 
+@pytest.mark.slow
 def test_evaluate_only_and_seed_agreement(tiny_model, text_data, tmp_path):
     a = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "1", "--no-egt", *FAST)))
     b = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "2", "--no-egt", *FAST)))
@@ -514,6 +519,7 @@ def test_evaluate_only_and_seed_agreement(tiny_model, text_data, tmp_path):
     assert self_r["randomization_seed_vs_seed"]["ig"]["jaccard"] == 1.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_and_seed_summary(tiny_model, text_data, tmp_path):
     args = argv(tiny_model, text_data, tmp_path, "--seeds", "3,4", "--train-size", "8", "--attributions",
                 "random,attention")
@@ -540,6 +546,7 @@ def test_subsample_seed_fixes_the_training_subsample_across_seeds(tiny_model, te
     assert len(ids(1)) == 6
 
 
+@pytest.mark.slow
 def test_evaluate_only_on_a_hugging_face_classifier_folder_and_a_legacy_model_pt(tiny_model, text_data, tmp_path, tok):
     """The faithfulness suite scores a model not trained here (AutoModelForSequenceClassification), and a model.pt of
     older runs still loads (weights only)."""
@@ -560,6 +567,7 @@ def test_evaluate_only_on_a_hugging_face_classifier_folder_and_a_legacy_model_pt
     assert old["test"] == a["test"] and old["faithfulness"] == a["faithfulness"]
 
 
+@pytest.mark.slow
 def test_crafted_pickle_checkpoint_is_refused_and_never_runs(tmp_path, tiny_model):
     """torch.load(weights_only=True): a pickle that would run code is a one-line error, and its code never runs."""
     import pickle
@@ -586,6 +594,7 @@ def run_cli(*args):
 
 @pytest.mark.parametrize("case", ["task", "attribution", "mask0", "mask1", "empty", "checkpoint", "no_checkpoint",
                                   "flag", "datadir", "ratio0"])
+@pytest.mark.slow
 def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
     data = write_tiny_text_data(tmp_path / "d")
     if case == "empty":

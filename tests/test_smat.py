@@ -617,12 +617,14 @@ def check_run(r, task="imdb"):
     return run, steps
 
 
+@pytest.mark.slow
 def test_teachers_trained(world):
     for task, t in world["teachers"].items():
         assert math.isfinite(t["valid"]) and math.isfinite(t["student_test_metric"]), task
         assert (Path(t["dir"]) / "teacher.pt").is_file() and t["epochs_run"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("explainer", sm.EXPLAINERS)
 def test_smoke_student_every_explainer(world, explainer):
     r = sm.main(sm.parse_args(student_argv(world, "imdb", "--setup", "student", "--explainer", explainer)))
@@ -636,6 +638,7 @@ def test_smoke_student_every_explainer(world, explainer):
         assert len(rows) == 1 + (2 if explainer == "attention_last" else 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("normalizer", ["sparsemax", "softmax", "entmax15", "none"])
 def test_smoke_smat_and_head_normalizers(world, normalizer):
     extra = [] if normalizer == "sparsemax" else ["--max-epochs", "1"]
@@ -647,6 +650,7 @@ def test_smoke_smat_and_head_normalizers(world, normalizer):
     assert (run / "head_coeffs.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["mlqe", "cifar100"])
 def test_smoke_mlqe_and_cifar100_paths(world, task):
     for setup, explainer in (("student", "integrated_gradients"), ("smat", "attention_all")):
@@ -656,6 +660,7 @@ def test_smoke_mlqe_and_cifar100_paths(world, task):
     assert world["teachers"][task]["n_train"] == (36 if task == "mlqe" else 27)
 
 
+@pytest.mark.slow
 def test_plausibility_on_eraser(world):
     r = sm.main(sm.parse_args(base(world["data"], world["out"]) + ["--setup", "plausibility", "--ig-steps", "4",
                                                                    "--eraser-split", "test"]))
@@ -681,6 +686,7 @@ def test_word_level_scores_and_auc_by_pair_counting():
     assert common.roc_auc(gold, score) == pytest.approx(want) == 0.875
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_seed_aggregation(world):
     argv = student_argv(world, "imdb", "--setup", "smat", "--seeds", "3,4", "--max-epochs", "1")
     a = sm.main(sm.parse_args(argv))
@@ -692,6 +698,7 @@ def test_same_seed_same_result_and_seed_aggregation(world):
     assert sm.resolve(sm.parse_args(["--seeds", "paper"])).seeds == "0,9,11,30,69"
 
 
+@pytest.mark.slow
 def test_keep_freed_memory_does_not_change_results(world, tmp_path):
     """The allocator setting is numerically neutral: a SMaT run in a fresh process without it (glibc defaults)
     gives the same losses and simulabilities as one with it (in-process; main() sets it by default)."""
@@ -720,6 +727,7 @@ def cli_error(capsys, argv):
     return err
 
 
+@pytest.mark.slow
 def test_bad_inputs_one_line_exit_2(world, tmp_path, capsys):
     args = base(world["data"], world["out"])
     assert "no trained teacher" in cli_error(capsys, base(world["data"], tmp_path) + ["--setup", "student"])
@@ -741,6 +749,7 @@ def test_bad_inputs_one_line_exit_2(world, tmp_path, capsys):
 @pytest.mark.parametrize("argv,expect", [(["--explainer", "lime"], "invalid choice"),
                                          (["--task", "cifar100", "--setup", "teacher", "--data-dir", "."],
                                           "cannot load cifar100")])
+@pytest.mark.slow
 def test_bad_inputs_as_a_subprocess(argv, expect, tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "smat_jax_free.py"), *argv, "--out-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -769,6 +778,7 @@ print(before - rss_mb())
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc",
                     reason="needs Linux with glibc")
+@pytest.mark.slow
 def test_keep_freed_memory_stops_glibc_returning_large_blocks():
     """Default glibc hands a freed 200 MB tensor back to the OS (RSS drops); after keep_freed_memory() it keeps it."""
     root = Path(__file__).resolve().parents[1]

@@ -123,6 +123,7 @@ def test_synthetic_explainers_have_known_auc(eraser, max_len):
     assert uniform == pytest.approx(sum(by_pieces) / len(by_pieces)) and uniform != pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_end_to_end_plausibility_with_injected_explainers(eraser, tiny_model, tmp_path):
     """plausibility() itself (reading, encoding, length-sorted padded batches, pad columns, [CLS]/[SEP] removal,
     word aggregation, AUC, averaging) with the synthetic explainers injected beside the teacher's."""

@@ -16,6 +16,7 @@ METHOD_FILES = ["uimer_im.py", "uimer_gb.py", "uimer_dm.py", "regex_robust.py", 
 UIMER_FILES = METHOD_FILES[:3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", METHOD_FILES + ["common.py"])
 def test_method_files_import_only_stdlib_third_party_and_common(name):
     tree = ast.parse((ROOT / name).read_text())
@@ -63,6 +64,7 @@ def test_common_holds_only_what_more_than_one_method_file_uses():
     assert any(section.startswith("UIMER") for section, _ in names.values())
 
 
+@pytest.mark.slow
 def test_importing_common_changes_no_environment_or_global_setting():
     code = ("import os, torch; before = dict(os.environ); det = torch.are_deterministic_algorithms_enabled(); "
             "import common; assert dict(os.environ) == before and torch.are_deterministic_algorithms_enabled() == det")

@@ -222,6 +222,17 @@ def test_table_marks_a_clear_effect_and_not_noise(tmp_path, capsys):
     assert clear["seed_ci"][0] > 0 and clear["example_ci"][0] > 0
 
 
+def test_table_against_another_row(tmp_path, capsys):
+    sweep_dir = synthetic_sweep(tmp_path, {"base": 0.6, "clear": 0.85, "noise": 0.6})
+    assert table.cli([str(sweep_dir), "--baseline", "clear"]) == 0
+    paired = capsys.readouterr().out.split("Paired with clear:")[1]
+    line = {r.split("|")[1].strip(): r for r in paired.splitlines() if r.startswith("| ")}
+    assert set(line) - {"method", "---"} == {"base", "noise"} and "*" in line["base"] and "| -" in line["base"]
+    assert table.cli([str(sweep_dir), "--baseline", "nobody"]) == 2
+    err = capsys.readouterr().err
+    assert "--baseline 'nobody': no such row" in err and len(err.strip().splitlines()) == 1
+
+
 def test_table_is_deterministic_and_writes_csv(tmp_path, capsys):
     sweep_dir = synthetic_sweep(tmp_path, {"base": 0.6, "other": 0.65})
     outs = []
@@ -301,7 +312,7 @@ def test_named_sweeps_expand_to_the_documented_jobs(tmp_path):
     assert len(paired) == 6 * 10 and len({j["seed"] for j in paired}) == 10
     base = next(j for j in paired if j["row"] == "BaseModel")
     im = next(j for j in paired if j["row"] == "IM +Uniform (warm.)")
-    assert base["command"] == ("python uimer_im.py --task ic --shots 1 --strategy uniform --warmup-epochs paper "
+    assert base["command"] == ("python uimer_im.py --task ic --shots 1 --strategy uniform --warmup paper "
                                "--alpha 0")
     assert im["command"] == base["command"][:-len(" --alpha 0")]
     smat = sweep.expand(sweeps.SWEEPS["smat-table1"], d / "smat-table1")

@@ -2,8 +2,6 @@
 single-example gradients), the second-order path, the Gate's expectation, end-to-end smoke runs, bad input."""
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -193,7 +191,8 @@ def test_gate_expectation_matches_formula():
     N = torch.tensor([[0, 0, 0, 1, 1, 0.], [0, 0, 0, 1, 1, 0.]])
     n = 40000
     for order in (False, True):
-        draws = torch.stack([gb.huang_loss(s, R, N, True, order, gb.gate_sample(s, R, g), 1e-6) for _ in range(n)])
+        S, RR, NN = s.repeat(n, 1), R.repeat(n, 1), N.repeat(n, 1)  # n independent draws per example, batched
+        draws = gb.huang_loss(S, RR, NN, True, order, gb.gate_sample(S, RR, g), 1e-6).view(n, 2)
         ungated = gb.huang_loss(s, R, N, True, order, torch.ones(2), 1e-6)
         p = (s * R).sum(-1)
         want = (1 - p) * ungated  # E[G] = 1 - p
@@ -221,6 +220,7 @@ def tiny_argv(tiny_model, tiny_data, out, *extra):
             "--eval-batch-size", "64", *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["ic", "sf", "nli"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_smoke_every_variant_and_task(tiny_model, tiny_data, tmp_path, task, variant):
@@ -237,6 +237,7 @@ def test_smoke_every_variant_and_task(tiny_model, tiny_data, tmp_path, task, var
     assert all(s["n_int"] > 0 for s in steps)
 
 
+@pytest.mark.slow
 def test_warmup_and_same_seed_same_results(tiny_model, tiny_data, tmp_path):
     argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1", "--variant", "huang", "--gate",
                      "--seeds", "3,4", "--warmup-epochs", "1")
@@ -252,20 +253,3 @@ def test_warmup_and_same_seed_same_results(tiny_model, tiny_data, tmp_path):
     base = gb.main(gb.parse_args(tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1",
                                            "--alpha", "0", "--seed", "3")))
     assert Path(base["run_dir"]).name == "ic-1shot-base-3" and base["n_skipped_by_L_int"] is None
-
-
-# ---------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("case", ["variant", "gate", "order", "task", "shots0", "guard", "flag", "datadir"])
-def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model, tiny_data):
-    base = ["--data-dir", str(tiny_data), "--model", tiny_model, "--out-dir", str(tmp_path / "runs"), "--max-epochs", "1"]
-    argv = {"variant": ["--variant", "lime"], "gate": ["--gate"], "order": ["--variant", "ghaeini", "--order"],
-            "task": ["--task", "qa"], "shots0": ["--shots", "0"], "guard": ["--variant", "huang", "--guard", "0"],
-            "flag": ["--no-such-flag"], "datadir": ["--data-dir", str(tmp_path / "nowhere")]}[case]
-    p = subprocess.run([sys.executable, str(ROOT / "uimer_gb.py"), *base, *argv], capture_output=True, text=True,
-                       timeout=120, cwd=ROOT)
-    assert p.returncode == 2, p.stderr
-    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    expect = {"variant": "invalid choice", "gate": "--variant huang", "order": "--variant huang",
-              "task": "invalid choice", "shots0": "positive", "guard": "--guard", "flag": "unrecognized",
-              "datadir": "--data-dir"}[case]
-    assert expect in p.stderr, p.stderr

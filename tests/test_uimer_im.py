@@ -1,8 +1,6 @@
 """UIMER-IM: the loss against a naive per-sample loop, the strategies, the schedule, end-to-end smoke runs."""
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -242,6 +240,7 @@ WARMUPS = {"none": ["--warmup", "none"], "epochs": ["--warmup", "epochs", "--war
            "converge": ["--warmup", "converge", "--patience", "1"], "fraction": ["--warmup-fraction", "0.5"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["ic", "sf", "nli"])
 @pytest.mark.parametrize("strategy", ["mask", "uniform", "prior"])
 @pytest.mark.parametrize("warm", list(WARMUPS))
@@ -260,6 +259,7 @@ def test_smoke_every_strategy_warmup_task(tiny_model, tiny_data, tmp_path, task,
         assert not any(s["int_on"] for s in steps if s["epoch"] == 0) and all(s["int_on"] for s in steps if s["epoch"] == 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["ic", "sf", "nli"])
 def test_smoke_bert_strategy_with_adapted_mlm(tiny_model, tiny_data, tmp_path, task):
     r = im.main(im.parse_args(tiny_argv(tiny_model, tiny_data, tmp_path, *SETTINGS[task], "--strategy", "bert",
@@ -268,6 +268,7 @@ def test_smoke_bert_strategy_with_adapted_mlm(tiny_model, tiny_data, tmp_path, t
     assert list((tmp_path / "mlm_cache").iterdir())  # the adapted MLM is cached under runs/
 
 
+@pytest.mark.slow
 def test_analysis_and_resample(tiny_model, tiny_data, tmp_path):
     r = im.main(im.parse_args(tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "2",
                                         "--strategy", "uniform", "--analysis", "--resample-every-epoch",
@@ -279,6 +280,7 @@ def test_analysis_and_resample(tiny_model, tiny_data, tmp_path):
     assert set(curve) == {"0", "1"}  # L_int tracked during warm-up (epoch 0) too
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_and_seed_aggregation(tiny_model, tiny_data, tmp_path):
     argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1", "--strategy", "uniform",
                      "--seeds", "3,4")
@@ -294,45 +296,3 @@ def test_same_seed_same_results_and_seed_aggregation(tiny_model, tiny_data, tmp_
                                            "--strategy", "uniform", "--alpha", "0", "--seed", "3")))
     ids = lambda r: json.loads((Path(r["run_dir"]) / "train_ids.json").read_text())
     assert ids(base) == ids(a["runs"][0]) and base["n_skipped_by_L_int"] is None
-
-
-# ---------------------------------------------------------------------------------------------- bad input
-def run_cli(*argv, env_data=None):
-    return subprocess.run([sys.executable, str(ROOT / "uimer_im.py"), *argv], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
-
-
-def _write_bad_snips(root, seq_out=None, label=None):
-    from conftest import write_tiny_snips
-    write_tiny_snips(root)
-    if seq_out:
-        p = root / "snips" / "train" / "seq.out"
-        lines = p.read_text().splitlines()
-        lines[2] = seq_out
-        p.write_text("\n".join(lines) + "\n")
-    if label:
-        p = root / "snips" / "train" / "label"
-        lines = p.read_text().splitlines()
-        lines[4] = label
-        p.write_text("\n".join(lines) + "\n")
-    return root
-
-
-@pytest.mark.parametrize("case", ["task", "strategy", "shots0", "shotsx", "datadir", "mismatch", "label",
-                                  "bert", "modelpath", "flag"])
-def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
-    data = str(_write_bad_snips(tmp_path / "d", seq_out="O O" if case == "mismatch" else None,
-                                label="NotAnIntent" if case == "label" else None))
-    base = ["--data-dir", data, "--model", tiny_model, "--out-dir", str(tmp_path / "runs"), "--max-epochs", "1"]
-    argv = {"task": ["--task", "qa"], "strategy": ["--strategy", "random"], "shots0": ["--shots", "0"],
-            "shotsx": ["--shots", "many"], "datadir": ["--data-dir", str(tmp_path / "nowhere")],
-            "mismatch": [], "label": [], "bert": ["--strategy", "bert"],
-            "modelpath": ["--model", str(tmp_path / "no-such-model")], "flag": ["--no-such-flag"]}[case]
-    p = run_cli(*base, *argv)
-    assert p.returncode == 2, p.stderr
-    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    msg = p.stderr
-    expect = {"task": "invalid choice", "strategy": "invalid choice", "shots0": "positive", "shotsx": "--shots",
-              "datadir": "--data-dir", "mismatch": "seq.out:3", "label": "label:5",
-              "bert": "masked LM", "modelpath": "does not exist", "flag": "unrecognized"}[case]
-    assert expect in msg, msg

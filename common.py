@@ -1344,45 +1344,45 @@ class UimerArgs:
     """The flags every UIMER file has; each file's `Args(UimerArgs)` adds its method's flags (docs/uimer.md)."""
     # --- task and data
     task: str = field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
-                             choices=["ic", "sf", "nli"])
+                      choices=["ic", "sf", "nli"])
     shots: str = field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
-                              domain=SHOTS)
+                       domain=SHOTS)
     train_size: int = field(100, help="nli: number of training pairs (paper: 100 or 500)",
-                                   domain=POSITIVE)
+                            domain=POSITIVE)
     nli_sample: str = field("first", help="nli training pairs: the first N rows (original) or N drawn with the "
-                                   "seed", choices=["first", "random"])
+                            "seed", choices=["first", "random"])
     allow_smaller: bool = field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
-                                       "5 where an intent has 2), train on what exists instead of stopping with an "
-                                       "error (recorded in results.json as `shortfall`)")
+                                "5 where an intent has 2), train on what exists instead of stopping with an "
+                                "error (recorded in results.json as `shortfall`)")
     max_len: int | None = field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=MAX_LEN)
     dev_size: int | None = field(None, help="select the model on the first N dev examples only (the same for "
-                                        "every run; the test set stays whole); default: the whole dev set",
-                                        domain=POSITIVE)
+                                 "every run; the test set stays whole); default: the whole dev set",
+                                 domain=POSITIVE)
     max_eval_examples: int | None = field(None, help="evaluate on the first N dev and test examples only (quick "
-                                                 "checks; the paper uses all)", domain=POSITIVE)
+                                          "checks; the paper uses all)", domain=POSITIVE)
     data_dir: str | None = field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the data/ "
-                                        "folder beside py)", domain=EXISTING_DIR)
+                                 "folder beside common.py)", domain=EXISTING_DIR)
     # --- optimisation (unset: the method's paper table for the setting, PAPER_TABLE in its file)
     alpha: float | None = field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)", domain=Float(0))
     lr: float | None = field(None, help="AdamW learning rate", domain=Float(0, lo_open=True))
     batch_size: int | None = field(None, help="training batch size", domain=POSITIVE)
     max_epochs: int | None = field(None, help="maximum epochs", domain=POSITIVE)
     patience: int | None = field(None, help="early stopping: stop after this many epochs without a better dev "
-                                        "score (0: after the first such epoch)", domain=COUNT)
+                                 "score (0: after the first such epoch)", domain=COUNT)
     dropout: float | None = field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
-                                         domain=PROBABILITY)
+                                  domain=PROBABILITY)
     # --- run
     model: str = field(DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
-                              "Face cache or a local folder", domain=TEXT)
+                       "Face cache or a local folder", domain=TEXT)
     seed: int = field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
-                             domain=SEED)
+                      domain=SEED)
     seeds: str | None = field(None, help="comma-separated seeds: run each, report mean +- std",
-                                     domain=SEEDS_DOMAIN)
+                              domain=SEEDS_DOMAIN)
     out_dir: str = field("runs", help="run directories go to <out-dir>/<script>/<name>/", domain=OUT_DIR)
     device: str = field("auto", help=DEVICE_HELP, domain=DEVICE)
     eval_batch_size: int = field(128, help="evaluation batch size", domain=POSITIVE)
     save_model: bool = field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
-                                    "head.safetensors, model_card.md)")
+                             "head.safetensors, model_card.md)")
 
 
 def paper_table(table: str) -> list[list[str]]:

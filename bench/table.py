@@ -197,7 +197,8 @@ def load_runs(manifest: dict, sweep_dir: Path) -> dict:
             raise UsageError(f"{path}: no number at {'.'.join(manifest['metric_key'])}")
         preds = path.parent / "predictions.jsonl"
         runs.setdefault((job["row"], job["column"]), {})[job["seed"]] = {
-            "value": float(value), "predictions": preds if preds.is_file() else None, "job": jid}
+            "value": float(value), "predictions": preds if preds.is_file() and "key_override" not in manifest else None,
+            "job": jid}
     return runs
 
 
@@ -270,12 +271,14 @@ def compare(method: dict, base: dict, kind: str, row: str, column: str, opts, ca
 
 
 def build(manifest: dict, sweep_dir: Path, opts) -> dict:
-    runs = load_runs(manifest, sweep_dir)
-    expected = expected_seeds(manifest)
     baseline = getattr(opts, "baseline", None) or manifest["baseline"]
     if baseline not in manifest["rows"]:
         raise UsageError(f"--baseline {baseline!r}: no such row; rows: {', '.join(manifest['rows'])}")
     manifest = {**manifest, "baseline": baseline}
+    if getattr(opts, "key", None):  # another number of results.json: no paper numbers, no example bootstrap
+        manifest = {**manifest, "metric_key": opts.key.split("."), "paper": {}, "key_override": opts.key}
+    runs = load_runs(manifest, sweep_dir)
+    expected = expected_seeds(manifest)
     cells, comparisons, cache = {}, [], {}
     for row in manifest["rows"]:
         for column, kind in manifest["columns"].items():
@@ -314,7 +317,7 @@ def markdown(table: dict, opts) -> str:
     m = table["manifest"]
     scale = m["scale"]
     columns = list(m["columns"])
-    label = lambda c: c or ".".join(m["metric_key"])
+    label = lambda c: m.get("key_override") or c or ".".join(m["metric_key"])
     how = ("median [q25:q75]" if m["summary"] == "median" else "mean +- sample std") + " over seeds"
     lines = [f"### {m['sweep']}" + (f": {m['title']}" if m["title"] else ""), "",
              f"{how}; x{scale:g}." if scale != 1 else f"{how}.", ""]
@@ -335,7 +338,7 @@ def markdown(table: dict, opts) -> str:
         seeds = str(c["n_paired"]) + (f" ({c['n_excluded']} excluded)" if c["n_excluded"] else "")
         diff = f"{scale * c['diff']:+.2f}" if "diff" in c else "not run"
         ex = fmt_ci(c.get("example_ci"), scale, MARK_EXAMPLES) if "example_ci" in c else \
-            ("no predictions" if "diff" in c else "-")
+            ("-" if "diff" not in c else "not per example" if "key_override" in m else "no predictions")
         if "example_ci" in c and c["n_example_seeds"] != c["n_paired"]:
             ex += f" ({c['n_example_seeds']} seeds)"
         lines.append(f"| {c['row']} | {label(c['column'])} | {seeds} | {diff} | "
@@ -397,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs/sweeps", help="where named sweeps live (bench/sweep.py --root; "
                    "default: runs/sweeps)")
     p.add_argument("--csv", metavar="PATH", help="also write the table as CSV (unscaled values) to PATH")
+    p.add_argument("--key", metavar="PATH", help="tabulate another number of results.json, a dotted path (e.g. "
+                   "faithfulness.integrated_gradients.gain_over_random.norm_comp); paired over seeds only")
     p.add_argument("--baseline", metavar="ROW", help="compare every row with this row instead of the sweep's "
                    "baseline (e.g. \"IM +Uniform (warm.)\" to isolate one deviation)")
     p.add_argument("--seed-resamples", type=positive_int, default=10_000, help="bootstrap resamples over seeds "

@@ -177,7 +177,7 @@ def test_index_chunks_cover_the_resamples_in_fixed_blocks(monkeypatch):
 def write_run(job_dir: Path, value: float, preds: list[dict] | None = None):
     run = job_dir / "script" / "run"
     run.mkdir(parents=True)
-    (run / "results.json").write_text(json.dumps({"test": value}))
+    (run / "results.json").write_text(json.dumps({"test": value, "other": {"twice": 2 * value}}))
     if preds is not None:
         (run / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
 
@@ -231,6 +231,18 @@ def test_table_against_another_row(tmp_path, capsys):
     assert table.cli([str(sweep_dir), "--baseline", "nobody"]) == 2
     err = capsys.readouterr().err
     assert "--baseline 'nobody': no such row" in err and len(err.strip().splitlines()) == 1
+
+
+def test_table_of_another_number(tmp_path, capsys):
+    sweep_dir = synthetic_sweep(tmp_path, {"base": 0.6, "clear": 0.85})
+    main = table.build(json.loads((sweep_dir / "jobs.json").read_text()), sweep_dir, opts())
+    other = table.build(json.loads((sweep_dir / "jobs.json").read_text()), sweep_dir, opts(key="other.twice"))
+    assert other["comparisons"][0]["diff"] == pytest.approx(2 * main["comparisons"][0]["diff"])
+    assert "example_ci" not in other["comparisons"][0]  # predictions hold the main metric only
+    assert table.cli([str(sweep_dir), "--key", "other.twice"]) == 0
+    assert "| clear | other.twice | 5 |" in capsys.readouterr().out
+    assert table.cli([str(sweep_dir), "--key", "other.thrice"]) == 2
+    assert "no number at other.thrice" in capsys.readouterr().err
 
 
 def test_table_is_deterministic_and_writes_csv(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Named sweeps: the commands behind the results tables, defined once (data, and one helper that builds a UIMER row).
+"""Named sweeps: the commands behind the results tables, defined once (data, and two small constructors: a UIMER row, a table).
 
 `bench/sweep.py NAME` runs a sweep, `bench/sweep.py --print-commands NAME` prints its shell commands (the
 README's command blocks come from there), `bench/table.py NAME` prints its table. A sweep is a dict:
@@ -90,67 +90,38 @@ SMAT_TEACHER_DIR = "--teacher-dir {dir:Teacher}/smat_jax_free/imdb-teacher"
 
 # REGEX sizing (docs/regex.md, Results; plain = the same script without the three REGEX terms).
 REGEX_ARGS = "--task sst2 --train-size 500 --max-len 64 --ig-steps 5 --dev-size 150 --test-size 150"
+REGEX_COLUMNS = {"SST-2 accuracy": {"args": REGEX_ARGS, "metric": "accuracy"}}
+REGEX_PLAIN = {"name": "plain fine-tuning", "command": "python regex_robust.py {col} --no-igr --no-vat --no-egt"}
+
+def table(title: str, seeds, baseline: str, columns: dict, rows: list, metric_key=("test",), summary="mean",
+          stages=("main",)) -> dict:
+    """A sweep (the keys listed above); every table here is in % (scale 100)."""
+    return {"title": title, "seeds": seeds, "metric_key": list(metric_key), "scale": 100, "summary": summary,
+            "baseline": baseline, "stages": list(stages), "columns": columns, "rows": rows}
+
 
 SWEEPS = {
-    "uimer-table2": {
-        "title": "UIMER Table 2 settings: SNIPS test, IC accuracy / SF span F1 (%), MiniLM; "
-                 "paper = Table 2 (BERT-base)",
-        "seeds": UIMER_SEEDS,
-        "metric_key": ["test"],
-        "scale": 100,
-        "summary": "mean",
-        "baseline": "BaseModel",
-        "stages": ["main"],
-        "columns": UIMER_COLUMNS,
-        "rows": UIMER_ROWS,
-    },
-    "uimer-ic1-paired": {
-        "title": "UIMER IC 1-shot, 10 seeds, paired with BaseModel: SNIPS test accuracy (%), MiniLM; paper = Table 2",
-        "seeds": UIMER_PAIRED_SEEDS,
-        "metric_key": ["test"],
-        "scale": 100,
-        "summary": "mean",
-        "baseline": "BaseModel",
-        "stages": ["main"],
-        "columns": {"IC 1-shot": UIMER_COLUMNS["IC 1-shot"]},
-        # the same rows (commands, paper numbers) as uimer-table2; the table reads only the IC 1-shot column
-        "rows": [BASEMODEL, IM_UNIFORM_WARM, GB_HUANG_ORDER, DM_ONE_PASS, IM_ORIGINAL_CAP, IM_ORIGINAL_WARMUP],
-    },
-    "uimer-nli": {
-        "title": "UIMER Table 2, NLI column: e-SNLI test accuracy (%), full dev (selection) and test sets, MiniLM; "
-                 "paper = Table 2 (BERT-base, malformed dev/test inputs)",
-        "seeds": UIMER_SEEDS,
-        "metric_key": ["test"],
-        "scale": 100,
-        "summary": "mean",
-        "baseline": "BaseModel",
-        "stages": ["main"],
-        "columns": NLI_COLUMNS,
-        "rows": NLI_ROWS,
-    },
-    "uimer-nli-cpu": {
-        "title": "UIMER Table 2, NLI column on CPU: e-SNLI test accuracy (%) on the full test set, the model selected "
-                 "on the first 1,000 dev pairs (the same for every run), MiniLM; paper = Table 2",
-        "seeds": UIMER_SEEDS,
-        "metric_key": ["test"],
-        "scale": 100,
-        "summary": "mean",
-        "baseline": "BaseModel",
-        "stages": ["main"],
-        "columns": {"NLI 100": {"args": "--task nli --train-size 100 --dev-size 1000", "metric": "accuracy"}},
-        "rows": NLI_ROWS,
-    },
-    "smat-table1": {
-        "title": "SMaT Table 1 (N = 500): IMDB simulability (%) against the teacher, MiniLM, sized; "
-                 "paper = ELECTRA-small, full protocol",
-        "seeds": SMAT_SEEDS,
-        "metric_key": ["test"],
-        "scale": 100,
-        "summary": "median",
-        "baseline": "No explainer",
-        "stages": ["teacher", "students"],
-        "columns": {"IMDB N=500": {"args": SMAT_STUDENT_ARGS, "metric": "accuracy"}},
-        "rows": [
+    "uimer-table2": table(
+        "UIMER Table 2 settings: SNIPS test, IC accuracy / SF span F1 (%), MiniLM; paper = Table 2 (BERT-base)",
+        UIMER_SEEDS, "BaseModel", UIMER_COLUMNS, UIMER_ROWS),
+    # the same rows (commands, paper numbers) as uimer-table2; the table reads only the IC 1-shot column
+    "uimer-ic1-paired": table(
+        "UIMER IC 1-shot, 10 seeds, paired with BaseModel: SNIPS test accuracy (%), MiniLM; paper = Table 2",
+        UIMER_PAIRED_SEEDS, "BaseModel", {"IC 1-shot": UIMER_COLUMNS["IC 1-shot"]},
+        [BASEMODEL, IM_UNIFORM_WARM, GB_HUANG_ORDER, DM_ONE_PASS, IM_ORIGINAL_CAP, IM_ORIGINAL_WARMUP]),
+    "uimer-nli": table(
+        "UIMER Table 2, NLI column: e-SNLI test accuracy (%), full dev (selection) and test sets, MiniLM; "
+        "paper = Table 2 (BERT-base, malformed dev/test inputs)",
+        UIMER_SEEDS, "BaseModel", NLI_COLUMNS, NLI_ROWS),
+    "uimer-nli-cpu": table(
+        "UIMER Table 2, NLI column on CPU: e-SNLI test accuracy (%) on the full test set, the model selected on the "
+        "first 1,000 dev pairs (the same for every run), MiniLM; paper = Table 2",
+        UIMER_SEEDS, "BaseModel", {"NLI 100": {"args": "--task nli --train-size 100 --dev-size 1000",
+                                               "metric": "accuracy"}}, NLI_ROWS),
+    "smat-table1": table(
+        "SMaT Table 1 (N = 500): IMDB simulability (%) against the teacher, MiniLM, sized; "
+        "paper = ELECTRA-small, full protocol",
+        SMAT_SEEDS, "No explainer", {"IMDB N=500": {"args": SMAT_STUDENT_ARGS, "metric": "accuracy"}}, [
             {"name": "Teacher", "stage": "teacher", "seeds": (0,), "table": False, "command": SMAT_TEACHER},
             {"name": "No explainer", "stage": "students", "paper": {"IMDB N=500": "81.72 [81.24:81.75]"},
              "command": "python smat_jax_free.py --setup student --explainer none {col} " + SMAT_TEACHER_DIR},
@@ -158,33 +129,14 @@ SWEEPS = {
              "command": "python smat_jax_free.py --setup student --explainer attention_all {col} " + SMAT_TEACHER_DIR},
             {"name": "SMaT", "stage": "students", "paper": {"IMDB N=500": "91.48 [91.40:91.56]"},
              "command": "python smat_jax_free.py --setup smat --explainer attention_all {col} " + SMAT_TEACHER_DIR},
-        ],
-    },
-    "regex-table": {
-        "title": "REGEX vs plain fine-tuning: SST-2 test (150) accuracy (%), MiniLM, sized; the paper's numbers "
-                 "could not be retrieved",
-        "seeds": REGEX_SEEDS,
-        "metric_key": ["test", "accuracy"],
-        "scale": 100,
-        "summary": "mean",
-        "baseline": "plain fine-tuning",
-        "stages": ["main"],
-        "columns": {"SST-2 accuracy": {"args": REGEX_ARGS, "metric": "accuracy"}},
-        "rows": [
-            {"name": "plain fine-tuning", "command": "python regex_robust.py {col} --no-igr --no-vat --no-egt"},
-            {"name": "REGEX", "command": "python regex_robust.py {col}"},
-        ],
-    },
-    "regex-weights": {
-        "title": "REGEX loss weights (issue 15): SST-2 test (150) accuracy (%), MiniLM, sized as regex-table",
-        "seeds": REGEX_SEEDS,
-        "metric_key": ["test", "accuracy"],
-        "scale": 100,
-        "summary": "mean",
-        "baseline": "plain fine-tuning",
-        "stages": ["main"],
-        "columns": {"SST-2 accuracy": {"args": REGEX_ARGS, "metric": "accuracy"}},
-        "rows": [{"name": "plain fine-tuning", "command": "python regex_robust.py {col} --no-igr --no-vat --no-egt"},
-                 *REGEX_GRID],
-    },
+        ], summary="median", stages=("teacher", "students")),
+    "regex-table": table(
+        "REGEX vs plain fine-tuning: SST-2 test (150) accuracy (%), MiniLM, sized; the paper's numbers could not "
+        "be retrieved",
+        REGEX_SEEDS, "plain fine-tuning", REGEX_COLUMNS, [REGEX_PLAIN, {"name": "REGEX",
+                                                                       "command": "python regex_robust.py {col}"}],
+        metric_key=("test", "accuracy")),
+    "regex-weights": table(
+        "REGEX loss weights (issue 15): SST-2 test (150) accuracy (%), MiniLM, sized as regex-table",
+        REGEX_SEEDS, "plain fine-tuning", REGEX_COLUMNS, [REGEX_PLAIN, *REGEX_GRID], metric_key=("test", "accuracy")),
 }

@@ -119,8 +119,16 @@ def IntList(lo: int, hi: int | None = None, distinct: bool = True, length: int |
     return Domain(text, ok)
 
 
+def flag_path(x) -> Path | None:
+    """The path a flag names, as the scripts will use it; None for a leading `~`, which nothing here expands
+    (the shell does not expand it after `--flag=` either)."""
+    return None if str(x).startswith("~") else Path(str(x))
+
+
 def _writable_dir(x) -> bool:
-    p = Path(str(x)).expanduser()
+    p = flag_path(x)
+    if p is None:
+        return False
     while not p.exists():  # the nearest existing ancestor must be a folder we may write into
         if p.parent == p:
             return False
@@ -143,10 +151,11 @@ PROBABILITY = Float(0, 1, hi_open=True)
 TEXT = Domain("a non-empty string", lambda x: isinstance(x, str) and x.strip() != "")
 
 
-EXISTING_DIR = Domain("an existing folder", lambda x: Path(str(x)).expanduser().is_dir())
+EXISTING_DIR = Domain("an existing folder (no leading ~)",
+                      lambda x: flag_path(x) is not None and flag_path(x).is_dir())
 
 
-OUT_DIR = Domain("a folder path that can be created and written", _writable_dir)
+OUT_DIR = Domain("a folder path that can be created and written (no leading ~)", _writable_dir)
 
 
 DEVICE = Domain("auto, cpu, cuda or cuda:N", lambda x: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(x))))
@@ -172,7 +181,7 @@ def field(default=dataclasses.MISSING, *, help: str, domain: Domain | None = Non
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
-def _converter(kind: type, domain: Domain | None, flag: str):
+def _converter(kind: type, domain: Domain | None):
     def convert(text: str):
         try:
             value = kind(text)
@@ -204,7 +213,7 @@ def parse_dataclass(cls, argv: Sequence[str] | None, prog: str, description: str
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kind = int if typ.startswith("int") else float if typ.startswith("float") else str
-            kwargs["type"] = _converter(kind, domain, flag)
+            kwargs["type"] = _converter(kind, domain)
         parser.add_argument(flag, *meta.get("aliases", []), **kwargs)
     return cls(**vars(parser.parse_args(argv)))
 
@@ -247,10 +256,10 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
     """'55,1988,12333,42' -> [55, 1988, 12333, 42] (distinct, checked by the SEEDS domain); None -> [default]."""
     if text in (None, ""):
         return [default]
-    seeds = _int_list(text)
-    if not seeds or len(set(seeds)) != len(seeds) or not all(SEED.ok(s) for s in seeds):
-        raise UsageError(f"--seeds {SEEDS_DOMAIN.error(text)}")
-    return seeds
+    msg = SEEDS_DOMAIN.error(text)
+    if msg:
+        raise UsageError(f"--seeds {msg}")
+    return _int_list(text)
 
 
 # ===================================================================================================
@@ -330,11 +339,6 @@ def check_finite(value: float, where: str) -> float:
         raise NonFiniteLoss(f"non-finite loss ({value}) at {where}: training stopped, no results written "
                             "(try a smaller --lr or loss weight)")
     return value
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """A metric for results.json: the value if it is finite, else None (strict JSON; the caller records why)."""
-    return value if value is not None and math.isfinite(value) else None
 
 
 def make_run_dir(out_dir: str | os.PathLike, script: str, name: str) -> Path:
@@ -451,7 +455,7 @@ class Timer:
 def resolve_device(name: str) -> torch.device:
     """--device -> torch.device. On CUDA, the deterministic settings torch offers are switched on (cuDNN
     deterministic, no autotuning, deterministic algorithms where they exist, a fixed cuBLAS workspace)."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name or ""):
+    if not DEVICE.ok(name):
         raise UsageError(f"--device must be {DEVICE_HELP}, got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -743,6 +747,18 @@ def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: 
                             weight_decay=weight_decay)
     sched = get_linear_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
     return opt, sched
+
+
+def optimizer_step(L: torch.Tensor, model: nn.Module, opt, sched, where: str) -> float:
+    """One optimisation step on L (gradient clipping at 1.0, the optimiser, its schedule); a NaN or infinite loss
+    stops the run (NonFiniteLoss naming `where`). Returns L as a float."""
+    value = check_finite(L.item(), where)
+    opt.zero_grad()
+    L.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return value
 
 
 def predictions(model: TaskModel, eval_batches: Sequence[dict], label_names: Sequence[str]) -> dict[int, dict]:
@@ -1434,7 +1450,8 @@ def uimer_run_name(args, variant: str, seed: int) -> str:
 
 def resolve_uimer(args):
     """The end of every UIMER resolve(), after the paper-table defaults: the task's max length and dropout, every
-    flag against its domain, --max-len against the model's position limit."""
+    flag against its domain, --max-len against the model's position limit; --device resolved (auto -> cuda or cpu)."""
+    args.device = str(resolve_device(args.device))
     if args.max_len is None:
         args.max_len = 128 if args.task == "nli" else 50
     if args.dropout is None:
@@ -1466,16 +1483,15 @@ def uimer_start(args, seed: int, script: str, name: str, tokenizer) -> dict:
                                    device=args.device)}
 
 
-def uimer_step(L: torch.Tensor, model: nn.Module, opt, sched, where: str) -> float:
-    """One optimisation step on L (gradient clipping at 1.0, AdamW, the linear schedule); a NaN or infinite loss
-    stops the run (NonFiniteLoss naming `where`). Returns L as a float."""
-    value = check_finite(L.item(), where)
-    opt.zero_grad()
-    L.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    sched.step()
-    return value
+def uimer_step(L: torch.Tensor, L_task: torch.Tensor, L_int: torch.Tensor, model: nn.Module, opt, sched,
+               sums: dict, where: str) -> dict:
+    """One optimisation step on L (optimizer_step), L_task and L_int added to the epoch's `sums`. Returns the three
+    losses as floats, for the step's log record."""
+    losses = {"L_task": L_task.item(), "L_int": float(L_int.detach()),
+              "L": optimizer_step(L, model, opt, sched, where)}
+    sums["L_task"] += losses["L_task"]
+    sums["L_int"] += losses["L_int"]
+    return losses
 
 
 def uimer_epoch_end(ctx: dict, stopper, epoch: int, sums: dict, n_steps: int, **tags) -> float:
@@ -1483,7 +1499,7 @@ def uimer_epoch_end(ctx: dict, stopper, epoch: int, sums: dict, n_steps: int, **
     dev = evaluate(ctx["model"], ctx["dev_batches"], ctx["data"]["labels"])[ctx["metric"]]
     stopper.step(dev, epoch, ctx["model"])
     ctx["log"](epoch=epoch, **tags, dev=dev, best_dev=stopper.best)
-    where = "".join(f"  {k} {v:2d}" for k, v in tags.items() if k == "round")
+    where = f"  round {tags['round']:2d}" if "round" in tags else ""
     print(f"epoch {epoch:3d}{where}  L_task {sums['L_task'] / n_steps:.4f}  L_int {sums['L_int'] / n_steps:.4f}"
           f"  dev {ctx['metric']} {dev:.4f}  best {stopper.best:.4f}")
     return dev

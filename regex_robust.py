@@ -209,8 +209,7 @@ def as_classifier(model: torch.nn.Module, tokenizer) -> Classifier:
 
 def content_mask(clf: Classifier, batch: dict) -> torch.Tensor:
     """(B, L) bool: real wordpieces, i.e. neither [CLS]/[SEP]/other special tokens nor padding."""
-    special = torch.tensor(clf.special_ids, device=batch["input_ids"].device)
-    return batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special)
+    return common.content_mask(batch, torch.tensor(clf.special_ids, device=batch["input_ids"].device)).bool()
 
 
 def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -746,12 +745,7 @@ def fit(clf: Classifier, train: list[dict], dev: list[dict], args: Args, seed: i
                                                     device=a.device), desc=f"epoch {epoch}"):
             egt_on = a.egt and a.lambda_e > 0 and use_egt(step, egt_start)
             L, rec = train_step(clf, batch, a, egt_on)
-            common.check_finite(rec["L"], f"epoch {epoch}, step {step}")
-            opt.zero_grad()
-            L.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            common.optimizer_step(L, model, opt, sched, f"epoch {epoch}, step {step}")
             log(epoch=epoch, step=step, egt_on=egt_on, **rec)
             for k, v in rec.items():
                 sums[k] = sums.get(k, 0.0) + v

@@ -53,7 +53,8 @@ import common
 SCRIPT = "smat_jax_free"
 EXPLAINERS = ["none", "gradient_l2", "gradient_x_input", "integrated_gradients", "attention_all", "attention_last"]
 GRADIENT_EXPLAINERS = ("gradient_l2", "gradient_x_input", "integrated_gradients")
-EXISTING_FILE = common.Domain("an existing file", lambda x: Path(str(x)).expanduser().is_file())
+EXISTING_FILE = common.Domain("an existing file (no leading ~)",
+                              lambda x: common.flag_path(x) is not None and common.flag_path(x).is_file())
 PAPER_SEEDS = "0,9,11,30,69"
 CIFAR_HUB, VIT_MODEL = "uoft-cs/cifar100", "google/vit-base-patch16-224-in21k"
 NEG = -1e10  # finite mask value of the original (never -inf: these paths are differentiated twice)

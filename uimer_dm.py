@@ -131,7 +131,6 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill unset values from the paper's tables; check every flag."""
-    args.device = str(common.resolve_device(args.device))
     if args.schedule == "one-pass" and args.rounds not in (None, 1):
         raise common.UsageError("--rounds is for --schedule multi-round (one-pass is one round)")
     row = paper_defaults(args.task, common.uimer_setting(args), args.schedule)
@@ -374,11 +373,9 @@ def model_epochs(ctx: dict, ext: Extractor | None, args: Args, n_epochs: int, st
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            common.uimer_step(L, model, opt, sched, f"epoch {epoch}, step {state['step']}")
-            log(epoch=epoch, round=state["round"], step=state["step"], L_task=L_task.item(), L_int=float(L_int.detach()),
-                L=L.item(), int_on=int_on, n_int=n_int)
-            sums["L_task"] += L_task.item()
-            sums["L_int"] += float(L_int.detach())
+            losses = common.uimer_step(L, L_task, L_int, model, opt, sched, sums,
+                                       f"epoch {epoch}, step {state['step']}")
+            log(epoch=epoch, round=state["round"], step=state["step"], **losses, int_on=int_on, n_int=n_int)
             state["step"] += 1
         common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, round=state["round"], int_on=int_on)
         state["epoch"] += 1

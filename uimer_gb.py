@@ -86,7 +86,6 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill unset values from PAPER_TABLE; check every flag."""
-    args.device = str(common.resolve_device(args.device))
     if args.variant != "huang" and (args.gate or args.order):
         raise common.UsageError("--gate and --order are variants of --variant huang; add --variant huang")
     row = paper_defaults(args.task, common.uimer_setting(args))
@@ -220,11 +219,8 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            common.uimer_step(L, model, opt, sched, f"epoch {epoch}, step {step}")
-            log(epoch=epoch, step=step, L_task=L_task.item(), L_int=float(L_int.detach()), L=L.item(), int_on=int_on,
-                n_int=n_int)
-            sums["L_task"] += L_task.item()
-            sums["L_int"] += float(L_int.detach())
+            losses = common.uimer_step(L, L_task, L_int, model, opt, sched, sums, f"epoch {epoch}, step {step}")
+            log(epoch=epoch, step=step, **losses, int_on=int_on, n_int=n_int)
             step += 1
         common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, int_on=int_on)
         if stopper.stop:

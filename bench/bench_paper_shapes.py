@@ -214,6 +214,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.repeats < 1:
         p.error("--repeats must be >= 1")
+    groups = {"uimer": uimer_rows, "regex": regex_rows, "smat": smat_rows}
+    names = [g.strip() for g in a.only.split(",")]
+    if not set(names) <= set(groups):
+        p.error(f"--only takes {', '.join(groups)}, got {a.only!r}")
     try:
         device = str(common.resolve_device(a.device))
     except common.UsageError as e:
@@ -222,10 +226,9 @@ def main(argv=None):
     cfgs = configs(a.tiny)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; float32; medians of {a.repeats} interleaved repeats")
-    groups = {"uimer": uimer_rows, "regex": regex_rows, "smat": smat_rows}
     rows = []
-    for g in a.only.split(","):
-        rows += groups[g.strip()](cfgs, device, a.repeats)
+    for g in names:
+        rows += groups[g](cfgs, device, a.repeats)
     print("\n| method | encoder (random init) | batch | plain step (ms) | method step (ms) | ratio | peak GPU memory (GiB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, enc, B, L, tp, tm, peak in rows:

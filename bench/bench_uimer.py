@@ -31,30 +31,29 @@ GB_VARIANTS = {"GB ghaeini": [], "GB ghaeini (embedding-output)": ["--wrt", "emb
                "GB huang +Gate+Order": ["--variant", "huang", "--gate", "--order"]}
 
 
-def one_step(model, opt, batch, sets, args, with_int: bool) -> float:
-    common.synchronize(args.device)
-    t0 = time.perf_counter()
-    scores = model(batch)
-    L = model.task_loss(scores, batch)
+def interleaved_medians(steps: dict, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds per step function; the steps run in turn within each repeat (so load on the machine hits
+    all alike), after one warm-up repeat that is not counted."""
+    times = {name: [] for name in steps}
+    for r in range(repeats + 1):
+        for name, fn in steps.items():
+            common.synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            common.synchronize(device)
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def im_step(model, opt, batch, sets, args, with_int: bool) -> None:
+    L = model.task_loss(model(batch), batch)
     if with_int:
         L_int, _ = im.im_loss(model, batch, sets, args)
         L = L + args.alpha * L_int
     opt.zero_grad()
     L.backward()
     opt.step()
-    common.synchronize(args.device)
-    return time.perf_counter() - t0
-
-
-def step_times(model, opt, batch, sets, args, repeats: int) -> tuple[float, float]:
-    """Plain and IM steps interleaved (so load on the machine hits both alike); medians after one warm-up."""
-    plain, method = [], []
-    for r in range(repeats + 1):
-        tp, tm = one_step(model, opt, batch, sets, args, False), one_step(model, opt, batch, sets, args, True)
-        if r:
-            plain.append(tp)
-            method.append(tm)
-    return statistics.median(plain), statistics.median(method)
 
 
 def im_table(a, device: str, data_dir: Path, tok) -> None:
@@ -69,7 +68,9 @@ def im_table(a, device: str, data_dir: Path, tok) -> None:
             torch.manual_seed(0)
             model = common.TaskModel(common.load_encoder(a.model), task, len(data["labels"])).to(device).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-            plain, method = step_times(model, opt, batch, sets, args, a.repeats)
+            t = interleaved_medians({"plain": lambda: im_step(model, opt, batch, sets, args, False),
+                                     "IM": lambda: im_step(model, opt, batch, sets, args, True)}, a.repeats, device)
+            plain, method = t["plain"], t["IM"]
             rows = sum(2 * args.num_samples for i in batch["index"].tolist() if i in sets)
             print(f"{task}-{shots}shot  {strategy:8s} {len(batch['index']):3d} {rows:7d} {plain:8.3f} {method:8.3f} "
                   f"{method / plain:6.2f}  plain 1 ({len(batch['index'])} rows); IM 2 ({len(batch['index'])} + {rows} rows)")
@@ -136,19 +137,9 @@ def gb_dm_table(a, device: str, data_dir: Path, tok) -> None:
             steps[name] = gb_step(gb.resolve(gb.parse_args(["--task", task, "--shots", shots, *extra, "--device", device])))
         steps["DM model step (Eq. 1, Eq. 7)"] = dm_model_step
         steps["DM extractor step (L_phi^DM)"] = dm_extractor_step
-        times = {k: [] for k in steps}
-        for r in range(a.repeats + 1):
-            for name, fn in steps.items():
-                common.synchronize(device)
-                t0 = time.perf_counter()
-                fn()
-                common.synchronize(device)
-                if r:
-                    times[name].append(time.perf_counter() - t0)
-        base = statistics.median(times["plain fine-tuning"])
-        for name in steps:
-            t = statistics.median(times[name])
-            print(f"{task}-{shots}shot {name:32s} {len(batch['index']):3d} {t:8.3f} {t / base:6.2f}")
+        times = interleaved_medians(steps, a.repeats, device)
+        for name, t in times.items():
+            print(f"{task}-{shots}shot {name:32s} {len(batch['index']):3d} {t:8.3f} {t / times['plain fine-tuning']:6.2f}")
 
 
 def main():
@@ -159,12 +150,19 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="auto", help=common.DEVICE_HELP)
     a = p.parse_args()
-    device = str(common.resolve_device(a.device))
-    data_dir = common.resolve_data_dir(a.data_dir)
-    tok = common.load_tokenizer(a.model)
-    print(f"torch threads: {torch.get_num_threads()}  model: {a.model}  repeats: {a.repeats}  device: {device}")
-    for name in a.only.split(","):
-        {"im": im_table, "gbdm": gb_dm_table}[name.strip()](a, device, data_dir, tok)
+    tables = {"im": im_table, "gbdm": gb_dm_table}
+    names = [n.strip() for n in a.only.split(",")]
+    if not set(names) <= set(tables):
+        p.error(f"--only takes {', '.join(tables)}, got {a.only!r}")
+    try:  # a missing dataset or model, or no CUDA: one line, exit 2
+        device = str(common.resolve_device(a.device))
+        data_dir = common.resolve_data_dir(a.data_dir)
+        tok = common.load_tokenizer(a.model)
+        print(f"torch threads: {torch.get_num_threads()}  model: {a.model}  repeats: {a.repeats}  device: {device}")
+        for name in names:
+            tables[name](a, device, data_dir, tok)
+    except common.UsageError as e:
+        p.error(str(e))
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ class Progress:
         self.durations: list[float] = []
         self.t0 = time.time()
         self.stream = stream or sys.stdout
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.last = ""
 
     def line(self) -> str:
@@ -396,18 +396,18 @@ def report_end(sweep_dir: Path, failed: dict, not_run: list[str], stream) -> Non
 # SLURM launcher (submitit): one job array per stage
 # ------------------------------------------------------------------------------------------------------
 def parse_minutes(text: str) -> int:
-    """'90' -> 90; 'H:MM:SS' or 'D-HH:MM:SS' -> minutes (rounded up)."""
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        return days * 1440 + parts[0]
-    while len(parts) < 3:
-        parts.append(0)
-    h, m, s = parts
-    return days * 1440 + h * 60 + m + math.ceil(s / 60)
+    """SLURM's time formats -> minutes (rounded up): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    days, rest = text.split("-", 1) if "-" in text else ("0", text)
+    parts = [int(p) for p in rest.split(":")]
+    if len(parts) > 3:
+        raise ValueError(text)
+    if "-" in text:  # D-H, D-H:M, D-H:M:S
+        h, m, s = parts + [0] * (3 - len(parts))
+    elif len(parts) == 3:  # H:M:S
+        h, m, s = parts
+    else:  # M or M:S
+        h, m, s = 0, parts[0], parts[1] if len(parts) == 2 else 0
+    return int(days) * 1440 + h * 60 + m + math.ceil(s / 60)
 
 
 def parse_mem_gb(text: str) -> float:
@@ -466,7 +466,7 @@ def stage_groups(manifest: dict, sweep_dir: Path) -> list[tuple[str, list[str], 
 def run_slurm(manifest: dict, sweep_dir: Path, args, threads: int, stream=None) -> int:
     """Submit one submitit job array per stage (each task: `sweep.py --run-job`); wait if asked. Exit code."""
     stream = stream or sys.stdout
-    groups = [(s, todo, done) for s, todo, done in stage_groups(manifest, sweep_dir)]
+    groups = stage_groups(manifest, sweep_dir)
     if not any(todo for _, todo, _ in groups):
         stream.write(f"[sweep] all {len(manifest['jobs'])} jobs complete\n")
         stream.write(f"[sweep] table: python bench/table.py {sweep_dir}\n")
@@ -625,8 +625,8 @@ def positive_parsed(parse, expected: str):
     return convert
 
 
-minutes = positive_parsed(lambda t: parse_minutes(t), "minutes or [D-]H:MM:SS")
-mem_gb = positive_parsed(lambda t: parse_mem_gb(t), "a size such as 16G or 500M")
+minutes = positive_parsed(parse_minutes, "minutes or SLURM time (M:S, H:M:S, D-H, D-H:M, D-H:M:S)")
+mem_gb = positive_parsed(parse_mem_gb, "a size such as 16G or 500M")
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -674,8 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(--seed $S) per row and column")
     g = p.add_argument_group("slurm")
     g.add_argument("--partition", help="SLURM partition")
-    g.add_argument("--time", type=minutes, default=120, help="time limit per job: minutes or [D-]H:MM:SS "
-                   "(default: 120)")
+    g.add_argument("--time", type=minutes, default=120, help="time limit per job: minutes or a SLURM time "
+                   "(M:S, H:M:S, D-H, D-H:M, D-H:M:S; default: 120)")
     g.add_argument("--gpus-per-job", type=non_negative_int, default=0, help="GPUs per job (default: 0)")
     g.add_argument("--cpus-per-job", type=positive_int, default=2, help="CPUs per job (= its threads; default: 2)")
     g.add_argument("--mem", type=mem_gb, help="memory per job, e.g. 16G (default: the partition's)")

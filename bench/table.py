@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: runs/sweeps)")
     p.add_argument("--csv", metavar="PATH", help="also write the table as CSV (unscaled values) to PATH")
     p.add_argument("--key", metavar="PATH", help="tabulate another number of results.json, a dotted path (e.g. "
-                   "faithfulness.integrated_gradients.gain_over_random.norm_comp); paired over seeds only")
+                   "faithfulness.ig.gain_over_random.norm_comp); paired over seeds only")
     p.add_argument("--baseline", metavar="ROW", help="compare every row with this row instead of the sweep's "
                    "baseline (e.g. \"IM +Uniform (warm.)\" to isolate one deviation)")
     p.add_argument("--seed-resamples", type=positive_int, default=10_000, help="bootstrap resamples over seeds "

@@ -54,10 +54,17 @@ def sha256(path: Path) -> str:
 
 def read_manifest(path: Path) -> dict[str, str]:
     """`sha256sum` output -> {relative path: hex digest}."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise FetchError(f"cannot read the checksums {path}: {e}") from None
     out = {}
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines, 1):
         if line.strip():
-            digest, name = line.split(maxsplit=1)
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise FetchError(f"{path}:{i}: expected '<sha256>  <path>', got {line.strip()!r}")
+            digest, name = parts
             out[name.strip().lstrip("*")] = digest
     return out
 
@@ -67,10 +74,11 @@ def download(url: str, dest: Path, expected: str | None) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
             shutil.copyfileobj(r, f)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: not a URL (e.g. a path without file://)
         raise FetchError(f"cannot download {url}: {e}") from None
-    if expected is not None and sha256(dest) != expected:
-        raise FetchError(f"checksum mismatch for {url}: expected sha256 {expected}, got {sha256(dest)} "
+    got = sha256(dest) if expected is not None else None
+    if got != expected:
+        raise FetchError(f"checksum mismatch for {url}: expected sha256 {expected}, got {got} "
                          "(incomplete download or a different file)")
     return dest
 
@@ -167,6 +175,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.dataset == "all" and (a.url or a.sha256 or a.checksums):
         p.exit(2, "fetch.py: error: --url, --sha256 and --checksums take one dataset, not 'all'\n")
+    if a.checksums is not None and not a.checksums.is_file():  # before the download, not after it
+        p.exit(2, f"fetch.py: error: --checksums {a.checksums}: no such file\n")
     try:
         for name in (list(SOURCES) if a.dataset == "all" else [a.dataset]):
             fetch(name, a.to, a.url, a.sha256, a.checksums)

@@ -134,6 +134,8 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("im-model-missing", "im", ["--model", "{tmp}/no-such-model"], "none", E, "does not exist"),
     ("im-outdir-file", "im", ["--out-dir", "{file}/runs"], "none", E, "--out-dir"),
     ("im-datadir", "im", ["--data-dir", "{tmp}/nowhere"], "none", E, "--data-dir"),
+    ("im-outdir-tilde", "im", ["--out-dir=~/runs"], "none", E, "no leading ~"),  # not expanded after '='
+    ("im-datadir-tilde", "im", ["--data-dir=~"], "none", E, "no leading ~"),
     ("im-shots-pool", "im", ["--shots", "5"], "none", E, "--allow-smaller"),
     ("im-nli-pool", "im", ["--task", "nli", "--train-size", "100000"], "none", E, "--allow-smaller"),
     # ---- UIMER-IM: data

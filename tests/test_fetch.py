@@ -69,6 +69,22 @@ def test_bad_checksum_is_one_line_exit_2_and_leaves_nothing(server, tmp_path, ca
     assert "cannot download" in capsys.readouterr().err
 
 
+def test_bad_url_and_checksum_list_are_one_line_exit_2(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert fetch.main(["imdb", "--to", str(out), "--url", "not/a/url.tar.gz"]) == 2  # no scheme: ValueError inside
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot download not/a/url.tar.gz" in err[0]
+    with pytest.raises(SystemExit) as e:  # checked before anything is downloaded
+        fetch.main(["eraser_movies", "--to", str(out), "--checksums", str(tmp_path / "none.sha256")])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == \
+        f"fetch.py: error: --checksums {tmp_path / 'none.sha256'}: no such file"
+    bad = tmp_path / "bad.sha256"
+    bad.write_text("0123abcd\n")
+    with pytest.raises(fetch.FetchError, match=r"bad.sha256:1: expected '<sha256>  <path>'"):
+        fetch.read_manifest(bad)
+    assert not out.exists() or not list(out.iterdir())
+
+
 def test_eraser_and_mlqe_layouts_and_checksum_lists(server, tmp_path, capsys):
     www, url = server
     doc = "a great film .\nreally great ."

@@ -410,6 +410,12 @@ def test_slurm_dry_run_prints_the_sbatch_parameters_of_each_array(capsys, tmp_pa
     assert "--threads-per-job 4 --run-job" in out and not (tmp_path / "smat-table1").exists()
 
 
+@pytest.mark.parametrize("text,minutes", [("90", 90), ("90:30", 91), ("1:30:00", 90), ("0-1", 60), ("1-12", 2160),
+                                          ("1-12:30", 2190), ("1-0:0:30", 1441)])
+def test_time_limits_read_as_sbatch_reads_them(text, minutes):
+    assert sweep.parse_minutes(text) == minutes  # without a day count M:S; after one, hours first (sbatch --time)
+
+
 def test_sbatch_lines_agree_with_submitit():
     from submitit.slurm import slurm as submitit_slurm
     args = sweep.build_parser().parse_args(["x", "--partition", "p", "--time", "45", "--gpus-per-job", "2",

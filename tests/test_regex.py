@@ -240,12 +240,13 @@ def test_egt_loss_masks_and_flows_gradient(tiny_model, tok):
     clf = tiny_clf(tiny_model, tok, double=False)
     clf.module.train()
     batch, _ = tiny_batch(tok)
-    args = default_args("--egt-start", "0", "--ig-steps", "3")
+    args = default_args("--egt-start", "0", "--ig-steps", "3", "--igr", "--vat", "--egt", "--lambda-g", "0.1",
+                        "--lambda-v", "2", "--lambda-e", "0.5")  # every term on, whatever the defaults
     L, rec = rx.train_step(clf, batch, args, egt_on=True)
     assert {"L_CE", "L_IGR", "L_VAT", "L_EGT", "L_align", "L_mask"} <= set(rec)
     n = rx.content_mask(clf, batch).sum(1)
     assert abs(rec["masked_share"] - float(torch.floor(0.3 * n).sum() / n.sum())) < 1e-9
-    assert abs(rec["L"] - (rec["L_CE"] + 0.1 * rec["L_IGR"] + rec["L_VAT"] + rec["L_EGT"])) < 1e-5  # Eq. 1
+    assert abs(rec["L"] - (rec["L_CE"] + 0.1 * rec["L_IGR"] + 2 * rec["L_VAT"] + 0.5 * rec["L_EGT"])) < 1e-5  # Eq. 1
     L.backward()
     assert clf.module.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
 
@@ -452,7 +453,8 @@ TERMS = [(igr, vat, egt) for igr in (0, 1) for vat in (0, 1) for egt in (0, 1)]
 @pytest.mark.slow
 def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat, egt, mode):
     flags = [f"--{'' if on else 'no-'}{n}" for n, on in (("igr", igr), ("vat", vat), ("egt", egt))]
-    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, *flags, "--egt-mode", mode, *FAST)))
+    weights = ["--lambda-g", "0.1", "--lambda-v", "1", "--lambda-e", "1"]  # every switched-on term weighs > 0
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, *flags, *weights, "--egt-mode", mode, *FAST)))
     assert 0 <= r["test"]["accuracy"] <= 1 and 0 <= r["test"]["macro_f1"] <= 1
     assert set(r["faithfulness"]) == {"random", "ig"}
     steps = [json.loads(s) for s in (Path(r["run_dir"]) / "log.jsonl").read_text().splitlines() if '"L_CE"' in s]

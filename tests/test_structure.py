@@ -112,3 +112,20 @@ def test_each_method_file_runs_when_copied_alone_with_common(script, tmp_path, t
                         "--device", "cpu"], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads((cwd / "runs" / run / "results.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the default device is CUDA here")
+@pytest.mark.parametrize("script", METHOD_FILES)
+def test_default_device_and_cpu_give_the_same_results_json_bytes(script, tmp_path, tiny_model, tiny_worlds):
+    """On a CPU-only machine `--device auto` (the default) is the CPU, to the byte."""
+    argv, run = COPY_OUT[script]
+    got = []
+    for device in ([], ["--device", "cpu"]):
+        out = tmp_path / ("cpu" if device else "default")
+        p = subprocess.run([sys.executable, str(ROOT / script), *argv, "--model", tiny_model, "--data-dir",
+                            str(tiny_worlds), "--out-dir", str(out), *device], capture_output=True, text=True,
+                           timeout=600, env={k: v for k, v in os.environ.items() if k != "DATA_DIR"})
+        assert p.returncode == 0, p.stderr[-3000:]
+        got.append((out / run / "results.json").read_bytes())
+    assert got[0] == got[1]

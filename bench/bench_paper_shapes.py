@@ -160,10 +160,10 @@ def regex_rows(cfgs, device, repeats):
     off = rx.resolve(rx.parse_args(["--no-igr", "--no-vat", "--no-egt", "--device", device]))
     plain = sgd_step(model, lambda: rx.train_step(clf, batch, off, False)[0])
     rows = []
-    for label, flags, egt in (("REGEX IGR only", ["--no-vat", "--no-egt"], False),
-                              ("REGEX VAT only", ["--no-igr", "--no-egt"], False),
-                              ("REGEX EGT only (IG m = 10)", ["--no-igr", "--no-vat"], True),
-                              ("REGEX IGR + VAT + EGT (m = 10)", [], True)):
+    for label, flags, egt in (("REGEX IGR only", ["--igr", "--no-vat", "--no-egt"], False),
+                              ("REGEX VAT only", ["--no-igr", "--vat", "--no-egt"], False),
+                              ("REGEX EGT only (IG m = 10)", ["--no-igr", "--no-vat", "--egt"], True),
+                              ("REGEX IGR + VAT + EGT (m = 10)", ["--igr", "--vat", "--egt"], True)):
         a = rx.resolve(rx.parse_args([*flags, "--device", device]))
         step = sgd_step(model, lambda a=a, egt=egt: rx.train_step(clf, batch, a, egt)[0])
         rows.append((label, "BERT-base", B, L, *compare(plain, step, device, repeats)))

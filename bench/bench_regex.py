@@ -52,11 +52,12 @@ def main():
     clf = rx.as_classifier(model, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-7)
     plain = dataclasses.replace(args, igr=False, vat=False, egt=False)
+    full = dataclasses.replace(args, igr=True, vat=True, egt=True)  # every term, whatever the defaults
     rows = [("IGR only", dataclasses.replace(plain, igr=True), False),
             ("VAT only", dataclasses.replace(plain, vat=True), False)]
     for m in [int(s) for s in a.ig_steps.split(",")]:
         rows.append((f"EGT only, m={m}", dataclasses.replace(plain, egt=True, ig_steps=m), True))
-        rows.append((f"REGEX, m={m}", dataclasses.replace(args, ig_steps=m), True))
+        rows.append((f"REGEX, m={m}", dataclasses.replace(full, ig_steps=m), True))
     B, L = batch["input_ids"].shape
     print(f"torch threads: {torch.get_num_threads()}  model: {a.model}  batch: {B} x {L} wordpieces  "
           f"repeats: {a.repeats} (medians)")

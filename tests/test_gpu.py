@@ -175,7 +175,7 @@ QUICK = {  # each script's quick config on the tiny model and tiny data, on CUDA
     "uimer_gb.py": ["--task", "sf", "--shots", "1", "--variant", "huang", "--order", "--max-epochs", "2"],
     "uimer_dm.py": ["--task", "ic", "--shots", "1", "--schedule", "one-pass", "--warmup-epochs", "1",
                     "--max-epochs", "1", "--extractor-epochs", "1"],
-    "regex_robust.py": ["--task", "sst2", "--max-epochs", "1", "--ig-steps", "3", "--egt-start", "0",
+    "regex_robust.py": ["--task", "sst2", "--igr", "--egt", "--max-epochs", "1", "--ig-steps", "3", "--egt-start", "0",
                         "--attributions", "random,attention,ig,deeplift"],
 }
 

@@ -522,6 +522,15 @@ def test_evaluate_only_and_seed_agreement(tiny_model, text_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_evaluate_only_takes_an_out_dir_holding_one_run(tiny_model, text_data, tmp_path):
+    job = tmp_path / "job"  # e.g. a sweep job directory
+    a = rx.main(rx.parse_args(argv(tiny_model, text_data, job, "--seed", "1", "--no-egt", *FAST)))
+    r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path / "eval", "--seed", "1", "--evaluate-only",
+                                   "--checkpoint", str(job), *FAST)))
+    assert r["test"] == a["test"] and r["faithfulness"] == a["faithfulness"]
+
+
+@pytest.mark.slow
 def test_same_seed_same_results_and_seed_summary(tiny_model, text_data, tmp_path):
     args = argv(tiny_model, text_data, tmp_path, "--seeds", "3,4", "--train-size", "8", "--attributions",
                 "random,attention")
@@ -532,7 +541,7 @@ def test_same_seed_same_results_and_seed_summary(tiny_model, text_data, tmp_path
     assert s1["accuracy"]["n"] == 2 and s1["runs"][0]["n_train"] == 8
     assert abs(s1["accuracy"]["mean"] - np.mean([r["test"]["accuracy"] for r in s1["runs"]])) < 1e-12
     assert set(s1["randomization_seed_vs_seed"]) == {"random", "attention"}
-    assert (tmp_path / "regex_robust" / "sst2-8-regex-seeds" / "summary.json").is_file()
+    assert (tmp_path / "regex_robust" / "sst2-8-vat-seeds" / "summary.json").is_file()
     plain = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "3", "--train-size", "8",
                                        "--no-igr", "--no-vat", "--no-egt", *FAST)))
     assert plain["variant"] == "plain"

@@ -90,7 +90,7 @@ COPY_OUT = {  # one tiny end-to-end run per method file, and the results.json it
     "uimer_dm.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1", "--warmup-epochs", "1",
                      "--extractor-epochs", "1"], "uimer_dm/ic-1shot-onepass-55"),
     "regex_robust.py": (["--task", "sst2", "--max-epochs", "1", "--ig-steps", "2", "--attributions", "random,ig",
-                         "--no-randomization"], "regex_robust/sst2-full-regex-1"),
+                         "--no-randomization", "--igr", "--egt"], "regex_robust/sst2-full-regex-1"),
     "smat_jax_free.py": (["--setup", "teacher", "--task", "imdb", "--max-epochs", "1", "--max-len", "16",
                           "--imdb-split-sizes", "40,10,20"], "smat_jax_free/imdb-teacher"),
 }

@@ -193,12 +193,16 @@ def load_runs(manifest: dict, sweep_dir: Path) -> dict:
         if path is None:
             continue
         value = dig(json.loads(path.read_text()), manifest["metric_key"])
+        if value is None and "key_override" in manifest:
+            continue  # --key: this run did not compute that number (e.g. evaluated with fewer methods)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise UsageError(f"{path}: no number at {'.'.join(manifest['metric_key'])}")
         preds = path.parent / "predictions.jsonl"
         runs.setdefault((job["row"], job["column"]), {})[job["seed"]] = {
             "value": float(value), "predictions": preds if preds.is_file() and "key_override" not in manifest else None,
             "job": jid}
+    if "key_override" in manifest and not runs:
+        raise UsageError(f"no results.json below {sweep_dir} has a number at {manifest['key_override']}")
     return runs
 
 
@@ -319,8 +323,9 @@ def markdown(table: dict, opts) -> str:
     columns = list(m["columns"])
     label = lambda c: m.get("key_override") or c or ".".join(m["metric_key"])
     how = ("median [q25:q75]" if m["summary"] == "median" else "mean +- sample std") + " over seeds"
+    note = " 'not run': no finished run of the row has this number." if "key_override" in m else ""
     lines = [f"### {m['sweep']}" + (f": {m['title']}" if m["title"] else ""), "",
-             f"{how}; x{scale:g}." if scale != 1 else f"{how}.", ""]
+             (f"{how}; x{scale:g}." if scale != 1 else f"{how}.") + note, ""]
     has_paper = any(m["paper"].get(r) for r in m["rows"])
     head = ["method"] + [h for c in columns for h in ([label(c), "paper"] if has_paper else [label(c)])]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]

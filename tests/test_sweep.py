@@ -241,8 +241,13 @@ def test_table_of_another_number(tmp_path, capsys):
     assert "example_ci" not in other["comparisons"][0]  # predictions hold the main metric only
     assert table.cli([str(sweep_dir), "--key", "other.twice"]) == 0
     assert "| clear | other.twice | 5 |" in capsys.readouterr().out
-    assert table.cli([str(sweep_dir), "--key", "other.thrice"]) == 2
-    assert "no number at other.thrice" in capsys.readouterr().err
+    assert table.cli([str(sweep_dir), "--key", "other.thrice"]) == 2  # no run has it: a mistyped key
+    assert "has a number at other.thrice" in capsys.readouterr().err
+    for path in sweep_dir.glob("clear-s*/script/run/results.json"):  # a row evaluated without that number
+        path.write_text(json.dumps({"test": 0.85}))
+    assert table.cli([str(sweep_dir), "--key", "other.twice"]) == 0
+    assert "| clear | not run |" in capsys.readouterr().out
+    assert table.cli([str(sweep_dir)]) == 0  # the sweep's own metric is still there
 
 
 def test_table_is_deterministic_and_writes_csv(tmp_path, capsys):

@@ -645,7 +645,7 @@ def load_weights(path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError:
         raise UsageError(f"checkpoint {path} cannot be loaded as weights: it holds objects other than tensors "
                          "(refused: unpickling it could run code)") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
+    except Exception as e:  # corrupt bytes surface as any error of the unpickler (IndexError, KeyError, ...)
         raise UsageError(f"checkpoint {path} cannot be loaded as weights: not a torch checkpoint "
                          f"({type(e).__name__})") from None
 

@@ -587,7 +587,7 @@ def test_crafted_pickle_checkpoint_is_refused_and_never_runs(tmp_path, tiny_mode
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"state_dict": Payload(), "model": tiny_model}))
-    (tmp_path / "junk.pt").write_bytes(os.urandom(256))
+    (tmp_path / "junk.pt").write_bytes(bytes(range(256)))  # fixed junk; random junk: test_bad_inputs.py
     data = write_tiny_text_data(tmp_path / "d")
     for f in ("evil.pt", "junk.pt"):
         p = run_cli("--data-dir", str(data), "--model", tiny_model, "--out-dir", str(tmp_path / "runs"),

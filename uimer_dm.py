@@ -8,6 +8,7 @@ Documentation: docs/uimer_dm.md (equations -> code, deviations, results); docs/u
     python uimer_dm.py --task ic --shots 3 --schedule one-pass                      # paper defaults (Table 6)
     python uimer_dm.py --task sf --shots 10 --schedule multi-round --rounds 10
     python uimer_dm.py --task nli --train-size 100 --schedule one-pass
+    python uimer_dm.py --task nli --train-size 500 --schedule one-pass --device cuda    # --device auto|cpu|cuda
     python uimer_dm.py --task ic --shots 1 --schedule one-pass --alpha 0 --analysis  # "BaseModel +DM" (Table 4)
     python uimer_dm.py --task ic --shots 1 --schedule multi-round --seeds 55,1988,12333,42   # mean +- std
 

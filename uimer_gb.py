@@ -8,6 +8,7 @@ Documentation: docs/uimer_gb.md (equations -> code, deviations, results); docs/u
     python uimer_gb.py --task ic --shots 1 --variant ghaeini                     # Ghaeini et al. 2019
     python uimer_gb.py --task sf --shots 3 --variant huang --gate --order        # Huang et al. 2021 +Gate+Order
     python uimer_gb.py --task nli --train-size 100 --variant huang               # Huang +Base
+    python uimer_gb.py --task nli --train-size 500 --variant huang --device cuda # --device auto|cpu|cuda
     python uimer_gb.py --task ic --shots 1 --variant ghaeini --seeds 55,1988,12333,42   # mean +- std
 
 Equation index

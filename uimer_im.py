@@ -9,6 +9,7 @@ Documentation: docs/uimer_im.md (equations -> code, deviations, results); docs/u
     python uimer_im.py --task ic --shots 1 --strategy uniform --warmup paper      # the "(warm.)" row
     python uimer_im.py --task sf --shots 3 --strategy mask --warmup epochs --warmup-epochs 2
     python uimer_im.py --task nli --train-size 100 --strategy prior
+    python uimer_im.py --task nli --train-size 500 --strategy uniform --device cuda   # --device auto|cpu|cuda
     python uimer_im.py --task ic --shots 1 --strategy uniform --seeds 55,1988,12333,42   # mean +- std
 
 Equation index

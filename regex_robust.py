@@ -439,6 +439,14 @@ def use_egt(step: int, egt_start: int) -> bool:
     return step >= egt_start
 
 
+TERM_WEIGHTS = {"igr": "lambda_g", "vat": "lambda_v", "egt": "lambda_e"}
+
+
+def acts(args: Args, term: str) -> bool:
+    """A REGEX term acts when it is switched on and its weight is above 0 (an explicit 0 skips its computation)."""
+    return getattr(args, term) and getattr(args, TERM_WEIGHTS[term]) > 0
+
+
 def train_step(clf: Classifier, batch: dict, args: Args, egt_on: bool) -> tuple[torch.Tensor, dict]:
     ids, y = batch["input_ids"], batch["label"]
     pad_mask = batch["attention_mask"].float()
@@ -447,9 +455,9 @@ def train_step(clf: Classifier, batch: dict, args: Args, egt_on: bool) -> tuple[
     logits, A = clf.forward(e, batch, attentions=want_att)
     ce = F.cross_entropy(logits, y, reduction="none")
     terms = {"L_CE": ce.mean()}
-    if args.igr and args.lambda_g > 0:
+    if acts(args, "igr"):
         terms["L_IGR"] = igr_loss(ce, e, pad_mask)
-    if args.vat and args.lambda_v > 0:
+    if acts(args, "vat"):
         terms["L_VAT"] = vat_loss(clf, e, batch, logits, pad_mask, args.vat_eps, args.vat_xi, args.vat_iters)
     parts = {}
     if egt_on:
@@ -747,7 +755,7 @@ def fit(clf: Classifier, train: list[dict], dev: list[dict], args: Args, seed: i
         sums: dict[str, float] = {}
         for batch in common.progress(common.batches(train, a.batch_size, pad, shuffle_seed=seed * 1000 + epoch,
                                                     device=a.device), desc=f"epoch {epoch}"):
-            egt_on = a.egt and a.lambda_e > 0 and use_egt(step, egt_start)
+            egt_on = acts(a, "egt") and use_egt(step, egt_start)
             L, rec = train_step(clf, batch, a, egt_on)
             common.optimizer_step(L, model, opt, sched, f"epoch {epoch}, step {step}")
             log(epoch=epoch, step=step, egt_on=egt_on, **rec)
@@ -837,8 +845,7 @@ def load_data(args: Args, tokenizer, seed: int) -> dict:
 
 def variant_name(args: Args) -> str:
     """The terms that act (switched on, weight > 0): plain, one or two of igr/vat/egt, or regex for all three."""
-    weights = {"igr": args.lambda_g, "vat": args.lambda_v, "egt": args.lambda_e}
-    on = [n for n, w in weights.items() if getattr(args, n) and w > 0]
+    on = [n for n in TERM_WEIGHTS if acts(args, n)]
     if not on:
         return "plain"
     mode = "" if "egt" not in on or args.egt_mode == "both" else f"-{args.egt_mode}"

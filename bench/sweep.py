@@ -656,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: test)")
     p.add_argument("--summary", choices=["mean", "median"], default="mean", help="ad hoc sweeps: mean +- std or "
                    "median [q25:q75] over seeds (default: mean)")
+    p.add_argument("--columns", help="run only the jobs of these table columns (comma-separated names, e.g. "
+                   "\"NLI 100\"); jobs.json still lists every job, so the table shows the others as not run")
     p.add_argument("--extra-args", default="", help="arguments appended to every command (e.g. a quick check: "
                    "\"--max-epochs 1\"); part of each job's command")
     p.add_argument("--root", default="runs/sweeps", help="sweeps go to <root>/<sweep>/<job id>/ (default: "
@@ -731,11 +733,20 @@ def main(argv=None) -> int:
                          f"threads > {cores()} cores")
     jobs = expand(sweep, sweep_dir, args.seeds if not args.command else None, args.extra_args)
     manifest = make_manifest(name, sweep, jobs, sweep_dir, data_dir, args.device)
+    if args.columns:
+        columns = [c.strip() for c in args.columns.split(",")]
+        unknown = [c for c in columns if c not in sweep["columns"]]
+        if unknown:
+            raise UsageError(f"--columns: {unknown[0]!r} is not a column of {name} ({', '.join(sweep['columns'])})")
+    whole = manifest  # jobs.json lists every job, so the table shows the columns not run here as not run
+    if args.columns:
+        manifest = {**manifest, "jobs": {j: e for j, e in manifest["jobs"].items() if e["column"] in columns}}
+        jobs = [j for j in jobs if j["column"] in columns]
     if args.dry_run:
         dry_run(manifest, sweep_dir, args, threads)
         return 0
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(sweep_dir / "jobs.json", manifest)
+    write_json(sweep_dir / "jobs.json", whole)
     if args.launcher == "slurm":
         return run_slurm(manifest, sweep_dir, args, threads)
     print(f"[sweep] {name}: {len(jobs)} jobs, {args.workers} at a time, {threads} thread(s) each -> {sweep_dir}")

@@ -320,11 +320,16 @@ def test_table_median_summary_for_smat_style_sweeps(tmp_path, capsys):
 def test_named_sweeps_expand_to_the_documented_jobs(tmp_path):
     d = tmp_path / "root"
     t2 = sweep.expand(sweeps.SWEEPS["uimer-table2"], d / "uimer-table2")
-    assert len(t2) == 6 * 4 * 4
+    assert len(t2) == 6 * 8 * 4  # six rows, IC and SF at 1, 3, 10, 30 shots, the paper's 4 seeds
     assert {j["seed"] for j in t2} == {55, 1988, 12333, 42}
-    dm3 = [j for j in t2 if j["row"] == "DM multi-round" and j["column"] == "IC 3-shot"]
-    assert all(j["command"].endswith("--rounds 10") for j in dm3)
-    assert not any("--rounds" in j["command"] for j in t2 if j not in dm3)
+    sized = [j for j in t2 if j["row"] == "DM multi-round" and j["column"] in ("IC 3-shot", "IC 10-shot",
+                                                                              "IC 30-shot", "SF 30-shot")]
+    assert len(sized) == 16 and all(j["command"].endswith("--rounds 10") for j in sized)
+    assert not any("--rounds" in j["command"] for j in t2 if j not in sized)
+    ic10 = next(j for j in t2 if j["row"] == "BaseModel" and j["column"] == "IC 10-shot")
+    assert ic10["command"] == "python uimer_im.py --task ic --shots 10 --strategy uniform --warmup paper --alpha 0"
+    full = sweep.expand(sweeps.SWEEPS["uimer-full"], d / "uimer-full")
+    assert len(full) == 6 * 2 * 4 and {j["column"] for j in full} == {"IC full", "SF full"}
     paired = sweep.expand(sweeps.SWEEPS["uimer-ic1-paired"], d / "uimer-ic1-paired")
     assert len(paired) == 6 * 10 and len({j["seed"] for j in paired}) == 10
     base = next(j for j in paired if j["row"] == "BaseModel")

@@ -285,15 +285,19 @@ def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     tau = (sum_{j<=k(z)} z_(j) - 1) / k(z), k(z) = max{k : 1 + k z_(k) > sum_{j<=k} z_(j)}. The sort finds the
     support S = {i : z_i > tau} without gradient; tau = (sum_{i in S} z_i - 1) / |S| is then recomputed from z_S,
     so autograd gives the Jacobian diag(s) - s s^T / |S| and its own derivative, also at a boundary z_i = tau
-    (i counts as outside S: zero row and column, as in the `entmax` package). Shift-invariant: z - max(z) first."""
-    z = z - z.amax(dim, keepdim=True).detach()
+    (i counts as outside S: zero row and column, as in the `entmax` package). Shift-invariant: z - max(z) first,
+    floored at -4 (z_i <= max - 1 is outside the support, tau >= max - 1: the floor changes no output or derivative,
+    but z - max stays finite for extreme inputs such as 1e308 beside -1e308). A slice holding inf or NaN gives NaN
+    (the run's finiteness checks then stop it), never an indexing error."""
+    finite = torch.isfinite(z).all(dim, keepdim=True)
+    z = (z - z.amax(dim, keepdim=True).detach()).clamp(min=-4)
     with torch.no_grad():
         zs, k = _sorted_desc(z, dim)
         cs = zs.cumsum(dim)
-        k_z = (1 + k * zs > cs).sum(dim, keepdim=True)
+        k_z = (1 + k * zs > cs).sum(dim, keepdim=True).clamp(min=1)  # >= 1 for finite z (k = 1 always holds)
         s = z > (cs.gather(dim, k_z - 1) - 1) / k_z  # support: z_i > tau strictly
     tau = (torch.where(s, z, 0).sum(dim, keepdim=True) - 1) / s.sum(dim, keepdim=True)  # the same tau, from z_S
-    return torch.where(s, z - tau, 0).clamp(min=0)  # clamp: only ever a rounding-level negative
+    return torch.where(finite, torch.where(s, z - tau, 0).clamp(min=0), torch.nan)  # clamp: a rounding-level < 0
 
 
 def entmax15(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -302,19 +306,22 @@ def entmax15(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     smaller root of sum_{i in S} (z_i/2 - tau)^2 = 1: tau = m - sqrt((1 - ss) / |S|), m and ss the mean and sum of
     squared deviations of z_S/2. Autograd then gives J = diag(g) - g g^T / sum(g), g = sqrt(p), and its own
     derivative, finite also at ties and at p_i = 0 ((1 - ss) / |S| = (m - tau)^2 >= 1/|S|^2 as 0 < p_i <= 1 on S).
-    Shift-invariant: z - max(z) first."""
-    y = (z - z.amax(dim, keepdim=True).detach()) / 2
+    Shift-invariant: z - max(z) first, floored at -4 (z_i/2 <= max/2 - 1 is outside the support); extreme finite
+    inputs and inf/NaN as sparsemax()."""
+    finite = torch.isfinite(z).all(dim, keepdim=True)
+    y = (z - z.amax(dim, keepdim=True).detach()).clamp(min=-4) / 2
     with torch.no_grad():
         ys, k = _sorted_desc(y, dim)
         mean = ys.cumsum(dim) / k
         ss = (ys ** 2).cumsum(dim) - k * mean ** 2
         tau = mean - torch.sqrt(torch.clamp((1 - ss) / k, min=0))
-        s = y > tau.gather(dim, (tau <= ys).sum(dim, keepdim=True) - 1)  # support: z_i/2 > tau strictly
+        size = (tau <= ys).sum(dim, keepdim=True).clamp(min=1)  # >= 1 for finite z (tau_1 = ys_1 - 1)
+        s = y > tau.gather(dim, size - 1)  # support: z_i/2 > tau strictly
     n = s.sum(dim, keepdim=True)
     mean = torch.where(s, y, 0).sum(dim, keepdim=True) / n
     ss = torch.where(s, y - mean, 0).pow(2).sum(dim, keepdim=True)
     tau = mean - torch.sqrt((1 - ss) / n)  # the same tau, from z_S
-    return torch.where(s, y - tau, 0) ** 2
+    return torch.where(finite, torch.where(s, y - tau, 0) ** 2, torch.nan)
 
 
 def normalize_heads(phi: torch.Tensor, kind: str) -> torch.Tensor:
@@ -552,9 +559,9 @@ def read_mlqe_pe(data_dir: Path, split: str, pairs: Sequence[str] = MLQE_PAIRS) 
     """MLQE-PE sentence-level direct assessments, read from the published tar.gz archives in place (nothing
     is extracted). split: train | dev | test (= test20). Returns [{id, pair, original, translation, z_mean}]
     in archive order, pairs in the given order. TSV columns: index, original, translation, scores, mean,
-    z_scores, z_mean, model_scores (read without quoting, as the original's pandas `quoting=3`)."""
-    import csv
-    import io
+    z_scores, z_mean, model_scores (read without quoting, as the original's pandas `quoting=3`: a row is a line,
+    fields are split on tabs; lines split on \\n only, common.decode_lines). A bad byte or row is
+    `archive:member:line`."""
     import tarfile
     if split not in ("train", "dev", "test"):
         raise common.UsageError(f"unknown MLQE-PE split {split!r} (train, dev or test)")
@@ -569,20 +576,26 @@ def read_mlqe_pe(data_dir: Path, split: str, pairs: Sequence[str] = MLQE_PAIRS) 
                 members = [m for m in tar.getmembers() if m.name.endswith(".df.short.tsv")]
                 if len(members) != 1:
                     raise common.DataError(f"expected one *.df.short.tsv in the archive, found {len(members)}", path)
-                text = tar.extractfile(members[0]).read().decode("utf-8")
+                f = tar.extractfile(members[0])
+                if f is None:
+                    raise common.DataError(f"{members[0].name} in the archive is not a file", path)
+                raw = f.read()
         except (tarfile.TarError, OSError, EOFError) as e:
             raise common.DataError(f"cannot read the archive ({type(e).__name__})", path) from None
-        rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+        where = f"{path}:{members[0].name}"
+        rows = [line.split("\t") for line in common.decode_lines(raw, where)]
         if not rows or not {"original", "translation", "z_mean"} <= set(rows[0]):
-            raise common.DataError("the TSV needs a header with original, translation and z_mean", path)
+            raise common.DataError("the TSV needs a header with original, translation and z_mean", where, 1)
         col = {name: i for i, name in enumerate(rows[0])}
         for line, r in enumerate(rows[1:], 2):
             if len(r) != len(rows[0]):
-                raise common.DataError(f"{len(r)} columns, header has {len(rows[0])}", f"{path}:{members[0].name}", line)
+                raise common.DataError(f"{len(r)} columns, header has {len(rows[0])}", where, line)
             try:
                 z = float(r[col["z_mean"]])
             except ValueError:
-                raise common.DataError(f"z_mean is not a number: {r[col['z_mean']]!r}", f"{path}:{members[0].name}", line) from None
+                z = math.nan
+            if not math.isfinite(z):
+                raise common.DataError(f"z_mean is not a finite number: {r[col['z_mean']]!r}", where, line)
             out.append({"id": f"{pair}-{split}-{line - 2}", "pair": pair, "original": r[col["original"]],
                         "translation": r[col["translation"]], "z_mean": z})
     if not out:
@@ -959,17 +972,27 @@ def write_head_coeffs(run: Path, phi: torch.Tensor, args: Args, num_layers: int,
 
 
 def read_head_coeffs(path: str, expected: int) -> torch.Tensor:
-    """phi of a head_coeffs.csv a SMaT run wrote: `expected` finite numbers, else a one-line error naming the row."""
+    """phi of a head_coeffs.csv a SMaT run wrote: `expected` finite numbers within float32's range (phi is a float32
+    tensor: a larger value would become inf), else a one-line error naming the row (`file:line`; lines split on \\n
+    only, common.decode_lines)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        phi = [float(r["phi"]) for r in rows]
-    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        rows = list(csv.reader(common.decode_lines(Path(path).read_bytes(), path)))
+        col = rows[0].index("phi")
+    except (OSError, IndexError, ValueError, csv.Error) as e:
         raise common.UsageError(f"cannot read head coefficients from {path} ({type(e).__name__}); pass the "
                                 "head_coeffs.csv a SMaT run wrote (columns layer, head, phi, lambda)") from None
-    bad = next((i for i, x in enumerate(phi) if not math.isfinite(x)), None)
-    if bad is not None:
-        raise common.DataError(f"phi is not a finite number: {phi[bad]}", path, bad + 2)
+    limit, phi = float(torch.finfo(torch.float32).max), []
+    for line, r in enumerate(rows[1:], 2):
+        try:
+            x = float(r[col])
+        except (IndexError, ValueError):
+            raise common.DataError(f"expected a number in column phi, got {r[col] if col < len(r) else None!r}",
+                                   path, line) from None
+        if not math.isfinite(x):
+            raise common.DataError(f"phi is not a finite number: {x}", path, line)
+        if abs(x) > limit:
+            raise common.DataError(f"phi {x:g} is beyond float32's range (+-{limit:.4g})", path, line)
+        phi.append(x)
     if len(phi) != expected:
         raise common.DataError(f"{len(phi)} head coefficients, but the teacher's explainer has {expected} heads", path)
     return torch.tensor(phi)

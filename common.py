@@ -158,7 +158,9 @@ EXISTING_DIR = Domain("an existing folder (no leading ~)",
 OUT_DIR = Domain("a folder path that can be created and written (no leading ~)", _writable_dir)
 
 
-DEVICE = Domain("auto, cpu, cuda or cuda:N", lambda x: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(x))))
+DEVICE = Domain("auto, cpu, cuda or cuda:N (N in [0, 1023], no leading zeros)",  # never reaches torch's parser
+                lambda x: isinstance(x, str) and bool(re.fullmatch(r"auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?", x))
+                and (":" not in x or int(x.split(":")[1]) <= 1023))
 
 
 SHOTS = Domain("a positive integer or 'full'", lambda x: x == "full" or (str(x).isdigit() and int(x) >= 1))
@@ -235,17 +237,28 @@ def check_args(args) -> None:
 
 def run_cli(main: Callable[[Any], Any], parse: Callable[[Sequence[str] | None], Any],
             argv: Sequence[str] | None = None) -> int:
-    """Parse, run, and turn expected errors into one line on stderr with exit code 2 (no traceback)."""
+    """Parse, run, and turn expected errors into one line on stderr with exit code 2 (no traceback): a UsageError,
+    an OSError of the file system (the path and what failed), an argument this locale cannot pass on (cli_guard).
+    Ctrl-C (SIGINT) and SIGTERM stop the run with one line, exit 130 and 143. In every case the run directories
+    this process claimed are released and the libraries' progress bars are closed before the line is printed."""
     prog = Path(sys.argv[0]).name
+    previous = on_sigterm_raise()
     try:
+        cli_guard(sys.argv[1:] if argv is None else argv)
         args = parse(argv)
+        quiet_libraries()
         main(args)
     except UsageError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(prog, str(e), 2)
+    except OSError as e:
+        return fail(prog, os_error_line(e), 2)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; results of finished seeds are in their run directories", file=sys.stderr)
-        return 130
+        return fail(prog, "interrupted (Ctrl-C); results of finished seeds are in their run directories", 130)
+    except Terminated:
+        return fail(prog, "terminated (SIGTERM); results of finished seeds are in their run directories", 143)
+    finally:
+        _release_all()
+        on_sigterm_restore(previous)
     return 0
 
 
@@ -281,12 +294,12 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to a temp file in the same directory, then rename (mode 0644)."""
+    """Write text (UTF-8, whatever the locale) to a temp file in the same directory, then rename (mode 0644)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -319,7 +332,7 @@ class JsonlLog:
         self.path.write_text("")
 
     def __call__(self, **record) -> None:
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=_json_default, allow_nan=False) + "\n")
 
 
@@ -347,45 +360,134 @@ def make_run_dir(out_dir: str | os.PathLike, script: str, name: str) -> Path:
 
 
 def claim_dir(d: str | os.PathLike) -> Path:
-    """Claim a run directory for this process: an exclusive lock file `.<name>.lock` beside it (created atomically;
-    a second run with the same directory gets a one-line error while this one lives; a lock left by a dead process
-    on this host is taken over), then any directory of an earlier run is removed as a whole and created fresh. The
-    lock is released by release_run_dir() or at exit."""
+    """Claim a run directory for this process: a lock file `.<name>.lock` beside it, held with an exclusive
+    flock(2) for as long as the run lives (a second run of the same directory gets a one-line error naming the lock
+    file and its owner; the kernel drops the lock of a process that dies, even by SIGKILL, so its lock file is
+    taken over), then any directory of an earlier run is removed as a whole and created fresh. What cannot be done
+    (create the parent folder or the lock file, remove an earlier run, create the directory) is a one-line
+    UsageError naming the path; an earlier run is checked to be removable before anything of it is deleted. The
+    lock is released by release_run_dir(), at the end of run_cli(), or at exit. Without flock (not POSIX, or a file
+    system that refuses it) the lock file's `pid host` decides: a lock of a dead process on this host is stale."""
     d = Path(d)
-    d.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        d.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder {d.parent} for run directory {d.name}: {_why(e)}") from None
     lock = d.parent / f".{d.name}.lock"
-    me = f"{os.getpid()} {_hostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = lock.read_text().strip() if lock.exists() else ""
-            if _alive(owner):
-                raise UsageError(f"run directory {d} is in use by another run (process {owner}); wait for it, or "
-                                 f"use another --out-dir") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
-    else:
-        raise UsageError(f"cannot claim run directory {d} (lock file {lock})")
+    fd = _take_lock(lock, d)
     if not _CLAIMED:
         atexit.register(_release_all)
-    _CLAIMED[d] = lock
-    import shutil
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
+    _CLAIMED[d] = (lock, fd)
+    try:
+        _remove_earlier_run(d)
+        d.mkdir(parents=True)
+    except UsageError:
+        release_run_dir(d)
+        raise
+    except OSError as e:
+        release_run_dir(d)
+        raise UsageError(f"cannot create run directory {d}: {_why(e)}") from None
     return d
 
 
-_CLAIMED: dict[Path, Path] = {}
+def _why(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def _take_lock(lock: Path, d: Path) -> int:
+    """An open descriptor of `lock`, locked exclusively for this process (see claim_dir), with `pid host` in it."""
+    me = f"{os.getpid()} {_hostname()}"
+    for _ in range(5):  # a retry only when the lock file was replaced between our open and our lock
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(f"cannot create lock file {lock} for run directory {d}: {_why(e)}") from None
+        try:
+            held = not _flock(fd, lock)
+            if held:
+                raise UsageError(f"run directory {d} is in use by another run (lock file {lock}, held by process "
+                                 f"{_read_owner(lock) or '?'}); wait for it to end, or use another --out-dir")
+            try:  # the previous holder may have removed the lock file between our open and our lock
+                same = os.path.samestat(os.fstat(fd), os.stat(lock))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, me.encode())
+            return fd
+        except UsageError:
+            os.close(fd)
+            raise
+        except OSError as e:
+            os.close(fd)
+            raise UsageError(f"cannot lock {lock} for run directory {d}: {_why(e)}") from None
+    raise UsageError(f"cannot lock {lock} for run directory {d}: it keeps being replaced by other runs")
+
+
+def _flock(fd: int, lock: Path) -> bool:
+    """Whether this process now holds the lock (False: another process holds it)."""
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except (BlockingIOError, PermissionError):
+        return False
+    except (ImportError, OSError):  # no flock here (Windows, some network file systems): the owner in the file
+        owner = _read_owner(lock)
+        return not owner or owner == f"{os.getpid()} {_hostname()}" or not _alive(owner)
+
+
+def _read_owner(lock: Path) -> str:
+    try:
+        return lock.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _remove_earlier_run(d: Path) -> None:
+    """Remove the directory of an earlier run, or a UsageError naming what cannot be removed. Every folder of the
+    tree is checked first (we must be able to write into it), so a run that cannot be removed is left whole."""
+    import shutil
+    if not (d.exists() or d.is_symlink()):
+        return
+    if d.is_symlink() or not d.is_dir():
+        what = "a symbolic link" if d.is_symlink() else "a file"
+        raise UsageError(f"cannot remove {d} to make the run directory: it is {what}, not an earlier run's folder; "
+                         "move it away, or use another --out-dir")
+    fix = "nothing was removed; make it writable (chmod -R u+w), or use another --out-dir"
+    try:
+        for root, _, _ in os.walk(d, onerror=_reraise):
+            if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+                raise UsageError(f"cannot remove the earlier run in {d}: the folder {root} is read-only ({fix})")
+    except OSError as e:
+        raise UsageError(f"cannot remove the earlier run in {d}: cannot read the folder {e.filename}: {_why(e)} "
+                         f"({fix})") from None
+    failed = []
+    shutil.rmtree(d, onerror=lambda fn, path, exc: failed.append((path, exc[1])))
+    if failed:
+        path, e = failed[0]
+        raise UsageError(f"cannot remove the earlier run in {d}: {path}: "
+                         f"{_why(e) if isinstance(e, OSError) else e}; remove it by hand, or use another --out-dir")
+
+
+def _reraise(e: OSError):
+    raise e
+
+
+_CLAIMED: dict[Path, tuple[Path, int]] = {}
 
 
 def release_run_dir(d: Path) -> None:
-    lock = _CLAIMED.pop(Path(d), None)
+    """Give up the claim on a run directory: its lock file is removed, then unlocked."""
+    lock, fd = _CLAIMED.pop(Path(d), (None, None))
     if lock is not None:
-        lock.unlink(missing_ok=True)
+        try:
+            lock.unlink(missing_ok=True)
+        except OSError:
+            pass  # a lock file we cannot remove is taken over by the next run (we no longer hold it)
+        os.close(fd)
 
 
 def _release_all() -> None:
@@ -411,9 +513,94 @@ def _alive(owner: str) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OSError):
         return True
     return True
+
+
+# --- what run_cli() does around a run: signals, the one error line, quiet libraries, the locale
+class Terminated(BaseException):
+    """SIGTERM, raised by the handler run_cli() installs, so that a run stops as on Ctrl-C (not an Exception: the
+    libraries' `except Exception` blocks do not swallow it)."""
+
+
+def on_sigterm_raise():
+    """Install a SIGTERM handler that raises Terminated; returns the previous handler (None off the main thread)."""
+    import signal
+
+    def handler(signum, frame):
+        raise Terminated()
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # signal handlers can only be set in the main thread
+        return None
+
+
+def on_sigterm_restore(previous) -> None:
+    if previous is not None:
+        import signal
+        signal.signal(signal.SIGTERM, previous)
+
+
+def fail(prog: str, message: str, code: int) -> int:
+    """Print `prog: error: message` as one line on stderr (control characters and line breaks of the message,
+    e.g. from a hostile argument, are escaped), after closing any progress bar; return `code`."""
+    close_progress_bars()
+    one = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: m.group().encode("unicode_escape").decode(), message)
+    print(f"{prog}: error: {one}", file=sys.stderr, flush=True)
+    return code
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError of the file system as what failed and where, e.g. 'runs/x/results.json: No space left on device'."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{where}: {e.strerror or type(e).__name__}" if where else f"{type(e).__name__}: {e}"
+
+
+def close_progress_bars() -> None:
+    """Close (and clear) every live tqdm bar, so that nothing of a bar precedes an error line."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.leave = False
+            bar.close()
+        except Exception:  # a bar that cannot close must not hide the error
+            pass
+
+
+QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def quiet_libraries() -> None:
+    """Library logging below errors and library progress bars off for a command-line run (transformers,
+    huggingface_hub, datasets): their warnings and bars would precede, or stand in for, our one error line. A
+    variable the user set is kept."""
+    mine = [k for k in QUIET_ENV if k not in os.environ]
+    for k in mine:
+        os.environ[k] = QUIET_ENV[k]
+    if "transformers" in sys.modules and "TRANSFORMERS_VERBOSITY" in mine:  # imported already: the env is read
+        from transformers.utils import logging as hf_logging
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    if "datasets" in sys.modules and "HF_DATASETS_DISABLE_PROGRESS_BARS" in mine:
+        import datasets
+        datasets.disable_progress_bars()
+
+
+def cli_guard(argv: Sequence[str]) -> None:
+    """Refuse arguments this process cannot pass on: under a locale whose encoding is not UTF-8 (with Python's UTF-8
+    mode off), a non-ASCII argument (a path) reaches Python as text the Rust and C++ libraries that read and write
+    models (tokenizers, safetensors, torch.save) refuse or turn into another path."""
+    import codecs
+    enc = sys.getfilesystemencoding()
+    if codecs.lookup(enc).name == "utf-8":
+        return
+    for a in [*argv, os.environ.get("DATA_DIR", "")]:
+        if not str(a).isascii():
+            raise UsageError(f"argument {ascii(a)} is not ASCII and the file system encoding of this locale is {enc} "
+                             "(Python's UTF-8 mode is off): the libraries that read and write models would refuse or "
+                             "garble the path; run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
 
 
 def aggregate(values: Sequence[float | None]) -> dict:
@@ -456,13 +643,14 @@ def resolve_device(name: str) -> torch.device:
     """--device -> torch.device. On CUDA, the deterministic settings torch offers are switched on (cuDNN
     deterministic, no autotuning, deterministic algorithms where they exist, a fixed cuBLAS workspace)."""
     if not DEVICE.ok(name):
-        raise UsageError(f"--device must be {DEVICE_HELP}, got {name!r}")
+        raise UsageError(f"--device must be {DEVICE.text}, got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); "
+                             "use --device cpu")
         if (device.index or 0) >= torch.cuda.device_count():
             raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
@@ -557,13 +745,25 @@ def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_
                  pair_words: Sequence[str] | None = None, pair_mask: Sequence[int] | None = None) -> dict:
     """Tokenise pre-split words ("[CLS] a [SEP]" or "[CLS] a [SEP] b [SEP]") and carry the word-level
     rationale mask to every wordpiece of the word; [CLS]/[SEP]/pad are never rationale.
+    A word the tokenizer turns into no wordpiece (only zero-width or control characters, e.g. U+200B, or a run of
+    U+FFFD) is read as the unknown token, as JointBERT does, so that every word keeps its wordpiece and the word ->
+    wordpiece map (word_index, the tags of sf) is not shifted; a sentence of such words is [UNK]s, never empty.
     Returns input_ids, token_type_ids, rationale (per wordpiece), word_index (first wordpiece of each word
-    of the first sequence that survived truncation)."""
-    enc = tokenizer(list(words), list(pair_words) if pair_words is not None else None,
-                    is_split_into_words=True, truncation=True, max_length=max_len)
+    of the first sequence that survived truncation), n_unk_words (words read as the unknown token)."""
+    def tokenize(a, b):
+        return tokenizer(list(a), list(b) if b is not None else None, is_split_into_words=True, truncation=True,
+                         max_length=max_len)
+    enc = tokenize(words, pair_words)
+    empty = _words_without_wordpiece(enc, len(words), len(pair_words or ()), max_len)
+    if any(empty) and tokenizer.unk_token is not None:
+        n = len(words)
+        words = [tokenizer.unk_token if e else w for w, e in zip(words, empty[:n], strict=True)]
+        if pair_words is not None:
+            pair_words = [tokenizer.unk_token if e else w for w, e in zip(pair_words, empty[n:], strict=True)]
+        enc = tokenize(words, pair_words)
     seq_ids, word_ids = enc.sequence_ids(), enc.word_ids()
     rationale, word_index, seen = [], [], set()
-    for pos, (s, w) in enumerate(zip(seq_ids, word_ids)):
+    for pos, (s, w) in enumerate(zip(seq_ids, word_ids, strict=True)):
         if s is None or w is None:
             rationale.append(0)
             continue
@@ -573,7 +773,22 @@ def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_
             seen.add(w)
             word_index.append(pos)
     return {"input_ids": enc["input_ids"], "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
-            "rationale": rationale, "word_index": word_index}
+            "rationale": rationale, "word_index": word_index, "n_unk_words": sum(empty)}
+
+
+def _words_without_wordpiece(enc, n_words: int, n_pair: int, max_len: int) -> list[bool]:
+    """Per word of the first then the second sequence: True if it got no wordpiece although it was not cut by the
+    truncation (a word missing before the last word that survived, or after it when nothing was truncated)."""
+    seen: tuple[set, set] = (set(), set())
+    for s, w in zip(enc.sequence_ids(), enc.word_ids(), strict=True):
+        if s is not None and w is not None:
+            seen[s].add(w)
+    truncated = len(enc["input_ids"]) >= max_len
+    out = []
+    for k, n in enumerate((n_words, n_pair)):
+        last = max(seen[k], default=-1)
+        out += [w not in seen[k] and (w < last or not truncated) for w in range(n)]
+    return out
 
 
 class TaskModel(nn.Module):
@@ -684,7 +899,7 @@ def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, card: d
 def collate(examples: Sequence[dict], pad_id: int) -> dict:
     """Pad a list of encoded examples to the longest in the batch. Keys: input_ids, attention_mask,
     token_type_ids, rationale (B, L) float (zeros for examples without one); label (B,) or tags/word_index/word_mask
-    (B, W); index (B,)."""
+    (B, W); index (B,). word_mask is a non-empty prefix per example (the CRF's contract)."""
     B, L = len(examples), max(len(e["input_ids"]) for e in examples)
     ids = torch.full((B, L), pad_id, dtype=torch.long)
     att = torch.zeros(B, L, dtype=torch.long)
@@ -706,6 +921,8 @@ def collate(examples: Sequence[dict], pad_id: int) -> dict:
         wmask = torch.zeros(B, W, dtype=torch.bool)
         for b, e in enumerate(examples):
             n = len(e["tags"])
+            if n == 0:  # the CRF needs its first position on: an empty sentence must be refused by its reader
+                raise DataError(f"example {e.get('id', e['index'])} has no word to tag (an empty sentence)")
             tags[b, :n] = torch.tensor(e["tags"])
             widx[b, :n] = torch.tensor(e["word_index"][:n])
             wmask[b, :n] = True
@@ -857,7 +1074,8 @@ DATA_LAYOUTS = {
     "eraser_movies": ("eraser_movies/{train,val,test}.jsonl + eraser_movies/docs/<docid>",
                       "https://www.eraserbenchmark.com/ (movies.tar.gz)"),
     "mlqe_pe": ("mlqe_pe/data/direct-assessments/{train,dev,test}/<pair>-<split>.tar.gz (each holding a "
-                "*.df.short.tsv with original, translation, z_mean)", "https://github.com/sheffieldnlp/mlqe-pe (data/)"),
+                "*.df.short.tsv with original, translation, z_mean)",
+                "https://github.com/sheffieldnlp/mlqe-pe (data/)"),
     "cifar100": ("cifar100/ (a `datasets` DatasetDict saved with save_to_disk: splits train/test, columns img, "
                  "fine_label)", "https://huggingface.co/datasets/uoft-cs/cifar100"),
     "sst2": ("sst2/stsa.binary.{train,dev,test} ('<label> <tokenised sentence>' per line, label 0/1)",
@@ -873,8 +1091,8 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"  # the small dataset
 
 def resolve_data_dir(data_dir: str | None) -> Path:
     """--data-dir, else $DATA_DIR, else the data/ folder beside common.py (the vendored datasets), else ./data."""
-    if data_dir or os.environ.get("DATA_DIR"):
-        return Path(data_dir or os.environ["DATA_DIR"])
+    if data_dir is not None or os.environ.get("DATA_DIR"):  # an explicit value, "" included, is used as given
+        return Path(data_dir if data_dir is not None else os.environ["DATA_DIR"])
     return DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("data")
 
 
@@ -912,15 +1130,24 @@ def _decode(raw: bytes, path: Path, line: int) -> str:
 
 
 def _read_lines(path: Path, strip_bom: bool = False) -> list[str]:
-    """Lines of a UTF-8 text file (line breaks as str.splitlines). A UTF-8 byte-order mark is removed where the
-    format allows one (`strip_bom`: label files) and is an error elsewhere; undecodable bytes name the line.
-    Plain Python, not `datasets`: these files are small, and a bad byte or line is reported exactly where it is."""
-    raw = _need(path).read_bytes()
+    """Lines of a UTF-8 text file (decode_lines)."""
+    return decode_lines(_need(path).read_bytes(), path, strip_bom)
+
+
+def decode_lines(raw: bytes, path: str | os.PathLike, strip_bom: bool = False) -> list[str]:
+    """The lines of UTF-8 text: split on \\n only (a \\r before it is dropped), never on the other characters that
+    str.splitlines() takes for line breaks (U+2028, U+2029, U+0085, \\v, \\f, \\x1c-\\x1e), so line i is the
+    file's line i; a last line without \\n counts. A UTF-8 byte-order mark is removed where the format allows one
+    (`strip_bom`: label files) and is an error elsewhere; undecodable bytes are `path:line`. Plain Python, not
+    `datasets`: these files are small, and a bad byte or line is reported exactly where it is."""
     if raw.startswith(BOM):
         if not strip_bom:
             raise DataError("starts with a UTF-8 byte-order mark (BOM); save the file without one", path, 1)
         raw = raw[len(BOM):]
-    return "\n".join(_decode(b, path, i) for i, b in enumerate(raw.split(b"\n"), 1)).splitlines()
+    lines = raw.split(b"\n")
+    if lines[-1] == b"":  # the text ends with a line break (or is empty)
+        lines.pop()
+    return [_decode(b[:-1] if b.endswith(b"\r") else b, path, i) for i, b in enumerate(lines, 1)]
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -989,22 +1216,36 @@ def read_eraser_movies(data_dir: Path, split: str) -> list[dict]:
             raise DataError(f"document {docid!r} missing under docs/", path, i + 1)
         words = " ".join(_read_lines(doc)).split()
         ev = [0] * len(words)
-        try:
-            for group in r.get("evidences") or []:
-                for e in group:
-                    start, end = e["start_token"], e["end_token"]
-                    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
-                        raise ValueError
-                    for j in range(start, min(end, len(words))):
-                        ev[j] = 1
-        except (ValueError, KeyError, TypeError):
-            raise DataError("evidences must be lists of {start_token, end_token} with 0 <= start <= end", path,
-                            i + 1) from None
+        for start, end, where in _evidence_spans(r, path, i + 1):
+            if where not in (None, docid):
+                raise DataError(f"an evidence of {docid!r} names document {where!r}", path, i + 1)
+            if end > len(words):
+                raise DataError(f"evidence tokens {start}:{end} of document {docid!r} go beyond its {len(words)} "
+                                "words", path, i + 1)
+            for j in range(start, end):
+                ev[j] = 1
         label = {"POS": 1, "NEG": 0}.get(r.get("classification"))
         if label is None:
             raise DataError(f"unknown classification {r.get('classification')!r}", path, i + 1)
         out.append({"id": docid, "words": words, "label": label, "evidence": ev})
     return out
+
+
+def _evidence_spans(row: dict, path: Path, line: int) -> list[tuple[int, int, str | None]]:
+    """(start_token, end_token, docid or None) of every evidence of an ERASER row, checked: integers (not bools),
+    0 <= start <= end."""
+    try:
+        out = []
+        for group in row.get("evidences") or []:
+            for e in group:
+                start, end = e["start_token"], e["end_token"]
+                if not (_is_num(start, int) and _is_num(end, int) and 0 <= start <= end):
+                    raise ValueError
+                out.append((start, end, e.get("docid")))
+        return out
+    except (ValueError, KeyError, TypeError):
+        raise DataError("evidences must be lists of {start_token, end_token} with 0 <= start <= end", path,
+                        line) from None
 
 
 # ===================================================================================================

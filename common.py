@@ -56,7 +56,7 @@ class DataError(UsageError):
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # argparse prints usage + message; we print one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 class Domain:
@@ -546,9 +546,15 @@ def fail(prog: str, message: str, code: int) -> int:
     """Print `prog: error: message` as one line on stderr (control characters and line breaks of the message,
     e.g. from a hostile argument, are escaped), after closing any progress bar; return `code`."""
     close_progress_bars()
-    one = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: m.group().encode("unicode_escape").decode(), message)
-    print(f"{prog}: error: {one}", file=sys.stderr, flush=True)
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
     return code
+
+
+def one_line(text: str) -> str:
+    """text with its control characters, line or paragraph separators and lone surrogates escaped (\\n, \\x1b, ...):
+    a value from the command line or a file cannot break an error line or drive the terminal."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]",
+                  lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def os_error_line(e: OSError) -> str:

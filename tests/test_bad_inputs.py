@@ -7,16 +7,27 @@ the data, the expected outcome), across the five scripts.
 
 The rows run in-process through each script's cli() (validation happens before any model is loaded, so most rows take
 milliseconds); a few run as real subprocesses at the end. A tiny random model and tiny data keep the edge rows fast.
+Corruptions named `out:...` act on the run's --out-dir (a script folder that is a file, a lock held by another
+holder), `env:...` on the process (a locale whose encoding is not UTF-8). Further down: a table of hostile arguments
+for every flag of every script (no traceback, ever), the word -> wordpiece rule with the real tokenizer, and
+sparsemax / 1.5-entmax at extreme but finite coefficients.
 """
+import dataclasses
+import fcntl
+import io
 import json
+import math
 import os
 import pickle
 import random
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 import common
 import regex_robust as rx
@@ -26,7 +37,8 @@ import uimer_gb as gb
 import uimer_im as im
 from conftest import write_tiny_esnli, write_tiny_snips
 from test_regex import write_tiny_text_data
-from test_smat import base as smat_base, write_tiny_eraser, write_tiny_imdb
+from test_smat import base as smat_base, bisection_reference, brute_force_simplex_projection, closed_form_jacobians
+from test_smat import write_tiny_eraser, write_tiny_imdb, write_tiny_mlqe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"im": im, "gb": gb, "dm": dm, "rx": rx, "sm": sm}
@@ -34,9 +46,10 @@ SCRIPTS = {"im": im, "gb": gb, "dm": dm, "rx": rx, "sm": sm}
 
 # ---------------------------------------------------------------------------------------------- data corruptions
 def edit_line(path: Path, line: int, text: str) -> None:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().decode("utf-8").split("\n")  # not splitlines(): U+2028 and friends are not line breaks
+    lines = lines[:-1] if lines[-1] == "" else lines
     lines[line - 1] = text
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def prepend_bytes(path: Path, data: bytes) -> None:
@@ -49,6 +62,38 @@ def put_bytes(path: Path, line: int, data: bytes) -> None:
     path.write_bytes(b"\n".join(lines))
 
 
+def put_text(path: Path, line: int, old: str, new: str) -> None:
+    """Replace `old` by `new` in line `line` (1-based, lines split on \\n only) of a UTF-8 file."""
+    lines = path.read_bytes().decode("utf-8").split("\n")
+    assert old in lines[line - 1], (path, line, old)
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    path.write_bytes("\n".join(lines).encode("utf-8"))
+
+
+def mlqe_edit(d: Path, line: int, edit) -> None:
+    """Rewrite line `line` of the en-de train TSV inside its archive: edit(bytes) -> bytes."""
+    path = d / "mlqe_pe" / "data" / "direct-assessments" / "train" / "en-de-train.tar.gz"
+    with tarfile.open(path) as tar:
+        member = tar.getmembers()[0]
+        lines = tar.extractfile(member).read().split(b"\n")
+    lines[line - 1] = edit(lines[line - 1])
+    data = b"\n".join(lines)
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(member.name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+def eraser_row(path: Path, line: int, **change) -> None:
+    rows = path.read_text().splitlines()
+    r = json.loads(rows[line - 1])
+    ev = r["evidences"][0][0]
+    ev.update(change)
+    rows[line - 1] = json.dumps(r)
+    path.write_text("\n".join(rows) + "\n")
+
+
+ZW = "\u200b"  # ZERO WIDTH SPACE: not whitespace for str.split(), dropped by BERT's tokenizer (category Cf)
 SNIPS = lambda d: d / "snips"  # noqa: E731
 ESNLI_TRAIN = lambda d: d / "esnli" / "train_sample_highlights" / "esnli_train_first1000_highlights.jsonl"  # noqa: E731
 CORRUPT = {
@@ -89,6 +134,34 @@ CORRUPT = {
         {"annotation_id": "val_0.txt", "classification": "POS", "evidences": [[{"start_token": "a", "end_token": 2}]]})),
     "eraser_missing_doc": lambda d: edit_line(d / "eraser_movies" / "train.jsonl", 1, json.dumps(
         {"annotation_id": "nope.txt", "classification": "POS", "evidences": []})),
+    # ---- issue 24: Unicode line separators are not line breaks; every reader names the line of a bad byte
+    "u2028_then_bad_intent": lambda d: (put_text(SNIPS(d) / "train" / "seq.in", 2, " ", "\u2028"),
+                                        put_text(SNIPS(d) / "train" / "seq.in", 3, " ", "\x85"),
+                                        put_text(SNIPS(d) / "train" / "seq.in", 4, " ", "\x0c\x1c"),
+                                        edit_line(SNIPS(d) / "train" / "label", 5, "OrderPizza")),
+    "crlf_then_bad_bio": lambda d: ((SNIPS(d) / "train" / "seq.out").write_bytes(
+        (SNIPS(d) / "train" / "seq.out").read_bytes().replace(b"\n", b"\r\n")),
+        put_text(SNIPS(d) / "train" / "seq.out", 6, "O", "Q")),
+    "sst2_u2029_then_bad_label": lambda d: (put_text(d / "sst2" / "stsa.binary.train", 2, " and ", "\u2029and\x0b"),
+                                            edit_line(d / "sst2" / "stsa.binary.train", 4, "2 a fine film")),
+    "imdb_bad_utf8": lambda d: put_bytes(d / "imdb" / "imdb_train.jsonl", 3,
+                                         b'{"id": "x", "text": "caf\xe9 good", "label": 1}'),
+    "eraser_jsonl_bad_utf8": lambda d: put_bytes(d / "eraser_movies" / "val.jsonl", 2, b'{"annotation_id": "\xff"}'),
+    "eraser_beyond_doc": lambda d: eraser_row(d / "eraser_movies" / "val.jsonl", 1, end_token=99),
+    "eraser_other_doc": lambda d: eraser_row(d / "eraser_movies" / "test.jsonl", 2, docid="test_5.txt"),
+    "eraser_bool_offset": lambda d: eraser_row(d / "eraser_movies" / "train.jsonl", 1, start_token=True),
+    "zero_width_sf": lambda d: (edit_line(SNIPS(d) / "train" / "seq.in", 3, f"{ZW} {ZW}"),
+                                edit_line(SNIPS(d) / "train" / "seq.out", 3, "O O"),
+                                edit_line(SNIPS(d) / "train" / "seq.in", 7, f"play some {ZW} music by queen \ufffd"),
+                                edit_line(SNIPS(d) / "train" / "seq.out", 7, "O O O O O B-artist O")),
+    "sst2_zero_width": lambda d: edit_line(d / "sst2" / "stsa.binary.train", 2, f"1 {ZW} a warm {ZW} film"),
+    # SMaT (its own copy of the shared data)
+    "sm_mlqe_bad_utf8": lambda d: mlqe_edit(d, 3, lambda b: b.replace(b"the cat", b"the \xff cat")),
+    "sm_mlqe_u2028_then_bad_z": lambda d: (mlqe_edit(d, 2, lambda b: b.replace(b"the cat", "the\u2028cat".encode())),
+                                           mlqe_edit(d, 4, lambda b: b.rsplit(b"\t", 2)[0] + b"\tx\t-0.3")),
+    "sm_mlqe_nan_z": lambda d: mlqe_edit(d, 5, lambda b: b.rsplit(b"\t", 2)[0] + b"\tnan\t-0.3"),
+    "sm_imdb_bad_utf8": lambda d: put_bytes(d / "imdb" / "imdb_test.jsonl", 4, b'{"id": "x", "text": "\xc3(", "label": 1}'),
+    "sm_eraser_beyond_doc": lambda d: eraser_row(d / "eraser_movies" / "test.jsonl", 1, end_token=50),
 }
 
 
@@ -296,6 +369,71 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
      E, "position limit"),
     ("sm-plaus-edge", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--explainer", "gradient_l2",
                              "--eraser-split", "test"], "none", OK, "plausibility_docs"),
+    # ---- issue 24. Text: lines split on \n (and \r\n) only, so a valid line holding U+2028, U+0085, \f or \x1c
+    # keeps the line numbers right; undecodable bytes are file:line in every reader
+    ("im-u2028-lines", "im", U_FAST, "u2028_then_bad_intent", E, "label:5: unknown intent label 'OrderPizza'"),
+    ("gb-crlf-lines", "gb", U_FAST, "crlf_then_bad_bio", E, "seq.out:6: malformed BIO tag 'Q'"),
+    ("dm-u2028-lines", "dm", U_FAST, "u2028_then_bad_intent", E, "label:5: unknown intent label"),
+    ("rx-sst2-u2029-lines", "rx", [], "sst2_u2029_then_bad_label", E, "stsa.binary.train:4: expected '<0|1> <sentence>'"),
+    ("rx-imdb-utf8", "rx", ["--task", "imdb"], "imdb_bad_utf8", E, "imdb_train.jsonl:3: not valid UTF-8"),
+    ("rx-eraser-jsonl-utf8", "rx", ["--task", "movies"], "eraser_jsonl_bad_utf8", E, "val.jsonl:2: not valid UTF-8"),
+    ("sm-mlqe-utf8", "sm", ["--setup", "teacher", "--task", "mlqe"], "sm_mlqe_bad_utf8", E,
+     "en-de-train.tar.gz:en-de-train/train.ende.df.short.tsv:3: not valid UTF-8"),
+    ("sm-mlqe-u2028-lines", "sm", ["--setup", "teacher", "--task", "mlqe"], "sm_mlqe_u2028_then_bad_z", E,
+     "train.ende.df.short.tsv:4: z_mean is not a finite number: 'x'"),
+    ("sm-mlqe-nan", "sm", ["--setup", "teacher", "--task", "mlqe"], "sm_mlqe_nan_z", E, "tsv:5: z_mean is not a finite"),
+    ("sm-imdb-utf8", "sm", ["--setup", "teacher"], "sm_imdb_bad_utf8", E, "imdb_test.jsonl:4: not valid UTF-8"),
+    ("sm-headcoeffs-utf8", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
+                                  "{tmp}/bad_utf8_coeffs.csv"], "none", E, "bad_utf8_coeffs.csv:3: not valid UTF-8"),
+    # ---- offsets checked against their document
+    ("rx-eraser-beyond", "rx", ["--task", "movies"], "eraser_beyond_doc", E,
+     "val.jsonl:1: evidence tokens 5:99 of document 'val_0.txt' go beyond its 11 words"),
+    ("rx-eraser-other-doc", "rx", ["--task", "movies"], "eraser_other_doc", E,
+     "test.jsonl:2: an evidence of 'test_1.txt' names document 'test_5.txt'"),
+    ("rx-eraser-bool", "rx", ["--task", "movies"], "eraser_bool_offset", E, "train.jsonl:1: evidences must be"),
+    ("sm-eraser-beyond", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--explainer", "gradient_l2"],
+     "sm_eraser_beyond_doc", E, "test.jsonl:1: evidence tokens 3:50 of document 'negR_000.txt' go beyond its 15 words"),
+    # ---- the run directory claim: one line naming the path and what could not be done
+    ("im-claim-folder-file", "im", U_FAST, "out:file:uimer_im", E, "cannot create the folder"),
+    ("gb-claim-folder-file", "gb", U_FAST, "out:file:uimer_gb", E, "uimer_gb for run directory"),
+    ("dm-claim-folder-file", "dm", U_FAST, "out:file:uimer_dm", E, "cannot create the folder"),
+    ("rx-claim-folder-file", "rx", [], "out:file:regex_robust", E, "cannot create the folder"),
+    ("sm-claim-folder-file", "sm", ["--setup", "teacher"], "out:file:smat_jax_free", E, "cannot create the folder"),
+    ("im-claim-run-is-file", "im", U_FAST, "out:file:uimer_im/ic-1shot-uniform-55", E,
+     "uimer_im/ic-1shot-uniform-55 to make the run directory: it is a file"),
+    ("im-claim-held", "im", U_FAST, "out:lock:uimer_im/ic-1shot-uniform-55", E,
+     "is in use by another run (lock file {out}/uimer_im/.ic-1shot-uniform-55.lock"),
+    ("sm-claim-held", "sm", ["--setup", "teacher"], "out:lock:smat_jax_free/imdb-teacher", E,
+     "lock file {out}/smat_jax_free/.imdb-teacher.lock"),
+    ("rx-outdir-proc", "rx", ["--out-dir", "/proc/reliab-no-such/runs"], "none", E, "/proc/reliab-no-such/runs"),
+    ("sm-outdir-proc", "sm", ["--setup", "teacher", "--out-dir", "/proc/reliab-no-such"], "none", E, "/proc/reliab-no-such"),
+    # ---- locales: under a locale whose encoding is not UTF-8, a non-ASCII path is refused before anything runs
+    ("im-ascii-locale", "im", ["--out-dir", "{tmp}/r\u00fcns"], "env:ascii_locale", E, "is not ASCII"),
+    ("gb-ascii-locale", "gb", ["--data-dir", "{tmp}/d\u00e4ta"], "env:ascii_locale", E, "PYTHONUTF8=1"),
+    ("dm-ascii-locale", "dm", ["--model", "{tmp}/m\u00f6del"], "env:ascii_locale", E, "is not ASCII"),
+    ("rx-ascii-locale", "rx", ["--out-dir", "{tmp}/\u8fd0\u884c"], "env:ascii_locale", E, "LC_ALL=C.UTF-8"),
+    ("sm-ascii-locale", "sm", ["--teacher-dir", "{tmp}/t\u00e9acher"], "env:ascii_locale", E, "is not ASCII"),
+    # ---- values: a device index is checked by its domain, never by torch's parser
+    ("im-device-huge", "im", ["--device", "cuda:99999999999999999999"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
+    ("gb-device-neg", "gb", ["--device", "cuda:-1"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
+    ("dm-device-zero-pad", "dm", ["--device", "cuda:01"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
+    ("rx-device-1024", "rx", ["--device", "cuda:1024"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
+    ("sm-device-arabic-digit", "sm", ["--device", "cuda:\u0663"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
+    ("im-device-space", "im", ["--device", "cuda: 1"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
+    ("sm-headcoeffs-1e308", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
+                                   "{tmp}/huge_coeffs.csv"], "none", E, "huge_coeffs.csv:3: phi 1e+308 is beyond float32"),
+    # ---- noise: a broken model folder is one line, nothing of the libraries before it
+    ("im-model-no-weights", "im", ["--model", "{tmp}/m_noweights"], "none", E, "cannot load an encoder"),
+    ("gb-model-corrupt", "gb", ["--model", "{tmp}/m_corrupt"], "none", E, "cannot load an encoder"),
+    ("dm-model-bad-tokenizer", "dm", ["--model", "{tmp}/m_badtok"], "none", E, "cannot load a tokenizer"),
+    ("rx-ckpt-bad-tokenizer", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/m_badtok", "--model", "{tmp}/m_badtok"],
+     "none", E, "cannot load a tokenizer"),
+    ("rx-model-unknown-type", "rx", ["--model", "{tmp}/m_unknown"], "none", E, "cannot read the model config"),
+    ("sm-model-corrupt", "sm", ["--setup", "teacher", "--model", "{tmp}/m_corrupt"], "none", E, "cannot load an encoder"),
+    # ---- edge cases: words that yield no wordpiece are [UNK] (JointBERT), a zero-width-only sentence too
+    ("im-sf-zero-width", "im", ["--task", "sf", "--shots", "full", *U_FAST], "zero_width_sf", OK, "ran"),
+    ("rx-zero-width", "rx", ["--train-size", "12", "--no-egt", "--no-vat", "--max-epochs", "1", "--attributions",
+                             "random", "--no-randomization"], "sst2_zero_width", OK, "ran"),
 ]
 
 
@@ -307,6 +445,7 @@ def world(tmp_path_factory, tiny_model):
     data = root / "data"
     write_tiny_imdb(data)
     write_tiny_eraser(data)
+    write_tiny_mlqe(data)
     teacher = sm.main(sm.parse_args(smat_base(data, root / "runs") + ["--setup", "teacher", "--model", tiny_model,
                                                                       "--max-epochs", "1", "--warmup-steps", "0"]))
     (root / "junk.pt").write_bytes(random.Random(0).randbytes(300))  # fixed junk: the test is the same each run
@@ -322,7 +461,20 @@ def world(tmp_path_factory, tiny_model):
         (d / "teacher.json").write_text(content or json.dumps({"model": tiny_model, "task": "imdb", "max_len": 24}))
     (root / "nan_coeffs.csv").write_text("layer,head,phi,lambda\n0,0,0.5,0.5\n0,1,nan,0\n1,0,0.5,0.5\n1,1,0,0\n")
     (root / "short_coeffs.csv").write_text("layer,head,phi,lambda\n0,0,0.5,0.5\n")
+    (root / "huge_coeffs.csv").write_text("layer,head,phi,lambda\n0,0,0.5,0.5\n0,1,1e308,0\n1,0,0,0\n1,1,0,0\n")
+    (root / "bad_utf8_coeffs.csv").write_bytes(b"layer,head,phi,lambda\n0,0,0.5,0.5\n0,1,0.\xff,0\n")
     (root / "a_file").write_text("x")
+    for name, keep, damage in (("m_noweights", ("config.json", "tokenizer.json", "tokenizer_config.json"), None),
+                               ("m_corrupt", None, ("model.safetensors", b"\x10\x00")),
+                               ("m_badtok", None, ("tokenizer.json", b'{"x": ')),
+                               ("m_unknown", None, ("config.json", b'{"model_type": "nosuchmodel"}'))):
+        d = root / name
+        shutil.copytree(tiny_model, d)
+        for f in d.iterdir():
+            if keep is not None and f.name not in keep:
+                f.unlink()
+        if damage:
+            (d / damage[0]).write_bytes(damage[1])
     return {"root": root, "teacher": teacher["dir"], "smat_data": data}
 
 
@@ -349,20 +501,42 @@ def call(script: str, argv: list[str], capfd) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r[0], marks=[pytest.mark.slow] if r[4] == OK else [])
                                  for r in ROWS])  # the edge rows train a model end to end: slow
-def test_bad_input_row(row, world, tiny_model, tmp_path, capfd):
+def test_bad_input_row(row, world, tiny_model, tmp_path, capfd, monkeypatch):
     rid, script, args, corruption, expected, want = row
     data = make_data(script, tmp_path, world)
-    if script != "sm":
+    out_dir = tmp_path / "runs"
+    held = []
+    if corruption.startswith("out:"):  # the run's --out-dir: a plain file where a folder goes, a held lock
+        _, kind, rel = corruption.split(":", 2)
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "file":
+            target.write_text("not a folder")
+        else:  # another holder of the run's lock (flock: another open file description, as another process)
+            fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, b"4242 elsewhere")
+            held.append(fd)
+    elif corruption == "env:ascii_locale":  # what Python reports under LC_ALL=C with PYTHONUTF8=0
+        monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    elif script == "sm" and corruption != "none":  # the shared SMaT data stays intact: corrupt a copy
+        data = Path(shutil.copytree(world["smat_data"], tmp_path / "smat-data"))
+        CORRUPT[corruption](data)
+    elif script != "sm":
         CORRUPT[corruption](data)
     fill = {"tmp": str(world["root"]), "file": str(world["root"] / "a_file"), "teacher": world["teacher"]}
     args = [a.format(**fill) for a in args]
-    out_dir = tmp_path / "runs"
     base = ["--data-dir", str(data), "--out-dir", str(out_dir), "--model", tiny_model, "--device", "cpu"]
     if script == "sm":
         base += ["--imdb-split-sizes", "40,10,20", "--max-len", "24"]
     argv = base + args  # argparse keeps the last value: a row's own --data-dir / --out-dir / --max-len wins
-    code, out, err = call(script, argv, capfd)
+    try:
+        code, out, err = call(script, argv, capfd)
+    finally:
+        for fd in held:
+            os.close(fd)
     lines = [line for line in err.splitlines() if line.strip()]
+    want = want.replace("{out}", str(out_dir))
     if expected == E:
         assert code == 2, f"{rid}: exit {code}\n{err[-2000:]}"
         assert len(lines) == 1 and "Traceback" not in err, f"{rid}: stderr has {len(lines)} lines:\n{err[-2000:]}"
@@ -383,6 +557,8 @@ def test_bad_input_row(row, world, tiny_model, tmp_path, capfd):
             assert r["n_skipped_by_L_int"] >= 2
         elif want == "plausibility_docs":  # one of the three documents has no evidence: skipped and counted
             assert r["auc"]["gradient_l2"]["n_docs"] == 2 and r["n_docs"] == 3
+        else:
+            assert want == "ran", want
     assert not (world["root"] / "pwned").exists()
 
 
@@ -434,3 +610,118 @@ def test_any_corrupt_checkpoint_is_one_usage_error(tmp_path):
         path.write_bytes(head + rng.randbytes(rng.randint(0, 400)))
         with pytest.raises(common.UsageError, match="cannot be loaded as weights"):
             common.load_weights(path)
+
+
+# ---------------------------------------------------------------------------------------------- hostile arguments
+NUMBER_VALUES = ["", " ", "1e400", "-1e400", str(10**30), "-" + str(10**30), "nan", "-nan", "NaN", "inf", "'3", '3"',
+                 "0x10", "\x00", "1\n2", "--"]
+TEXT_VALUES = ["", " ", "'abc", 'a"b', "{file}/sub", "{file}/sub/deeper", "/proc/reliab-no-such/x", "nan", "1e400",
+               "\x00", "a\nb", "\x1b[2J", "~", "-", "\udcff"]
+
+
+def flag_values(f) -> list[str]:
+    """Hostile values for one flag, by its kind: numbers for int/float flags, texts for the others, both for all."""
+    typ = str(f.type)
+    if typ.startswith("bool"):
+        return ["=x", "=", "=1e400", "=nan"]
+    return NUMBER_VALUES + TEXT_VALUES[:6] if typ.startswith(("int", "float")) else TEXT_VALUES + NUMBER_VALUES[2:8]
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_hostile_arguments_never_print_a_traceback(script, world, tiny_model, tmp_path, capfd):
+    """Every flag of every script, given empty strings, huge numbers, NaN, unbalanced quotes (one argv item),
+    control characters, paths under a plain file and unwritable paths: exit 2 with one stderr line, no traceback.
+    The data folder is empty, so a value the flag accepts stops at the data, before any model is loaded."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    fill = {"file": str(world["root"] / "a_file")}
+    base = ["--data-dir", str(empty), "--model", tiny_model, "--out-dir", str(tmp_path / "runs"), "--device", "cpu"]
+    bad = []
+    for f in dataclasses.fields(SCRIPTS[script].Args):
+        flag = "--" + f.name.replace("_", "-")
+        for v in flag_values(f):
+            v = v.replace("{file}", fill["file"])
+            argv = base + ([flag + v] if v.startswith("=") else [flag, v])
+            try:
+                code, _, err = call(script, argv, capfd)
+            except BaseException as e:  # noqa: B036  anything escaping cli() is a failure of the row
+                bad.append(f"{flag} {v!r}: {type(e).__name__}: {e}")
+                continue
+            lines = [line for line in err.splitlines() if line.strip()]
+            if code != 2 or len(lines) != 1 or "Traceback" in err:
+                bad.append(f"{flag} {v!r}: exit {code}, {len(lines)} stderr lines: {err[-300:]!r}")
+    for extra in (["'"], ['"unbalanced'], ["--"], ["-"], ["--data-dir"], ["a\nb"], ["--out-dir", "a", "b"]):
+        code, _, err = call(script, base + extra, capfd)
+        if code != 2 or len([x for x in err.splitlines() if x.strip()]) != 1 or "Traceback" in err:
+            bad.append(f"{extra!r}: exit {code}: {err[-300:]!r}")
+    assert not list((tmp_path / "runs").rglob("results.json"))
+    assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------------------------------------- words and wordpieces
+def test_a_word_without_wordpiece_is_unk_and_keeps_the_word_map():
+    """With the real (MiniLM = bert-base-uncased) tokenizer: zero-width and other characters the tokenizer drops make a
+    word with no wordpiece; it is read as [UNK] (JointBERT's rule), so word_index has one entry per word, the
+    rationale of later words stays on their wordpieces, and a sentence of such words is not empty."""
+    tok = common.load_tokenizer(None)
+    unk = tok.unk_token_id
+    for word in (ZW, "\u2060", "\ufffd" * 6, "\u00ad", "\x96", "\u200b\u200c\u200d"):
+        assert tok(word, add_special_tokens=False)["input_ids"] == [], ascii(word)  # the case this rule is for
+        words, mask = ["play", word, "queen"], [0, 0, 1]
+        e = common.encode_words(tok, words, mask, 50)
+        assert e["n_unk_words"] == 1 and len(e["word_index"]) == 3
+        assert [e["input_ids"][i] for i in e["word_index"]] == tok.convert_tokens_to_ids(["play", "[UNK]", "queen"])
+        assert e["rationale"][e["word_index"][2]] == 1 and sum(e["rationale"]) == 1
+    e = common.encode_words(tok, [ZW, ZW], [1, 0], 50)  # a sentence with no visible character
+    assert e["input_ids"][1:-1] == [unk, unk] and e["word_index"] == [1, 2] and e["rationale"] == [0, 1, 0, 0]
+    e = common.encode_words(tok, ["a", ZW], [0, 1], 50, [ZW, "b"], [1, 0])  # pairs: both sequences
+    assert e["n_unk_words"] == 2 and tok.convert_ids_to_tokens(e["input_ids"]) == \
+        ["[CLS]", "a", "[UNK]", "[SEP]", "[UNK]", "b", "[SEP]"] and e["rationale"] == [0, 0, 1, 0, 1, 0, 0]
+    plain = common.encode_words(tok, ["add", "this", "song"], [1, 0, 0], 50)  # no such word: nothing changes
+    assert plain["n_unk_words"] == 0 and plain["input_ids"] == tok(["add", "this", "song"], is_split_into_words=True)[
+        "input_ids"]
+    long = ["hello"] * 20  # truncation is not a missing wordpiece
+    assert common.encode_words(tok, long, [0] * 20, 8)["n_unk_words"] == 0
+    tags = [{"input_ids": [101, 102], "token_type_ids": [0, 0], "index": 0, "id": "x", "tags": [], "word_index": []}]
+    with pytest.raises(common.DataError, match="example x has no word to tag"):  # never an empty CRF mask
+        common.collate(tags, 0)
+
+
+# ---------------------------------------------------------------------------------------------- extreme coefficients
+EXTREME = [[1e308, -1e308], [1e308, 0.0, 0.0], [-1e308, 0.0, 1.0], [1e308, 1e308, -1e308, 0.0], [0.0, -1e308],
+           [1e308] * 3, [-1e308] * 3, [1.0, 0.5, -1e308, 0.2], [-1e308, 1e-300, 0.0, -5e-324],
+           [1.7976931348623157e308, -1.7976931348623157e308, 0.0, 1e308]]
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
+def test_sparsemax_and_entmax15_at_extreme_finite_coefficients(name):
+    """A direct computation: coordinates more than 2 below the max are outside the support of both mappings (tau >=
+    max - 1 for sparsemax, z/2 - tau <= 0 there for 1.5-entmax), so p equals the brute-force projection (sparsemax) or
+    the bisection (1.5-entmax) over the coordinates near the max, and the Jacobian its closed form; the first and
+    second derivatives are finite. float32: coefficients up to its largest finite value. inf/NaN: NaN, no error."""
+    fn, entmax15 = getattr(sm, name), name == "entmax15"
+    for values in EXTREME:
+        for dtype in (torch.float64, torch.float32):
+            z = torch.tensor(values, dtype=torch.float64)
+            if dtype == torch.float32:
+                z = z.clamp(-torch.finfo(torch.float32).max, torch.finfo(torch.float32).max)
+            z = z.to(dtype)
+            near = z >= z.max() - 2  # exact comparisons; z - max is exact there (Sterbenz)
+            ref = torch.zeros(len(values), dtype=torch.float64)
+            zn = (z[near] - z.max()).double()
+            ref[near] = torch.tensor(brute_force_simplex_projection(zn.tolist()), dtype=torch.float64) \
+                if not entmax15 else bisection_reference(zn, True)[0]
+            zg = z.clone().requires_grad_()
+            p = fn(zg)
+            assert torch.allclose(p.double(), ref, atol=1e-6 if dtype == torch.float32 else 1e-12), (values, p, ref)
+            J = torch.autograd.functional.jacobian(fn, z)
+            assert torch.isfinite(J).all() and torch.allclose(J.double(), closed_form_jacobians(ref, entmax15),
+                                                             atol=1e-5), values
+            w = torch.arange(len(values), dtype=dtype)
+            g = torch.autograd.grad(((p * w).sum()) ** 2, zg, create_graph=True)[0]
+            h = torch.autograd.grad((g * g).sum(), zg)[0]
+            assert torch.isfinite(g).all() and torch.isfinite(h).all(), values
+    for values in ([math.inf, 0.0], [math.nan, 1.0], [-math.inf, 0.0, 1.0]):
+        p = fn(torch.tensor([values, [0.0, 1.0, 2.0][:len(values)]]))
+        assert torch.isnan(p[0]).all() and torch.isfinite(p[1]).all()
+    assert torch.equal(sm.normalize_heads(torch.tensor([1e38, -3e38, 0.0]), name), torch.tensor([1.0, 0.0, 0.0]))

@@ -28,6 +28,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_tiny_esnli, write_tiny_snips
+from test_regex import write_tiny_text_data
+from test_smat import base as smat_base
+from test_smat import (
+    bisection_reference,
+    brute_force_simplex_projection,
+    closed_form_jacobians,
+    write_tiny_eraser,
+    write_tiny_imdb,
+    write_tiny_mlqe,
+)
 
 import common
 import regex_robust as rx
@@ -35,10 +46,6 @@ import smat_jax_free as sm
 import uimer_dm as dm
 import uimer_gb as gb
 import uimer_im as im
-from conftest import write_tiny_esnli, write_tiny_snips
-from test_regex import write_tiny_text_data
-from test_smat import base as smat_base, bisection_reference, brute_force_simplex_projection, closed_form_jacobians
-from test_smat import write_tiny_eraser, write_tiny_imdb, write_tiny_mlqe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"im": im, "gb": gb, "dm": dm, "rx": rx, "sm": sm}
@@ -118,7 +125,8 @@ CORRUPT = {
     "esnli_number": lambda d: edit_line(ESNLI_TRAIN(d), 2, json.dumps({"premise": 5, "hypothesis": "c d",
                                                                        "label": "neutral"})),
     "esnli_not_object": lambda d: edit_line(ESNLI_TRAIN(d), 3, "[1, 2]"),
-    "esnli_bad_utf8": lambda d: put_bytes(ESNLI_TRAIN(d), 2, b'{"premise": "a \xff b", "hypothesis": "c", "label": "neutral"}'),
+    "esnli_bad_utf8": lambda d: put_bytes(ESNLI_TRAIN(d), 2,
+                                          b'{"premise": "a \xff b", "hypothesis": "c", "label": "neutral"}'),
     "sst2_label": lambda d: edit_line(d / "sst2" / "stsa.binary.train", 2, "2 a fine film"),
     "sst2_empty": lambda d: edit_line(d / "sst2" / "stsa.binary.train", 3, "1 "),
     "sst2_bom": lambda d: prepend_bytes(d / "sst2" / "stsa.binary.train", b"\xef\xbb\xbf"),
@@ -129,9 +137,11 @@ CORRUPT = {
                                                                                           "label": True})),
     "imdb_truncated": lambda d: (d / "imdb" / "imdb_test.jsonl").write_text(
         (d / "imdb" / "imdb_test.jsonl").read_text()[:-20]),
-    "eraser_doc_bad_utf8": lambda d: put_bytes(next((d / "eraser_movies" / "docs").glob("test_0*")), 1, b"i saw \xff it"),
+    "eraser_doc_bad_utf8": lambda d: put_bytes(next((d / "eraser_movies" / "docs").glob("test_0*")), 1,
+                                               b"i saw \xff it"),
     "eraser_bad_offsets": lambda d: edit_line(d / "eraser_movies" / "val.jsonl", 1, json.dumps(
-        {"annotation_id": "val_0.txt", "classification": "POS", "evidences": [[{"start_token": "a", "end_token": 2}]]})),
+        {"annotation_id": "val_0.txt", "classification": "POS",
+         "evidences": [[{"start_token": "a", "end_token": 2}]]})),
     "eraser_missing_doc": lambda d: edit_line(d / "eraser_movies" / "train.jsonl", 1, json.dumps(
         {"annotation_id": "nope.txt", "classification": "POS", "evidences": []})),
     # ---- issue 24: Unicode line separators are not line breaks; every reader names the line of a bad byte
@@ -160,13 +170,15 @@ CORRUPT = {
     "sm_mlqe_u2028_then_bad_z": lambda d: (mlqe_edit(d, 2, lambda b: b.replace(b"the cat", "the\u2028cat".encode())),
                                            mlqe_edit(d, 4, lambda b: b.rsplit(b"\t", 2)[0] + b"\tx\t-0.3")),
     "sm_mlqe_nan_z": lambda d: mlqe_edit(d, 5, lambda b: b.rsplit(b"\t", 2)[0] + b"\tnan\t-0.3"),
-    "sm_imdb_bad_utf8": lambda d: put_bytes(d / "imdb" / "imdb_test.jsonl", 4, b'{"id": "x", "text": "\xc3(", "label": 1}'),
+    "sm_imdb_bad_utf8": lambda d: put_bytes(d / "imdb" / "imdb_test.jsonl", 4,
+                                            b'{"id": "x", "text": "\xc3(", "label": 1}'),
     "sm_eraser_beyond_doc": lambda d: eraser_row(d / "eraser_movies" / "test.jsonl", 1, end_token=50),
 }
 
 
 # ---------------------------------------------------------------------------------------------- the table
 E, OK = "error", "ok"
+DEVICE_ERR = "--device: must be auto, cpu, cuda or cuda:N"
 U_FAST = ["--max-epochs", "1", "--eval-batch-size", "64"]
 ROWS = [  # (id, script, args, corruption, expected, what the message or the results must show)
     # ---- UIMER-IM: flags
@@ -222,15 +234,18 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("im-empty", "im", U_FAST, "empty_sentence", E, "seq.in:4: empty sentence"),
     ("im-esnli-trunc", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_truncated", E,
      "esnli_train_first1000_highlights.jsonl:12: malformed JSON"),
-    ("im-esnli-label", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_label", E, ":2: unknown label 'maybe'"),
+    ("im-esnli-label", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_label", E,
+     ":2: unknown label 'maybe'"),
     ("im-esnli-number", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_number", E,
      ":2: field 'premise' must be str"),
     ("im-esnli-array", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_not_object", E,
      ":3: expected a JSON object"),
-    ("im-esnli-utf8", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_bad_utf8", E, ":2: not valid UTF-8"),
+    ("im-esnli-utf8", "im", ["--task", "nli", "--train-size", "6", *U_FAST], "esnli_bad_utf8", E,
+     ":2: not valid UTF-8"),
     # ---- UIMER-IM: legitimate edge cases (exit 0, counted)
     ("im-bom-labels", "im", U_FAST, "bom_label_file", OK, "n_train=7"),
-    ("im-edge-words", "im", ["--shots", "full", *U_FAST], "one_word_and_no_rationale", OK, "only_rationale>=1,without_rationale>=1"),
+    ("im-edge-words", "im", ["--shots", "full", *U_FAST], "one_word_and_no_rationale", OK,
+     "only_rationale>=1,without_rationale>=1"),
     ("im-allow-smaller", "im", ["--shots", "5", "--allow-smaller", *U_FAST], "none", OK, "shortfall"),
     # ---- UIMER-GB
     ("gb-guard0", "gb", ["--variant", "huang", "--order", "--guard", "0"], "none", E, "--guard"),
@@ -306,7 +321,8 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("rx-maxlen-huge", "rx", ["--task", "movies", "--max-len", "100000"], "none", E, "position limit"),
     ("rx-maxlen4", "rx", ["--max-len", "4"], "none", E, "--max-len"),
     ("rx-evalonly", "rx", ["--evaluate-only"], "none", E, "--checkpoint"),
-    ("rx-ckpt-bytes", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/junk.pt"], "none", E, "cannot be loaded as weights"),
+    ("rx-ckpt-bytes", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/junk.pt"], "none", E,
+     "cannot be loaded as weights"),
     ("rx-ckpt-pickle", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/evil.pt"], "none", E, "holds objects other"),
     ("rx-ckpt-missing", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/none"], "none", E, "not found"),
     ("rx-lr-nan", "rx", ["--lr", "nan"], "none", E, "--lr"),
@@ -327,9 +343,11 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("rx-imdb-trunc", "rx", ["--task", "imdb"], "imdb_truncated", E, "imdb_test.jsonl:12: malformed JSON"),
     ("rx-eraser-utf8", "rx", ["--task", "movies"], "eraser_doc_bad_utf8", E, "not valid UTF-8"),
     ("rx-eraser-offsets", "rx", ["--task", "movies"], "eraser_bad_offsets", E, "val.jsonl:1: evidences must be"),
-    ("rx-eraser-doc", "rx", ["--task", "movies"], "eraser_missing_doc", E, "train.jsonl:1: document 'nope.txt' missing"),
+    ("rx-eraser-doc", "rx", ["--task", "movies"], "eraser_missing_doc", E,
+     "train.jsonl:1: document 'nope.txt' missing"),
     # ---- REGEX: edge cases
-    ("rx-allow-smaller", "rx", ["--train-size", "100000", "--allow-smaller", "--no-egt", "--no-vat", "--max-epochs", "1",
+    ("rx-allow-smaller", "rx", ["--train-size", "100000", "--allow-smaller", "--no-egt", "--no-vat", "--max-epochs",
+                                "1",
                                 "--attributions", "random", "--no-randomization"], "none", OK, "shortfall"),
     # ---- SMaT
     ("sm-ig0", "sm", ["--ig-steps", "0"], "none", E, "--ig-steps"),
@@ -360,7 +378,8 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("sm-teacher-bytes", "sm", ["--teacher-dir", "{tmp}/junk-teacher"], "none", E, "cannot be loaded as weights"),
     ("sm-teacher-json", "sm", ["--teacher-dir", "{tmp}/bad-json-teacher"], "none", E, "teacher.json"),
     ("sm-no-teacher", "sm", ["--teacher-dir", "{tmp}/no-teacher"], "none", E, "no trained teacher"),
-    ("sm-pool", "sm", ["--teacher-dir", "{teacher}", "--num-examples", "1000"], "none", E, "larger than the student pool"),
+    ("sm-pool", "sm", ["--teacher-dir", "{teacher}", "--num-examples", "1000"], "none", E,
+     "larger than the student pool"),
     ("sm-headcoeffs-nan", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
                                  "{tmp}/nan_coeffs.csv"], "none", E, "phi is not a finite number"),
     ("sm-headcoeffs-count", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
@@ -374,14 +393,16 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("im-u2028-lines", "im", U_FAST, "u2028_then_bad_intent", E, "label:5: unknown intent label 'OrderPizza'"),
     ("gb-crlf-lines", "gb", U_FAST, "crlf_then_bad_bio", E, "seq.out:6: malformed BIO tag 'Q'"),
     ("dm-u2028-lines", "dm", U_FAST, "u2028_then_bad_intent", E, "label:5: unknown intent label"),
-    ("rx-sst2-u2029-lines", "rx", [], "sst2_u2029_then_bad_label", E, "stsa.binary.train:4: expected '<0|1> <sentence>'"),
+    ("rx-sst2-u2029-lines", "rx", [], "sst2_u2029_then_bad_label", E,
+     "stsa.binary.train:4: expected '<0|1> <sentence>'"),
     ("rx-imdb-utf8", "rx", ["--task", "imdb"], "imdb_bad_utf8", E, "imdb_train.jsonl:3: not valid UTF-8"),
     ("rx-eraser-jsonl-utf8", "rx", ["--task", "movies"], "eraser_jsonl_bad_utf8", E, "val.jsonl:2: not valid UTF-8"),
     ("sm-mlqe-utf8", "sm", ["--setup", "teacher", "--task", "mlqe"], "sm_mlqe_bad_utf8", E,
      "en-de-train.tar.gz:en-de-train/train.ende.df.short.tsv:3: not valid UTF-8"),
     ("sm-mlqe-u2028-lines", "sm", ["--setup", "teacher", "--task", "mlqe"], "sm_mlqe_u2028_then_bad_z", E,
      "train.ende.df.short.tsv:4: z_mean is not a finite number: 'x'"),
-    ("sm-mlqe-nan", "sm", ["--setup", "teacher", "--task", "mlqe"], "sm_mlqe_nan_z", E, "tsv:5: z_mean is not a finite"),
+    ("sm-mlqe-nan", "sm", ["--setup", "teacher", "--task", "mlqe"], "sm_mlqe_nan_z", E,
+     "tsv:5: z_mean is not a finite"),
     ("sm-imdb-utf8", "sm", ["--setup", "teacher"], "sm_imdb_bad_utf8", E, "imdb_test.jsonl:4: not valid UTF-8"),
     ("sm-headcoeffs-utf8", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
                                   "{tmp}/bad_utf8_coeffs.csv"], "none", E, "bad_utf8_coeffs.csv:3: not valid UTF-8"),
@@ -406,7 +427,8 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("sm-claim-held", "sm", ["--setup", "teacher"], "out:lock:smat_jax_free/imdb-teacher", E,
      "lock file {out}/smat_jax_free/.imdb-teacher.lock"),
     ("rx-outdir-proc", "rx", ["--out-dir", "/proc/reliab-no-such/runs"], "none", E, "/proc/reliab-no-such/runs"),
-    ("sm-outdir-proc", "sm", ["--setup", "teacher", "--out-dir", "/proc/reliab-no-such"], "none", E, "/proc/reliab-no-such"),
+    ("sm-outdir-proc", "sm", ["--setup", "teacher", "--out-dir", "/proc/reliab-no-such"], "none", E,
+     "/proc/reliab-no-such"),
     # ---- locales: under a locale whose encoding is not UTF-8, a non-ASCII path is refused before anything runs
     ("im-ascii-locale", "im", ["--out-dir", "{tmp}/r\u00fcns"], "env:ascii_locale", E, "is not ASCII"),
     ("gb-ascii-locale", "gb", ["--data-dir", "{tmp}/d\u00e4ta"], "env:ascii_locale", E, "PYTHONUTF8=1"),
@@ -414,14 +436,15 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("rx-ascii-locale", "rx", ["--out-dir", "{tmp}/\u8fd0\u884c"], "env:ascii_locale", E, "LC_ALL=C.UTF-8"),
     ("sm-ascii-locale", "sm", ["--teacher-dir", "{tmp}/t\u00e9acher"], "env:ascii_locale", E, "is not ASCII"),
     # ---- values: a device index is checked by its domain, never by torch's parser
-    ("im-device-huge", "im", ["--device", "cuda:99999999999999999999"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
-    ("gb-device-neg", "gb", ["--device", "cuda:-1"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
-    ("dm-device-zero-pad", "dm", ["--device", "cuda:01"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
-    ("rx-device-1024", "rx", ["--device", "cuda:1024"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
-    ("sm-device-arabic-digit", "sm", ["--device", "cuda:\u0663"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
-    ("im-device-space", "im", ["--device", "cuda: 1"], "none", E, "--device: must be auto, cpu, cuda or cuda:N"),
+    ("im-device-huge", "im", ["--device", "cuda:99999999999999999999"], "none", E, DEVICE_ERR),
+    ("gb-device-neg", "gb", ["--device", "cuda:-1"], "none", E, DEVICE_ERR),
+    ("dm-device-zero-pad", "dm", ["--device", "cuda:01"], "none", E, DEVICE_ERR),
+    ("rx-device-1024", "rx", ["--device", "cuda:1024"], "none", E, DEVICE_ERR),
+    ("sm-device-arabic-digit", "sm", ["--device", "cuda:\u0663"], "none", E, DEVICE_ERR),
+    ("im-device-space", "im", ["--device", "cuda: 1"], "none", E, DEVICE_ERR),
     ("sm-headcoeffs-1e308", "sm", ["--setup", "plausibility", "--teacher-dir", "{teacher}", "--head-coeffs",
-                                   "{tmp}/huge_coeffs.csv"], "none", E, "huge_coeffs.csv:3: phi 1e+308 is beyond float32"),
+                                   "{tmp}/huge_coeffs.csv"], "none", E,
+     "huge_coeffs.csv:3: phi 1e+308 is beyond float32"),
     # ---- noise: a broken model folder is one line, nothing of the libraries before it
     ("im-model-no-weights", "im", ["--model", "{tmp}/m_noweights"], "none", E, "cannot load an encoder"),
     ("gb-model-corrupt", "gb", ["--model", "{tmp}/m_corrupt"], "none", E, "cannot load an encoder"),
@@ -429,7 +452,8 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("rx-ckpt-bad-tokenizer", "rx", ["--evaluate-only", "--checkpoint", "{tmp}/m_badtok", "--model", "{tmp}/m_badtok"],
      "none", E, "cannot load a tokenizer"),
     ("rx-model-unknown-type", "rx", ["--model", "{tmp}/m_unknown"], "none", E, "cannot read the model config"),
-    ("sm-model-corrupt", "sm", ["--setup", "teacher", "--model", "{tmp}/m_corrupt"], "none", E, "cannot load an encoder"),
+    ("sm-model-corrupt", "sm", ["--setup", "teacher", "--model", "{tmp}/m_corrupt"], "none", E,
+     "cannot load an encoder"),
     # ---- edge cases: words that yield no wordpiece are [UNK] (JointBERT), a zero-width-only sentence too
     ("im-sf-zero-width", "im", ["--task", "sf", "--shots", "full", *U_FAST], "zero_width_sf", OK, "ran"),
     ("rx-zero-width", "rx", ["--train-size", "12", "--no-egt", "--no-vat", "--max-epochs", "1", "--attributions",
@@ -565,7 +589,8 @@ def test_bad_input_row(row, world, tiny_model, tmp_path, capfd, monkeypatch):
 # ---------------------------------------------------------------------------------------------- as real processes
 @pytest.mark.slow
 @pytest.mark.parametrize("script,args", [("uimer_im.py", ["--batch-size", "0"]), ("uimer_gb.py", ["--alpha", "nan"]),
-                                         ("uimer_dm.py", ["--kl-margin", "inf"]), ("regex_robust.py", ["--ig-steps", "0"]),
+                                         ("uimer_dm.py", ["--kl-margin", "inf"]),
+                                         ("regex_robust.py", ["--ig-steps", "0"]),
                                          ("smat_jax_free.py", ["--num-examples", "0"])])
 def test_bad_flags_as_real_processes(script, args, tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / script), *args, "--out-dir", str(tmp_path)], capture_output=True,

@@ -4,6 +4,8 @@ Paper: Fernandes, Treviso, Pruthi, Martins, Neubig, "Learning to Scaffold: Optim
 Teaching", NeurIPS 2022, arXiv 2204.10810 (Eqs. 1-11, Tables 1-3, 5, 7, Appendix A). Original code (JAX/Flax):
 github.com/coderpat/learning-scaffold; this port reproduces its outputs (tests/test_smat.py, parity fixture).
 Documentation: docs/smat.md (equations -> code, deviations, results); docs/smat_plausibility.md (Table 2 below chance).
+common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
+metrics; readers.
 
     python smat_jax_free.py --setup teacher --task imdb                                  # train + save the teacher
     python smat_jax_free.py --setup student --task imdb --explainer none --num-examples 500 --seed 0
@@ -133,7 +135,6 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill the setup- and task-dependent defaults; check the rest."""
-    args.device = str(common.resolve_device(args.device))
     t = TASKS[args.task]
     default_explainer = {"student": "none", "smat": "attention_all", "plausibility": "all", "teacher": "none"}
     if args.explainer is None:
@@ -159,6 +160,7 @@ def resolve(args: Args) -> Args:
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else t["teacher_warmup"]
     args.meta_lr = args.meta_lr if args.meta_lr is not None else t["meta_lr"]
     common.check_args(args)
+    args.device = str(common.resolve_device(args.device))
     if args.setup == "smat" and args.beta == 0:
         raise common.UsageError("SMaT learns the explainer through the explanation loss: --beta must be > 0")
     if args.setup == "teacher" and args.task != "cifar100":

@@ -58,12 +58,37 @@ def test_samplers_replay_the_original_subset_sizes(real_data):
         assert [len(common.sample_intent_shots(intents, n, seed)) for n in (1, 3, 10)] == [7, 21, 70]
 
 
-def test_nli_first_n_skips_row_zero_and_checks_size():
+def test_nli_first_n_skips_row_zero_and_the_pool_size_is_checked_once(tiny_data):
+    """The samplers trust their n; load_uimer_task checks the pool once: an error naming what it holds, or with
+    allow_smaller a run on what exists, recorded in `shortfall`."""
     assert common.sample_first_n(999, 100) == list(range(1, 101))
-    with pytest.raises(common.UsageError):
-        common.sample_first_n(999, 999)
-    with pytest.raises(common.UsageError):
-        common.sample_intent_shots(["a"], 0, 1)
+    tok = common.load_tokenizer(None)
+    n_pairs = len(common.read_esnli(tiny_data, "train")) - 1
+    with pytest.raises(common.UsageError, match=f"--train-size 50: only {n_pairs} highlighted"):
+        common.load_uimer_task("nli", tiny_data, "50", 0, tok, 64)
+    data = common.load_uimer_task("nli", tiny_data, "50", 0, tok, 64, allow_smaller=True)
+    assert len(data["train"]) == n_pairs
+    assert data["shortfall"] == {"train": {"asked": 50, "available": n_pairs}}
+    with pytest.raises(common.UsageError, match="--dev-size 99: the dev set holds"):
+        common.load_uimer_task("nli", tiny_data, "3", 0, tok, 64, dev_size=99)
+
+
+def test_missing_classes_are_named_and_recorded_in_shortfall(tiny_data):
+    """A class of the label list absent from the training pool is short by all n (its count is 0)."""
+    d = tiny_data / "snips" / "train"
+    keep = [i for i, y in enumerate((d / "label").read_text().splitlines()) if y != "RateBook"]
+    import shutil
+    world = tiny_data.parent / "no-ratebook"
+    shutil.copytree(tiny_data, world, dirs_exist_ok=True)
+    for f in ("seq.in", "seq.out", "label"):
+        lines = (d / f).read_text().splitlines()
+        (world / "snips" / "train" / f).write_text("".join(lines[i] + "\n" for i in keep))
+    tok = common.load_tokenizer(None)
+    with pytest.raises(common.UsageError, match="none of 'RateBook'"):
+        common.load_uimer_task("ic", world, "1", 0, tok, 64)
+    data = common.load_uimer_task("ic", world, "1", 0, tok, 64, allow_smaller=True)
+    assert data["shortfall"]["train"]["per_class"] == {"RateBook": 0}
+    assert len(data["train"]) == 6
 
 
 # ---------------------------------------------------------------------------------------------- rationales

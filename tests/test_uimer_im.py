@@ -216,16 +216,14 @@ def test_paper_defaults_rows_and_warmup_kinds():
             args(*bad)
 
 
-@pytest.mark.parametrize("old,new", [(["--warmup-epochs", "paper"], ["--warmup", "paper"]),
-                                     (["--warmup-epochs=converge"], ["--warmup", "converge"]),
-                                     (["--warmup-epochs", "frac0.1"], ["--warmup", "fraction", "--warmup-fraction", "0.1"]),
-                                     (["--warmup-epochs", "2"], ["--warmup-epochs", "2"])])
-def test_the_previous_warmup_spelling_still_works_with_a_note(old, new, capsys):
-    assert common.legacy_warmup(["--task", "ic", *old], ("paper", "converge", "frac")) == ["--task", "ic", *new]
-    assert ("previous spelling" in capsys.readouterr().err) == (old != new)
-    a = im.resolve(im.parse_args(["--task", "nli", "--strategy", "prior", *old]))
-    b = im.resolve(im.parse_args(["--task", "nli", "--strategy", "prior", *new]))
-    assert a == b
+@pytest.mark.parametrize("old", [["--warmup-epochs", "paper"], ["--warmup-epochs=converge"],
+                                 ["--warmup-epochs", "frac0.1"]])
+def test_the_old_warmup_spelling_is_a_one_line_error(old, capsys):
+    """`--warmup-epochs WORD` (an earlier spelling of --warmup WORD) is gone: it is a usage error naming the flag."""
+    with pytest.raises(SystemExit) as e:
+        im.parse_args(["--task", "ic", *old])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "--warmup-epochs" in err
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -146,7 +146,8 @@ class Args:
                                     "model_card.md)", aliases=["--save-checkpoint"])
     model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding sst2/, imdb/, eraser_movies/ (else $DATA_DIR, "
-                                        "else ./data)", domain=common.EXISTING_DIR)
+                                        "else the data/ folder beside common.py, else ./data)",
+                                        domain=common.EXISTING_DIR)
     out_dir: str = common.field("runs", help="run directories go to <out-dir>/regex_robust/<name>/", domain=common.OUT_DIR)
     seed: int = common.field(1, help="seed of subsampling, initialisation, dropout, VAT noise and data order", domain=common.SEED)
     seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)

@@ -84,6 +84,17 @@ def tiny_worlds(tmp_path_factory):
     return d
 
 
+def without_section(text: str, title: str) -> str:
+    """common.py's text with the banner section whose title starts with `title` removed (up to the next banner)."""
+    banner = r"^# =+\n# (.+)\n# =+$"
+    starts = [(m.start(), m.group(1)) for m in re.finditer(banner, text, re.M)]
+    for i, (pos, name) in enumerate(starts):
+        if name.startswith(title):
+            end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+            return text[:pos] + text[end:]
+    raise AssertionError(f"common.py has no section {title!r}")
+
+
 COPY_OUT = {  # one tiny end-to-end run per method file, and the results.json it must write
     "uimer_im.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1"], "uimer_im/ic-1shot-uniform-55"),
     "uimer_gb.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1"], "uimer_gb/ic-1shot-ghaeini-55"),
@@ -99,11 +110,17 @@ COPY_OUT = {  # one tiny end-to-end run per method file, and the results.json it
 @pytest.mark.slow
 @pytest.mark.parametrize("script", METHOD_FILES)
 def test_each_method_file_runs_when_copied_alone_with_common(script, tmp_path, tiny_model, tiny_worlds):
-    """The method file and common.py, copied into an empty folder, run end to end from another working directory."""
+    """The method file and common.py, copied into an empty folder, run end to end from another working directory.
+    For a method that does not use the UIMER section, common.py is copied without it (docs/design.md says a copier
+    may drop it): the rest of common.py never needs it."""
     dst = tmp_path / "elsewhere"
     dst.mkdir()
-    for f in (script, "common.py"):
-        shutil.copy(ROOT / f, dst / f)
+    shutil.copy(ROOT / script, dst / script)
+    common_py = (ROOT / "common.py").read_text()
+    if "uimer" not in declared_sections(script):
+        common_py = without_section(common_py, "UIMER")
+        assert "def load_uimer_task" not in common_py
+    (dst / "common.py").write_text(common_py)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATA_DIR")}

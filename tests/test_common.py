@@ -354,3 +354,28 @@ def test_dev_size_selects_on_the_first_dev_examples_and_keeps_the_test_set_whole
     sub = common.load_uimer_task("nli", tiny_data, "6", 0, tok, 64, dev_size=5)
     assert [e["id"] for e in sub["dev"]] == [e["id"] for e in full["dev"]][:5]
     assert len(sub["test"]) == len(full["test"]) == 12
+
+
+def test_foreach_adamw_equals_the_per_tensor_loop_bitwise():
+    """make_optimizer uses AdamW's multi-tensor update for speed; it must give the same parameters, bit for bit, as
+    the per-tensor loop (the default on the CPU), with a linear schedule, zero gradients and weight decay."""
+    torch.manual_seed(0)
+    shapes = [(50, 16), (16, 16), (16,), (3, 16)]
+    start = [torch.randn(s) for s in shapes]
+    finals = []
+    for foreach in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        model = torch.nn.Module()
+        for i, p in enumerate(params):
+            model.register_parameter(f"p{i}", p)
+        opt, sched = common.make_optimizer(model, 4e-4, 6, warmup_steps=2, weight_decay=0.01)
+        for group in opt.param_groups:
+            group["foreach"] = foreach
+        g = torch.Generator().manual_seed(1)
+        for step in range(6):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g) * (step % 3 != 1)
+            opt.step()
+            sched.step()
+        finals.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*finals, strict=True))

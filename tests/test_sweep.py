@@ -407,8 +407,8 @@ def test_sweep_usage_errors_are_one_line_exit_2(argv, message, capsys):
 def test_slurm_dry_run_prints_the_sbatch_parameters_of_each_array(capsys, tmp_path):
     argv = ["smat-table1", "--launcher", "slurm", "--dry-run", "--root", str(tmp_path), "--partition", "gpu",
             "--time", "1:30:00", "--gpus-per-job", "1", "--cpus-per-job", "4", "--mem", "16G",
-            "--array-parallelism", "3", "--sbatch", "account=proj"]
-    assert sweep.cli(argv) == 0
+            "--array-parallelism", "3", "--sbatch", "account=proj", "--results", str(tmp_path / "results")]
+    assert sweep.cli(argv) == 0  # (records of smat-table1 in the repository's results/ would count as done)
     out = capsys.readouterr().out
     teacher, students = out.split("# stage 'students'")
     for part in (teacher, students):
@@ -440,7 +440,8 @@ def test_sbatch_lines_agree_with_submitit():
 
 
 def test_local_thread_budget(capsys, tmp_path, fake_job):
-    base = ["--name", "t", "--seeds", "1", "--command", fake_job, "--root", str(tmp_path), "--dry-run"]
+    base = ["--name", "t", "--seeds", "1", "--command", fake_job, "--root", str(tmp_path), "--dry-run", "--results",
+            str(tmp_path / "results")]
     assert sweep.cli(base + ["--workers", str(sweep.cores() + 1)]) == 2  # workers x 1 thread > cores
     assert "cores" in capsys.readouterr().err
     env = sweep.job_env(3)

@@ -85,7 +85,7 @@ def main(a) -> None:
     rows = sm.load_splits(sm.resolve(sm.parse_args(["--num-examples", str(a.batch_size)])), a.data_dir,
                           "student")["train"]
     examples = sm.encode(rows, tok, a.max_len)
-    batch = common.to_device(sm.collate(examples, pad), device)
+    batch = common.to_device(sm.collate_model_batch(examples, pad), device)
     y = sm.predict(teacher, examples, 64, pad, img)
     torch.manual_seed(0)
     student = sm.build_model(meta["model"], "imdb", device).train()

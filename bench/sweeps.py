@@ -1,4 +1,5 @@
-"""Named sweeps: the commands behind the results tables, defined once (data, and two small constructors: a UIMER row, a table).
+"""Named sweeps: the commands behind the results tables, defined once (data, and two small constructors: a UIMER
+row, a table).
 
 `bench/sweep.py NAME` runs a sweep, `bench/sweep.py --print-commands NAME` prints its shell commands (the
 README's command blocks come from there), `bench/table.py NAME` prints its table. A sweep is a dict:

@@ -471,12 +471,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def synchronize(device: torch.device | str) -> None:
-    """Wait for the device's queued work (for timing); nothing on the CPU."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def to_device(batch: dict, device: torch.device | str | None) -> dict:
     """The batch's tensors on `device` (nested dicts too); other values as they are."""
     if device is None:

@@ -710,6 +710,7 @@ SWEEP_NAME = Domain(f"a named sweep ({', '.join(named_sweeps.SWEEPS)})", _named_
 SLUG = Domain("a simple name: lower-case letters, digits and single '-' inside", _slug_name)
 METRIC_KEY = Domain("a dotted path of keys, e.g. test or test.accuracy", _metric_key)
 COLUMNS = Domain("comma-separated distinct column names of the sweep", names_list())
+ROWS = Domain("comma-separated distinct row names of the sweep", names_list())
 MINUTES = Domain("minutes or a SLURM time (M:S, H:M:S, D-H, D-H:M, D-H:M:S), > 0", _positive(parse_minutes))
 MEM = Domain("a size such as 16G or 500M, > 0", _positive(parse_mem_gb))
 SBATCH = Domain("KEY=VALUE (an sbatch option without its --)", key_value)
@@ -738,6 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "median [q25:q75] over seeds (default: mean) [mean or median]")
     add(p, "--columns", domain=COLUMNS, help="run only the jobs of these table columns (e.g. \"NLI 100\"); jobs.json "
         "still lists every job, so the table shows the others as not run")
+    add(p, "--rows", domain=ROWS, help="run only the jobs of these table rows (e.g. \"BaseModel,DM one-pass\"), in "
+        "this order; with --columns, their cells")
     add(p, "--extra-args", default="", domain=SHELL_ARGS, help="arguments appended to every command (e.g. a quick "
         "check: \"--max-epochs 1\"); part of each job's command")
     add(p, "--root", default="runs/sweeps", domain=OUT_DIR, help="sweeps run in <root>/<sweep>/<job id>/ (default: "
@@ -839,10 +842,19 @@ def main(argv=None) -> int:
         unknown = [c for c in args.columns if c not in sweep["columns"]]
         if unknown:
             raise UsageError(f"--columns: {unknown[0]!r} is not a column of {name} ({', '.join(sweep['columns'])})")
-    whole = manifest  # jobs.json lists every job, so the table shows the columns not run here as not run
-    if args.columns:
-        manifest = {**manifest, "jobs": {j: e for j, e in manifest["jobs"].items() if e["column"] in args.columns}}
-        jobs = [j for j in jobs if j["column"] in args.columns]
+    if args.rows:
+        names = [r["name"] for r in sweep["rows"]]
+        unknown = [r for r in args.rows if r not in names]
+        if unknown:
+            raise UsageError(f"--rows: {unknown[0]!r} is not a row of {name} ({', '.join(names)})")
+    whole = manifest  # jobs.json lists every job, so the table shows the cells not run here as not run
+    if args.columns or args.rows:
+        keep = [j for j in jobs if (not args.columns or j["column"] in args.columns)
+                and (not args.rows or j["row"] in args.rows)]
+        if args.rows:  # in the order the rows were given (stable within a row)
+            keep.sort(key=lambda j: args.rows.index(j["row"]))
+        jobs = keep
+        manifest = {**manifest, "jobs": {j["id"]: manifest["jobs"][j["id"]] for j in jobs}}
     if args.dry_run:
         dry_run(manifest, sweep_dir, args, threads)
         return 0

@@ -10,8 +10,12 @@ Sections, in order:
   explanations             per-word attributions of a trained model (integrated gradients, the method's own) against
                            the human rationale: explanations.jsonl and plausibility (an evaluation every method runs)
   readers                  data locations and the readers more than one method uses (IMDB, ERASER Movie Reviews)
-  UIMER                    what the three UIMER files (uimer_im.py, uimer_gb.py, uimer_dm.py) share, and only they:
-                           SNIPS and e-SNLI, n-shot samplers, Table 5 rationales, the run skeleton
+  UIMER                    the data of the three UIMER files (uimer_im.py, uimer_gb.py, uimer_dm.py), and only they:
+                           SNIPS and e-SNLI, n-shot samplers, Table 5 rationales, their paper tables' lookup
+
+Each method file's docstring names the sections it uses (a test keeps that list true). The run itself (seeding,
+data, run directory, model, epoch loop, test evaluation, results) is written out in each method file; this file
+holds the plumbing those steps call.
 
 Rules: no method math lives here (no attribution, no L_int), nothing reads global arguments, importing it changes
 nothing (no environment variables, no global settings), and everything used by one method file alone lives in
@@ -174,8 +178,9 @@ DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 def field(default=dataclasses.MISSING, *, help: str, domain: Domain | None = None, choices: Sequence | None = None,
           aliases: Sequence[str] = (), **kw):
-    """A dataclass field carrying its --help text, its domain (checked at parsing and again after defaults are
-    filled from the paper tables), for enumerated flags its choices, and older flag spellings. A default of None
+    """A dataclass field carrying its --help text, its domain (checked once, by check_args(), after the defaults
+    are filled in) or, for an enumerated flag, its choices (checked at parsing), and other spellings of the flag.
+    A default of None
     means "not given" (filled later from the paper tables or the task); an explicit value, 0 included, is kept."""
     meta = {"help": help, "domain": domain, "choices": choices, "aliases": list(aliases)}
     if isinstance(default, (list, dict)):
@@ -184,22 +189,23 @@ def field(default=dataclasses.MISSING, *, help: str, domain: Domain | None = Non
 
 
 def _converter(kind: type, domain: Domain | None):
+    """Text -> int / float / str. Only the type is read here (a word where a number belongs is a parse error); the
+    value is checked against its domain once, by check_args()."""
     def convert(text: str):
         try:
-            value = kind(text)
+            return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {domain.text if domain else kind.__name__}, got {text!r}")
-        msg = domain.error(value) if domain else None
-        if msg:
-            raise argparse.ArgumentTypeError(msg)
-        return value
+            raise argparse.ArgumentTypeError(f"must be {domain.text if domain else kind.__name__}, "
+                                             f"got {text!r}") from None
     convert.__name__ = kind.__name__
     return convert
 
 
 def parse_dataclass(cls, argv: Sequence[str] | None, prog: str, description: str = ""):
-    """argparse built from a dataclass: `--flag-name` per field, help (with the domain) from metadata, every given
-    value checked against its domain or choices. bool fields become --flag/--no-flag."""
+    """argparse built from a dataclass: `--flag-name` per field, help (with the domain) from metadata. An
+    enumerated flag's value is checked here, against its choices (its defaults are choices by construction);
+    every other value is converted to its type here and checked against its domain once, by check_args(), after
+    the defaults are filled in. bool fields become --flag/--no-flag."""
     parser = _OneLineParser(prog=prog, description=description,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
@@ -221,15 +227,13 @@ def parse_dataclass(cls, argv: Sequence[str] | None, prog: str, description: str
 
 
 def check_args(args) -> None:
-    """Every field against its domain and choices, after the paper-table defaults are filled in: one UsageError
-    naming the flag. Call at the end of each script's resolve(), before anything is loaded."""
+    """Every field against its domain, once, after the defaults are filled in: one UsageError naming the flag.
+    Each script's resolve() calls it before anything is loaded; what runs after trusts the values."""
     for f in dataclasses.fields(args):
         value, meta = getattr(args, f.name), f.metadata or {}
         if value is None or isinstance(value, bool):
             continue
         flag = "--" + f.name.replace("_", "-")
-        if meta.get("choices") is not None and value not in meta["choices"]:
-            raise UsageError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
         msg = meta["domain"].error(value) if meta.get("domain") else None
         if msg:
             raise UsageError(f"{flag} {msg}")
@@ -255,13 +259,9 @@ SEEDS_DOMAIN = IntList(0, 2**32 - 1)
 
 
 def parse_seeds(text: str | None, default: int) -> list[int]:
-    """'55,1988,12333,42' -> [55, 1988, 12333, 42] (distinct, checked by the SEEDS domain); None -> [default]."""
-    if text in (None, ""):
-        return [default]
-    msg = SEEDS_DOMAIN.error(text)
-    if msg:
-        raise UsageError(f"--seeds {msg}")
-    return _int_list(text)
+    """'55,1988,12333,42' -> [55, 1988, 12333, 42] (already checked by check_args against SEEDS_DOMAIN);
+    None -> [default]."""
+    return [default] if text in (None, "") else _int_list(text)
 
 
 # ===================================================================================================
@@ -455,16 +455,16 @@ class Timer:
 # Devices and models: --device, offline encoder loading, the task model, saved models
 # ===================================================================================================
 def resolve_device(name: str) -> torch.device:
-    """--device -> torch.device. On CUDA, the deterministic settings torch offers are switched on (cuDNN
-    deterministic, no autotuning, deterministic algorithms where they exist, a fixed cuBLAS workspace)."""
-    if not DEVICE.ok(name):
-        raise UsageError(f"--device must be {DEVICE_HELP}, got {name!r}")
+    """--device (already checked against DEVICE) -> torch.device, if this machine has it. On CUDA, the deterministic
+    settings torch offers are switched on (cuDNN deterministic, no autotuning, deterministic algorithms where they
+    exist, a fixed cuBLAS workspace)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); "
+                             "use --device cpu")
         if (device.index or 0) >= torch.cuda.device_count():
             raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
@@ -566,7 +566,7 @@ def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_
                     is_split_into_words=True, truncation=True, max_length=max_len)
     seq_ids, word_ids = enc.sequence_ids(), enc.word_ids()
     rationale, word_index, seen, word_of_piece = [], [], set(), []
-    for pos, (s, w) in enumerate(zip(seq_ids, word_ids)):
+    for pos, (s, w) in enumerate(zip(seq_ids, word_ids, strict=True)):
         word_of_piece.append(-1 if s is None or w is None else w if s == 0 else len(words) + w)
         if s is None or w is None:
             rationale.append(0)
@@ -744,11 +744,13 @@ def content_mask(batch: dict, special_ids: torch.Tensor) -> torch.Tensor:
 # ===================================================================================================
 def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: int = 0,
                    weight_decay: float = 0.0, params: Iterable | None = None):
-    """AdamW (eps 1e-8) + linear schedule with warm-up, as UIMER (transformers' get_linear_schedule_with_warmup)."""
+    """AdamW (eps 1e-8) + linear schedule with warm-up, as UIMER (transformers' get_linear_schedule_with_warmup).
+    The multi-tensor (foreach) update, on the CPU too: the same numbers as the per-tensor loop, fewer passes over
+    the 12M-parameter embedding matrix (tests/test_common.py compares them bitwise)."""
     from transformers import get_linear_schedule_with_warmup
     opt = torch.optim.AdamW(list(params) if params is not None else
                             [p for p in model.parameters() if p.requires_grad], lr=lr, eps=1e-8,
-                            weight_decay=weight_decay)
+                            weight_decay=weight_decay, foreach=True)
     sched = get_linear_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
     return opt, sched
 
@@ -831,7 +833,7 @@ class EarlyStopping:
 def accuracy(gold: Sequence, pred: Sequence) -> float:
     if not gold:
         return float("nan")
-    return float(np.mean([g == p for g, p in zip(gold, pred)]))
+    return float(np.mean([g == p for g, p in zip(gold, pred, strict=True)]))
 
 
 def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
@@ -1177,7 +1179,8 @@ DATA_LAYOUTS = {
     "eraser_movies": ("eraser_movies/{train,val,test}.jsonl + eraser_movies/docs/<docid>",
                       "https://www.eraserbenchmark.com/ (movies.tar.gz)"),
     "mlqe_pe": ("mlqe_pe/data/direct-assessments/{train,dev,test}/<pair>-<split>.tar.gz (each holding a "
-                "*.df.short.tsv with original, translation, z_mean)", "https://github.com/sheffieldnlp/mlqe-pe (data/)"),
+                "*.df.short.tsv with original, translation, z_mean)",
+                "https://github.com/sheffieldnlp/mlqe-pe (data/)"),
     "cifar100": ("cifar100/ (a `datasets` DatasetDict saved with save_to_disk: splits train/test, columns img, "
                  "fine_label)", "https://huggingface.co/datasets/uoft-cs/cifar100"),
     "sst2": ("sst2/stsa.binary.{train,dev,test} ('<label> <tokenised sentence>' per line, label 0/1)",
@@ -1343,7 +1346,7 @@ def read_snips(data_dir: Path, split: str) -> list[dict]:
     slots = set(_read_lines(d / "slot_label.txt", strip_bom=True)) - {"PAD", "UNK", ""} \
         if (d / "slot_label.txt").is_file() else None
     out = []
-    for i, (w, t, y) in enumerate(zip(words_l, tags_l, label_l)):
+    for i, (w, t, y) in enumerate(zip(words_l, tags_l, label_l, strict=True)):
         words, tags, y = w.split(), t.split(), y.strip()
         if not words:
             raise DataError("empty sentence", sd / "seq.in", i + 1)
@@ -1423,16 +1426,11 @@ def read_esnli(data_dir: Path, split: str) -> list[dict]:
 
 
 # --- n-shot sampling, replaying the UIMER code: `random.seed(seed); random.shuffle(train)` then counting.
-# random.Random(seed).shuffle(x) draws exactly what random.seed(seed); random.shuffle(x) draws.
-def _check_shots(n: int) -> None:
-    if n <= 0:
-        raise UsageError(f"--shots must be a positive integer or 'full', got {n}")
-
-
+# random.Random(seed).shuffle(x) draws exactly what random.seed(seed); random.shuffle(x) draws. The samplers trust
+# n (>= 1, checked with its flag) and the pool (large enough: load_uimer_task checks it against --allow-smaller).
 def sample_intent_shots(intents: Sequence[str], n: int, seed: int) -> list[int]:
     """IC n-shot: shuffle, walk, keep an example while its intent has fewer than n; stop when every
     intent has exactly n. Returns indices into `intents` (in the shuffled order)."""
-    _check_shots(n)
     order = list(range(len(intents)))
     random.Random(seed).shuffle(order)
     need = {y: n for y in set(intents)}
@@ -1454,7 +1452,6 @@ def sample_slot_shots(tag_seqs: Sequence[Sequence[str]], n: int, seed: int) -> l
     """SF n-shot (UIMER `few_shot_slot_filling`): types = every tag of the pool with B-/I- stripped, O
     included. Shuffle; for each example, every token whose type count is still under n increments it; the
     example is kept if any token did. Stop when every type reaches n (token counts, not mentions)."""
-    _check_shots(n)
     types = sorted({slot_type(t) for tags in tag_seqs for t in tags})
     count = {t: 0 for t in types}
     order = list(range(len(tag_seqs)))
@@ -1476,17 +1473,11 @@ def sample_slot_shots(tag_seqs: Sequence[Sequence[str]], n: int, seed: int) -> l
 
 def sample_first_n(num_examples: int, n: int, skip: int = 1) -> list[int]:
     """NLI as the UIMER code: the first n train rows after skipping `skip` (its reader drops data row 0)."""
-    _check_shots(n)
-    if skip + n > num_examples:
-        raise UsageError(f"--train-size {n} is larger than the {num_examples - skip} highlighted e-SNLI rows available")
-    return list(range(skip, skip + n))
+    return list(range(skip, min(skip + n, num_examples)))
 
 
 def sample_random_n(num_examples: int, n: int, seed: int) -> list[int]:
-    """n examples drawn without replacement by an RNG seeded with `seed`."""
-    _check_shots(n)
-    if n > num_examples:
-        raise UsageError(f"asked for {n} examples but only {num_examples} are available")
+    """n examples drawn without replacement by an RNG seeded with `seed` (all of them if n > num_examples)."""
     order = list(range(num_examples))
     random.Random(seed).shuffle(order)
     return order[:n]
@@ -1505,9 +1496,10 @@ IC_KEYWORDS = {
 }
 
 
-# SF: the 28 regular expressions of UIMER Table 5 (lower), as the original code ships them (tests/fixtures/regexes_sf.json),
-# except no. 28, whose `\bhere` the original wrote in a non-raw string (a backspace, never matching); here
-# it is the word boundary the paper prints. Groups named rationale* mark rationale words, none* context.
+# SF: the 28 regular expressions of UIMER Table 5 (lower), as the original code ships them
+# (tests/fixtures/regexes_sf.json), except no. 28, whose `\bhere` the original wrote in a non-raw string (a
+# backspace, never matching); here it is the word boundary the paper prints. Groups named rationale* mark rationale
+# words, none* context.
 SF_REGEXES = [
     r".*(?P<rationale>find|looking for|show|download|get) (?P<rationale1>me) (?P<rationale2>a|the).*(called).*",
     r".*(?P<none>[0-5]|zero|one|two|three|four|five) (?P<rationale>points|stars).*",
@@ -1583,11 +1575,16 @@ def rationale_stats(examples: Sequence[dict]) -> dict:
             "n_without_rationale": int(none), "n_only_rationale": int(only)}
 
 
-def shots_shortfall(task: str, pool: Sequence[dict], n: int) -> dict:
+def shots_shortfall(task: str, pool: Sequence[dict], n: int, labels: Sequence[str] = ()) -> dict:
     """Classes (ic: intents; sf: slot types, token counts as the sampler counts them) of which the pool holds fewer
-    than n, with what it holds: an n-shot set cannot be drawn for them."""
+    than n, with what it holds: an n-shot set cannot be drawn for them. `labels` (the task's label list) adds the
+    classes the pool lacks altogether, with 0."""
     from collections import Counter
-    have = Counter(e["intent"] for e in pool) if task == "ic" else Counter(slot_type(t) for e in pool for t in e["tags"])
+    if task == "ic":
+        have, known = Counter(e["intent"] for e in pool), set(labels)
+    else:
+        have, known = Counter(slot_type(t) for e in pool for t in e["tags"]), {slot_type(t) for t in labels}
+    have.update({y: 0 for y in known - set(have)})
     return {y: c for y, c in sorted(have.items()) if c < n}
 
 
@@ -1597,8 +1594,19 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
     """Everything the UIMER scripts need before training, for task ic | sf | nli:
     read the splits, draw the n-shot training subset (its own RNG seeded by `seed`), build word-level
     rationales (IC dictionary, SF regexes, e-SNLI highlights), tokenise and align them to wordpieces.
-    `setting`: shots ('1', '3', 'full', ...) for ic/sf, the number of training pairs for nli.
-    Returns {train, dev, test (encoded examples), labels, train_ids, rationale_stats}."""
+    `setting`: shots ('1', '3', 'full', ...) for ic/sf, the number of training pairs for nli (checked with its
+    flag). Asking for more than a pool holds (shots of a class, training pairs, --dev-size, --max-eval-examples) is
+    a UsageError naming what the pool holds, or with `allow_smaller` a run on what exists, recorded in `shortfall`
+    (split -> what was asked and what was there; {} when nothing was short).
+    Returns {train, dev, test (encoded examples), labels, train_ids, rationale_stats, shortfall}."""
+    shortfall = {}
+
+    def short(split: str, flag: str, asked: int, available: int, what: str, detail: dict | None = None) -> None:
+        shortfall[split] = {"asked": asked, "available": available, **(detail or {})}
+        if not allow_smaller:
+            raise UsageError(f"{flag} {asked}: {what}; pass --allow-smaller to run on what exists (recorded in "
+                             "results.json as `shortfall`)")
+
     if task in ("ic", "sf"):
         raw = {s: read_snips(data_dir, s) for s in ("train", "dev", "test")}
         d = dataset_dir(data_dir, "snips")
@@ -1607,34 +1615,40 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
         else:
             labels = [y for y in _read_lines(d / "slot_label.txt", strip_bom=True) if y and y not in ("PAD", "UNK")] \
                 if (d / "slot_label.txt").is_file() else sorted({t for e in raw["train"] for t in e["tags"]})
-        pool, short = raw["train"], {}
+        pool = raw["train"]
         if setting == "full":
             picked = list(range(len(pool)))
         else:
-            n = check_setting(setting, "--shots")
-            short = shots_shortfall(task, pool, n)
-            if short and not allow_smaller:
-                raise UsageError(f"--shots {n}: the training pool ({len(pool)} sentences) holds fewer than {n} "
-                                 f"of {len(short)} {'intent' if task == 'ic' else 'slot type'}(s), e.g. "
-                                 f"{next(iter(short))!r}: {next(iter(short.values()))}; pass --allow-smaller to "
-                                 "train on what exists (recorded in results.json)")
+            n = int(setting)
+            few = shots_shortfall(task, pool, n, labels)
+            if few:
+                kind = "intent" if task == "ic" else "slot type"
+                missing = [y for y, c in few.items() if c == 0]
+                short("train", "--shots", n, min(few.values()),
+                      f"the training pool ({len(pool)} sentences) holds fewer than {n} of {len(few)} {kind}(s): "
+                      + (f"none of {', '.join(map(repr, missing[:5]))}" + ("..." if len(missing) > 5 else "")
+                         if missing else f"e.g. {next(iter(few))!r}: {next(iter(few.values()))}"),
+                      {"per_class": few})
             picked = (sample_intent_shots([e["intent"] for e in pool], n, seed) if task == "ic"
                       else sample_slot_shots([e["tags"] for e in pool], n, seed))
     elif task == "nli":
         raw = {s: read_esnli(data_dir, s) for s in ("train", "dev", "test")}
         labels = list(NLI_LABELS)
-        n = check_setting(setting, "--train-size")
+        n = int(setting)
         available = len(raw["train"]) - (1 if nli_sample == "first" else 0)
-        short = {"pairs": available} if n > available else {}
-        if short and not allow_smaller:
-            raise UsageError(f"--train-size {n} is larger than the {available} highlighted e-SNLI training pairs "
-                             "available; pass --allow-smaller to train on all of them (recorded in results.json)")
-        n = min(n, available)
+        if n > available:
+            short("train", "--train-size", n, available,
+                  f"only {available} highlighted e-SNLI training pairs are available")
         picked = (sample_first_n(len(raw["train"]), n) if nli_sample == "first"
                   else sample_random_n(len(raw["train"]), n, seed))
     else:
         raise UsageError(f"unknown task {task!r} (choose ic, sf or nli)")
+    for split, flag, n in (("dev", "--dev-size", dev_size), ("dev", "--max-eval-examples", max_eval_examples),
+                           ("test", "--max-eval-examples", max_eval_examples)):
+        if n is not None and n > len(raw[split]) and split not in shortfall:
+            short(split, flag, n, len(raw[split]), f"the {split} set holds {len(raw[split])} examples")
     label_id = {y: i for i, y in enumerate(labels)}
+    special = set(tokenizer.all_special_ids)
 
     def enc(e: dict, index: int) -> dict:
         if task == "nli":
@@ -1648,7 +1662,6 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
                 out["label"] = label_id[e["intent"]]
             else:
                 out["tags"] = [label_id[t] for t in e["tags"][:len(out["word_index"])]]
-        special = set(tokenizer.all_special_ids)
         out["content"] = [int(t not in special) for t in out["input_ids"]]
         out.update(index=index, id=e["id"])
         return out
@@ -1661,64 +1674,7 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
         evals[s] = [enc(e, k) for k, e in enumerate(rows)]
     return {"train": train, "dev": evals["dev"], "test": evals["test"], "labels": labels,
             "train_ids": [raw["train"][i]["id"] for i in picked], "rationale_stats": rationale_stats(train),
-            "shortfall": short}
-
-
-def check_setting(value: str, flag: str) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{flag} must be a positive integer" + (" or 'full'" if flag == "--shots" else "")
-                         + f", got {value!r}") from None
-    if n <= 0:
-        raise UsageError(f"{flag} must be positive, got {n}")
-    return n
-
-
-@dataclasses.dataclass
-class UimerArgs:
-    """The flags every UIMER file has; each file's `Args(UimerArgs)` adds its method's flags (docs/uimer.md)."""
-    # --- task and data
-    task: str = field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
-                      choices=["ic", "sf", "nli"])
-    shots: str = field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
-                       domain=SHOTS)
-    train_size: int = field(100, help="nli: number of training pairs (paper: 100 or 500)",
-                            domain=POSITIVE)
-    nli_sample: str = field("first", help="nli training pairs: the first N rows (original) or N drawn with the "
-                            "seed", choices=["first", "random"])
-    allow_smaller: bool = field(False, help="if the training pool holds fewer examples than asked (e.g. --shots "
-                                "5 where an intent has 2), train on what exists instead of stopping with an "
-                                "error (recorded in results.json as `shortfall`)")
-    max_len: int | None = field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)", domain=MAX_LEN)
-    dev_size: int | None = field(None, help="select the model on the first N dev examples only (the same for "
-                                 "every run; the test set stays whole); default: the whole dev set",
-                                 domain=POSITIVE)
-    max_eval_examples: int | None = field(None, help="evaluate on the first N dev and test examples only (quick "
-                                          "checks; the paper uses all)", domain=POSITIVE)
-    data_dir: str | None = field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the data/ "
-                                 "folder beside common.py)", domain=EXISTING_DIR)
-    # --- optimisation (unset: the method's paper table for the setting, PAPER_TABLE in its file)
-    alpha: float | None = field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)", domain=Float(0))
-    lr: float | None = field(None, help="AdamW learning rate", domain=Float(0, lo_open=True))
-    batch_size: int | None = field(None, help="training batch size", domain=POSITIVE)
-    max_epochs: int | None = field(None, help="maximum epochs", domain=POSITIVE)
-    patience: int | None = field(None, help="early stopping: stop after this many epochs without a better dev "
-                                 "score (0: after the first such epoch)", domain=COUNT)
-    dropout: float | None = field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
-                                  domain=PROBABILITY)
-    # --- run
-    model: str = field(DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
-                       "Face cache or a local folder", domain=TEXT)
-    seed: int = field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
-                      domain=SEED)
-    seeds: str | None = field(None, help="comma-separated seeds: run each, report mean +- std",
-                              domain=SEEDS_DOMAIN)
-    out_dir: str = field("runs", help="run directories go to <out-dir>/<script>/<name>/", domain=OUT_DIR)
-    device: str = field("auto", help=DEVICE_HELP, domain=DEVICE)
-    eval_batch_size: int = field(128, help="evaluation batch size", domain=POSITIVE)
-    save_model: bool = field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
-                             "head.safetensors, model_card.md)")
+            "shortfall": shortfall}
 
 
 def paper_table(table: str) -> list[list[str]]:
@@ -1727,151 +1683,23 @@ def paper_table(table: str) -> list[list[str]]:
     return [r.replace("(*)", "").split() for r in table.strip().splitlines()[1:]]
 
 
-def listed_setting(rows: list[list[str]], task: str, setting: str) -> str:
-    """The table's setting for `setting`: itself if listed, else the nearest smaller listed one (e.g. 5 -> 3)."""
+def listed_setting(rows: list[list[str]], task: str, setting: str) -> str | None:
+    """The table's setting for `setting`: itself if listed, else the nearest smaller listed one (e.g. 5 -> 3), else
+    the smallest listed; None when the table has no row for the task or the setting is not a setting (the flag's
+    own check reports that)."""
     listed = sorted({int(r[1]) for r in rows if r[0] == task and r[1] != "full"})
-    if setting != "full" and setting.isdigit() and int(setting) not in listed:
-        return str(max([n for n in listed if n <= int(setting)] or listed[:1]))
-    return setting
-
-
-def uimer_setting(args) -> str:
-    """--shots for ic/sf, --train-size for nli (as a string)."""
-    return str(args.train_size) if args.task == "nli" else args.shots
-
-
-def legacy_warmup(argv: list[str], words: Sequence[str]) -> list[str]:
-    """The previous release's spelling `--warmup-epochs WORD` (WORD in `words`: paper, converge, frac<f>) becomes
-    `--warmup WORD` (frac<f>: `--warmup fraction --warmup-fraction f`), with a note on stderr. Kept for one release."""
-    out, i = [], 0
-    while i < len(argv):
-        flag, value = (argv[i].split("=", 1) + [None])[:2] if argv[i].startswith("--warmup-epochs=") else \
-            (argv[i], argv[i + 1] if i + 1 < len(argv) else None)
-        step = 1 if "=" in argv[i] else 2
-        if flag == "--warmup-epochs" and value is not None and any(value.startswith(w) for w in words) \
-                and not value.isdigit():
-            new = ["--warmup", "fraction", "--warmup-fraction", value[4:]] if value.startswith("frac") and \
-                "frac" in words else ["--warmup", value]
-            print(f"note: --warmup-epochs {value} is the previous spelling of {' '.join(new)} (kept for one "
-                  "release)", file=sys.stderr)
-            out += new
-            i += step
-            continue
-        out.append(argv[i])
-        i += 1
-    return out
-
-
-def uimer_run_name(args, variant: str, seed: int) -> str:
-    """<task>-<setting>-<variant>-<seed>, e.g. ic-1shot-uniform-warm1-55; the variant is 'base' when alpha is 0."""
-    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
-    return f"{args.task}-{setting}-{'base' if args.alpha == 0 else variant}-{seed}"
-
-
-def resolve_uimer(args):
-    """The end of every UIMER resolve(), after the paper-table defaults: the task's max length and dropout, every
-    flag against its domain, --max-len against the model's position limit; --device resolved (auto -> cuda or cpu)."""
-    args.device = str(resolve_device(args.device))
-    if args.max_len is None:
-        args.max_len = 128 if args.task == "nli" else 50
-    if args.dropout is None:
-        args.dropout = 0.0 if args.task == "nli" else 0.1
-    check_args(args)
-    check_max_len(args.model, args.max_len)
-    return args
-
-
-def uimer_start(args, seed: int, script: str, name: str, tokenizer) -> dict:
-    """What a UIMER run does before its method: seed every RNG, read the data and draw the n-shot set, claim the
-    run directory (config.json, train_ids.json, log.jsonl), build the task model on the device, batch the dev set.
-    Returns the run's context: data, run (its directory), log, model, metric, pad, dev_batches, setting, timer."""
-    timer = Timer()
-    set_seed(seed)
-    setting = uimer_setting(args)
-    data = load_uimer_task(args.task, resolve_data_dir(args.data_dir), setting, seed, tokenizer, args.max_len,
-                           args.nli_sample, args.max_eval_examples, args.allow_smaller, args.dev_size)
-    run = make_run_dir(args.out_dir, script, name)
-    write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
-    write_json_atomic(run / "train_ids.json", data["train_ids"])
-    model = TaskModel(load_encoder(args.model), args.task, len(data["labels"]), args.dropout).to(args.device)
-    st = data["rationale_stats"]
-    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
-          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
-    return {"data": data, "run": run, "log": JsonlLog(run / "log.jsonl"), "model": model, "setting": setting,
-            "metric": "f1" if args.task == "sf" else "accuracy", "pad": tokenizer.pad_token_id, "timer": timer,
-            "dev_batches": batches(data["dev"], args.eval_batch_size, tokenizer.pad_token_id, sort_by_length=True,
-                                   device=args.device)}
-
-
-def uimer_step(L: torch.Tensor, L_task: torch.Tensor, L_int: torch.Tensor, model: nn.Module, opt, sched,
-               sums: dict, where: str) -> dict:
-    """One optimisation step on L (optimizer_step), L_task and L_int added to the epoch's `sums`. Returns the three
-    losses as floats, for the step's log record."""
-    losses = {"L_task": L_task.item(), "L_int": float(L_int.detach()),
-              "L": optimizer_step(L, model, opt, sched, where)}
-    sums["L_task"] += losses["L_task"]
-    sums["L_int"] += losses["L_int"]
-    return losses
-
-
-def uimer_epoch_end(ctx: dict, stopper, epoch: int, sums: dict, n_steps: int, **tags) -> float:
-    """Dev metric after an epoch, early-stopping bookkeeping (keeps the best model), one log record, one line."""
-    dev = evaluate(ctx["model"], ctx["dev_batches"], ctx["data"]["labels"])[ctx["metric"]]
-    stopper.step(dev, epoch, ctx["model"])
-    ctx["log"](epoch=epoch, **tags, dev=dev, best_dev=stopper.best)
-    where = f"  round {tags['round']:2d}" if "round" in tags else ""
-    print(f"epoch {epoch:3d}{where}  L_task {sums['L_task'] / n_steps:.4f}  L_int {sums['L_int'] / n_steps:.4f}"
-          f"  dev {ctx['metric']} {dev:.4f}  best {stopper.best:.4f}")
-    return dev
+    if setting == "full":
+        return setting if any(r[:2] == [task, "full"] for r in rows) else None
+    if not listed or not str(setting).isdigit():
+        return None
+    n = int(setting)
+    return str(n if n in listed else max([m for m in listed if m <= n] or listed[:1]))
 
 
 def n_with_both(examples: Sequence[dict]) -> int:
     """Examples with at least one rationale and one non-rationale content wordpiece (the ones L_int can use)."""
-    return sum(1 for e in examples if any(r and c for r, c in zip(e["rationale"], e["content"]))
-               and any(c and not r for r, c in zip(e["rationale"], e["content"])))
-
-
-def uimer_finish(ctx: dict, args, stopper, seed: int, method: str, tokenizer, n_int_examples: int, **extra) -> dict:
-    """What a UIMER run does after training: restore the best-dev model, score the test set (predictions.jsonl),
-    write results.json (strict JSON, no paths: the same bytes for the same seed wherever it runs), the model if
-    --save-model, timing.json; release the run directory. `extra`: the method's own results keys."""
-    data, run, model, metric = ctx["data"], ctx["run"], ctx["model"], ctx["metric"]
-    stopper.restore(model)
-    scored = evaluate(model, batches(data["test"], args.eval_batch_size, ctx["pad"], sort_by_length=True,
-                                     device=args.device), data["labels"])
-    test = scored[metric]
-    write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
-    results = {"task": args.task, "setting": ctx["setting"], "seed": seed, "metric": metric, "test": test,
-               "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],
-               "n_train": len(data["train"]), "n_with_both_sets": n_int_examples,
-               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
-               "shortfall": data["shortfall"], **extra}
-    if args.save_model:
-        save_task_model(run / "model", model, tokenizer, {
-            "method": f"{method} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {ctx['setting']}, "
-            f"{len(data['train'])} training examples", "seed": seed, f"test {metric}": round(test, 4),
-            "base model": args.model})
-    write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
-    results["runtime_s"], results["run_dir"] = round(ctx["timer"](), 1), str(run)
-    write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
-    release_run_dir(run)
-    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch {stopper.best_epoch}) "
-          f"-> {run}")
-    return results
-
-
-def uimer_seeds(args, script: str, summary_name: str, train_one_seed: Callable[[int], dict]) -> dict:
-    """Run train_one_seed for --seed, or for each of --seeds and write <name>-seeds/summary.json (mean +- std)."""
-    seeds = parse_seeds(args.seeds, args.seed)
-    runs = [train_one_seed(s) for s in seeds]
-    if len(runs) == 1:
-        return runs[0]
-    agg = aggregate([r["test"] for r in runs])
-    summary = {"metric": runs[0]["metric"], "test": agg, "dev": aggregate([r["dev"] for r in runs]),
-               "seeds": seeds, "runs": runs}
-    write_json_atomic(Path(args.out_dir) / script / f"{summary_name}-seeds" / "summary.json", relative_runs(summary))
-    print(f"test {summary['metric']} over seeds {seeds}: {100 * agg['mean']:.2f} +- {100 * agg['std']:.2f}")
-    return summary
+    return sum(1 for e in examples if any(r and c for r, c in zip(e["rationale"], e["content"], strict=True))
+               and any(c and not r for r, c in zip(e["rationale"], e["content"], strict=True)))
 
 
 def table4_summary(correct: dict[int, bool], aR_gt_aN: dict[int, bool]) -> dict:

@@ -4,6 +4,8 @@ Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EM
 (Sec. 3.1, Eqs. 1-3; Table 2). Interpretation methods: Ghaeini et al. 2019 ("Saliency learning", NAACL) and
 Huang et al. 2021 ("Exploring distantly-labeled rationales in neural network models", ACL).
 Documentation: docs/uimer_gb.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
+common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
+readers; UIMER.
 
     python uimer_gb.py --task ic --shots 1 --variant ghaeini                     # Ghaeini et al. 2019
     python uimer_gb.py --task sf --shots 3 --variant huang --gate --order        # Huang et al. 2021 +Gate+Order
@@ -21,9 +23,11 @@ Equation index
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -54,19 +58,53 @@ nli  500  8e-5    8   50     1     30
 
 
 def paper_defaults(task: str, setting: str) -> dict:
-    """The row of PAPER_TABLE for this setting (a setting the table does not list takes the nearest smaller one)."""
+    """The row of PAPER_TABLE for this setting (a setting the table does not list takes the nearest smaller one);
+    {} when the table has none (the flags' own check, or the missing-value check, then speaks)."""
     rows = common.paper_table(PAPER_TABLE)
     setting = common.listed_setting(rows, task, setting)
     for r in rows:
         if r[:2] == [task, setting]:
             return {"lr": float(r[2]), "batch_size": int(r[3]), "max_epochs": int(r[4]), "alpha": float(r[5]),
                     "patience": int(r[6])}
-    raise common.UsageError(f"no defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
+    return {}
 
 
 @dataclass
-class Args(common.UimerArgs):
-    """The shared UIMER flags (task, data, optimisation, run: common.UimerArgs) and the method's."""
+class Args:
+    """Every flag of uimer_gb.py (`-h` shows each with its domain). Unset (None): filled from PAPER_TABLE for the
+    setting, or from the task."""
+    # --- task and data
+    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
+                             choices=["ic", "sf", "nli"])
+    shots: str = common.field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
+                              domain=common.SHOTS)
+    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)",
+                                   domain=common.POSITIVE)
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with "
+                                   "the seed", choices=["first", "random"])
+    allow_smaller: bool = common.field(False, help="if a pool holds fewer examples than asked (--shots 5 where an "
+                                       "intent has 2, --train-size, --dev-size, --max-eval-examples), run on what "
+                                       "exists instead of stopping with an error (recorded in results.json as "
+                                       "`shortfall`)")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)",
+                                       domain=common.MAX_LEN)
+    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
+                                        "every run; the test set stays whole); default: the whole dev set",
+                                        domain=common.POSITIVE)
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only "
+                                                 "(quick checks; the paper uses all)", domain=common.POSITIVE)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the "
+                                        "data/ folder beside common.py)", domain=common.EXISTING_DIR)
+    # --- optimisation (unset: PAPER_TABLE for the setting)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)",
+                                       domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early stopping: stop after this many epochs without a better "
+                                        "dev score (0: after the first such epoch)", domain=common.COUNT)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
+                                         domain=common.PROBABILITY)
     # --- the method
     variant: str = common.field("ghaeini", help="saliency method: Ghaeini et al. 2019 or Huang et al. 2021",
                                 choices=VARIANTS)
@@ -78,22 +116,51 @@ class Args(common.UimerArgs):
                             "or the embedding-module output after position/type embeddings and LayerNorm (for BERT "
                             "the ghaeini sum over dims is identically 0 w.r.t. inputs-embeds: docs/uimer_gb.md, "
                             "deviation 3)", choices=["inputs-embeds", "embedding-output"])
-    warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)", domain=common.COUNT)
+    warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)",
+                                      domain=common.COUNT)
+    # --- run
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
+                              "Face cache or a local folder", domain=common.TEXT)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
+                             domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=common.SEEDS_DOMAIN)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_gb/<name>/",
+                                domain=common.OUT_DIR)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
+                                    "head.safetensors, model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
     return common.parse_dataclass(Args, argv, prog=f"{SCRIPT}.py", description=__doc__.split("\n")[0])
 
 
+def setting_of(args: Args) -> str:
+    """The Table 2 column: --shots for ic/sf, --train-size for nli (as a string)."""
+    return str(args.train_size) if args.task == "nli" else args.shots
+
+
 def resolve(args: Args) -> Args:
-    """Fill unset values from PAPER_TABLE; check every flag."""
+    """Fill unset values from PAPER_TABLE and the task; check every flag once; resolve --device."""
     if args.variant != "huang" and (args.gate or args.order):
         raise common.UsageError("--gate and --order are variants of --variant huang; add --variant huang")
-    row = paper_defaults(args.task, common.uimer_setting(args))
-    for k in ("lr", "batch_size", "max_epochs", "alpha", "patience"):
+    for k, v in paper_defaults(args.task, setting_of(args)).items():
         if getattr(args, k) is None:
-            setattr(args, k, row[k])
-    return common.resolve_uimer(args)
+            setattr(args, k, v)
+    if args.max_len is None:
+        args.max_len = 128 if args.task == "nli" else 50
+    if args.dropout is None:
+        args.dropout = 0.0 if args.task == "nli" else 0.1
+    common.check_args(args)
+    unset = [k for k in ("lr", "batch_size", "max_epochs", "alpha", "patience") if getattr(args, k) is None]
+    if unset:
+        raise common.UsageError(f"PAPER_TABLE has no row for --task {args.task} at {setting_of(args)}: give "
+                                + ", ".join("--" + k.replace("_", "-") for k in unset))
+    common.check_max_len(args.model, args.max_len)
+    args.device = str(common.resolve_device(args.device))
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -192,17 +259,36 @@ def gb_loss(model: common.TaskModel, batch: dict, args: Args, special_ids: torch
 # Training: one seed end to end
 # ------------------------------------------------------------------------------------------------------
 def run_name(args: Args, seed: int) -> str:
+    """<task>-<setting>-<variant>-<seed>, e.g. ic-1shot-huang-order-55; the variant is 'base' when alpha is 0."""
     variant = args.variant + ("" if args.variant == "ghaeini" else
                               "-" + ("-".join(n for n, on in (("gate", args.gate), ("order", args.order)) if on)
                                      or "base"))
     variant += ("-embout" if args.wrt == "embedding-output" else "") + \
         (f"-warm{args.warmup_epochs}" if args.warmup_epochs else "")
-    return common.uimer_run_name(args, variant, seed)
+    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
+    return f"{args.task}-{setting}-{'base' if args.alpha == 0 else variant}-{seed}"
 
 
 def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
-    ctx = common.uimer_start(args, seed, SCRIPT, run_name(args, seed), tokenizer)
-    data, model, log = ctx["data"], ctx["model"], ctx["log"]
+    timer = common.Timer()
+    common.set_seed(seed)
+    # data: the splits, the n-shot training set (its own RNG seeded by `seed`), rationales aligned to wordpieces
+    data = common.load_uimer_task(args.task, common.resolve_data_dir(args.data_dir), setting_of(args), seed,
+                                  tokenizer, args.max_len, args.nli_sample, args.max_eval_examples,
+                                  args.allow_smaller, args.dev_size)
+    st = data["rationale_stats"]
+    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
+          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
+    # the run directory, claimed for this run: config.json, train_ids.json, log.jsonl
+    run = common.make_run_dir(args.out_dir, SCRIPT, run_name(args, seed))
+    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
+    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
+    log = common.JsonlLog(run / "log.jsonl")
+    # the task model on the device; the dev set batched once (length-sorted, dynamic padding)
+    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+    model = model.to(args.device)
+    pad, metric = tokenizer.pad_token_id, "f1" if args.task == "sf" else "accuracy"
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=args.device)
     gen = torch.Generator().manual_seed(seed)  # the Gate's Bernoulli draws
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
@@ -211,7 +297,7 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
     for epoch in range(args.max_epochs):
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, ctx["pad"], device=args.device,
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, device=args.device,
                                                     shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
             int_on = args.alpha > 0 and epoch >= args.warmup_epochs
             if int_on:
@@ -220,21 +306,60 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            losses = common.uimer_step(L, L_task, L_int, model, opt, sched, sums, f"epoch {epoch}, step {step}")
+            losses = {"L_task": L_task.item(), "L_int": float(L_int.detach()),
+                      "L": common.optimizer_step(L, model, opt, sched, f"epoch {epoch}, step {step}")}
+            sums["L_task"] += losses["L_task"]
+            sums["L_int"] += losses["L_int"]
             log(epoch=epoch, step=step, **losses, int_on=int_on, n_int=n_int)
             step += 1
-        common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, int_on=int_on)
+        # model selection: the dev metric after every epoch; the best model is kept (strict improvement)
+        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
+        stopper.step(dev, epoch, model)
+        log(epoch=epoch, int_on=int_on, dev=dev, best_dev=stopper.best)
+        print(f"epoch {epoch:3d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int "
+              f"{sums['L_int'] / steps_per_epoch:.4f}  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
         if stopper.stop:
             break
-    return common.uimer_finish(ctx, args, stopper, seed, METHOD, tokenizer, common.n_with_both(data["train"]),
-                               epochs_run=epoch + 1, steps=step)
+    # test: the best-dev model scores the test set once; results.json has no paths (same seed, same bytes)
+    stopper.restore(model)
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
+                                                   device=args.device), data["labels"])
+    test = scored[metric]
+    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
+    n_int_examples = common.n_with_both(data["train"])
+    results = {"task": args.task, "setting": setting_of(args), "seed": seed, "metric": metric, "test": test,
+               "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],
+               "n_train": len(data["train"]), "n_with_both_sets": n_int_examples,
+               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
+               "shortfall": data["shortfall"], "epochs_run": epoch + 1, "steps": step}
+    if args.save_model:
+        common.save_task_model(run / "model", model, tokenizer, {
+            "method": f"{METHOD} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {setting_of(args)}, "
+            f"{len(data['train'])} training examples", "seed": seed, f"test {metric}": round(test, 4),
+            "base model": args.model})
+    common.write_json_atomic(run / "results.json", results)
+    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    common.release_run_dir(run)
+    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch "
+          f"{stopper.best_epoch}) -> {run}")
+    return results
 
 
 def main(args: Args) -> dict:
     args = resolve(args)
     tokenizer = common.load_tokenizer(args.model)
-    return common.uimer_seeds(args, SCRIPT, run_name(args, 0).rsplit("-", 1)[0],
-                              lambda seed: train_one_seed(args, seed, tokenizer))
+    seeds = common.parse_seeds(args.seeds, args.seed)
+    runs = [train_one_seed(args, seed, tokenizer) for seed in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    summary = {"metric": runs[0]["metric"], "test": common.aggregate([r["test"] for r in runs]),
+               "dev": common.aggregate([r["dev"] for r in runs]), "seeds": seeds, "runs": runs}
+    common.write_json_atomic(Path(args.out_dir) / SCRIPT / f"{run_name(args, 0).rsplit('-', 1)[0]}-seeds" /
+                             "summary.json", common.relative_runs(summary))
+    print(f"test {summary['metric']} over seeds {seeds}: {100 * summary['test']['mean']:.2f} +- "
+          f"{100 * summary['test']['std']:.2f}")
+    return summary
 
 
 def cli(argv=None) -> int:

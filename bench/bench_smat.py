@@ -64,7 +64,7 @@ def main():
     tok, pad, img = sm.load_processor(args, meta["model"])
     rows = sm.load_splits(sm.resolve(sm.parse_args(["--num-examples", str(a.batch_size)])), data_dir, "student")["train"]
     examples = sm.encode(rows, tok, a.max_len)
-    batch = common.to_device(sm.collate(examples, pad), DEVICE)
+    batch = common.to_device(sm.collate_model_batch(examples, pad), DEVICE)
     y = sm.predict(teacher, examples, 64, pad, img)
     torch.manual_seed(0)
     student = sm.build_model(meta["model"], "imdb", DEVICE).train()

@@ -41,7 +41,8 @@ def real_data() -> Path:
 
 
 SNIPS_TINY = [  # words, tags, intent (real SNIPS sentences, shortened)
-    ("add step to me to the 50 clasicos playlist", "O B-entity_name I-entity_name I-entity_name O O B-playlist I-playlist O", "AddToPlaylist"),
+    ("add step to me to the 50 clasicos playlist",
+     "O B-entity_name I-entity_name I-entity_name O O B-playlist I-playlist O", "AddToPlaylist"),
     ("add this song to my jazz playlist", "O O B-music_item O B-playlist_owner B-playlist O", "AddToPlaylist"),
     ("book a table for two at a pub", "O O O O B-party_size_number O O B-restaurant_type", "BookRestaurant"),
     ("book a reservation at a restaurant in paris", "O O O O O B-restaurant_type O B-city", "BookRestaurant"),
@@ -50,10 +51,12 @@ SNIPS_TINY = [  # words, tags, intent (real SNIPS sentences, shortened)
     ("play some music by queen", "O O O O B-artist", "PlayMusic"),
     ("play the song yesterday on spotify", "O O B-music_item B-track O B-service", "PlayMusic"),
     ("rate this book five stars", "O B-object_select B-object_type B-rating_value B-rating_unit", "RateBook"),
-    ("give the current essay 2 out of 6", "O O B-object_select B-object_type B-rating_value O O B-best_rating", "RateBook"),
+    ("give the current essay 2 out of 6", "O O B-object_select B-object_type B-rating_value O O B-best_rating",
+     "RateBook"),
     ("find the tv show called friends", "O O B-object_type I-object_type O B-object_name", "SearchCreativeWork"),
     ("show me the album called thriller", "O O O B-object_type O B-object_name", "SearchCreativeWork"),
-    ("find movie schedules at the nearest cinema", "O B-movie_type I-movie_type O O B-spatial_relation B-object_location_type", "SearchScreeningEvent"),
+    ("find movie schedules at the nearest cinema",
+     "O B-movie_type I-movie_type O O B-spatial_relation B-object_location_type", "SearchScreeningEvent"),
     ("what films are showing tonight", "O B-movie_type O O B-timeRange", "SearchScreeningEvent"),
 ]
 
@@ -79,7 +82,8 @@ def write_tiny_esnli(root: Path, n: int = 12) -> Path:
     (d / "train_sample_highlights").mkdir(parents=True, exist_ok=True)
     base = [("children smiling and waving at camera", "the kids are *frowning*", "contradiction",
              "children *smiling* and waving at camera"),
-            ("a man plays a guitar on stage", "a man is *playing* *music*", "entailment", "a man *plays* a *guitar* on stage"),
+            ("a man plays a guitar on stage", "a man is *playing* *music*", "entailment",
+             "a man *plays* a *guitar* on stage"),
             ("two dogs run in a field", "the dogs are *chasing* a *ball*", "neutral", "two dogs run in a field")]
     train, evalr = [], []
     for i in range(n):

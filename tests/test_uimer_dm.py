@@ -172,7 +172,8 @@ def test_paper_defaults_match_the_notes_table():
     assert (a.patience, a.warmup_patience, a.warmup, a.warmup_max_epochs) == (3, 7, "converge", 70)
     a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--patience", "2"]))
     assert (a.patience, a.warmup_patience) == (2, 2)
-    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--warmup-patience", "1"]))
+    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round",
+                                  "--warmup-patience", "1"]))
     assert (a.patience, a.warmup_patience) == (3, 1)
 
 

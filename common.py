@@ -7,6 +7,8 @@ Sections, in order:
   batching                 padding to the longest example of a batch, one path for every method
   training utilities       optimiser, evaluation without gradients, early stopping
   metrics                  accuracy, span F1 (conlleval), ROC AUC
+  explanations             per-word attributions of a trained model (integrated gradients, the method's own) against
+                           the human rationale: explanations.jsonl and plausibility (an evaluation every method runs)
   readers                  data locations and the readers more than one method uses (IMDB, ERASER Movie Reviews)
   UIMER                    the data of the three UIMER files (uimer_im.py, uimer_gb.py, uimer_dm.py), and only they:
                            SNIPS and e-SNLI, n-shot samplers, Table 5 rationales, their paper tables' lookup
@@ -552,12 +554,14 @@ def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_
     """Tokenise pre-split words ("[CLS] a [SEP]" or "[CLS] a [SEP] b [SEP]") and carry the word-level
     rationale mask to every wordpiece of the word; [CLS]/[SEP]/pad are never rationale.
     Returns input_ids, token_type_ids, rationale (per wordpiece), word_index (first wordpiece of each word
-    of the first sequence that survived truncation)."""
+    of the first sequence that survived truncation), word_of_piece (per wordpiece: the number of its word among
+    `words + pair_words`, -1 for [CLS]/[SEP]; the wordpiece -> word map the explanations use)."""
     enc = tokenizer(list(words), list(pair_words) if pair_words is not None else None,
                     is_split_into_words=True, truncation=True, max_length=max_len)
     seq_ids, word_ids = enc.sequence_ids(), enc.word_ids()
-    rationale, word_index, seen = [], [], set()
+    rationale, word_index, seen, word_of_piece = [], [], set(), []
     for pos, (s, w) in enumerate(zip(seq_ids, word_ids, strict=True)):
+        word_of_piece.append(-1 if s is None or w is None else w if s == 0 else len(words) + w)
         if s is None or w is None:
             rationale.append(0)
             continue
@@ -567,7 +571,7 @@ def encode_words(tokenizer, words: Sequence[str], word_mask: Sequence[int], max_
             seen.add(w)
             word_index.append(pos)
     return {"input_ids": enc["input_ids"], "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
-            "rationale": rationale, "word_index": word_index}
+            "rationale": rationale, "word_index": word_index, "word_of_piece": word_of_piece}
 
 
 class TaskModel(nn.Module):
@@ -839,6 +843,322 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
         return float("nan")
     from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
+
+
+# ===================================================================================================
+# Explanations: per-word attributions against the human rationale
+# ===================================================================================================
+# Not a method's training math: what every method file runs on its trained model to show where it looks
+# (explanations.jsonl, `plausibility` in results.json, bench/report.py). docs/report.md defines every field.
+EXPLAIN_EXAMPLES = 100  # default of --explain-examples: the first N test examples are explained
+
+
+EXPLAIN_EXAMPLES_HELP = ("write explanations.jsonl for the first N test examples (per-word attributions of "
+                         "integrated gradients and of the method's own explainer, beside the human rationale) "
+                         "and their plausibility in results.json (docs/report.md); 0 = off")
+
+
+IG_STEPS = 20  # m of integrated_gradients(): relative completeness gap 0.4% on the quick config (docs/report.md)
+
+
+IG_MAX_ROWS = 256  # interpolation points held in one forward/backward (examples x steps)
+
+
+IOU_THRESHOLD = 0.5  # ERASER's partial match: a predicted span matches at IOU >= 0.5
+
+
+def word_pieces(word_of_piece: Sequence[int], n_words: int) -> list[list[int]]:
+    """The word -> wordpiece map: per word, the positions of its wordpieces in the encoded input, in order ([] for a
+    word cut by truncation). `word_of_piece`: encode_words()'s wordpiece -> word map (-1: [CLS], [SEP], padding)."""
+    out: list[list[int]] = [[] for _ in range(n_words)]
+    for pos, w in enumerate(word_of_piece):
+        if w >= n_words:
+            raise ValueError(f"wordpiece {pos} belongs to word {w}, but the example has {n_words} words")
+        if w >= 0:
+            out[w].append(pos)
+    return out
+
+
+def word_scores(piece_scores: Sequence[float], pieces: Sequence[Sequence[int]]) -> list[float | None]:
+    """Word score = the SUM of its wordpieces' scores (None for a word cut by truncation). The sum, not the mean or
+    the first piece: attributions are additive, so the word scores of integrated gradients still add up to
+    f(x) - f(x') (completeness) and a word's score does not depend on how many pieces the tokenizer cut it into
+    when its evidence is spread over them; it is also the aggregation of SMaT (App. A) and of REGEX's FRESH
+    rationales. For per-piece probabilities (gates), the sum is the expected number of kept pieces of the word."""
+    return [float(sum(float(piece_scores[p]) for p in ps)) if ps else None for ps in pieces]
+
+
+def word_rationale(piece_rationale: Sequence[int], pieces: Sequence[Sequence[int]]) -> list[int | None]:
+    """The human rationale per word, 0/1, from encode_words()'s per-wordpiece rationale (every piece of a rationale
+    word is marked); None for a word cut by truncation."""
+    return [int(bool(piece_rationale[ps[0]])) if ps else None for ps in pieces]
+
+
+def average_precision(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Token-level average precision of `scores` against the 0/1 `labels`: AP = sum_n (R_n - R_{n-1}) P_n over the
+    distinct score thresholds from the highest down (tied scores enter together), which is scikit-learn's
+    average_precision_score and ERASER's `average_precision` (DeYoung et al., ACL 2020; ferret's AUPRC is the
+    trapezoid area under the same curve, another number). None without a positive label."""
+    y, s = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
+    n_pos = y.sum()
+    if n_pos == 0:
+        return None
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the last position of each run of tied scores
+    tp = np.cumsum(y)[last]
+    precision, recall = tp / (last + 1), tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def top_k(scores: Sequence[float], k: int) -> list[int]:
+    """The positions of the k highest scores, in sentence order; a tie goes to the earlier word (stable sort)."""
+    return sorted(np.argsort(-np.asarray(scores, dtype=float), kind="stable")[:k].tolist())
+
+
+def spans(mask: Sequence[int]) -> list[tuple[int, int]]:
+    """The maximal runs of 1s of a 0/1 mask as [start, end) (end exclusive, as ERASER's token spans)."""
+    out, start = [], None
+    for i, m in enumerate(list(mask) + [0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def token_f1(rationale: Sequence[int], scores: Sequence[float]) -> float:
+    """Token F1 at the rationale's length (ERASER's token-level F1 of a hard rationale, ferret's token_f1 with
+    top-k): the predicted rationale is the top-k words, k = the number of rationale words. With as many predicted
+    as gold words, precision = recall = F1 = |top-k & rationale| / k."""
+    k = int(sum(rationale))
+    return sum(rationale[i] for i in top_k(scores, k)) / k
+
+
+def iou_f1(rationale: Sequence[int], scores: Sequence[float], threshold: float = IOU_THRESHOLD) -> dict:
+    """ERASER's IOU F1 (DeYoung et al., "ERASER: A Benchmark to Evaluate Rationalized NLP Models", ACL 2020, Sec. 5:
+    "for two spans, [IOU] is the size of the overlap of the tokens they cover divided by the size of their union";
+    a prediction is a match when its IOU with a ground-truth span reaches the threshold, 0.5), as its code computes it
+    (rationale_benchmark/metrics.py, partial_match_score): the predicted spans are the maximal runs of the top-k words
+    (k = the number of rationale words), the gold spans the runs of the rationale; a predicted span matches when its
+    best IOU with a gold span is >= threshold; precision = matches / predicted spans, recall = matches / gold spans,
+    F1 their harmonic mean (0 when either is 0). Returns {f1, matched, n_pred, n_gold} (the counts give the micro
+    average over examples)."""
+    pred = [0] * len(rationale)
+    for i in top_k(scores, int(sum(rationale))):
+        pred[i] = 1
+    P, G = spans(pred), spans(rationale)
+    matched = 0
+    for a, b in P:
+        best = max((max(0, min(b, d) - max(a, c)) / (max(b, d) - min(a, c)) for c, d in G), default=0.0)
+        matched += best >= threshold
+    p, r = matched / len(P) if P else 0.0, matched / len(G) if G else 0.0
+    return {"f1": 2 * p * r / (p + r) if p and r else 0.0, "matched": matched, "n_pred": len(P), "n_gold": len(G)}
+
+
+def example_plausibility(rationale: Sequence[int | None], scores: Sequence[float | None]) -> tuple[dict | None, str]:
+    """One example's agreement with the human rationale, over the words the model saw (rationale and score not
+    None): ({ap, token_f1, iou_f1, iou: iou_f1()'s counts}, 'used'), or (None, why): 'no rationale' (no rationale
+    word: nothing to find), 'all rationale' (every word is rationale: nothing to rank)."""
+    seen = [(r, s) for r, s in zip(rationale, scores, strict=True) if r is not None and s is not None]
+    y, s = [r for r, _ in seen], [s for _, s in seen]
+    if sum(y) == 0:
+        return None, "no rationale"
+    if sum(y) == len(y):
+        return None, "all rationale"
+    iou = iou_f1(y, s)
+    return {"ap": average_precision(y, s), "token_f1": token_f1(y, s), "iou_f1": iou["f1"], "iou": iou}, "used"
+
+
+def summarise_plausibility(per_example: Sequence[dict]) -> dict:
+    """The mean over examples of each example's ap, token_f1 and iou_f1 (ERASER's average_precision and
+    instance-macro token F1 are such means), ERASER's micro IOU F1 from the summed counts, and n; None where no
+    example was usable."""
+    if not per_example:
+        return {"token_ap": None, "token_f1": None, "iou_f1": None, "iou_f1_micro": None, "n": 0}
+    m = sum(e["iou"]["matched"] for e in per_example)
+    n_pred, n_gold = sum(e["iou"]["n_pred"] for e in per_example), sum(e["iou"]["n_gold"] for e in per_example)
+    p, r = m / n_pred if n_pred else 0.0, m / n_gold if n_gold else 0.0
+    return {"token_ap": float(np.mean([e["ap"] for e in per_example])),
+            "token_f1": float(np.mean([e["token_f1"] for e in per_example])),
+            "iou_f1": float(np.mean([e["iou_f1"] for e in per_example])),
+            "iou_f1_micro": 2 * p * r / (p + r) if p and r else 0.0, "n": len(per_example)}
+
+
+def target_batch(batch: dict, target: torch.Tensor) -> dict:
+    """The batch with `target` in place of its gold: `label` (B,) for classes, `tags` (B, W) for sf."""
+    return {**batch, ("tags" if "tags" in batch else "label"): target}
+
+
+def predict_target(model: TaskModel, batch: dict) -> tuple[torch.Tensor, list, list[float]]:
+    """The model's prediction as a target tensor (class ids (B,), or Viterbi tag ids (B, W) zero-padded), as a list,
+    and its probability: softmax p(y_hat|x), or the CRF's p(y_hat_1..n|x) of the whole decoded sequence (sf).
+    Under no_grad, not inference_mode: the target indexes the gradient passes of the explainers."""
+    with torch.no_grad():
+        scores = model(batch)
+        pred = model.predict(scores, batch)
+        if "tags" in batch:
+            target = torch.zeros_like(batch["tags"])
+            for b, seq in enumerate(pred):
+                target[b, :len(seq)] = torch.tensor(seq, dtype=target.dtype)
+        else:
+            target = torch.tensor(pred, dtype=torch.long, device=batch["input_ids"].device)
+        p = model.gold_log_likelihood(scores, target_batch(batch, target)).exp().tolist()
+    return target, pred, p
+
+
+def ig_baseline(model: TaskModel, batch: dict, content: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """x' of integrated gradients: the [PAD] embedding at every word's wordpiece (`content`, (B, L) bool), while
+    [CLS], [SEP] and padding keep their own embedding (so their attribution is exactly 0). [PAD], not zeros: it is
+    the model's own "no token here" input, what it sees at every padded position, whereas the zero vector is no
+    input it was ever trained on (MiniLM's [PAD] embedding is not zero; captum's BERT tutorial uses [PAD] too)."""
+    ids = torch.where(content, torch.full_like(batch["input_ids"], pad_id), batch["input_ids"])
+    return model.embed(ids)
+
+
+def integrated_gradients(model: TaskModel, batch: dict, target: torch.Tensor, content: torch.Tensor, pad_id: int,
+                         steps: int = IG_STEPS, max_rows: int = IG_MAX_ROWS) -> tuple[torch.Tensor, ...]:
+    """Integrated gradients (Sundararajan et al. 2017) w.r.t. the word embeddings x = model.embed(input_ids) (B, L, H):
+        a_l = sum_h (x - x')_lh * 1/m sum_{k=1..m} d f(x' + (k - 1/2)/m (x - x')) / d x_lh   (midpoint rule, m = steps)
+    f = log p(target | x) = model.gold_log_likelihood with `target` as gold: the log-softmax of the target class, or
+    for sf the CRF log-likelihood of the target tag sequence (the same quantity the task loss uses); x' =
+    ig_baseline(). The model must be in eval() mode (no dropout). The m points of several examples go through ONE
+    forward/backward (max_rows rows at a time). Completeness: sum_l a_l = f(x) - f(x') up to the midpoint rule's error.
+    Returns (a (B, L) detached, f(x) (B,), f(x') (B,))."""
+    with torch.no_grad():
+        e = model.embed(batch["input_ids"])
+        e0 = ig_baseline(model, batch, content, pad_id)
+    B, L, H = e.shape
+    tb = target_batch(batch, target)
+    rows = {k: v for k, v in tb.items() if torch.is_tensor(v) and v.dim() >= 1 and v.size(0) == B}
+    alphas = (torch.arange(steps, dtype=e.dtype, device=e.device) + 0.5) / steps
+    per, out = max(1, max_rows // steps), []
+    for s in range(0, B, per):
+        n, diff = min(per, B - s), e[s:s + per] - e0[s:s + per]
+        x = (e0[s:s + per, None] + alphas[None, :, None, None] * diff[:, None]).reshape(n * steps, L, H)
+        x.requires_grad_(True)
+        sub = {k: v[s:s + per].repeat_interleave(steps, 0) for k, v in rows.items()}
+        with torch.enable_grad():
+            f = model.gold_log_likelihood(model(sub, inputs_embeds=x), sub)
+            (g,) = torch.autograd.grad(f.sum(), x)  # row r's gradient is d f_r / d x_r: rows are independent
+        out.append((diff * g.view(n, steps, L, H).mean(1)).sum(-1))
+    with torch.no_grad():  # f at the input and at the baseline, one forward, for the completeness check
+        both = {k: torch.cat([v, v]) for k, v in rows.items()}
+        f = model.gold_log_likelihood(model(both, inputs_embeds=torch.cat([e, e0])), both)
+    return torch.cat(out), f[:B], f[B:]
+
+
+def completeness_summary(sums: Sequence[float], deltas: Sequence[float]) -> dict:
+    """How far integrated gradients is from complete: mean |sum_l a_l - (f(x) - f(x'))| over examples, mean
+    |f(x) - f(x')|, and their ratio (0 = complete; regex_robust.py reports the same three numbers)."""
+    if not sums:
+        return {"mean_abs_gap": None, "mean_abs_delta": None, "relative_gap": None}
+    gap = np.abs(np.asarray(sums) - np.asarray(deltas))
+    scale = float(np.mean(np.abs(deltas)))
+    return {"mean_abs_gap": float(gap.mean()), "mean_abs_delta": scale,
+            "relative_gap": float(gap.mean() / scale) if scale > 0 else None}
+
+
+def flat_words(words: Sequence) -> tuple[list[str], int | None]:
+    """(the words, where the second text starts) from a list of words, or from a pair (first text's words, second
+    text's words) as encode_words(words, ..., pair_words) took them; None for a single text."""
+    if len(words) == 2 and all(isinstance(w, (list, tuple)) for w in words):
+        return [*words[0], *words[1]], len(words[0])
+    return list(words), None
+
+
+def explain_examples(model: TaskModel, examples: Sequence[dict], words: Sequence[Sequence] | None,
+                     explainers: dict[str, Callable[[dict, torch.Tensor], torch.Tensor]], n: int = EXPLAIN_EXAMPLES, *,
+                     pad_id: int, label_names: Sequence | None = None, own: str | None = None,
+                     has_rationale: bool = True, batch_size: int = 16, device: torch.device | str | None = None,
+                     ig_steps: int = IG_STEPS, ig_max_rows: int = IG_MAX_ROWS) -> tuple[list[dict], dict]:
+    """Explain the first n of `examples` (encoded by encode_words: input_ids, token_type_ids, rationale,
+    word_of_piece, index, id, and label or tags) with integrated gradients ("ig", always there) and each of
+    `explainers`: name -> fn(batch, target) -> (B, L) wordpiece scores, where `batch` is what batches() makes (on
+    `device`; the model in eval() mode, gradients enabled) and `target` the model's prediction (class ids (B,) or tag
+    ids (B, W)). `words[i]`: the whitespace words of examples[i], or for a pair (first text's words, second text's
+    words); None: each example's own `words` entry, in the same form. `label_names[y]` names label y in the rows
+    (default: y itself). `own`: the method's own explainer (default: the first of `explainers`, else "ig"), the
+    report's default. `has_rationale`: whether the data has human rationales at all (False: every row's rationale
+    is null). The model's train/eval mode is restored.
+    Returns (the rows of explanations.jsonl, in example order; the `plausibility` entry of results.json); both
+    are described field by field in docs/report.md."""
+    if "ig" in explainers:
+        raise ValueError("the explainer name 'ig' is taken by integrated gradients")
+    chosen = list(examples[:n])
+    names = [*explainers, "ig"]
+    own = own or next(iter(explainers), "ig")
+    if own not in names:
+        raise ValueError(f"own explainer {own!r} is not one of {names}")
+    position = {e["index"]: j for j, e in enumerate(chosen)}
+    if len(position) != len(chosen):
+        raise ValueError("the explained examples must have distinct `index` values")
+    texts = [flat_words(words[j] if words is not None else e["words"]) for j, e in enumerate(chosen)]
+    pieces = [word_pieces(e["word_of_piece"], len(texts[j][0])) for j, e in enumerate(chosen)]
+    piece_scores: dict[str, dict[int, list[float]]] = {m: {} for m in names}
+    pred, p_pred, sums, deltas = {}, {}, [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches(chosen, batch_size, pad_id, sort_by_length=True, device=device):
+            target, hat, p = predict_target(model, batch)
+            rows = [position[i] for i in batch["index"].tolist()]
+            content = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+            for b, j in enumerate(rows):
+                wop = chosen[j]["word_of_piece"]
+                content[b, :len(wop)] = torch.tensor(wop) >= 0
+            a, fx, fx0 = integrated_gradients(model, batch, target, content, pad_id, ig_steps, ig_max_rows)
+            sums += a.sum(1).tolist()
+            deltas += (fx - fx0).tolist()
+            scored = {**{m: fn(batch, target) for m, fn in explainers.items()}, "ig": a}
+            for b, j in enumerate(rows):
+                pred[j], p_pred[j] = hat[b], p[b]
+                for m, s in scored.items():
+                    piece_scores[m][j] = s[b, :len(chosen[j]["input_ids"])].detach().float().cpu().tolist()
+    finally:
+        model.train(was_training)
+    name_of = (lambda y: label_names[y]) if label_names is not None else (lambda y: y)
+    out, used = [], {m: [] for m in names}
+    counts = {"used": 0, "no rationale": 0, "all rationale": 0, "no rationale data": 0}
+    n_nonfinite = dict.fromkeys(names, 0)
+    for j, e in enumerate(chosen):
+        rationale = word_rationale(e["rationale"], pieces[j]) if has_rationale else None
+        seen = [r for r in rationale if r is not None] if rationale is not None else []
+        reason = ("no rationale data" if rationale is None else "no rationale" if sum(seen) == 0 else
+                  "all rationale" if sum(seen) == len(seen) else "used")
+        counts[reason] += 1
+        gold = [name_of(t) for t in e["tags"][:len(pred[j])]] if "tags" in e else name_of(e["label"])
+        hat = [name_of(t) for t in pred[j]] if "tags" in e else name_of(pred[j])
+        row = {"id": str(e["id"]), "index": int(e["index"]), "words": texts[j][0], "pair_start": texts[j][1],
+               "pieces": pieces[j], "gold": gold, "pred": hat, "p_pred": p_pred[j], "correct": gold == hat,
+               "rationale": rationale, "skipped": None if reason == "used" else reason, "scores": {},
+               "plausibility": {}}
+        for m in names:
+            s = word_scores(piece_scores[m][j], pieces[j])
+            res = None
+            if not all(math.isfinite(v) for v in s if v is not None):
+                n_nonfinite[m] += 1
+                s = None
+            elif reason == "used":
+                res, _ = example_plausibility(rationale, s)
+                used[m].append(res)
+                res = {k: v for k, v in res.items() if k != "iou"}
+            row["scores"][m], row["plausibility"][m] = s, res
+        out.append(row)
+    summary = {"n_explained": len(chosen), "n_used": counts["used"], "n_no_rationale": counts["no rationale"],
+               "n_all_rationale": counts["all rationale"], "n_no_rationale_data": counts["no rationale data"],
+               "own": own, "explainers": {m: {**summarise_plausibility(used[m]), "n_nonfinite": n_nonfinite[m]}
+                                         for m in names},
+               "word_score": "sum of the word's wordpiece scores",
+               "ig": {"steps": ig_steps, "baseline": "[PAD] embedding", "target": "log p(prediction | x)",
+                      "completeness": completeness_summary(sums, deltas)}}
+    return out, summary
+
+
+def write_explanations(path: str | os.PathLike, rows: Sequence[dict]) -> None:
+    """explanations.jsonl: one strict-JSON line per explained example (explain_examples()'s rows), atomically."""
+    write_text_atomic(path, "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in rows))
 
 
 # ===================================================================================================

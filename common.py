@@ -17,7 +17,9 @@ Each method file's docstring names the sections it uses (a test keeps that list 
 data, run directory, model, epoch loop, test evaluation, results) is written out in each method file; this file
 holds the plumbing those steps call.
 
-Rules: no method math lives here (no attribution, no L_int), nothing reads global arguments, importing it changes
+Rules: no method's own math lives here (no L_int, no method's interpretation; the Explanations section's integrated
+gradients and plausibility metrics are the shared yardstick every run is explained with), nothing reads global
+arguments, importing it changes
 nothing (no environment variables, no global settings), and everything used by one method file alone lives in
 that file. Every helper takes what it needs as arguments.
 """
@@ -1657,7 +1659,7 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
             else:
                 out["tags"] = [label_id[t] for t in e["tags"][:len(out["word_index"])]]
         out["content"] = [int(t not in special) for t in out["input_ids"]]
-        out.update(index=index, id=e["id"])
+        out.update(index=index, id=e["id"], words=(e["premise"], e["hypothesis"]) if task == "nli" else e["words"])
         return out
 
     train = [enc(raw["train"][i], k) for k, i in enumerate(picked)]

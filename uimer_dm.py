@@ -5,7 +5,7 @@ Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EM
 2020, "How do decisions emerge across layers in neural models? Interpretation with differentiable masking".
 Documentation: docs/uimer_dm.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
 common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
-readers; UIMER.
+explanations; readers; UIMER.
 
     python uimer_dm.py --task ic --shots 3 --schedule one-pass                      # paper defaults (Table 6)
     python uimer_dm.py --task sf --shots 10 --schedule multi-round --rounds 10
@@ -171,6 +171,8 @@ class Args:
                                 domain=common.OUT_DIR)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
+                                         domain=common.COUNT)
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
                                     "head.safetensors, model_card.md)")
 
@@ -270,6 +272,25 @@ def gates(ext: Extractor, states: list[torch.Tensor], content: torch.Tensor, lay
     logits = ext.gate_logits(states, layer)
     z = hard_concrete(logits, gen).prod(-1)
     return torch.where(content.bool(), z, torch.ones_like(z)), logits
+
+
+def expected_gate(logits: torch.Tensor, points: int = 256) -> torch.Tensor:
+    """E[prod_k z_k] of the hard-concrete gates given their logits (..., K): the layers' gates are independent, so
+    the product of E[z_k] = int_0^1 clamp(sigmoid((logit + log u - log(1 - u)) / T) (r - l) + l, 0, 1) du, by the
+    midpoint rule over `points` values of u (no random draw)."""
+    u = (torch.arange(points, dtype=logits.dtype, device=logits.device) + 0.5) / points
+    s = torch.sigmoid((logits.unsqueeze(-1) + torch.log(u) - torch.log1p(-u)) / TEMPERATURE)
+    return (s * (STRETCH_R - STRETCH_L) + STRETCH_L).clamp(0, 1).mean(-1).prod(-1)
+
+
+def gate_explainer(model: common.TaskModel, ext: Extractor, special: torch.Tensor):
+    """The method's own interpretation for explanations.jsonl: the expected gate of every wordpiece at the
+    attribution layer (all probes; Eq. 6 without sampling), 0 at [CLS]/[SEP]/pad."""
+    @torch.no_grad()
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        content = common.content_mask(batch, special)
+        return expected_gate(ext.gate_logits(encode(model, batch)[1], len(ext.probes) - 1)) * content
+    return explain
 
 
 def encode(model: common.TaskModel, batch: dict, inputs_embeds: torch.Tensor | None = None):
@@ -524,6 +545,13 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
                                                    device=args.device), data["labels"])
     test = scored[metric]
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
+    # explanations of the first test examples: integrated gradients and, with an extractor, its expected gates
+    if args.explain_examples:
+        own = {"gate_expectation": gate_explainer(model, ext, special)} if ext is not None else {}
+        rows, extra["plausibility"] = common.explain_examples(
+            model, data["test"], None, own, args.explain_examples, pad_id=pad, label_names=data["labels"],
+            has_rationale=args.task != "nli", device=args.device)
+        common.write_explanations(run / "explanations.jsonl", rows)
     n_int_examples = common.n_with_both(data["train"])
     results = {"task": args.task, "setting": setting_of(args), "seed": seed, "metric": metric, "test": test,
                "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],

@@ -5,7 +5,7 @@ Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EM
 Huang et al. 2021 ("Exploring distantly-labeled rationales in neural network models", ACL).
 Documentation: docs/uimer_gb.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
 common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
-readers; UIMER.
+explanations; readers; UIMER.
 
     python uimer_gb.py --task ic --shots 1 --variant ghaeini                     # Ghaeini et al. 2019
     python uimer_gb.py --task sf --shots 3 --variant huang --gate --order        # Huang et al. 2021 +Gate+Order
@@ -129,6 +129,8 @@ class Args:
                                 domain=common.OUT_DIR)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
+                                         domain=common.COUNT)
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
                                     "head.safetensors, model_card.md)")
 
@@ -255,6 +257,16 @@ def gb_loss(model: common.TaskModel, batch: dict, args: Args, special_ids: torch
     return L_task, (L[has].mean() if n else torch.zeros((), device=L.device)), n
 
 
+def saliency_explainer(model: common.TaskModel, variant: str, wrt: str, special_ids: torch.Tensor):
+    """The method's own interpretation for explanations.jsonl: Eq. 2's a = f(dJ/de) per wordpiece, J taken at the
+    model's prediction (the target of common.explain_examples)."""
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        tb = common.target_batch(batch, target)
+        dJ_de, _ = input_gradients(model, tb, variant, create_graph=False, wrt=wrt)
+        return attribution(dJ_de, variant, common.content_mask(batch, special_ids)).detach()
+    return explain
+
+
 # ------------------------------------------------------------------------------------------------------
 # Training: one seed end to end
 # ------------------------------------------------------------------------------------------------------
@@ -326,12 +338,21 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
                                                    device=args.device), data["labels"])
     test = scored[metric]
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
+    # explanations of the first test examples: integrated gradients and the method's saliency, against the rationale
+    extra = {}
+    if args.explain_examples:
+        rows, extra["plausibility"] = common.explain_examples(
+            model, data["test"], None, {f"saliency_{args.variant}": saliency_explainer(model, args.variant, args.wrt,
+                                                                                       special_ids)},
+            args.explain_examples, pad_id=pad, label_names=data["labels"], has_rationale=args.task != "nli",
+            device=args.device)
+        common.write_explanations(run / "explanations.jsonl", rows)
     n_int_examples = common.n_with_both(data["train"])
     results = {"task": args.task, "setting": setting_of(args), "seed": seed, "metric": metric, "test": test,
                "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],
                "n_train": len(data["train"]), "n_with_both_sets": n_int_examples,
                "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
-               "shortfall": data["shortfall"], "epochs_run": epoch + 1, "steps": step}
+               "shortfall": data["shortfall"], "epochs_run": epoch + 1, "steps": step, **extra}
     if args.save_model:
         common.save_task_model(run / "model", model, tokenizer, {
             "method": f"{METHOD} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {setting_of(args)}, "

@@ -4,7 +4,7 @@ Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EM
 (Sec. 3.2, Eqs. 1, 4, 5 and footnotes 1-4; Tables 2, 4, 6-8). Interpretation method: Kim et al. 2020.
 Documentation: docs/uimer_im.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
 common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
-readers; UIMER.
+explanations; readers; UIMER.
 
     python uimer_im.py --task ic --shots 1 --strategy uniform                     # paper defaults (Table 6)
     python uimer_im.py --task ic --shots 1 --strategy uniform --alpha 0           # BaseModel, same everything
@@ -242,6 +242,8 @@ class Args:
                                 domain=common.OUT_DIR)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
+                                         domain=common.COUNT)
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
                                     "head.safetensors, model_card.md)")
 
@@ -390,20 +392,9 @@ def build_replacement_sets(train: list[dict], args: Args, gen: torch.Generator, 
         if pos is not None:
             plan[e["index"]] = pos
     flat = [(i, s, j) for i, (R, N) in plan.items() for s, P in enumerate((R, N)) for j in P]
-    P = len(flat)
-    if args.strategy == "mask":
-        cand, q = candidates_mask(P, tok_info["mask_id"])
-    elif args.strategy == "uniform":
-        cand, q = candidates_uniform(P, k, tok_info["allowed_ids"], gen)
-    elif args.strategy == "prior":
-        cand, q = candidates_prior(P, k, tok_info["counts"], gen)
-    else:
-        by_ex = {e["index"]: e for e in train}
-        sents = [by_ex[i]["input_ids"] for i, _, _ in flat]
-        cand, q = candidates_bert(sents, [[j] for _, _, j in flat], k, mlm, tok_info["mask_id"],
-                                  tok_info["special_ids"])
-    sets, row = {}, 0
     by_index = {e["index"]: e for e in train}
+    cand, q = candidates(args.strategy, [(by_index[i]["input_ids"], j) for i, _, j in flat], k, tok_info, gen, mlm)
+    sets, row = {}, 0
     for i, (R, N) in plan.items():
         x = torch.tensor(by_index[i]["input_ids"])
         ids = x.repeat(2, k, 1)  # (2, k, L): [0] = S^R, [1] = S^N
@@ -485,6 +476,63 @@ def use_int_loss(epoch: int, step: int, total_steps: int, warmup: str, warmup_ep
     if warmup == "epochs":
         return epoch + (1 if count == "original" else 0) >= warmup_epochs
     return True
+
+
+def candidates(strategy: str, positions: list[tuple[list[int], int]], k: int, tok_info: dict, gen: torch.Generator,
+               mlm=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The strategy's replacement tokens and their likelihoods q for each (sentence ids, position): (P, k'), (P, k')
+    with k' = 1 for mask."""
+    P = len(positions)
+    if strategy == "mask":
+        return candidates_mask(P, tok_info["mask_id"])
+    if strategy == "uniform":
+        return candidates_uniform(P, k, tok_info["allowed_ids"], gen)
+    if strategy == "prior":
+        return candidates_prior(P, k, tok_info["counts"], gen)
+    return candidates_bert([ids for ids, _ in positions], [[j] for _, j in positions], k, mlm, tok_info["mask_id"],
+                           tok_info["special_ids"])
+
+
+def marginal_effect_explainer(model: common.TaskModel, strategy: str, k: int, tok_info: dict, lower_bound: float,
+                              gen: torch.Generator, mlm=None, max_rows: int = 512):
+    """The method's own interpretation for explanations.jsonl: Eq. 4 for every content wordpiece i alone,
+    a_i = log2 odds p(y|x) - log2 odds m_i, m_i = sum_{x'} q(x') p(y|x') over x with wordpiece i replaced by the
+    strategy's candidates (Kim et al. 2020's input marginalization), y = the model's prediction. All replaced
+    sentences of a batch go through the model in chunks of `max_rows`."""
+    special = torch.tensor(tok_info["special_ids"])
+
+    @torch.no_grad()
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        tb = common.target_batch(batch, target)
+        B, L = tb["input_ids"].shape
+        content = common.content_mask(tb, special.to(tb["input_ids"].device)).bool()
+        pos = content.nonzero().tolist()  # [(b, i)] in row order
+        device = tb["input_ids"].device
+        if not pos:
+            return torch.zeros(B, L, device=device)
+        n = tb["attention_mask"].sum(1).tolist()
+        cand, q = candidates(strategy, [(tb["input_ids"][b, :n[b]].tolist(), i) for b, i in pos], k, tok_info, gen,
+                             mlm)
+        kk = cand.size(1)
+        src = torch.tensor([b for b, _ in pos], device=device).repeat_interleave(kk)
+        col = torch.tensor([i for _, i in pos], device=device).repeat_interleave(kk)
+        log_p = []
+        for s in range(0, len(src), max_rows):
+            rows = src[s:s + max_rows]
+            rep = {key: v[rows] for key, v in tb.items() if torch.is_tensor(v) and v.dim() >= 1 and v.size(0) == B}
+            rep["input_ids"][torch.arange(len(rows)), col[s:s + max_rows]] = cand.reshape(-1)[s:s + max_rows].to(device)
+            log_p.append(model.gold_log_likelihood(model(rep), rep))
+        log_p = torch.cat(log_p).view(len(pos), kk)
+        log_m, log_1m = marginal_log_prob(log_p, q.to(device, log_p.dtype))
+        log_p0 = model.gold_log_likelihood(model(tb), tb)  # (B,) log p(y|x)
+        lo0 = log2_odds(*marginal_log_prob(log_p0.unsqueeze(-1), torch.ones_like(log_p0).unsqueeze(-1)), lower_bound)
+        b_idx = torch.tensor([b for b, _ in pos], device=device)
+        out = torch.zeros(B, L, dtype=log_p.dtype, device=device)
+        # Eq. (4): a_i = log2 odds p(y|x) - log2 odds m_i
+        out[b_idx, torch.tensor([i for _, i in pos], device=device)] = lo0[b_idx] - log2_odds(log_m, log_1m,
+                                                                                              lower_bound)
+        return out
+    return explain
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -716,6 +764,16 @@ def train_one_seed(args: Args, seed: int, tokenizer, mlm) -> dict:
                                                    device=args.device), data["labels"])
     test = scored[metric]
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
+    # explanations of the first test examples: integrated gradients and the method's marginal effect (Eq. 4)
+    if args.explain_examples:
+        own = {} if args.strategy == "bert" and mlm is None else {  # a BaseModel run of +BERT loads no masked LM
+            f"marginal_{args.strategy}": marginal_effect_explainer(
+                model, args.strategy, args.num_samples, tok_info, args.lower_bound,
+                torch.Generator().manual_seed(seed + 2), mlm)}
+        rows, extra["plausibility"] = common.explain_examples(
+            model, data["test"], None, own, args.explain_examples, pad_id=pad, label_names=data["labels"],
+            has_rationale=args.task != "nli", device=args.device)
+        common.write_explanations(run / "explanations.jsonl", rows)
     results = {"task": args.task, "setting": setting_of(args), "seed": seed, "metric": metric, "test": test,
                "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],
                "n_train": len(data["train"]), "n_with_both_sets": len(sets),

@@ -104,3 +104,29 @@ def tiny_data(tmp_path) -> Path:
     write_tiny_snips(tmp_path)
     write_tiny_esnli(tmp_path)
     return tmp_path
+
+
+EXPLANATION_FIELDS = {"id", "index", "words", "pair_start", "pieces", "gold", "pred", "p_pred", "correct", "rationale",
+                      "skipped", "scores", "plausibility"}
+
+
+def check_explanations(run: Path, own: str | None, n: int, has_rationale: bool) -> list[dict]:
+    """explanations.jsonl of a finished run holds the documented fields (docs/report.md) for its first n test
+    examples, one per-word score per explainer (`own`, when the method has one, and integrated gradients), and
+    results.json the matching plausibility entry."""
+    import json
+    import math
+    rows = [json.loads(line) for line in (run / "explanations.jsonl").read_text().splitlines()]
+    assert len(rows) == n and [r["index"] for r in rows] == list(range(n))
+    names = {"ig"} | ({own} if own else set())
+    for r in rows:
+        assert set(r) == EXPLANATION_FIELDS, set(r) ^ EXPLANATION_FIELDS
+        assert set(r["scores"]) == names and 0.0 <= r["p_pred"] <= 1.0
+        words = r["words"] if isinstance(r["words"], list) else None
+        assert words and len(r["pieces"]) == len(words)
+        for s in r["scores"].values():
+            assert len(s) == len(words) and all(x is None or math.isfinite(x) for x in s)
+        assert (r["rationale"] is not None) == has_rationale
+    plaus = json.loads((run / "results.json").read_text())["plausibility"]
+    assert plaus["own"] == (own or "ig") and set(plaus["explainers"]) == names and plaus["n_explained"] == n
+    return rows

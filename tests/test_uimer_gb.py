@@ -237,6 +237,12 @@ def test_smoke_every_variant_and_task(tiny_model, tiny_data, tmp_path, task, var
     steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"L_task"' in line]
     assert steps and all(s["int_on"] and math.isfinite(s["L_int"]) and s["L_int"] >= 0 for s in steps)
     assert all(s["n_int"] > 0 for s in steps)
+    from conftest import check_explanations
+    rows = check_explanations(run, f"saliency_{VARIANTS[variant][1]}", 14 if task != "nli" else 12,
+                              has_rationale=task != "nli")
+    if variant.startswith("huang"):  # shares over the content wordpieces: the word scores of a sentence sum to 1
+        assert all(abs(sum(x for x in r["scores"]["saliency_huang"] if x is not None) - 1) < 1e-4 for r in rows
+                   if task != "nli" and None not in r["scores"]["saliency_huang"])
 
 
 @pytest.mark.slow

@@ -260,6 +260,8 @@ def test_smoke_every_strategy_warmup_task(tiny_model, tiny_data, tmp_path, task,
     if warm == "epochs":
         assert not any(s["int_on"] for s in steps if s["epoch"] == 0)
         assert all(s["int_on"] for s in steps if s["epoch"] == 1)
+    from conftest import check_explanations
+    check_explanations(run, f"marginal_{strategy}", 14 if task != "nli" else 12, has_rationale=task != "nli")
 
 
 @pytest.mark.slow
@@ -302,3 +304,38 @@ def test_same_seed_same_results_and_seed_aggregation(tiny_model, tiny_data, tmp_
         return json.loads((Path(r["run_dir"]) / "train_ids.json").read_text())
 
     assert ids(base) == ids(a["runs"][0]) and base["n_skipped_by_L_int"] is None
+
+
+def test_marginal_effect_explainer_equals_a_per_position_loop(tiny_model, tiny_data):
+    """Eq. 4 per wordpiece, batched over positions and candidates, against a loop that replaces one position of one
+    example at a time with each candidate and computes m and the log2 odds by hand (the same candidates: the same
+    seeded generator, drawn in the same order)."""
+    tok = common.load_tokenizer(tiny_model)
+    data = common.load_uimer_task("ic", tiny_data, "2", 0, tok, 50)
+    torch.manual_seed(0)
+    model = common.TaskModel(common.load_encoder(tiny_model), "ic", len(data["labels"])).eval().double()
+    info = im.token_info(tok, [e["input_ids"] for e in data["train"]])
+    batch = common.batches(data["test"][:3], 8, tok.pad_token_id)[0]
+    target = torch.tensor([0, 2, 5])
+    got = im.marginal_effect_explainer(model, "uniform", 3, info, 1e-23, torch.Generator().manual_seed(7),
+                                       max_rows=5)(batch, target)
+    gen = torch.Generator().manual_seed(7)
+    content = common.content_mask(batch, torch.tensor(info["special_ids"])).bool()
+    pos = content.nonzero().tolist()
+    n = batch["attention_mask"].sum(1).tolist()
+    cand, q = im.candidates("uniform", [(batch["input_ids"][b, :n[b]].tolist(), i) for b, i in pos], 3, info, gen)
+
+    def log2_odds(m, one_minus_m):
+        return math.log2(m / one_minus_m) if m > 1e-23 else math.log2(1e-23)
+    with torch.no_grad():
+        p0 = torch.softmax(model(batch), -1)[torch.arange(3), target].tolist()
+        for r, (b, i) in enumerate(pos):
+            m = one_minus_m = 0.0  # 1 - m as sum_x' q(x') (1 - p(y|x')): the float32 q sum to 1 only up to rounding
+            for c in range(3):
+                one = {k: v[b:b + 1].clone() for k, v in batch.items() if torch.is_tensor(v)}
+                one["input_ids"][0, i] = cand[r, c]
+                p = torch.softmax(model(one), -1)[0, target[b]].item()
+                m, one_minus_m = m + float(q[r, c]) * p, one_minus_m + float(q[r, c]) * (1 - p)
+            want = log2_odds(p0[b], 1 - p0[b]) - log2_odds(m, one_minus_m)
+            assert got[b, i].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
+    assert (got[~content] == 0).all()

@@ -1952,7 +1952,8 @@ def read_hf_rationales(data: str, splits: Sequence[str] = ("train", "dev", "test
     """A `datasets` DatasetDict (save_to_disk folder, or a hub name: downloaded to the cache unless
     HF_DATASETS_OFFLINE=1) with splits train, validation (or dev, val), test. The text column holds a string
     (words: its whitespace-separated words) or a list of words; rationale columns hold 0/1 per word or [start, end]
-    character spans (string texts only), None for no rationale. Labels: a ClassLabel's names, else as in JSONL."""
+    character spans (string texts only), None for no rationale. Labels: labels.txt in the folder, else a
+    ClassLabel's names, else as in JSONL."""
     import datasets
     folder = Path(data)
     try:
@@ -2094,6 +2095,9 @@ def align_rationales(tokenizer, examples: Sequence[dict], max_len: int, batch_si
     pair = examples[0].get("pair_words") is not None
     if any((e.get("pair_words") is not None) != pair for e in examples):
         raise UsageError("align_rationales: examples mix single texts and pairs")
+    empty = next((e for e in examples if not e["words"] or pair and not e["pair_words"]), None)
+    if empty is not None:
+        raise UsageError(f"align_rationales: example {empty['id']!r} has a text without words")
     type_ids = "token_type_ids" in tokenizer.model_input_names
     special_ids = np.asarray(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
     for s in range(0, len(examples), batch_size):
@@ -2179,9 +2183,10 @@ def _align_batch(tokenizer, chunk: Sequence[dict], max_len: int, pair: bool, typ
         wi = first_pos[(first_at[b - 1] if b else 0):first_at[b]]
         if n_none_text[b]:
             wi = _fill_word_index(word_l[a:a + n], int(n_text_kept[b]), spec_l[a:a + n], int(nw[b * S]))
-        out.append({"input_ids": ids[b], "token_type_ids": encs[b].type_ids if type_ids and pair else [0] * n, "length": n,
-                    "rationale": rat_l[a:a + n], "word_ids": word_l[a:a + n], "word_index": wi,
-                    "special_tokens_mask": spec_l[a:a + n], "content": cont_l[a:a + n],
+        tt = encs[b].type_ids if type_ids and pair else [0] * n
+        out.append({"input_ids": ids[b], "token_type_ids": tt, "length": n, "rationale": rat_l[a:a + n],
+                    "word_ids": word_l[a:a + n], "word_index": wi, "special_tokens_mask": spec_l[a:a + n],
+                    "content": cont_l[a:a + n],
                     "has_rationale": e["rationale"] is not None, "n_rationale_words_cut": int(n_rat_cut[b])})
     counts["n_examples"] += B
     counts["n_without_rationale"] += int((~annotated).sum())

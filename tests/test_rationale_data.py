@@ -330,9 +330,13 @@ def test_the_flags_parse_with_their_domains():
     assert (a.data_format, a.text_column, a.eraser_query, a.hatexplain_rationale) == ("jsonl", "review", "auto",
                                                                                      "majority")
     common.check_args(a)
-    for bad in (["--data-format", "csv"], ["--text-column", " "], ["--data", "~/x"], ["--eraser-query", "maybe"]):
-        with pytest.raises(SystemExit):
+    for bad in (["--data-format", "csv"], ["--eraser-query", "maybe"], ["--hatexplain-rationale", "any"]):
+        with pytest.raises(SystemExit):  # enumerated flags: checked against their choices at parsing
             common.parse_dataclass(common.RationaleDataArgs, bad, "x")
+    for bad, flag in ((["--text-column", " "], "--text-column"), (["--data", "~/x"], "--data"),
+                      (["--data", "no/such/dir/here"], "--data")):
+        with pytest.raises(common.UsageError, match=f"^{flag} must be"):  # the others: their domain, once
+            common.check_args(common.parse_dataclass(common.RationaleDataArgs, bad, "x"))
 
 
 # --- bad input: one line naming file:line, exit code 2

@@ -592,11 +592,12 @@ def snips_examples(n: int | None = None) -> list[dict]:
 
 def compare_with_encode_words(tok, examples, max_len):
     enc, _ = common.align_rationales(tok, examples, max_len)
-    differ = []
+    special, differ = set(tok.all_special_ids), []
     for e, x in zip(examples, enc, strict=True):
         ref = common.encode_words(tok, e["words"], e["rationale"], max_len)
         for k in ("input_ids", "token_type_ids", "rationale"):
             assert x[k] == ref[k], (e["words"], k)
+        assert x["content"] == [int(t not in special) for t in ref["input_ids"]]  # as load_uimer_task computes it
         if x["word_index"] != ref["word_index"]:
             differ.append(e["words"])
     return differ

@@ -16,7 +16,6 @@ all threads: the Rust tokenizer may use several):
 - read + align: the two together, against the limit (goal: at most 2x).
 Seconds are per 10,000 examples, on the CPU named in the output; the ratios are what carries over to other machines.
 """
-import argparse
 import json
 import os
 import random
@@ -27,6 +26,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import toolbox as tb  # noqa: E402
+from timing import run_bench  # noqa: E402
+
 import common  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +77,8 @@ def generate(n: int, words: int, seed: int) -> list[dict]:
 
 
 def interleaved(steps: dict, repeats: int) -> tuple[dict, dict, dict]:
-    """Median wall-clock and CPU seconds of each step (run in turn within each repeat), and each step's last output."""
+    """Median wall-clock and CPU seconds of each step (run in turn within each repeat), and each step's last output
+    (timing.interleaved_medians times wall clock only)."""
     wall, cpu, out = {k: [] for k in steps}, {k: [] for k in steps}, {}
     for _ in range(repeats):
         for name, fn in steps.items():
@@ -86,18 +90,29 @@ def interleaved(steps: dict, repeats: int) -> tuple[dict, dict, dict]:
             out)
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n", type=int, default=20000, help="examples (default 20000)")
-    p.add_argument("--words", type=int, default=200, help="about this many words per example (default 200)")
-    p.add_argument("--model", default=None, help="tokenizer: a model name or folder (default: the packaged MiniLM)")
-    p.add_argument("--max-len", type=int, default=512, help="truncation, in wordpieces (default 512)")
-    p.add_argument("--batch-size", type=int, default=1000, help="examples per tokenizer call (default 1000)")
-    p.add_argument("--repeats", type=int, default=3, help="timings per step; medians are shown (default 3)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    if min(a.n, a.words, a.repeats, a.batch_size) < 1 or a.max_len < 8:
-        p.error("--n, --words, --repeats and --batch-size must be >= 1, --max-len >= 8")
+def build_parser():
+    p = tb.OneLineParser(prog="bench_read_align.py", description=tb.first_paragraph(__doc__))
+    tb.add(p, "--n", default=20000, domain=tb.Int(1, 10**7), help="examples")
+    tb.add(p, "--words", default=200, domain=tb.Int(1, 100000), help="about this many words per example")
+    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help="the tokenizer of this model: a Hugging "
+           "Face name or a local folder")
+    tb.add(p, "--max-len", default=512, domain=tb.Int(8, 100000), help="truncation, in wordpieces (at most the "
+           "model's position limit)")
+    tb.add(p, "--batch-size", default=1000, domain=tb.Int(1, 10**6), help="examples per tokenizer call of "
+           "align_rationales")
+    tb.add(p, "--repeats", default=3, domain=tb.Int(1, 1000), help="timings per step (medians)")
+    tb.add(p, "--seed", default=0, domain=tb.Int(0, 2**32 - 1), help="seed of the generated examples")
+    return p
+
+
+def parse_args(argv=None):
+    """The flags checked, the model's name and --max-len against its position limit (its config only)."""
+    a = build_parser().parse_args(argv)
+    common.check_max_len(a.model, a.max_len)
+    return a
+
+
+def main(a) -> dict:
     tok = common.load_tokenizer(a.model)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -126,7 +141,7 @@ def main(argv=None) -> dict:
         t["read + align"] = t["read (JSONL -> examples)"] + t["align (align_rationales)"]
     per = 10000 / a.n
     print(f"{a.n} examples, {n_words:.0f} words and {n_pieces:.0f} wordpieces each on average (max-len {a.max_len}),"
-          f" tokenizer {type(tok).__name__} of {a.model or common.DEFAULT_MODEL}; medians of {a.repeats} run(s)")
+          f" tokenizer {type(tok).__name__} of {a.model}; medians of {a.repeats} run(s)")
     print(f"CPU: {cpu_name()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}")
     print(f"{'step':42s} {'wall s/10k':>10s} {'x limit':>8s} {'CPU s/10k':>10s} {'x limit':>8s}")
@@ -140,5 +155,9 @@ def main(argv=None) -> dict:
             "seconds_per_10k": {k: v * per for k, v in wall.items()}, "counts": counts}
 
 
+def cli(argv=None) -> int:
+    return run_bench(main, parse_args, "bench_read_align.py", argv, errors=(common.UsageError,))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

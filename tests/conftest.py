@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random BERT with the real (MiniLM = bert-base-uncased) vocabulary, tiny datasets
 written to a temp dir, the real small datasets shipped in data/, and real slices of the large ones
 (tests/fixtures/real_slices/). Nothing here reads outside the repository."""
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Tests never touch the network: a Hugging Face hub name resolves from the local cache or fails (subprocesses
+# inherit this).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import common  # noqa: E402
 

@@ -17,10 +17,27 @@ DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs"
 METHODS = {"uimer_im.py", "uimer_gb.py", "uimer_dm.py", "regex_robust.py", "smat_jax_free.py"}
 
 
+def shell_blocks(text: str) -> list[str]:
+    """The bodies of the fenced code blocks tagged bash (or untagged): a fence line opens a block, the next fence
+    line closes it, so a ```python or ```json block is skipped whole and never read as shell."""
+    blocks, body, lang = [], None, None
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if body is None:
+                body, lang = [], line.strip()[3:].strip()
+            else:
+                if lang in ("", "bash", "sh"):
+                    blocks.append("\n".join(body) + "\n")
+                body = None
+        elif body is not None:
+            body.append(line)
+    return blocks
+
+
 def commands() -> list[tuple[str, list[str]]]:
     out = []
     for doc in DOCS:
-        for block in re.findall(r"```(?:bash)?\n(.*?)```", doc.read_text(), re.S):
+        for block in shell_blocks(doc.read_text()):
             variables = {}
             for line in block.replace("\\\n", " ").splitlines():
                 assign = re.fullmatch(r'\s*(\w+)="([^"]*)"\s*', line)

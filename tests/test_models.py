@@ -150,3 +150,18 @@ def test_model_names_follow_the_hugging_face_convention_without_touching_the_net
     assert common.resolve_model_path(None) == common.resolve_model_path(common.DEFAULT_MODEL)  # packaged, offline
     with pytest.raises(common.UsageError, match="does not exist"):
         common.resolve_model_path("./no/such/model")
+
+
+def test_max_len_of_a_roberta_model_leaves_room_for_its_position_offset(tmp_path):
+    """RoBERTa numbers positions from pad_token_id + 1: --max-len max_position_embeddings would index past the
+    table, so check_max_len refuses it and accepts the largest length a forward pass takes (tried here)."""
+    import torch
+    from transformers import AutoModel
+    path = make_tiny_model("roberta", tmp_path / "roberta")
+    cfg = AutoModel.from_pretrained(path).config
+    usable = cfg.max_position_embeddings - cfg.pad_token_id - 1
+    with pytest.raises(common.UsageError, match=f"position limit of {usable}"):
+        common.check_max_len(str(path), usable + 1)
+    assert common.check_max_len(str(path), usable) == usable
+    enc = common.load_encoder(str(path))
+    enc(input_ids=torch.full((1, usable), 5), attention_mask=torch.ones(1, usable, dtype=torch.long))

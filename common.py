@@ -2084,7 +2084,7 @@ def align_rationales(tokenizer, examples: Sequence[dict], max_len: int, batch_si
     never rationale. Returns (one dict per example, in order; counts for results.json):
       input_ids, token_type_ids (the tokenizer's for pairs; zeros for single texts and where the model takes none),
       length (attention length),
-      rationale (0/1 per wordpiece), word_ids (per wordpiece: index of its word in words + pair_words, pair words
+      rationale (0/1 per wordpiece), word_of_piece (per wordpiece: index of its word in words + pair_words, pair words
       numbered after the text's; -1 for special tokens), word_index (the first wordpiece of each word of the text
       that survived truncation; a word without any wordpiece, e.g. a lone control character, takes its nearest
       neighbour's), special_tokens_mask (1 at tokens the tokenizer added), content (1 at wordpieces whose id is
@@ -2195,7 +2195,7 @@ def _align_batch(tokenizer, chunk: Sequence[dict], max_len: int, pair: bool, typ
             wi = _fill_word_index(word_l[a:a + n], int(n_text_kept[b]), spec_l[a:a + n], int(nw[b * S]))
         tt = encs[b].type_ids if type_ids and pair else [0] * n
         out.append({"input_ids": ids[b], "token_type_ids": tt, "length": n, "rationale": rat_l[a:a + n],
-                    "word_ids": word_l[a:a + n], "word_index": wi, "special_tokens_mask": spec_l[a:a + n],
+                    "word_of_piece": word_l[a:a + n], "word_index": wi, "special_tokens_mask": spec_l[a:a + n],
                     "content": cont_l[a:a + n],
                     "has_rationale": e["rationale"] is not None, "n_rationale_words_cut": int(n_rat_cut[b])})
     counts["n_examples"] += B
@@ -2496,6 +2496,36 @@ def shots_shortfall(task: str, pool: Sequence[dict], n: int, labels: Sequence[st
     return {y: c for y, c in sorted(have.items()) if c < n}
 
 
+class Shortfall:
+    """The pool-size check of a run, done once where the pools are read: asking for more than a pool holds is a
+    UsageError naming what it holds, or with allow_smaller a run on what exists, recorded (split -> asked,
+    available, and for shots the short classes) for results.json's `shortfall`."""
+
+    def __init__(self, allow_smaller: bool):
+        self.allow_smaller, self.record = allow_smaller, {}
+
+    def __call__(self, split: str, flag: str, asked: int, available: int, what: str, detail: dict | None = None):
+        self.record[split] = {"asked": asked, "available": available, **(detail or {})}
+        if not self.allow_smaller:
+            raise UsageError(f"{flag} {asked}: {what}; pass --allow-smaller to run on what exists (recorded in "
+                             "results.json as `shortfall`)")
+
+    def shots(self, few: dict, n: int, pool_size: int, kind: str) -> None:
+        """`few`: class -> count held, for the classes with fewer than n (shots_shortfall)."""
+        if few:
+            missing = [y for y, c in few.items() if c == 0]
+            self("train", "--shots", n, min(few.values()),
+                 f"the training pool ({pool_size} examples) holds fewer than {n} of {len(few)} {kind}(s): "
+                 + (f"none of {', '.join(map(repr, missing[:5]))}" + ("..." if len(missing) > 5 else "")
+                    if missing else f"e.g. {next(iter(few))!r}: {next(iter(few.values()))}"), {"per_class": few})
+
+    def eval_sizes(self, sizes: dict, dev_size: int | None, max_eval_examples: int | None) -> None:
+        for split, flag, n in (("dev", "--dev-size", dev_size), ("dev", "--max-eval-examples", max_eval_examples),
+                               ("test", "--max-eval-examples", max_eval_examples)):
+            if n is not None and n > sizes[split] and split not in self.record:
+                self(split, flag, n, sizes[split], f"the {split} set holds {sizes[split]} examples")
+
+
 def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenizer, max_len: int,
                     nli_sample: str = "first", max_eval_examples: int | None = None,
                     allow_smaller: bool = False, dev_size: int | None = None) -> dict:
@@ -2507,14 +2537,8 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
     a UsageError naming what the pool holds, or with `allow_smaller` a run on what exists, recorded in `shortfall`
     (split -> what was asked and what was there; {} when nothing was short).
     Returns {train, dev, test (encoded examples), labels, train_ids, rationale_stats, shortfall}."""
-    shortfall = {}
-
-    def short(split: str, flag: str, asked: int, available: int, what: str, detail: dict | None = None) -> None:
-        shortfall[split] = {"asked": asked, "available": available, **(detail or {})}
-        if not allow_smaller:
-            raise UsageError(f"{flag} {asked}: {what}; pass --allow-smaller to run on what exists (recorded in "
-                             "results.json as `shortfall`)")
-
+    short = Shortfall(allow_smaller)
+    shortfall = short.record
     if task in ("ic", "sf"):
         raw = {s: read_snips(data_dir, s) for s in ("train", "dev", "test")}
         d = dataset_dir(data_dir, "snips")
@@ -2528,15 +2552,7 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
             picked = list(range(len(pool)))
         else:
             n = int(setting)
-            few = shots_shortfall(task, pool, n, labels)
-            if few:
-                kind = "intent" if task == "ic" else "slot type"
-                missing = [y for y, c in few.items() if c == 0]
-                short("train", "--shots", n, min(few.values()),
-                      f"the training pool ({len(pool)} sentences) holds fewer than {n} of {len(few)} {kind}(s): "
-                      + (f"none of {', '.join(map(repr, missing[:5]))}" + ("..." if len(missing) > 5 else "")
-                         if missing else f"e.g. {next(iter(few))!r}: {next(iter(few.values()))}"),
-                      {"per_class": few})
+            short.shots(shots_shortfall(task, pool, n, labels), n, len(pool), "intent" if task == "ic" else "slot type")
             picked = (sample_intent_shots([e["intent"] for e in pool], n, seed) if task == "ic"
                       else sample_slot_shots([e["tags"] for e in pool], n, seed))
     elif task == "nli":
@@ -2551,10 +2567,7 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
                   else sample_random_n(len(raw["train"]), n, seed))
     else:
         raise UsageError(f"unknown task {task!r} (choose ic, sf or nli)")
-    for split, flag, n in (("dev", "--dev-size", dev_size), ("dev", "--max-eval-examples", max_eval_examples),
-                           ("test", "--max-eval-examples", max_eval_examples)):
-        if n is not None and n > len(raw[split]) and split not in shortfall:
-            short(split, flag, n, len(raw[split]), f"the {split} set holds {len(raw[split])} examples")
+    short.eval_sizes({s: len(raw[s]) for s in ("dev", "test")}, dev_size, max_eval_examples)
     label_id = {y: i for i, y in enumerate(labels)}
     special = set(tokenizer.all_special_ids)
 
@@ -2583,6 +2596,70 @@ def load_uimer_task(task: str, data_dir: Path, setting: str, seed: int, tokenize
     return {"train": train, "dev": evals["dev"], "test": evals["test"], "labels": labels,
             "train_ids": [raw["train"][i]["id"] for i in picked], "rationale_stats": rationale_stats(train),
             "shortfall": shortfall}
+
+
+def load_custom_task(dataset: dict, setting: str, train_size: int | None, seed: int, tokenizer, max_len: int,
+                     max_eval_examples: int | None = None, allow_smaller: bool = False,
+                     dev_size: int | None = None) -> dict:
+    """What load_uimer_task gives, for --task custom: `dataset` as read_rationale_data returns it (classification,
+    sentence pairs or BIO tagging, with the dataset's own human rationales). The training set: `train_size` examples
+    drawn with the seed (sample_random_n), else `setting` shots per class drawn as the paper's samplers draw them
+    (classification: sample_intent_shots over the labels; tagging: sample_slot_shots), or 'full'. Wordpieces are
+    aligned through the tokenizer's offsets (encode_rationale_split). Adds `kind`, `pair` and `alignment` (the
+    counts of encode_rationale_split over the three splits) to the returned dict."""
+    short = Shortfall(allow_smaller)
+    pool, labels, tagging = dataset["train"], list(dataset["labels"]), dataset["kind"] == "tagging"
+    if train_size is not None:
+        if train_size > len(pool):
+            short("train", "--train-size", train_size, len(pool), f"the training split holds {len(pool)} examples")
+        picked = sample_random_n(len(pool), train_size, seed)
+    elif setting == "full":
+        picked = list(range(len(pool)))
+    else:
+        from collections import Counter
+        n = int(setting)
+        if tagging:
+            have, known = Counter(slot_type(t) for e in pool for t in e["tags"]), {slot_type(t) for t in labels}
+        else:
+            have, known = Counter(e["label"] for e in pool), set(labels)
+        have.update({y: 0 for y in known - set(have)})
+        short.shots({y: c for y, c in sorted(have.items()) if c < n}, n, len(pool), "tag type" if tagging else "class")
+        picked = (sample_slot_shots([e["tags"] for e in pool], n, seed) if tagging
+                  else sample_intent_shots([e["label"] for e in pool], n, seed))
+    short.eval_sizes({s: len(dataset[s]) for s in ("dev", "test")}, dev_size, max_eval_examples)
+    out, alignment = {}, {}
+    for split, rows in (("train", [pool[i] for i in picked]),
+                        ("dev", dataset["dev"][:dev_size] if dev_size is not None else dataset["dev"]),
+                        ("test", dataset["test"])):
+        rows = rows[:max_eval_examples] if split != "train" and max_eval_examples is not None else rows
+        enc, counts = encode_rationale_split(tokenizer, rows, labels, max_len)
+        for x, e in zip(enc, rows, strict=True):
+            x["words"] = (e["words"], e["pair_words"]) if e.get("pair_words") is not None else e["words"]
+        out[split] = enc
+        alignment[split] = counts
+    return {**out, "labels": labels, "train_ids": [pool[i]["id"] for i in picked], "shortfall": short.record,
+            "rationale_stats": rationale_stats(out["train"]), "kind": dataset["kind"], "pair": dataset["pair"],
+            "alignment": alignment}
+
+
+def custom_paper_row(dataset: dict, shots: str | None, train_size: int | None) -> tuple[str, str]:
+    """--task custom takes its unset hyperparameters from the paper table rows of the task of the same shape (BIO
+    tagging -> sf, sentence pairs -> nli, classification -> ic), at the setting that matches the size of its training
+    set: N examples (--train-size N, --shots n as n per class, 'full' as the whole training split); nli's rows are
+    indexed by N, ic's and sf's by N per class (of tag types for sf), 'full' from 1,000 per class on (SNIPS full has
+    about 1,870 per intent). A size between listed settings takes the nearest smaller one (listed_setting). Returns
+    (task, setting) for the method's paper_defaults (docs/own_data.md)."""
+    task = "sf" if dataset["kind"] == "tagging" else "nli" if dataset["pair"] else "ic"
+    classes = max(1, len({slot_type(t) for t in dataset["labels"]} if task == "sf" else dataset["labels"]))
+    if train_size is not None:
+        n = train_size
+    elif shots == "full":
+        n = len(dataset["train"])
+    else:
+        n = int(shots) * classes
+    if task == "nli":
+        return task, str(n)
+    return task, "full" if n // classes >= 1000 else str(max(1, n // classes))
 
 
 def paper_table(table: str) -> list[list[str]]:

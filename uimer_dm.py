@@ -5,7 +5,7 @@ Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EM
 2020, "How do decisions emerge across layers in neural models? Interpretation with differentiable masking".
 Documentation: docs/uimer_dm.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
 common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
-explanations; readers; UIMER.
+explanations; readers; rationale datasets; UIMER.
 
     python uimer_dm.py --task ic --shots 3 --schedule one-pass                      # paper defaults (Table 6)
     python uimer_dm.py --task sf --shots 10 --schedule multi-round --rounds 10
@@ -98,12 +98,14 @@ class Args:
     """Every flag of uimer_dm.py (`-h` shows each with its domain). Unset (None): filled from PAPER_TABLE for the
     setting and schedule, or from the task."""
     # --- task and data
-    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI)",
-                             choices=["ic", "sf", "nli"])
-    shots: str = common.field("1", help="ic/sf: the n-shot training subset (n per intent / slot type), or 'full'",
-                              domain=common.SHOTS)
-    train_size: int = common.field(100, help="nli: number of training pairs (paper: 100 or 500)",
-                                   domain=common.POSITIVE)
+    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI), or custom (your "
+                             "own data with human rationales: --data; docs/own_data.md)",
+                             choices=["ic", "sf", "nli", "custom"])
+    shots: str | None = common.field(None, help="ic/sf/custom: the n-shot training subset (n per intent, slot type or "
+                                     "class), or 'full' (default: 1; custom: full)", domain=common.SHOTS)
+    train_size: int | None = common.field(None, help="nli: number of training pairs (paper: 100 or 500; default "
+                                          "100); custom: N examples drawn with the seed instead of --shots",
+                                          domain=common.POSITIVE)
     nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with "
                                    "the seed", choices=["first", "random"])
     allow_smaller: bool = common.field(False, help="if a pool holds fewer examples than asked (--shots 5 where an "
@@ -119,6 +121,34 @@ class Args:
                                                  "(quick checks; the paper uses all)", domain=common.POSITIVE)
     data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the "
                                         "data/ folder beside common.py)", domain=common.EXISTING_DIR)
+    # --- your own data (--task custom; docs/own_data.md)
+    data: str | None = common.field(None, help="--task custom: your rationale dataset, a folder (docs/own_data.md) or, "
+                                    "with --data-format hf, a Hugging Face dataset name", domain=common.DATASET)
+    data_format: str = common.field("auto", help="format of --data: auto (recognised from the folder's files), jsonl, "
+                                    "eraser, hatexplain or hf (datasets.save_to_disk folder or hub name)",
+                                    choices=list(common.DATA_FORMATS))
+    text_column: str = common.field("text", help="hf: column of the text (a string, or a list of words)",
+                                    domain=common.TEXT)
+    pair_column: str | None = common.field(None, help="hf: column of the second text of a sentence pair",
+                                           domain=common.TEXT)
+    label_column: str = common.field("label", help="hf: column of the class label (string, integer or ClassLabel)",
+                                     domain=common.TEXT)
+    tags_column: str | None = common.field(None, help="hf token tagging: column of the BIO tags, one per word of the "
+                                           "text column (then no label column is read)", domain=common.TEXT)
+    rationale_column: str | None = common.field(None, help="hf: column of the text's rationale, 0/1 per word or "
+                                                "[start, end] character spans (default: 'rationale' or "
+                                                "'rationale_spans' if present)", domain=common.TEXT)
+    rationale_pair_column: str | None = common.field(None, help="hf: column of the second text's rationale (default: "
+                                                     "'rationale_pair' or 'rationale_pair_spans' if present)",
+                                                     domain=common.TEXT)
+    eraser_query: str = common.field("auto", help="eraser: the query as the second text (pair), never (drop), or "
+                                     "auto: the second text unless every training annotation asks the same query "
+                                     "(Movies) or the annotation has two documents (e-SNLI: premise, hypothesis)",
+                                     choices=["auto", "pair", "drop"])
+    hatexplain_rationale: str = common.field("majority", help="hatexplain: a word is rationale if most of the "
+                                             "annotators who gave a rationale marked it (majority) or any did (union, "
+                                             "as HateXplain's own plausibility evaluation)",
+                                             choices=["majority", "union"])
     # --- optimisation (unset: PAPER_TABLE for the setting and schedule)
     alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)",
                                        domain=common.Float(0))
@@ -182,15 +212,56 @@ def parse_args(argv=None) -> Args:
 
 
 def setting_of(args: Args) -> str:
-    """The Table 2 column: --shots for ic/sf, --train-size for nli (as a string)."""
-    return str(args.train_size) if args.task == "nli" else args.shots
+    """The Table 2 column: --shots for ic/sf, --train-size for nli (as a string); custom: --shots, or 'nN' for
+    --train-size N."""
+    if args.task == "nli":
+        return str(args.train_size)
+    return f"n{args.train_size}" if args.task == "custom" and args.train_size is not None else args.shots
 
 
-def resolve(args: Args) -> Args:
-    """Fill unset values from the paper's tables and the task; check every flag once; resolve --device."""
+def read_custom_data(args: Args) -> dict:
+    """--task custom: the dataset at --data (common.read_rationale_data; bad rows are file:line errors)."""
+    if args.data is None:
+        raise common.UsageError("--task custom needs --data FOLDER (your rationale dataset; docs/own_data.md)")
+    return common.read_rationale_data(
+        args.data, args.data_format, text_column=args.text_column, pair_column=args.pair_column,
+        label_column=args.label_column, tags_column=args.tags_column, rationale_column=args.rationale_column,
+        rationale_pair_column=args.rationale_pair_column, eraser_query=args.eraser_query,
+        hatexplain_rationale=args.hatexplain_rationale)
+
+
+def table_setting(args: Args, dataset: dict | None) -> tuple[str, str]:
+    """(task, setting) of the PAPER_TABLE row that fills the unset values; custom: the task of the same shape
+    (common.custom_paper_row, docs/own_data.md)."""
+    if dataset is None:
+        return args.task, setting_of(args)
+    return common.custom_paper_row(dataset, args.shots, args.train_size)
+
+
+def default_sizes(args: Args) -> dict | None:
+    """The task's training-set defaults (ic/sf: 1 shot, nli: 100 pairs, custom: all of train); reads --data for
+    custom and returns it (None for the paper tasks)."""
+    if args.data is not None and args.task != "custom":
+        raise common.UsageError("--data is for --task custom (the paper tasks read --data-dir)")
+    if args.task != "custom":
+        args.shots = "1" if args.shots is None else args.shots
+        args.train_size = 100 if args.train_size is None else args.train_size
+        return None
+    if args.shots is not None and args.train_size is not None:
+        raise common.UsageError("--task custom: give --shots or --train-size, not both")
+    if args.shots is None and args.train_size is None:
+        args.shots = "full"
+    return read_custom_data(args)
+
+
+def resolve(args: Args, cache: dict | None = None) -> Args:
+    """Fill unset values from the paper's tables and the task; check every flag once; resolve --device. `cache` (if
+    given) receives the dataset of --task custom, read here (its shape chooses the table's row)."""
     if args.schedule == "one-pass" and args.rounds not in (None, 1):
         raise common.UsageError("--rounds is for --schedule multi-round (one-pass is one round)")
-    row = paper_defaults(args.task, setting_of(args), args.schedule)
+    dataset = default_sizes(args)
+    shape, setting = table_setting(args, dataset)
+    row = paper_defaults(shape, setting, args.schedule)
     if args.warmup_patience is None and args.patience is not None:
         args.warmup_patience = args.patience  # an explicit --patience applies to the warm-up too
     kind = args.warmup or ("epochs" if args.warmup_epochs is not None else None)
@@ -207,17 +278,19 @@ def resolve(args: Args) -> Args:
         if getattr(args, k) is None:
             setattr(args, k, row.get(k))
     if args.max_len is None:
-        args.max_len = 128 if args.task == "nli" else 50
+        args.max_len = 128 if args.task in ("nli", "custom") else 50
     if args.dropout is None:
-        args.dropout = 0.0 if args.task == "nli" else 0.1
+        args.dropout = 0.0 if shape == "nli" else 0.1
     common.check_args(args)
     unset = [k for k in ("warmup", "lr", "lr_extractor", "batch_size", "max_epochs", "alpha", "patience", "rounds",
                          "warmup_max_epochs", "warmup_patience") if getattr(args, k) is None]
     if unset:
-        raise common.UsageError(f"PAPER_TABLE has no row for --task {args.task} at {setting_of(args)}: give "
+        raise common.UsageError(f"PAPER_TABLE has no row for --task {shape} at {setting}: give "
                                 + ", ".join("--" + k.replace("_", "-") for k in unset))
     common.check_max_len(args.model, args.max_len)
     args.device = str(common.resolve_device(args.device))
+    if cache is not None:
+        cache["dataset"] = dataset
     return args
 
 
@@ -446,7 +519,7 @@ def model_epochs(model: common.TaskModel, ext: Extractor | None, data: dict, dev
     """Up to n_epochs of the model with the extractor frozen (L_task alone if ext is None), a fresh AdamW + linear
     schedule, dev after every epoch, stop after `patience` epochs without a new best dev (the best is global).
     `state` counts epochs, steps and the round across calls."""
-    metric = "f1" if args.task == "sf" else "accuracy"
+    metric = "f1" if model.task == "sf" else "accuracy"
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     opt, sched = common.make_optimizer(model, args.lr, steps_per_epoch * n_epochs)
     stopper.bad = 0
@@ -483,17 +556,22 @@ def model_epochs(model: common.TaskModel, ext: Extractor | None, data: dict, dev
 def run_name(args: Args, seed: int) -> str:
     """<task>-<setting>-<variant>-<seed>, e.g. ic-3shot-onepass-55; the variant is 'base' when alpha is 0."""
     variant = "onepass" if args.schedule == "one-pass" else f"multiround{args.rounds}"
-    setting = f"{args.train_size}ex" if args.task == "nli" else f"{args.shots}shot"
+    setting = f"{args.train_size}ex" if args.task == "nli" or args.shots is None else f"{args.shots}shot"
     return f"{args.task}-{setting}-{'base' if args.alpha == 0 else variant}-{seed}"
 
 
-def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
+def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None) -> dict:
     timer = common.Timer()
     common.set_seed(seed)
     # data: the splits, the n-shot training set (its own RNG seeded by `seed`), rationales aligned to wordpieces
-    data = common.load_uimer_task(args.task, common.resolve_data_dir(args.data_dir), setting_of(args), seed,
-                                  tokenizer, args.max_len, args.nli_sample, args.max_eval_examples,
-                                  args.allow_smaller, args.dev_size)
+    if dataset is None:  # the paper's tasks, with the Table 5 rationales
+        data = common.load_uimer_task(args.task, common.resolve_data_dir(args.data_dir), setting_of(args), seed,
+                                      tokenizer, args.max_len, args.nli_sample, args.max_eval_examples,
+                                      args.allow_smaller, args.dev_size)
+    else:  # --task custom: your data and its human rationales
+        data = common.load_custom_task(dataset, args.shots, args.train_size, seed, tokenizer, args.max_len,
+                                       args.max_eval_examples, args.allow_smaller, args.dev_size)
+    shape = table_setting(args, dataset)[0]  # ic / sf / nli: classification, BIO tagging (CRF), sentence pairs
     st = data["rationale_stats"]
     print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
           f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
@@ -503,9 +581,9 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
     common.write_json_atomic(run / "train_ids.json", data["train_ids"])
     log = common.JsonlLog(run / "log.jsonl")
     # the task model on the device; the dev set batched once (length-sorted, dynamic padding)
-    model = common.TaskModel(common.load_encoder(args.model), args.task, len(data["labels"]), args.dropout)
+    model = common.TaskModel(common.load_encoder(args.model), shape, len(data["labels"]), args.dropout)
     model = model.to(args.device)
-    pad, metric = tokenizer.pad_token_id, "f1" if args.task == "sf" else "accuracy"
+    pad, metric = tokenizer.pad_token_id, "f1" if shape == "sf" else "accuracy"
     dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=args.device)
     gen = torch.Generator().manual_seed(seed)  # gate noise and the extractor's layer draws
@@ -550,7 +628,7 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
         own = {"gate_expectation": gate_explainer(model, ext, special)} if ext is not None else {}
         rows, extra["plausibility"] = common.explain_examples(
             model, data["test"], None, own, args.explain_examples, pad_id=pad, label_names=data["labels"],
-            has_rationale=args.task != "nli", device=args.device)
+            has_rationale=dataset is not None or args.task != "nli", device=args.device)
         common.write_explanations(run / "explanations.jsonl", rows)
     n_int_examples = common.n_with_both(data["train"])
     results = {"task": args.task, "setting": setting_of(args), "seed": seed, "metric": metric, "test": test,
@@ -558,7 +636,7 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
                "n_train": len(data["train"]), "n_with_both_sets": n_int_examples,
                "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
                "shortfall": data["shortfall"], "epochs_run": state["epoch"], "steps": state["step"],
-               "rounds": rounds, **extra}
+               "rounds": rounds, **({"alignment": data["alignment"]} if dataset is not None else {}), **extra}
     if args.save_model:
         common.save_task_model(run / "model", model, tokenizer, {
             "method": f"{METHOD} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {setting_of(args)}, "
@@ -574,10 +652,14 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
 
 
 def main(args: Args) -> dict:
-    args = resolve(args)
+    cache = {}
+    args = resolve(args, cache)
     tokenizer = common.load_tokenizer(args.model)
+    if args.alpha > 0 or args.analysis:
+        common.check_mask_token(tokenizer, args.model, "UIMER-DM's extractor (its placeholder starts as the mask "
+                                "token's embedding, DiffMask)", "an encoder with a mask token, or --alpha 0")
     seeds = common.parse_seeds(args.seeds, args.seed)
-    runs = [train_one_seed(args, seed, tokenizer) for seed in seeds]
+    runs = [train_one_seed(args, seed, tokenizer, cache["dataset"]) for seed in seeds]
     if len(runs) == 1:
         return runs[0]
     summary = {"metric": runs[0]["metric"], "test": common.aggregate([r["test"] for r in runs]),

@@ -65,8 +65,8 @@ def test_a_rationale_word_marks_exactly_its_wordpieces_in_a_handmade_pair(tiny, 
     (x,), _ = common.align_rationales(tok, ex, 64)
     toks = tok.convert_ids_to_tokens(x["input_ids"])
     marked = [t for t, r in zip(toks, x["rationale"], strict=True) if r]
-    pair_start = x["word_ids"].index(5)
-    assert norm(tok.convert_tokens_to_string([t for t, w in zip(toks, x["word_ids"], strict=True) if w == 3])) \
+    pair_start = x["word_of_piece"].index(5)
+    assert norm(tok.convert_tokens_to_string([t for t, w in zip(toks, x["word_of_piece"], strict=True) if w == 3])) \
         == "unbelievably"
     assert norm(tok.convert_tokens_to_string(marked[:sum(x["rationale"][:pair_start])])) == "unbelievably"
     assert norm(tok.convert_tokens_to_string(marked[sum(x["rationale"][:pair_start]):])) == "members"

@@ -503,14 +503,14 @@ def check_alignment(tok, examples, enc, max_len):
         marks = (e["rationale"] or [0] * len(e["words"])) + ((e["pair_rationale"] or [0] * len(e["pair_words"]))
                                                                if e["pair_words"] else [])
         toks = tok.convert_ids_to_tokens(x["input_ids"])
-        assert len(x["rationale"]) == len(x["word_ids"]) == len(x["input_ids"]) == x["length"]
-        assert x["special_tokens_mask"] == [int(w == -1) for w in x["word_ids"]]
-        seen = [w for w in x["word_ids"] if w >= 0]
+        assert len(x["rationale"]) == len(x["word_of_piece"]) == len(x["input_ids"]) == x["length"]
+        assert x["special_tokens_mask"] == [int(w == -1) for w in x["word_of_piece"]]
+        seen = [w for w in x["word_of_piece"] if w >= 0]
         assert seen == sorted(seen)  # contiguous, in word order
         last = {max(w for w in seen if (w < len(e["words"])) == first) for first in (True, False)
                 if any((w < len(e["words"])) == first for w in seen)}
         for w in set(seen):
-            pieces = [t for t, i in zip(toks, x["word_ids"], strict=True) if i == w]
+            pieces = [t for t, i in zip(toks, x["word_of_piece"], strict=True) if i == w]
             if tok.unk_token in pieces:
                 continue
             decoded = norm(tok.convert_tokens_to_string(pieces))
@@ -518,8 +518,8 @@ def check_alignment(tok, examples, enc, max_len):
                 assert norm(words[w]).startswith(decoded), (pieces, words[w])
             else:
                 assert decoded == norm(words[w]), (pieces, words[w])
-        assert x["rationale"] == [marks[w] if w >= 0 else 0 for w in x["word_ids"]]
-        assert [x["word_ids"][p] for p in x["word_index"]] == list(range(len(x["word_index"])))
+        assert x["rationale"] == [marks[w] if w >= 0 else 0 for w in x["word_of_piece"]]
+        assert [x["word_of_piece"][p] for p in x["word_index"]] == list(range(len(x["word_index"])))
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -544,7 +544,7 @@ def test_rationale_cut_by_max_len_is_counted_against_an_untruncated_alignment(to
         n_cut = n_lost = n_trunc = 0
         for e, a, b in zip(d["train"], full, cut, strict=True):
             marks = e["rationale"] + e["pair_rationale"]
-            kept, every = set(b["word_ids"]) - {-1}, set(a["word_ids"]) - {-1}
+            kept, every = set(b["word_of_piece"]) - {-1}, set(a["word_of_piece"]) - {-1}
             lost = [w for w in every - kept if marks[w]]
             n_cut += bool(lost)
             n_lost += bool(lost) and len(lost) == sum(marks)
@@ -565,7 +565,7 @@ def test_counts_of_empty_full_and_missing_rationales_and_words_without_wordpiece
                       "n_truncated": 0, "n_rationale_cut": 0, "n_rationale_lost": 0, "n_words_without_wordpiece": 2}
     x = enc[3]
     assert tok.convert_ids_to_tokens(x["input_ids"]) == ["[CLS]", "so", "good", "[SEP]"]
-    assert x["word_ids"] == [-1, 0, 2, -1] and x["rationale"] == [0, 0, 1, 0]
+    assert x["word_of_piece"] == [-1, 0, 2, -1] and x["rationale"] == [0, 0, 1, 0]
     assert x["word_index"] == [1, 2, 2, 2]  # a word without wordpieces takes the next word's (or the last) position
     assert [e["has_rationale"] for e in enc] == [True, True, False, True]
 

@@ -203,6 +203,9 @@ class Args:
     eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
     explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
                                          domain=common.COUNT)
+    explain_own: bool = common.field(True, help="explain with the method's own interpretation too, beside integrated "
+                                     "gradients (off: IG alone, the same yardstick for every method; IM's marginal "
+                                     "effect costs k forward passes per wordpiece on long texts)")
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
                                     "head.safetensors, model_card.md)")
 
@@ -625,7 +628,7 @@ def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
     # explanations of the first test examples: integrated gradients and, with an extractor, its expected gates
     if args.explain_examples:
-        own = {"gate_expectation": gate_explainer(model, ext, special)} if ext is not None else {}
+        own = {"gate_expectation": gate_explainer(model, ext, special)} if ext is not None and args.explain_own else {}
         rows, extra["plausibility"] = common.explain_examples(
             model, data["test"], None, own, args.explain_examples, pad_id=pad, label_names=data["labels"],
             has_rationale=dataset is not None or args.task != "nli", device=args.device)

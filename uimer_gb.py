@@ -161,6 +161,9 @@ class Args:
     eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
     explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
                                          domain=common.COUNT)
+    explain_own: bool = common.field(True, help="explain with the method's own interpretation too, beside integrated "
+                                     "gradients (off: IG alone, the same yardstick for every method; IM's marginal "
+                                     "effect costs k forward passes per wordpiece on long texts)")
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
                                     "head.safetensors, model_card.md)")
 
@@ -419,10 +422,10 @@ def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None
     # explanations of the first test examples: integrated gradients and the method's saliency, against the rationale
     extra = {}
     if args.explain_examples:
+        own = {f"saliency_{args.variant}": saliency_explainer(model, args.variant, args.wrt, special_ids)} \
+            if args.explain_own else {}
         rows, extra["plausibility"] = common.explain_examples(
-            model, data["test"], None, {f"saliency_{args.variant}": saliency_explainer(model, args.variant, args.wrt,
-                                                                                       special_ids)},
-            args.explain_examples, pad_id=pad, label_names=data["labels"],
+            model, data["test"], None, own, args.explain_examples, pad_id=pad, label_names=data["labels"],
             has_rationale=dataset is not None or args.task != "nli", device=args.device)
         common.write_explanations(run / "explanations.jsonl", rows)
     n_int_examples = common.n_with_both(data["train"])

@@ -274,6 +274,9 @@ class Args:
     eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
     explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
                                          domain=common.COUNT)
+    explain_own: bool = common.field(True, help="explain with the method's own interpretation too, beside integrated "
+                                     "gradients (off: IG alone, the same yardstick for every method; IM's marginal "
+                                     "effect costs k forward passes per wordpiece on long texts)")
     save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
                                     "head.safetensors, model_card.md)")
 
@@ -849,7 +852,7 @@ def train_one_seed(args: Args, seed: int, tokenizer, mlm, dataset: dict | None =
     common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
     # explanations of the first test examples: integrated gradients and the method's marginal effect (Eq. 4)
     if args.explain_examples:
-        own = {} if args.strategy == "bert" and mlm is None else {  # a BaseModel run of +BERT loads no masked LM
+        own = {} if not args.explain_own or args.strategy == "bert" and mlm is None else {  # +BERT BaseModel: no MLM
             f"marginal_{args.strategy}": marginal_effect_explainer(
                 model, args.strategy, args.num_samples, tok_info, args.lower_bound,
                 torch.Generator().manual_seed(seed + 2), mlm)}

@@ -5,6 +5,8 @@ Explanation Guided Training", TrustNLP 2023, arXiv 2312.17591. Only the abstract
 the standard definition of the technique the paper names; where the paper is silent the choice is a flag and a
 numbered deviation in docs/regex.md. Equation numbers below are ours.
 Documentation: docs/regex.md (equations -> code, deviations, results, the weight sweep).
+common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
+metrics; readers.
 
     python regex_robust.py --task sst2                                   # the defaults: VAT (lambda_v 0.1) only
     python regex_robust.py --task sst2 --igr --egt                       # REGEX: IGR + VAT + EGT
@@ -144,7 +146,8 @@ class Args:
                                     "model_card.md)", aliases=["--save-checkpoint"])
     model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding sst2/, imdb/, eraser_movies/ (else $DATA_DIR, "
-                                        "else ./data)", domain=common.EXISTING_DIR)
+                                        "else the data/ folder beside common.py, else ./data)",
+                                        domain=common.EXISTING_DIR)
     out_dir: str = common.field("runs", help="run directories go to <out-dir>/regex_robust/<name>/", domain=common.OUT_DIR)
     seed: int = common.field(1, help="seed of subsampling, initialisation, dropout, VAT noise and data order", domain=common.SEED)
     seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
@@ -159,10 +162,10 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill the task-dependent defaults; check every flag against its domain (and the model's position limit)."""
-    args.device = str(common.resolve_device(args.device))
     args.max_len = MAX_LEN[args.task] if args.max_len is None else args.max_len
     args.rationale_ratio = RATIONALE_RATIO[args.task] if args.rationale_ratio is None else args.rationale_ratio
     common.check_args(args)
+    args.device = str(common.resolve_device(args.device))
     if args.evaluate_only and not args.checkpoint:
         raise common.UsageError("--evaluate-only needs --checkpoint PATH (a run directory, model folder or model.pt)")
     if not args.evaluate_only:

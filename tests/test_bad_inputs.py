@@ -178,7 +178,7 @@ CORRUPT = {
 
 # ---------------------------------------------------------------------------------------------- the table
 E, OK = "error", "ok"
-DEVICE_ERR = "--device: must be auto, cpu, cuda or cuda:N"
+DEVICE_ERR = "--device must be auto, cpu, cuda or cuda:N (N in [0, 1023]"
 U_FAST = ["--max-epochs", "1", "--eval-batch-size", "64"]
 ROWS = [  # (id, script, args, corruption, expected, what the message or the results must show)
     # ---- UIMER-IM: flags
@@ -375,7 +375,8 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("sm-explainer", "sm", ["--explainer", "lime"], "none", E, "invalid choice"),
     ("sm-maxdocs0", "sm", ["--max-docs", "0"], "none", E, "--max-docs"),
     ("sm-warmup-neg", "sm", ["--warmup-steps", "-5"], "none", E, "--warmup-steps"),
-    ("sm-teacher-bytes", "sm", ["--teacher-dir", "{tmp}/junk-teacher"], "none", E, "cannot be loaded as weights"),
+    ("sm-teacher-bytes", "sm", ["--teacher-dir", "{tmp}/junk-teacher", "--num-examples", "16"], "none", E,
+     "cannot be loaded as weights"),  # a pool of 30: the pool size is checked before the teacher loads
     ("sm-teacher-json", "sm", ["--teacher-dir", "{tmp}/bad-json-teacher"], "none", E, "teacher.json"),
     ("sm-no-teacher", "sm", ["--teacher-dir", "{tmp}/no-teacher"], "none", E, "no trained teacher"),
     ("sm-pool", "sm", ["--teacher-dir", "{teacher}", "--num-examples", "1000"], "none", E,
@@ -454,7 +455,7 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("rx-model-unknown-type", "rx", ["--model", "{tmp}/m_unknown"], "none", E, "cannot read the model config"),
     ("sm-model-corrupt", "sm", ["--setup", "teacher", "--model", "{tmp}/m_corrupt"], "none", E,
      "cannot load an encoder"),
-    # ---- edge cases: words that yield no wordpiece are [UNK] (JointBERT), a zero-width-only sentence too
+    # ---- edge cases: a word without wordpiece keeps its place (no shift), a zero-width-only sentence too
     ("im-sf-zero-width", "im", ["--task", "sf", "--shots", "full", *U_FAST], "zero_width_sf", OK, "ran"),
     ("rx-zero-width", "rx", ["--train-size", "12", "--no-egt", "--no-vat", "--max-epochs", "1", "--attributions",
                              "random", "--no-randomization"], "sst2_zero_width", OK, "ran"),
@@ -684,29 +685,34 @@ def test_hostile_arguments_never_print_a_traceback(script, world, tiny_model, tm
 
 
 # ---------------------------------------------------------------------------------------------- words and wordpieces
-def test_a_word_without_wordpiece_is_unk_and_keeps_the_word_map():
+def test_a_word_without_wordpiece_keeps_its_place_in_the_word_map():
     """With the real (MiniLM = bert-base-uncased) tokenizer: zero-width and other characters the tokenizer drops make a
-    word with no wordpiece; it is read as [UNK] (JointBERT's rule), so word_index has one entry per word, the
-    rationale of later words stays on their wordpieces, and a sentence of such words is not empty."""
+    word with no wordpiece. It takes the first wordpiece of the next word (else the last of the text), as
+    align_rationales does: word_index keeps one entry per word, the words after it are not shifted (their tags and
+    rationale stay on their own wordpieces), and a sentence of such words has a position per word, never none."""
     tok = common.load_tokenizer(None)
-    unk = tok.unk_token_id
     for word in (ZW, "\u2060", "\ufffd" * 6, "\u00ad", "\x96", "\u200b\u200c\u200d"):
         assert tok(word, add_special_tokens=False)["input_ids"] == [], ascii(word)  # the case this rule is for
-        words, mask = ["play", word, "queen"], [0, 0, 1]
-        e = common.encode_words(tok, words, mask, 50)
-        assert e["n_unk_words"] == 1 and len(e["word_index"]) == 3
-        assert [e["input_ids"][i] for i in e["word_index"]] == tok.convert_tokens_to_ids(["play", "[UNK]", "queen"])
-        assert e["rationale"][e["word_index"][2]] == 1 and sum(e["rationale"]) == 1
+        e = common.encode_words(tok, ["play", word, "queen"], [0, 0, 1], 50)
+        assert e["input_ids"] == tok(["play", "queen"], is_split_into_words=True)["input_ids"]
+        assert e["n_words_without_wordpiece"] == 1 and e["word_index"] == [1, 2, 2]  # "queen" is still word 2
+        assert e["rationale"] == [0, 0, 1, 0] and e["word_of_piece"] == [-1, 0, 2, -1]
+    e = common.encode_words(tok, ["add", "this", ZW], [0, 0, 1], 50)  # at the end: the text's last wordpiece
+    assert e["word_index"] == [1, 2, 2] and e["rationale"] == [0, 0, 0, 0]
     e = common.encode_words(tok, [ZW, ZW], [1, 0], 50)  # a sentence with no visible character
-    assert e["input_ids"][1:-1] == [unk, unk] and e["word_index"] == [1, 2] and e["rationale"] == [0, 1, 0, 0]
-    e = common.encode_words(tok, ["a", ZW], [0, 1], 50, [ZW, "b"], [1, 0])  # pairs: both sequences
-    assert e["n_unk_words"] == 2 and tok.convert_ids_to_tokens(e["input_ids"]) == \
-        ["[CLS]", "a", "[UNK]", "[SEP]", "[UNK]", "b", "[SEP]"] and e["rationale"] == [0, 0, 1, 0, 1, 0, 0]
-    plain = common.encode_words(tok, ["add", "this", "song"], [1, 0, 0], 50)  # no such word: nothing changes
-    assert plain["n_unk_words"] == 0 and plain["input_ids"] == tok(["add", "this", "song"], is_split_into_words=True)[
-        "input_ids"]
-    long = ["hello"] * 20  # truncation is not a missing wordpiece
-    assert common.encode_words(tok, long, [0] * 20, 8)["n_unk_words"] == 0
+    assert e["input_ids"] == [tok.cls_token_id, tok.sep_token_id] and e["word_index"] == [0, 0]
+    e = common.encode_words(tok, ["a", ZW], [0, 1], 50, [ZW, "b"], [1, 0])  # pairs: counted in both texts
+    assert e["n_words_without_wordpiece"] == 2 and e["word_index"] == [1, 1]
+    assert e["word_of_piece"] == [-1, 0, -1, 3, -1]
+    long = ["hello"] * 3 + [ZW] + ["world"] * 10  # truncated: a word cut by max_len is not a word without wordpiece
+    e = common.encode_words(tok, long, [0] * 14, 12)
+    assert e["n_words_without_wordpiece"] == 1 and e["word_index"] == [1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10]
+    assert common.encode_words(tok, ["hello"] * 20, [0] * 20, 8)["n_words_without_wordpiece"] == 0
+    for words, pair in ((["play", ZW, "queen"], None), ([ZW, ZW], None), (["a", ZW], [ZW, "b"]), (long, None)):
+        for max_len in (50, 12):  # the same rule as the alignment of your own data
+            ref = common.align_rationales(tok, [common._example("x", words, "y", "w", pair)], max_len)[0][0]
+            e = common.encode_words(tok, words, [0] * len(words), max_len, pair, [0] * len(pair) if pair else None)
+            assert all(ref[k] == e[k] for k in ("input_ids", "word_index", "word_of_piece")), (words, max_len)
     tags = [{"input_ids": [101, 102], "token_type_ids": [0, 0], "index": 0, "id": "x", "tags": [], "word_index": []}]
     with pytest.raises(common.DataError, match="example x has no word to tag"):  # never an empty CRF mask
         common.collate(tags, 0)

@@ -1128,7 +1128,8 @@ EXPLAIN_EXAMPLES_HELP = ("write explanations.jsonl for the first N test examples
 IG_STEPS = 20  # m of integrated_gradients(): relative completeness gap 0.4% on the quick config (docs/report.md)
 
 
-IG_MAX_ROWS = 256  # interpolation points held in one forward/backward (examples x steps)
+IG_MAX_ROWS = 256  # interpolation points held in one forward/backward (examples x steps)...
+IG_MAX_TOKENS = 8192  # ... and at most this many rows x wordpieces (long documents: memory of eager attention)
 
 
 IOU_THRESHOLD = 0.5  # ERASER's partial match: a predicted span matches at IOU >= 0.5
@@ -1291,7 +1292,8 @@ def integrated_gradients(model: TaskModel, batch: dict, target: torch.Tensor, co
     f = log p(target | x) = model.gold_log_likelihood with `target` as gold: the log-softmax of the target class, or
     for sf the CRF log-likelihood of the target tag sequence (the same quantity the task loss uses); x' =
     ig_baseline(). The model must be in eval() mode (no dropout). The m points of several examples go through ONE
-    forward/backward (max_rows rows at a time). Completeness: sum_l a_l = f(x) - f(x') up to the midpoint rule's error.
+    forward/backward (max_rows rows, at most IG_MAX_TOKENS rows x wordpieces, at a time). Completeness:
+    sum_l a_l = f(x) - f(x') up to the midpoint rule's error.
     Returns (a (B, L) detached, f(x) (B,), f(x') (B,))."""
     with torch.no_grad():
         e = model.embed(batch["input_ids"])
@@ -1300,7 +1302,7 @@ def integrated_gradients(model: TaskModel, batch: dict, target: torch.Tensor, co
     tb = target_batch(batch, target)
     rows = {k: v for k, v in tb.items() if torch.is_tensor(v) and v.dim() >= 1 and v.size(0) == B}
     alphas = (torch.arange(steps, dtype=e.dtype, device=e.device) + 0.5) / steps
-    per, out = max(1, max_rows // steps), []
+    per, out = max(1, min(max_rows, IG_MAX_TOKENS // max(L, 1)) // steps), []
     for s in range(0, B, per):
         n, diff = min(per, B - s), e[s:s + per] - e0[s:s + per]
         x = (e0[s:s + per, None] + alphas[None, :, None, None] * diff[:, None]).reshape(n * steps, L, H)

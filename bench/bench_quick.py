@@ -3,24 +3,32 @@
     python bench/bench_quick.py                                   # profile the README quick config
     python bench/bench_quick.py --config nli100 --threads 1       # one NLI 100 run (IM, dev subsample), one thread
     python bench/bench_quick.py --before b13badb --repeats 3      # wall time of REF's tree vs this tree, interleaved
+    python bench/bench_quick.py --without "--explain-examples 0"  # what writing explanations costs, interleaved
 
 Profile: the run is executed in this process with timers around the steps that are not the method: start-up (a
 separate `python -c "import uimer_im"`), the tokenizer and encoder load, reading and encoding the data
 (`common.load_uimer_task`), the dev evaluations after every epoch and the test pass (`common.evaluate`); the rest of
 `train_one_seed` is training (forward, L_int, backward, optimiser). Before/after: the same command runs in a copy of
 the tree at git revision REF (`git archive`) and in this tree, alternately, `--repeats` times each; medians, their
-ratio, and whether the two trees wrote the same results.json bytes. Absolute seconds hold for this machine only.
+ratio, and whether the two trees wrote the same results.json bytes. `--without ARGS`: the same, in this tree, with
+and without ARGS appended (e.g. the cost of the explanations: `--without "--explain-examples 0"`). Absolute
+seconds hold for this machine only.
 """
-import argparse
 import contextlib
 import os
 import platform
+import re
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import toolbox as tb  # noqa: E402
+from timing import run_bench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -38,33 +46,34 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+def _git_ref(value: str) -> str:
+    if not re.fullmatch(r"[\w./~^@{}-]{1,200}", value) or value.startswith("-"):
+        raise ValueError(value)
     return value
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+REF = tb.Domain("a git revision of this repository (a commit, tag or branch)", _git_ref)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="bench_quick.py", description=__doc__.split("\n")[0])
+def build_parser():
+    p = tb.OneLineParser(prog="bench_quick.py", description=tb.first_paragraph(__doc__))
     p.add_argument("--config", choices=sorted(CONFIGS), default="quick", help="the run to measure: quick (the "
                    "README quick command) or nli100 (IM +Uniform (warm.) at NLI 100, dev subsample 1000)")
-    p.add_argument("--before", metavar="REF", help="a git revision of this repository: time its tree against this "
-                   "one instead of profiling")
-    p.add_argument("--repeats", type=positive_int, default=1, help="with --before: runs of each tree (an integer "
-                   ">= 1; the trees alternate)")
-    p.add_argument("--threads", type=positive_int, help="OMP/MKL threads of the run (an integer >= 1; default: "
-                   "torch's choice)")
-    p.add_argument("--data-dir", help="passed to the run (an existing folder; default: the shipped data/)")
+    tb.add(p, "--before", domain=REF, help="time REF's tree against this one instead of profiling")
+    tb.add(p, "--without", domain=tb.SHELL_ARGS, help="time the run as it is against the run with these arguments "
+           "appended (e.g. \"--explain-examples 0\"), alternately, in this tree")
+    tb.add(p, "--repeats", default=1, domain=tb.Int(1, 100), help="with --before or --without: runs of each (they "
+           "alternate)")
+    tb.add(p, "--threads", domain=tb.Int(1, 4096), help="OMP/MKL threads of the run (default: torch's choice)")
+    tb.add(p, "--data-dir", domain=tb.EXISTING_DIR, help="passed to the run (default: the shipped data/)")
     return p
+
+
+def parse_args(argv=None):
+    a = build_parser().parse_args(argv)
+    if a.before and a.without is not None:
+        raise tb.UsageError("give --before or --without, not both")
+    return a
 
 
 def profile(argv: list[str]) -> dict:
@@ -88,14 +97,19 @@ def profile(argv: list[str]) -> dict:
                     time.perf_counter() - t)
         return wrapper
 
+    saved = {n: getattr(common, n) for n in ("load_tokenizer", "load_encoder", "load_uimer_task", "evaluate")}
     common.load_tokenizer = timed(common.load_tokenizer, "load tokenizer and encoder")
     common.load_encoder = timed(common.load_encoder, "load tokenizer and encoder")
     common.load_uimer_task = timed(common.load_uimer_task, "read, sample, encode data")
     common.evaluate = timed(common.evaluate, into=evals)
-    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(open(os.devnull, "w")):
-        t = time.perf_counter()
-        script.main(script.parse_args(argv[1:] + ["--out-dir", out]))
-        total = time.perf_counter() - t
+    try:
+        with tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            t = time.perf_counter()
+            script.main(script.parse_args(argv[1:] + ["--out-dir", out]))
+            total = time.perf_counter() - t
+    finally:
+        for n, fn in saved.items():
+            setattr(common, n, fn)
     spent[f"dev evaluations ({len(evals) - 1})"] = sum(evals[:-1])
     spent["test pass"] = evals[-1]
     spent["training (forward, L_int, backward, optimiser)"] = total - sum(spent.values())
@@ -107,8 +121,21 @@ def run_tree(tree: Path, argv: list[str], out: Path, env: dict) -> float:
     p = subprocess.run([sys.executable, *argv, "--out-dir", str(out)], cwd=tree, env=env, capture_output=True,
                        text=True)
     if p.returncode:
-        raise SystemExit(f"bench_quick.py: error: the run failed in {tree}: {p.stderr.strip().splitlines()[-1:]}")
+        raise tb.UsageError(f"the run failed in {tree}: {tb.one_line(p.stderr.strip().splitlines()[-1:])}")
     return time.perf_counter() - t
+
+
+def with_without(extra: list[str], argv: list[str], repeats: int, env: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        times = {"as is": [], "with ARGS": []}
+        for r in range(repeats):
+            for name, run in (("as is", argv), ("with ARGS", argv + extra)):
+                times[name].append(run_tree(ROOT, run, Path(tmp) / f"{name.replace(' ', '-')}-{r}", env))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(f"{' '.join(argv)}\n{cpu_name()}, threads: {env.get('OMP_NUM_THREADS', 'default')}, {repeats} run(s) each")
+    for name in times:
+        print(f"  {name:9s}: median {med[name]:6.1f} s  {' '.join(f'{t:.1f}' for t in times[name])}")
+    print(f"  ARGS = {' '.join(extra)}; as is / with ARGS = {med['as is'] / med['with ARGS']:.3f}")
 
 
 def before_after(ref: str, argv: list[str], repeats: int, env: dict) -> None:
@@ -117,7 +144,7 @@ def before_after(ref: str, argv: list[str], repeats: int, env: dict) -> None:
         old.mkdir()
         archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True)
         if archive.returncode:
-            raise SystemExit(f"bench_quick.py: error: --before {ref}: not a git revision of this repository")
+            raise tb.UsageError(f"--before {ref}: not a git revision of this repository")
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
         times = {"before": [], "after": []}
         for r in range(repeats):
@@ -133,27 +160,27 @@ def before_after(ref: str, argv: list[str], repeats: int, env: dict) -> None:
           f"{'identical' if results['before'] == results['after'] else 'DIFFERENT'}")
 
 
-def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    if a.data_dir is not None and not Path(a.data_dir).is_dir():
-        print(f"bench_quick.py: error: --data-dir {a.data_dir}: no such folder", file=sys.stderr)
-        return 2
-    run = CONFIGS[a.config] + (["--data-dir", a.data_dir] if a.data_dir else [])
+def main(a) -> None:
+    run = CONFIGS[a.config] + (["--data-dir", str(a.data_dir)] if a.data_dir else [])
     env = dict(os.environ)
     if a.threads:
         for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[k] = os.environ[k] = str(a.threads)
     if a.before:
-        before_after(a.before, run, a.repeats, env)
-        return 0
+        return before_after(a.before, run, a.repeats, env)
+    if a.without is not None:
+        return with_without(shlex.split(a.without), run, a.repeats, env)
     spent = profile(run)
     total = sum(spent.values())
     print(f"{' '.join(run)}\n{cpu_name()}, threads: {env.get('OMP_NUM_THREADS', 'default')}")
-    for k, s in spent.items():
-        print(f"  {k:48s} {s:7.1f} s  {100 * s / total:5.1f} %")
+    for k, sec in spent.items():
+        print(f"  {k:48s} {sec:7.1f} s  {100 * sec / total:5.1f} %")
     print(f"  {'total':48s} {total:7.1f} s")
-    return 0
+
+
+def cli(argv=None) -> int:
+    return run_bench(main, parse_args, "bench_quick.py", argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -56,3 +56,23 @@ def test_smat_bench_on_the_imdb_slice():
     assert "untrained teacher" in out and "meta part alone" in out and "outer_bwd" in out
     ratios = [float(line.split()[-2]) for line in out.splitlines() if line.startswith("student + gradient_l2")]
     assert len(ratios) == 1 and 0 < ratios[0] < 1e3, out
+
+
+def test_quick_bench_profiles_and_compares_on_a_tiny_model(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """bench_quick.py's profile sums its parts, and --without times the run with and without extra arguments: run
+    in-process on the tiny model and data (the configs' model and data swapped for them)."""
+    import subprocess
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_quick
+    argv = ["uimer_im.py", "--task", "ic", "--shots", "1", "--strategy", "uniform", "--max-epochs", "2",
+            "--model", tiny_model, "--data-dir", str(tiny_data)]
+    monkeypatch.setitem(bench_quick.CONFIGS, "quick", argv)
+    spent = bench_quick.profile(argv)
+    assert set(spent) >= {"start-up (python, imports)", "test pass", "training (forward, L_int, backward, optimiser)"}
+    assert all(v >= 0 for v in spent.values()) and any(k.startswith("dev evaluations (2)") for k in spent)
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['bench_quick.py']; import bench_quick; "
+                          f"bench_quick.CONFIGS['quick'] = {argv!r}; "
+                          "sys.exit(bench_quick.cli(['--without', '--explain-examples 0']))"],
+                         cwd=ROOT / "bench", capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "as is / with ARGS" in out.stdout

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "data"))
 import bench_paper_shapes  # noqa: E402
+import bench_quick  # noqa: E402
 import bench_regex  # noqa: E402
 import bench_smat  # noqa: E402
 import bench_uimer  # noqa: E402
@@ -32,7 +33,7 @@ import table  # noqa: E402
 from test_sweep import class_preds  # noqa: E402
 
 BENCHES = {"bench_uimer.py": bench_uimer, "bench_regex.py": bench_regex, "bench_smat.py": bench_smat,
-           "bench_paper_shapes.py": bench_paper_shapes}
+           "bench_paper_shapes.py": bench_paper_shapes, "bench_quick.py": bench_quick}
 SYS_UNWRITABLE = "/sys/tools-test/x"  # refused even to root (sysfs); a non-root user cannot write there either
 
 
@@ -256,6 +257,12 @@ ROWS = [
     ("bench_paper_shapes.py", ["--only", ""], None, "--only: must be"),
     ("bench_paper_shapes.py", ["--repeats", "nan"], None, "--repeats: must be"),
     ("bench_paper_shapes.py", ["--tiny", "--unknown"], None, "unrecognized arguments"),
+    ("bench_quick.py", ["--repeats", "0"], None, "--repeats: must be an integer in [1, 100]"),
+    ("bench_quick.py", ["--before=-x"], None, "--before: must be a git revision"),
+    ("bench_quick.py", ["--before", "HEAD", "--without", ""], None, "give --before or --without, not both"),
+    ("bench_quick.py", ["--without", "'a"], None, "--without: must be shell words"),
+    ("bench_quick.py", ["--config", "all"], None, "invalid choice: 'all'"),
+    ("bench_quick.py", ["--data-dir", "{file}"], None, "--data-dir: must be an existing folder"),
 ]
 
 

@@ -175,7 +175,7 @@ def test_ig_completeness(tiny_model, tok, baseline):
         f0 = clf.forward(e0, batch)[0].gather(1, target[:, None])[:, 0]
     tol = 2e-3 * (f - f0).abs().max().item() + 1e-8
     assert torch.allclose(a.sum((1, 2)), f - f0, atol=tol), (a.sum((1, 2)), f - f0)
-    special = ~rx.content_mask(clf, batch)
+    special = ~rx.content_positions(clf, batch)
     assert a[special].abs().max() == 0  # [CLS], [SEP] and padding keep their embedding in the baseline
 
 
@@ -244,7 +244,7 @@ def test_egt_loss_masks_and_flows_gradient(tiny_model, tok):
                         "--lambda-v", "2", "--lambda-e", "0.5")  # every term on, whatever the defaults
     L, rec = rx.train_step(clf, batch, args, egt_on=True)
     assert {"L_CE", "L_IGR", "L_VAT", "L_EGT", "L_align", "L_mask"} <= set(rec)
-    n = rx.content_mask(clf, batch).sum(1)
+    n = rx.content_positions(clf, batch).sum(1)
     assert abs(rec["masked_share"] - float(torch.floor(0.3 * n).sum() / n.sum())) < 1e-9
     assert abs(rec["L"] - (rec["L_CE"] + 0.1 * rec["L_IGR"] + 2 * rec["L_VAT"] + 0.5 * rec["L_EGT"])) < 1e-5  # Eq. 1
     L.backward()
@@ -354,7 +354,7 @@ def test_deeplift_and_ig_are_exact_on_a_linear_model():
     dl, _ = rx.token_scores("deeplift", clf, batch, None, args, gen)
     e = clf.embed(ids).detach()
     w = clf.module["head"].weight.detach()
-    exact = (e * rx.content_mask(clf, batch)[..., None]) @ w[target].unsqueeze(-1)  # e' = 0 at content tokens
+    exact = (e * rx.content_positions(clf, batch)[..., None]) @ w[target].unsqueeze(-1)  # e' = 0 at content tokens
     assert torch.allclose(ig, exact[..., 0], atol=1e-5) and torch.allclose(dl, exact[..., 0], atol=1e-5)
 
 
@@ -366,7 +366,7 @@ def test_captum_deeplift_on_a_transformer_is_signed_input_x_gradient(tiny_model,
     args = default_args("--attr-reduce", "sum")
     dl, target = rx.token_scores("deeplift", clf, batch, None, args, None)
     ixg, _ = rx.token_scores("input_x_gradient", clf, batch, target, args, None)
-    c = rx.content_mask(clf, batch)
+    c = rx.content_positions(clf, batch)
     assert torch.allclose(dl[c], ixg[c], atol=1e-8) and dl[~c].abs().max() == 0
 
 

@@ -629,7 +629,8 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     expect = {"task": "invalid choice", "attribution": "--attributions", "mask0": "--mask-ratio",
-              "mask1": "--mask-ratio", "empty": "stsa.binary.train:4: empty text", "checkpoint": "not found", "no_checkpoint": "--checkpoint",
+              "mask1": "--mask-ratio", "empty": "stsa.binary.train:4: empty text", "checkpoint": "not found",
+              "no_checkpoint": "--checkpoint",
               "flag": "unrecognized", "datadir": "--data-dir", "ratio0": "--rationale-ratio"}[case]
     assert expect in p.stderr, p.stderr
 

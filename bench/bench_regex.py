@@ -1,6 +1,7 @@
 """Step time of REGEX relative to plain fine-tuning on the same batch, measured in one run, per IG step count.
 
-    python bench/bench_regex.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5] [--ig-steps 1,5,10,20] [--device auto]
+    python bench/bench_regex.py [--data-dir DIR] [--model NAME_OR_PATH] [--repeats 5] [--ig-steps 1,5,10,20]
+                                [--device auto]
 
 One optimisation step (forward, backward, AdamW) of L (Eq. 1) versus one of L_CE alone, on one SST-2 training batch
 (batch size 16, seed 1, the script's defaults otherwise). Plain and method steps are interleaved so machine load hits

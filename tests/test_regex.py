@@ -466,7 +466,7 @@ def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat,
     if egt:
         on = [s for s in steps if s["egt_on"]]
         assert all(("L_align" in s) == (mode != "mask") and ("L_mask" in s) == (mode != "align") for s in on)
-    assert (Path(r["run_dir"]) / "model" / "head.safetensors").is_file()
+    assert (Path(r["run_dir"]) / "model" / "task.json").is_file()  # a standard folder: tests/test_saved_models.py
 
 
 @pytest.mark.parametrize("extra", [

@@ -30,6 +30,7 @@ Faithfulness suite (evaluation only; any classifier behind the `Classifier` inte
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -728,11 +729,28 @@ def removed_rows(ids: torch.Tensor, att: torch.Tensor, remove: torch.Tensor, op:
     return [tuple(r) for r in clf.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
 
 
+@contextlib.contextmanager
+def fused_attention(clf: Classifier):
+    """For forwards that need neither attention maps nor a double backward: PyTorch's fused attention (SDPA) in
+    place of the eager one the encoder was loaded with (about 15 % faster on a CPU, equal to rounding)."""
+    enc = getattr(clf.module, "encoder", clf.module)
+    cfg = getattr(enc, "config", None)
+    swap = getattr(cfg, "_attn_implementation", None) == "eager" and getattr(enc, "_supports_sdpa", False)
+    if swap:
+        cfg._attn_implementation = "sdpa"
+    try:
+        yield
+    finally:
+        if swap:
+            cfg._attn_implementation = "eager"
+
+
 @torch.inference_mode()
 def row_probs(clf: Classifier, rows: list[tuple[int, ...]], labels: list[int], budget_mb: int,
               device) -> list[float]:
     """p(label | row) for unpadded id rows: each distinct (row, label) once, sorted by length, in forwards as large
-    as the budget allows at the chunk's padded length (the rows a removal curve shares are computed once)."""
+    as the budget allows at the chunk's padded length (the rows a removal curve shares are computed once), with
+    fused attention."""
     uniq = sorted(set(zip(rows, labels, strict=True)), key=lambda r: len(r[0]))
     got, s = {}, 0
     while s < len(uniq):
@@ -745,8 +763,9 @@ def row_probs(clf: Classifier, rows: list[tuple[int, ...]], labels: list[int], b
         for r, (row, _) in enumerate(chunk):
             ids[r, :len(row)], att[r, :len(row)] = torch.tensor(row), 1
         ids, att = ids.to(device), att.to(device)
-        p = F.softmax(clf.forward(clf.embed(ids), {"attention_mask": att, "token_type_ids": torch.zeros_like(ids)})[0],
-                      -1)
+        with fused_attention(clf):
+            logits = clf.forward(clf.embed(ids), {"attention_mask": att, "token_type_ids": torch.zeros_like(ids)})[0]
+        p = F.softmax(logits, -1)
         y = torch.tensor([lab for _, lab in chunk], device=device)
         for key, v in zip(chunk, p.gather(1, y[:, None])[:, 0].tolist(), strict=True):
             got[key] = v
@@ -787,6 +806,30 @@ def probs_removed(clf: Classifier, b: dict, remove: torch.Tensor, need: torch.Te
     return q
 
 
+def probs_removed_all(clf: Classifier, b: dict, requests: list, y_hat: torch.Tensor, args: Args) -> list:
+    """probs_removed() of each (remove, need) request; under delete / retokenize every request's rows go through one
+    row_probs() call, so the removal curves of every method and ratio share their forwards (and identical inputs)."""
+    if args.removal in ("pad", "mask"):
+        return [probs_removed(clf, b, remove, need, y_hat, args) for remove, need in requests]
+    ids, att = b["input_ids"], b["attention_mask"]
+    B, dtype = ids.size(0), next(clf.module.parameters()).dtype
+    where, rows, labels = [], [], []
+    for remove, need in requests:
+        idx = need.cpu().nonzero()[:, 0].tolist()
+        where.append(idx)
+        if idx:
+            rows += removed_rows(ids[idx], att[idx], remove[idx], args.removal, clf, args.max_len)
+            labels += y_hat[idx, 0].tolist()
+    flat, out, k = row_probs(clf, rows, labels, args.explain_memory_mb, ids.device), [], 0
+    for idx in where:
+        q = torch.full((B,), math.nan, dtype=dtype, device=ids.device)
+        if idx:
+            q[idx] = torch.tensor(flat[k:k + len(idx)], dtype=dtype, device=ids.device)
+        out.append(q)
+        k += len(idx)
+    return out
+
+
 FALLBACK = {"comp": 0.0, "suff": 1.0, "norm_comp": 0.0, "norm_suff": 0.0}  # ferret's values when no bin is kept
 
 
@@ -812,6 +855,7 @@ def faithfulness(clf: Classifier, examples: list[dict], attrs: dict, args: Args)
         p = p_full.gather(1, y_hat)[:, 0]
         p0 = probs_removed(clf, b, cand, None, y_hat, args)  # every candidate token removed
         suff0 = 1 - (p - p0).clamp_min(0) - 1e-4  # Suff(x, empty), with ood_faith's 1e-4 guard
+        plan, requests = {}, []
         for m in attrs:
             S = torch.zeros(ids.shape, device=ids.device)
             for r, i in enumerate(b["index"].tolist()):
@@ -825,10 +869,12 @@ def faithfulness(clf: Classifier, examples: list[dict], attrs: dict, args: Args)
                     new = use[ratio] & (rats[ratio] != last).any(1)
                     last = torch.where(new[:, None], rats[ratio], last)
                     use[ratio] = new | ((ratio == args.rationale_ratio) & use[ratio])
+            plan[m] = use
+            requests += [(r, use[ratio]) for ratio in ratios for r in (rats[ratio], cand & ~rats[ratio])]
+        got = iter(probs_removed_all(clf, b, requests, y_hat, args))  # comp, suff per method and ratio, in order
+        for m, use in plan.items():
             for ratio in ratios:
-                rat = rats[ratio]
-                comp = p - probs_removed(clf, b, rat, use[ratio], y_hat, args)
-                suff = p - probs_removed(clf, b, cand & ~rat, use[ratio], y_hat, args)
+                comp, suff = p - next(got), p - next(got)
                 norm_suff = ((1 - suff.clamp_min(0) - suff0) / (1 - suff0)).clamp(0, 1)
                 norm_comp = (comp.clamp_min(0) / (1 - suff0)).clamp(0, 1)
                 for key, v in (("comp", comp), ("suff", suff), ("norm_comp", norm_comp), ("norm_suff", norm_suff)):

@@ -49,7 +49,7 @@ scores = []
 for text, y in zip(texts, targets):
     expl = [explainers[0](text, target=y), ig(text, target=y, call_args={"n_steps": 10, "method": "riemann_middle"})]
     ev = bench.evaluate_explanations(expl, target=y)
-    scores.append([[e.score for e in x.evaluation_scores] for x in ev])
+    scores.append([[float(e.score) for e in x.evaluation_scores] for x in ev])
 print(json.dumps({"seconds": time.perf_counter() - t0, "scores": scores}))
 '''
 

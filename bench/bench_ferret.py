@@ -63,7 +63,8 @@ def ours(model_dir: Path, a) -> tuple[float, dict, list, list]:
     import common
     import regex_robust as rx
     argv = ["--convention", "ferret", "--attributions", "input_x_gradient,ig", "--ig-steps", "10", "--task", "sst2",
-            "--device", "cpu"] + (["--data-dir", a.data_dir] if a.data_dir else [])
+            "--device", "cpu", "--eval-batch-size", str(a.eval_batch_size)] + (["--data-dir", a.data_dir] if a.data_dir
+                                                                               else [])
     args = rx.resolve(rx.parse_args(argv))
     model, _ = common.load_task_model(model_dir)
     tok = common.load_tokenizer(str(model_dir))
@@ -93,11 +94,13 @@ def main():
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder (a name or a folder)")
     p.add_argument("--n", type=int, default=50, help="SST-2 test sentences (an integer >= 1)")
     p.add_argument("--repeats", type=int, default=1, help="timed repeats per side, median (an integer >= 1)")
+    p.add_argument("--eval-batch-size", type=int, default=8, help="our side's --eval-batch-size: short sentences "
+                   "explain faster in small batches (less padding) (an integer >= 1)")
     p.add_argument("--ferret-python", default=os.environ.get("FERRET_PYTHON"),
                    help="python of an environment with ferret-xai 0.4.2 (an existing file; default $FERRET_PYTHON)")
     a = p.parse_args()
-    if a.n < 1 or a.repeats < 1:
-        p.error("--n and --repeats are integers >= 1")
+    if min(a.n, a.repeats, a.eval_batch_size) < 1:
+        p.error("--n, --repeats and --eval-batch-size are integers >= 1")
     if a.ferret_python and not Path(a.ferret_python).is_file():
         p.error(f"--ferret-python {a.ferret_python} does not exist")
     import torch

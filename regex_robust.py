@@ -5,6 +5,8 @@ Explanation Guided Training", TrustNLP 2023, arXiv 2312.17591. Only the abstract
 the standard definition of the technique the paper names; where the paper is silent the choice is a flag and a
 numbered deviation in docs/regex.md. Equation numbers below are ours.
 Documentation: docs/regex.md (equations -> code, deviations, results, the weight sweep).
+common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
+metrics; readers.
 
     python regex_robust.py --task sst2                                   # the defaults: VAT (lambda_v 0.1) only
     python regex_robust.py --task sst2 --igr --egt                       # REGEX: IGR + VAT + EGT
@@ -213,13 +215,13 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill the task-dependent defaults; check every flag against its domain (and the model's position limit)."""
-    args.device = str(common.resolve_device(args.device))
     args.max_len = MAX_LEN[args.task] if args.max_len is None else args.max_len
     args.rationale_ratio = RATIONALE_RATIO[args.task] if args.rationale_ratio is None else args.rationale_ratio
     for name, value in CONVENTIONS[args.convention].items():  # an explicit flag wins over its convention
         if getattr(args, name) is None:
             setattr(args, name, value)
     common.check_args(args)
+    args.device = str(common.resolve_device(args.device))
     if args.evaluate_only and not args.checkpoint:
         raise common.UsageError("--evaluate-only needs --checkpoint PATH (a run directory, model folder or model.pt)")
     if not args.evaluate_only:

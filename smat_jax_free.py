@@ -4,6 +4,8 @@ Paper: Fernandes, Treviso, Pruthi, Martins, Neubig, "Learning to Scaffold: Optim
 Teaching", NeurIPS 2022, arXiv 2204.10810 (Eqs. 1-11, Tables 1-3, 5, 7, Appendix A). Original code (JAX/Flax):
 github.com/coderpat/learning-scaffold; this port reproduces its outputs (tests/test_smat.py, parity fixture).
 Documentation: docs/smat.md (equations -> code, deviations, results); docs/smat_plausibility.md (Table 2 below chance).
+common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
+metrics; readers.
 
     python smat_jax_free.py --setup teacher --task imdb                                  # train + save the teacher
     python smat_jax_free.py --setup student --task imdb --explainer none --num-examples 500 --seed 0
@@ -81,27 +83,43 @@ class Args:
     explainer: str | None = common.field(None, help="teacher explainer (student default: none; smat: attention_all "
                                          "or attention_last; plausibility: all)", choices=EXPLAINERS + ["all"])
     num_examples: int | None = common.field(None, help="student training examples: the first N of the pool "
-                                            "(default: imdb 500, mlqe 2100, cifar100 2250)", domain=common.POSITIVE)
+                                            "(default: imdb 500, mlqe 2100, cifar100 2250; more than the pool holds "
+                                            "is an error unless --allow-smaller)", domain=common.POSITIVE)
     head_normalizer: str = common.field("sparsemax", help="NORMALIZE of the head coefficients (Table 7)",
                                         choices=["sparsemax", "softmax", "entmax15", "none"])
     ig_variant: str = common.field("standard", help="integrated gradients: standard (trapezoid rule on the straight "
                                    "path) or original (the original code's formula, docs/smat.md, Deviations)",
                                    choices=["standard", "original"])
-    ig_steps: int | None = common.field(None, help="IG steps (default 10 in training, 50 for plausibility, App. A)", domain=common.Int(2))
-    beta: float | None = common.field(None, help="weight of L_expl (default: 5 attention, 0.2 gradient, 0 none)", domain=common.Float(0))
-    lr: float | None = common.field(None, help="learning rate (default: teacher per task, student 5e-3)", domain=common.Float(0, lo_open=True))
-    batch_size: int | None = common.field(None, help="batch size (default: teacher 16, student imdb 32 / else 16)", domain=common.POSITIVE)
+    ig_steps: int | None = common.field(None, help="IG steps (default 10 in training, 50 for plausibility, App. A)",
+                                        domain=common.Int(2))
+    beta: float | None = common.field(None, help="weight of L_expl (default: 5 attention, 0.2 gradient, 0 none)",
+                                      domain=common.Float(0))
+    lr: float | None = common.field(None, help="learning rate (default: teacher per task, student 5e-3)",
+                                    domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="batch size (default: teacher 16, student imdb 32 / else 16)",
+                                          domain=common.POSITIVE)
     patience: int | None = common.field(None, help="early stopping: stop after patience+1 epochs without a better "
-                                        "valid score (default: teacher 5, student imdb 10 / else 5)", domain=common.COUNT)
-    max_epochs: int | None = common.field(None, help="epoch cap (default: none, train until early stopping)", domain=common.POSITIVE)
-    warmup_steps: int | None = common.field(None, help="teacher LR warm-up from 1e-6 (default: imdb 500, mlqe 4000)", domain=common.COUNT)
-    meta_lr: float | None = common.field(None, help="SMaT outer Adam lr (default: imdb/cifar100 5e-4, mlqe 2e-4)", domain=common.Float(0, lo_open=True))
+                                        "valid score (default: teacher 5, student imdb 10 / else 5)",
+                                        domain=common.COUNT)
+    max_epochs: int | None = common.field(None, help="epoch cap (default: none, train until early stopping)",
+                                          domain=common.POSITIVE)
+    warmup_steps: int | None = common.field(None, help="teacher LR warm-up from 1e-6 (default: imdb 500, mlqe 4000, "
+                                            "cifar100 0)", domain=common.COUNT)
+    meta_lr: float | None = common.field(None, help="SMaT outer Adam lr (default: imdb/cifar100 5e-4, mlqe 2e-4)",
+                                         domain=common.Float(0, lo_open=True))
     max_len: int = common.field(256, help="max wordpieces per text (paper: 256)", domain=common.MAX_LEN)
     teacher_train_size: int | None = common.field(None, help="train the teacher on the first N of its shuffled "
-                                                  "training split (default: all; a sizing knob)", domain=common.POSITIVE)
-    max_valid_examples: int | None = common.field(None, help="evaluate on the first N of the valid split "
-                                                  "(teacher-valid / student-valid; default: all)", domain=common.POSITIVE)
-    max_test_examples: int | None = common.field(None, help="evaluate on the first N of the student-test split", domain=common.POSITIVE)
+                                                  "training split (default: all; a sizing knob; more than the split "
+                                                  "holds is an error unless --allow-smaller)", domain=common.POSITIVE)
+    allow_smaller: bool = common.field(False, help="if --num-examples (student pool) or --teacher-train-size (teacher "
+                                       "training split) asks for more examples than there are, train on all of "
+                                       "them instead of stopping with an error (recorded in results.json as "
+                                       "`shortfall`)")
+    max_valid_examples: int | None = common.field(None, help="evaluate on at most the first N of the valid split "
+                                                  "(teacher-valid / student-valid; default: all)",
+                                                  domain=common.POSITIVE)
+    max_test_examples: int | None = common.field(None, help="evaluate on at most the first N of the student-test "
+                                                 "split (default: all)", domain=common.POSITIVE)
     imdb_split_sizes: str = common.field("12500,1250,2500", help="IMDB teacher-valid, student-valid, student-test "
                                          "sizes carved from the shuffled test reviews (the original's; change "
                                          "only for tiny test data)", domain=common.IntList(1, length=3, distinct=False))
@@ -111,15 +129,21 @@ class Args:
                                            "attention_smat)", domain=EXISTING_FILE)
     eraser_split: str = common.field("all", help="plausibility documents (original: train+val+test)",
                                      choices=["all", "train", "val", "test"])
-    max_docs: int | None = common.field(None, help="plausibility on the first N documents only", domain=common.POSITIVE)
+    max_docs: int | None = common.field(None, help="plausibility on at most the first N documents",
+                                        domain=common.POSITIVE)
     model: str | None = common.field(None, help="encoder: hub name in the local cache or a local path (default: "
-                                     f"{common.DEFAULT_MODEL}; cifar100: {VIT_MODEL}); students use the teacher's", domain=common.TEXT)
+                                     f"{common.DEFAULT_MODEL}; cifar100: {VIT_MODEL}); students use the teacher's",
+                                     domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding imdb/, mlqe_pe/, eraser_movies/, cifar100/ "
-                                        "(else $DATA_DIR, else ./data)", domain=common.EXISTING_DIR)
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/smat_jax_free/<name>/", domain=common.OUT_DIR)
-    seed: int = common.field(0, help="seed of data order, dropout (the splits and head init do not depend on it)", domain=common.SEED)
+                                        "(else $DATA_DIR, else the data/ folder beside common.py, else ./data)",
+                                        domain=common.EXISTING_DIR)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/smat_jax_free/<name>/",
+                                domain=common.OUT_DIR)
+    seed: int = common.field(0, help="seed of data order, dropout (the splits and head init do not depend on it)",
+                             domain=common.SEED)
     seeds: str | None = common.field(None, help=f"comma-separated seeds or 'paper' (= {PAPER_SEEDS}): run each, "
-                                     "report median [q25:q75]", domain=common.IntList(0, 2**32 - 1, extra=["paper"]))
+                                     "report the median [q1:q3] (quartiles) in summary.json",
+                                     domain=common.IntList(0, 2**32 - 1, extra=["paper"]))
     eval_batch_size: int = common.field(64, help="evaluation batch size", domain=common.POSITIVE)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
     keep_freed_memory: bool = common.field(True, help="glibc malloc keeps freed memory for reuse (the meta step's "
@@ -133,7 +157,6 @@ def parse_args(argv=None) -> Args:
 
 def resolve(args: Args) -> Args:
     """Fill the setup- and task-dependent defaults; check the rest."""
-    args.device = str(common.resolve_device(args.device))
     t = TASKS[args.task]
     default_explainer = {"student": "none", "smat": "attention_all", "plausibility": "all", "teacher": "none"}
     if args.explainer is None:
@@ -144,7 +167,8 @@ def resolve(args: Args) -> Args:
         raise common.UsageError("SMaT learns an attention explainer: use --explainer attention_all (the paper's) "
                                 "or attention_last")
     if args.setup == "plausibility" and args.task != "imdb":
-        raise common.UsageError("--setup plausibility evaluates the IMDB teacher on ERASER Movie Reviews: use --task imdb")
+        raise common.UsageError("--setup plausibility evaluates the IMDB teacher on ERASER Movie Reviews: "
+                                "use --task imdb")
     teacher = args.setup in ("teacher", "plausibility")
     if args.num_examples is None:
         args.num_examples = t["num_examples"]
@@ -155,10 +179,12 @@ def resolve(args: Args) -> Args:
     args.lr = args.lr if args.lr is not None else (t["teacher_lr"] if teacher else STUDENT_LR)
     if args.batch_size is None:
         args.batch_size = TEACHER_BATCH if teacher else t["student_batch"]
-    args.patience = args.patience if args.patience is not None else (TEACHER_PATIENCE if teacher else t["student_patience"])
+    if args.patience is None:
+        args.patience = TEACHER_PATIENCE if teacher else t["student_patience"]
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else t["teacher_warmup"]
     args.meta_lr = args.meta_lr if args.meta_lr is not None else t["meta_lr"]
     common.check_args(args)
+    args.device = str(common.resolve_device(args.device))
     if args.setup == "smat" and args.beta == 0:
         raise common.UsageError("SMaT learns the explainer through the explanation loss: --beta must be > 0")
     if args.setup == "teacher" and args.task != "cifar100":
@@ -252,8 +278,10 @@ class Model(nn.Module):
         self.encoder(**inputs)
         rec, self._rec = self._rec, {}
         states = rec["states"]
-        mask = inputs["attention_mask"].to(states[0].dtype) if "attention_mask" in inputs else \
-            torch.ones(states[0].shape[:2], dtype=states[0].dtype, device=states[0].device)  # ViT: no padding, pool over all patches + CLS
+        if "attention_mask" in inputs:
+            mask = inputs["attention_mask"].to(states[0].dtype)
+        else:  # ViT: no padding, pool over all patches + CLS
+            mask = torch.ones(states[0].shape[:2], dtype=states[0].dtype, device=states[0].device)
         m = mask.unsqueeze(-1)
         pooled = torch.stack([(h * m).sum(1) / m.sum(1) for h in states])  # (L+1, B, H): mean over non-pad tokens
         z = self.gamma * (torch.softmax(self.mix_coeffs, 0)[:, None, None] * pooled).sum(0)  # scalar mix
@@ -342,7 +370,8 @@ def head_scores(out: dict, num_heads: int, last_layer_only: bool = False) -> tor
     per head (equal to averaging the full logit matrix: tests/test_smat.py). Returns (B, layers * heads, T)."""
     mask = out["mask"]
     w = mask / mask.sum(-1, keepdim=True)  # weights of the query rows: 1 / #non-pad, 0 on pads
-    pairs = list(zip(out["q"], out["k"]))[-1:] if last_layer_only else list(zip(out["q"], out["k"]))
+    pairs = list(zip(out["q"], out["k"], strict=True))  # one (query, key) pair per layer
+    pairs = pairs[-1:] if last_layer_only else pairs
     s = []
     for q, k in pairs:
         B, T, _ = q.shape
@@ -358,7 +387,7 @@ def full_attention_logits(out: dict, num_heads: int) -> torch.Tensor:
     unnormalised attention; for checks, the training path uses head_scores())."""
     b = pad_bias(out["mask"])[:, None, None, :]
     A = []
-    for q, k in zip(out["q"], out["k"]):
+    for q, k in zip(out["q"], out["k"], strict=True):
         B, T, _ = q.shape
         qh, kh = q.view(B, T, num_heads, -1).transpose(1, 2), k.view(B, T, num_heads, -1).transpose(1, 2)
         A.append((qh / qh.size(-1) ** 0.5) @ kh.transpose(-1, -2) + b)
@@ -398,7 +427,10 @@ def gradient_explanation_logits(model: Model, inputs: dict, kind: str, ig_varian
         e = out["states"][0]
         y = out["logits"].argmax(-1) if out["logits"].size(-1) > 1 else torch.zeros(len(e), dtype=torch.long,
                                                                                       device=e.device)
-        target = lambda logits: logits.gather(1, y.repeat(len(logits) // len(y)).unsqueeze(1)).sum()
+
+        def target(logits: torch.Tensor) -> torch.Tensor:  # sum of the y_b logits (rows: path points x batch)
+            return logits.gather(1, y.repeat(len(logits) // len(y)).unsqueeze(1)).sum()
+
         if kind in ("gradient_l2", "gradient_x_input"):
             g = torch.autograd.grad(target(out["logits"]), e)[0]
             e = e.detach()
@@ -461,8 +493,8 @@ def sgd_update(params: list, grads: list, lr: float = STUDENT_LR, wd: float = WE
                max_norm: float = STUDENT_CLIP) -> list:
     """The student optimiser (Eqs. 6-8): p - lr * (clip(g) + wd * p), the clip over (theta, phi_S) jointly.
     Pure: used under no_grad for the real step and inside the graph for the pilot step."""
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-    return [p - lr * (g + wd * p) for p, g in zip(params, clip_by_global_norm(grads, max_norm))]
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    return [p - lr * (g + wd * p) for p, g in zip(params, clip_by_global_norm(grads, max_norm), strict=True)]
 
 
 def student_step(model: Model, phi_S: nn.Parameter, batch: dict, y_T, e_T, args: Args, last_layer_only: bool):
@@ -474,7 +506,7 @@ def student_step(model: Model, phi_S: nn.Parameter, batch: dict, y_T, e_T, args:
     grads = torch.autograd.grad(L, tensors, allow_unused=True)
     with torch.no_grad():
         # Eqs. (6)-(7): (theta, phi_S) <- (theta, phi_S) - eta_in grad L_student (clipped, + weight decay)
-        for p, new in zip(tensors, sgd_update(tensors, grads, lr=args.lr)):
+        for p, new in zip(tensors, sgd_update(tensors, grads, lr=args.lr), strict=True):
             p.copy_(new)
     return L.item(), L_sim.item(), L_expl.item()
 
@@ -492,7 +524,7 @@ def meta_gradient(model: Model, phi_S: torch.Tensor, phi_T: torch.Tensor, batch:
     tensors = list(params.values()) + [phi_S]
     grads = torch.autograd.grad(L, tensors, create_graph=True, allow_unused=True)
     # Eq. (8): theta(phi_T) = theta_{t+1} - eta_in grad_theta L_student(theta_{t+1}, phi_S^{t+1}, phi_T)
-    pilot = dict(zip(params, sgd_update(tensors, grads, lr=args.lr)[:-1]))
+    pilot = dict(zip(params, sgd_update(tensors, grads, lr=args.lr)[:-1], strict=True))  # [:-1]: phi_S
     was_training = model.training
     model.eval()
     outer = simulation_loss(functional_call(model, pilot, (valid_batch["inputs"],))["logits"], valid_y_T)
@@ -518,11 +550,11 @@ class OptaxAdam:
 
     @torch.no_grad()
     def step(self, grads: list) -> None:
-        grads = clip_by_global_norm([torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)],
-                                    self.max_norm)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
+        grads = clip_by_global_norm(grads, self.max_norm)
         lr = self.lr_at(self.count)
         self.count += 1
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
             m.mul_(self.b1).add_((1 - self.b1) * g)
             v.mul_(self.b2).add_((1 - self.b2) * g * g)
             m_hat, v_hat = m / (1 - self.b1 ** self.count), v / (1 - self.b2 ** self.count)
@@ -576,13 +608,14 @@ def read_mlqe_pe(data_dir: Path, split: str, pairs: Sequence[str] = MLQE_PAIRS) 
         if not rows or not {"original", "translation", "z_mean"} <= set(rows[0]):
             raise common.DataError("the TSV needs a header with original, translation and z_mean", path)
         col = {name: i for i, name in enumerate(rows[0])}
+        where = f"{path}:{members[0].name}"
         for line, r in enumerate(rows[1:], 2):
             if len(r) != len(rows[0]):
-                raise common.DataError(f"{len(r)} columns, header has {len(rows[0])}", f"{path}:{members[0].name}", line)
+                raise common.DataError(f"{len(r)} columns, header has {len(rows[0])}", where, line)
             try:
                 z = float(r[col["z_mean"]])
             except ValueError:
-                raise common.DataError(f"z_mean is not a number: {r[col['z_mean']]!r}", f"{path}:{members[0].name}", line) from None
+                raise common.DataError(f"z_mean is not a number: {r[col['z_mean']]!r}", where, line) from None
             out.append({"id": f"{pair}-{split}-{line - 2}", "pair": pair, "original": r[col["original"]],
                         "translation": r[col["translation"]], "z_mean": z})
     if not out:
@@ -648,11 +681,13 @@ def imdb_splits(train: list, test: list, setup: str, seed: int = 0, teacher_vali
 
 def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
     """Raw examples per split ({text, label} / {image, label}) for the teacher (train, valid, plus the student
-    test split to report the teacher's accuracy) or the student (train = the first N of the pool, valid, test)."""
+    test split to report the teacher's accuracy) or the student (train = the first N of the pool, valid, test).
+    Asking for more training examples than there are (--teacher-train-size, --num-examples) is an error unless
+    --allow-smaller: then the run trains on all of them and records it (shortfall())."""
     if args.task == "imdb":
         train, test = common.read_imdb(data_dir, "train"), common.read_imdb(data_dir, "test")
         sizes = dict(zip(("teacher_valid_size", "student_valid_size", "student_test_size"),
-                         (int(x) for x in args.imdb_split_sizes.split(","))))
+                         (int(x) for x in args.imdb_split_sizes.split(",")), strict=True))
         if sum(sizes.values()) >= len(test):
             raise common.DataError(f"{len(test)} test reviews cannot hold the split sizes {args.imdb_split_sizes} "
                                    "and a student pool (see --imdb-split-sizes)", data_dir / "imdb")
@@ -662,7 +697,8 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
     elif args.task == "mlqe":
         def shuffled(rows):  # the original shuffles each split with RandomState(0)
             np.random.RandomState(0).shuffle(rows)
-            return [{"id": r["id"], "source": r["original"], "mt": r["translation"], "label": r["z_mean"]} for r in rows]
+            return [{"id": r["id"], "source": r["original"], "mt": r["translation"], "label": r["z_mean"]}
+                    for r in rows]
         sp = {s: shuffled(read_mlqe_pe(data_dir, f)) for s, f in (("train", "train"), ("valid", "dev"),
                                                                          ("test", "test"))}
     else:
@@ -670,24 +706,31 @@ def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
         order = np.arange(len(ds["train"]))
         np.random.RandomState(0).shuffle(order)
         n_valid = len(order) // 10  # 45,000 / 5,000 as the original
-        rows = lambda d, idx: [{"image": d[int(i)]["img"], "label": int(d[int(i)]["fine_label"])} for i in idx]
+
+        def rows(d, idx) -> list[dict]:
+            return [{"image": d[int(i)]["img"], "label": int(d[int(i)]["fine_label"])} for i in idx]
+
         sp = {"train": rows(ds["train"], order[:-n_valid]), "valid": rows(ds["train"], order[-n_valid:]),
               "test": rows(ds["test"], range(len(ds["test"])))}
         if not sp["valid"]:
             raise common.DataError("cifar100 needs at least 10 training images (the last 10% are validation)")
-    if setup == "teacher":
-        if args.teacher_train_size is not None:
-            sp["train"] = sp["train"][:args.teacher_train_size]
-    else:
-        if args.num_examples > len(sp["train"]):
-            raise common.UsageError(f"--num-examples {args.num_examples} is larger than the student pool of "
-                                    f"{len(sp['train'])} examples")
-        sp["train"] = sp["train"][:args.num_examples]  # the same first N for every seed, as the original
+    flag, asked, pool = (("--teacher-train-size", args.teacher_train_size, "the teacher's training split")
+                         if setup == "teacher" else ("--num-examples", args.num_examples, "the student pool"))
+    if asked is not None and asked > len(sp["train"]) and not args.allow_smaller:
+        raise common.UsageError(f"{flag} {asked} is larger than {pool} of {len(sp['train'])} examples; pass "
+                                "--allow-smaller to train on all of them (recorded in results.json as shortfall)")
+    sp["train"] = sp["train"][:asked]  # None: all; the student's first N are the same for every seed, as the original
     if args.max_valid_examples is not None:
         sp["valid"] = sp["valid"][:args.max_valid_examples]
     if args.max_test_examples is not None and "test" in sp:
         sp["test"] = sp["test"][:args.max_test_examples]
     return sp
+
+
+def shortfall(asked: int | None, used: int) -> dict:
+    """results.json's `shortfall`: {"train": {asked, available}} when --allow-smaller let a run train on fewer
+    examples than asked, else {}."""
+    return {"train": {"asked": asked, "available": used}} if asked is not None and asked > used else {}
 
 
 def encode(rows: list, tokenizer, max_len: int) -> list[dict]:
@@ -699,7 +742,7 @@ def encode(rows: list, tokenizer, max_len: int) -> list[dict]:
     enc = tokenizer(texts, truncation=True, max_length=max_len)
     return [{"index": i, "id": str(r.get("id", i)), "input_ids": ids, "label": r["label"],
              "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(ids)}
-            for i, (ids, r) in enumerate(zip(enc["input_ids"], rows))]
+            for i, (ids, r) in enumerate(zip(enc["input_ids"], rows, strict=True))]
 
 
 def model_batch(batch: dict) -> dict:
@@ -709,9 +752,9 @@ def model_batch(batch: dict) -> dict:
             "inputs_mask": batch["attention_mask"].float(), "index": batch["index"], "label": batch["label"]}
 
 
-def collate(examples: list[dict], pad_id: int, image_size: int | None = None) -> dict:
-    """One batch as the model takes it: text through common.collate (padding to the longest), images resized and
-    normalised here (inputs_mask None: no padding)."""
+def collate_model_batch(examples: list[dict], pad_id: int, image_size: int | None = None) -> dict:
+    """One batch in model_batch's layout, of text or images: text through common.collate (padding to the longest)
+    and model_batch, images resized and normalised here (inputs_mask None: no padding)."""
     if "image" not in examples[0]:
         return model_batch(common.collate(examples, pad_id))
     px = torch.stack([image_to_tensor(e["image"], image_size) for e in examples])
@@ -731,7 +774,8 @@ def iterate_batches(examples: list, batch_size: int, pad_id: int, image_size: in
                                                            sort_by_length=shuffle_seed is None))
         return
     for s in range(0, len(order), batch_size):
-        yield common.to_device(collate([examples[i] for i in order[s:s + batch_size]], pad_id, image_size), device)
+        chunk = [examples[i] for i in order[s:s + batch_size]]
+        yield common.to_device(collate_model_batch(chunk, pad_id, image_size), device)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -744,7 +788,7 @@ def predict_logits(model: Model, examples: list, bs: int, pad_id: int, image_siz
     device = next(model.parameters()).device
     with torch.inference_mode():
         for batch in iterate_batches(examples, bs, pad_id, image_size, device=device):
-            for i, v in zip(batch["index"].tolist(), model(batch["inputs"])["logits"]):
+            for i, v in zip(batch["index"].tolist(), model(batch["inputs"])["logits"], strict=True):
                 res[i] = v
         out = torch.stack([res[i] for i in range(len(examples))])
     return out.clone()  # a normal tensor (usable as a target in autograd)
@@ -761,7 +805,8 @@ def prediction_rows(logits: torch.Tensor, target: torch.Tensor) -> list[dict]:
     the teacher), pred = the model's output, p_gold = the model's probability of the target class (None for
     regression)."""
     if logits.size(-1) == 1:
-        return [{"gold": float(t), "pred": float(o), "p_gold": None} for t, o in zip(target.flatten(), logits[:, 0])]
+        return [{"gold": float(t), "pred": float(o), "p_gold": None}
+                for t, o in zip(target.flatten(), logits[:, 0], strict=True)]
     p = torch.softmax(logits.double(), -1)
     return [{"gold": int(t), "pred": int(p[i].argmax()), "p_gold": float(p[i, int(t)])} for i, t in enumerate(target)]
 
@@ -811,9 +856,13 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
     common.write_json_atomic(out / "config.json", dataclasses.asdict(args))
     log = common.JsonlLog(out / "log.jsonl")
     params = [p for p in model.parameters()]
-    opt = OptaxAdam(params, args.lr, wd=WEIGHT_DECAY, max_norm=TASKS[args.task]["teacher_clip"], warmup=args.warmup_steps)
+    opt = OptaxAdam(params, args.lr, wd=WEIGHT_DECAY, max_norm=TASKS[args.task]["teacher_clip"],
+                    warmup=args.warmup_steps)
     stopper = common.EarlyStopping(args.patience + 1)  # the original stops after patience+1 bad epochs
-    gold = lambda s: [e["label"] for e in data[s]]
+
+    def gold(split: str) -> list:
+        return [e["label"] for e in data[split]]
+
     step, epochs_run = 0, 0
     print(f"teacher: {len(data['train'])} train / {len(data['valid'])} valid examples, {model_name}")
     for epoch in itertools.count():
@@ -846,7 +895,8 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
     common.write_predictions(out / "predictions.jsonl", data["test"],
                              prediction_rows(logits, torch.tensor(gold("test"), device=logits.device)))
     results = {"task": args.task, "valid": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
-               "steps": step, "student_test_metric": test, "n_train": len(data["train"])}
+               "steps": step, "student_test_metric": test, "n_train": len(data["train"]),
+               "shortfall": shortfall(args.teacher_train_size, len(data["train"]))}
     meta = json.loads((out / "teacher.json").read_text())
     common.write_json_atomic(out / "teacher.json", {**meta, "student_test_metric": test})
     common.write_json_atomic(out / "results.json", results)
@@ -865,7 +915,8 @@ def save_teacher(out: Path, model: Model, meta: dict) -> None:
     common.write_json_atomic(out / "teacher.json", meta)
 
 
-def load_teacher(args: Args) -> tuple[Model, dict]:
+def read_teacher_meta(args: Args) -> tuple[Path, dict]:
+    """The teacher's folder and its teacher.json, checked (nothing is loaded): a one-line error if either is bad."""
     d = teacher_dir(args)
     if not (d / "teacher.pt").is_file() or not (d / "teacher.json").is_file():
         raise common.UsageError(f"no trained teacher at {d}: train one first with `python smat_jax_free.py --setup "
@@ -875,12 +926,18 @@ def load_teacher(args: Args) -> tuple[Model, dict]:
         if not isinstance(meta["model"], str):
             raise TypeError
     except (ValueError, KeyError, TypeError) as e:
-        raise common.DataError(f"not a teacher.json this script wrote ({type(e).__name__})", d / "teacher.json") from None
+        raise common.DataError(f"not a teacher.json this script wrote ({type(e).__name__})",
+                               d / "teacher.json") from None
     if args.task != "cifar100":
         common.check_max_len(meta["model"], args.max_len)
     if args.model and common.resolve_model_path(args.model) != common.resolve_model_path(meta["model"]):
         raise common.UsageError(f"the student uses the teacher's encoder; the teacher at {d} was trained with "
                                 f"--model {meta['model']} (drop --model)")
+    return d, meta
+
+
+def load_teacher(args: Args) -> tuple[Model, dict]:
+    d, meta = read_teacher_meta(args)
     teacher = build_model(meta["model"], args.task, args.device)
     try:
         teacher.load_state_dict(common.load_weights(d / "teacher.pt"))
@@ -937,8 +994,8 @@ def write_head_coeffs(run: Path, phi: torch.Tensor, args: Args, num_layers: int,
     """head_coeffs.csv (layer, head, phi, lambda) and head_coeffs.png, a layer x head heatmap of lambda (Fig. 5)."""
     lam = normalize_heads(phi.detach(), args.head_normalizer)
     layers = [num_layers - 1] if args.explainer == "attention_last" else list(range(num_layers))
-    rows = [(l, h, float(phi.detach()[j * num_heads + h]), float(lam[j * num_heads + h]))
-            for j, l in enumerate(layers) for h in range(num_heads)]
+    rows = [(layer, h, float(phi.detach()[j * num_heads + h]), float(lam[j * num_heads + h]))
+            for j, layer in enumerate(layers) for h in range(num_heads)]
     with open(run / "head_coeffs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["layer", "head", "phi", "lambda"])
@@ -975,11 +1032,10 @@ def read_head_coeffs(path: str, expected: int) -> torch.Tensor:
     return torch.tensor(phi)
 
 
-def student_data(args: Args, data_dir: Path, teacher: Model, meta: dict) -> dict:
-    """What every seed shares: the encoded splits, the teacher's outputs on them and its explanation signals on
-    the training examples (the teacher and the first-N pool do not depend on the seed)."""
+def student_data(args: Args, sp: dict, teacher: Model, meta: dict) -> dict:
+    """What every seed shares: the encoded splits `sp` (load_splits), the teacher's outputs on them and its
+    explanation signals on the training examples (the teacher and the first-N pool do not depend on the seed)."""
     tok, pad, img = load_processor(args, meta["model"])
-    sp = load_splits(args, data_dir, "student")
     data = {s: encode(rows, tok, args.max_len) for s, rows in sp.items()}
     y_T = {s: predict(teacher, data[s], args.eval_batch_size, pad, img) for s in data}  # the teacher's outputs
     last = args.explainer == "attention_last"
@@ -1028,10 +1084,11 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
                     e_T, _ = attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
             losses = student_step(student, phi_S, batch, y, e_T, args, last)
             common.check_finite(losses[0], f"epoch {epoch}, step {step}")
-            rec = dict(zip(("L", "L_sim", "L_expl"), losses))
+            rec = dict(zip(("L", "L_sim", "L_expl"), losses, strict=True))
             if smat:
                 vb = next(valid_iter)
-                g, outer = meta_gradient(student, phi_S, phi_T, batch, y, s_T, vb, y_T["valid"][vb["index"]], args, last)
+                g, outer = meta_gradient(student, phi_S, phi_T, batch, y, s_T, vb, y_T["valid"][vb["index"]], args,
+                                         last)
                 common.check_finite(outer + float(g.abs().sum()), f"meta step of epoch {epoch}, step {step}")
                 meta_opt.step([g])  # Eq. (9): phi_T <- phi_T - eta_out * Adam(clip(grad))
                 lam = normalize_heads(phi_T.detach(), args.head_normalizer)
@@ -1056,7 +1113,8 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
                "metric": "pearson" if args.task == "mlqe" else "accuracy", "test": test, "valid": stopper.best,
                "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
                "steps": step, "beta": args.beta, "n_train": len(data["train"]), "n_valid": len(data["valid"]),
-               "n_test": len(data["test"]), "teacher_student_test_metric": meta.get("student_test_metric")}
+               "n_test": len(data["test"]), "shortfall": shortfall(args.num_examples, len(data["train"])),
+               "teacher_student_test_metric": meta.get("student_test_metric")}
     if args.explainer.startswith("attention"):
         lam = normalize_heads(phi_T.detach(), args.head_normalizer)
         results["active_teacher_heads"] = int((lam > 0).sum())
@@ -1163,8 +1221,10 @@ def main(args: Args) -> dict:
     if args.setup == "plausibility":
         return plausibility(args, data_dir)
     seeds = common.parse_seeds(args.seeds, args.seed)
+    read_teacher_meta(args)  # a missing or broken teacher is reported before the data is read
+    sp = load_splits(args, data_dir, "student")  # and the pool size is checked before any model loads
     teacher, meta = load_teacher(args)
-    shared = student_data(args, data_dir, teacher, meta)
+    shared = student_data(args, sp, teacher, meta)
     runs = [train_student(args, s, shared) for s in seeds]
     if len(runs) == 1:
         return runs[0]

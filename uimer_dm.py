@@ -4,6 +4,8 @@ Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EM
 (Sec. 3.3, Eqs. 1, 6, 7; Sec. 3.3.3 schedule, Sec. 5.2; Tables 2-4, 6-8). Interpretation method: De Cao et al.
 2020, "How do decisions emerge across layers in neural models? Interpretation with differentiable masking".
 Documentation: docs/uimer_dm.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
+common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
+explanations; readers; rationale datasets; UIMER.
 
     python uimer_dm.py --task ic --shots 3 --schedule one-pass                      # paper defaults (Table 6)
     python uimer_dm.py --task sf --shots 10 --schedule multi-round --rounds 10
@@ -24,6 +26,7 @@ Equation index
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -75,12 +78,13 @@ nli  500  multi-round 8e-5   1e-3    16  30     0.01    3         8
 def paper_defaults(task: str, setting: str, schedule: str) -> dict:
     """The row of PAPER_TABLE for this setting (a setting the tables do not list takes the nearest smaller one),
     plus `warmup_max_epochs` and `warmup_patience` = the one-pass row's epochs and patience (the budget and
-    stopping rule of a `converge` warm-up: the task model "trained*" is the same for both schedules)."""
+    stopping rule of a `converge` warm-up: the task model "trained*" is the same for both schedules). {} when the
+    tables have no row (the flags' own check, or the missing-value check, then speaks)."""
     rows = common.paper_table(PAPER_TABLE)
     setting = common.listed_setting(rows, task, setting)
     by = {r[2]: r for r in rows if r[:2] == [task, setting]}
     if schedule not in by:
-        raise common.UsageError(f"no paper defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
+        return {}
     r = by[schedule]
     out = {"lr": float(r[3]), "lr_extractor": float(r[4]), "batch_size": int(r[5]), "max_epochs": int(r[6]),
            "alpha": float(r[7]), "patience": int(r[9]), "warmup_max_epochs": int(by["one-pass"][6]),
@@ -90,8 +94,71 @@ def paper_defaults(task: str, setting: str, schedule: str) -> dict:
 
 
 @dataclass
-class Args(common.UimerArgs):
-    """The shared UIMER flags (task, data, optimisation, run: common.UimerArgs) and the method's."""
+class Args:
+    """Every flag of uimer_dm.py (`-h` shows each with its domain). Unset (None): filled from PAPER_TABLE for the
+    setting and schedule, or from the task."""
+    # --- task and data
+    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI), or custom (your "
+                             "own data with human rationales: --data; docs/own_data.md)",
+                             choices=["ic", "sf", "nli", "custom"])
+    shots: str | None = common.field(None, help="ic/sf/custom: the n-shot training subset (n per intent, slot type or "
+                                     "class), or 'full' (default: 1; custom: full)", domain=common.SHOTS)
+    train_size: int | None = common.field(None, help="nli: number of training pairs (paper: 100 or 500; default "
+                                          "100); custom: N examples drawn with the seed instead of --shots",
+                                          domain=common.POSITIVE)
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with "
+                                   "the seed", choices=["first", "random"])
+    allow_smaller: bool = common.field(False, help="if a pool holds fewer examples than asked (--shots 5 where an "
+                                       "intent has 2, --train-size, --dev-size, --max-eval-examples), run on what "
+                                       "exists instead of stopping with an error (recorded in results.json as "
+                                       "`shortfall`)")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)",
+                                       domain=common.MAX_LEN)
+    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
+                                        "every run; the test set stays whole); default: the whole dev set",
+                                        domain=common.POSITIVE)
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only "
+                                                 "(quick checks; the paper uses all)", domain=common.POSITIVE)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the "
+                                        "data/ folder beside common.py)", domain=common.EXISTING_DIR)
+    # --- your own data (--task custom; docs/own_data.md)
+    data: str | None = common.field(None, help="--task custom: your rationale dataset, a folder (docs/own_data.md) or, "
+                                    "with --data-format hf, a Hugging Face dataset name", domain=common.DATASET)
+    data_format: str = common.field("auto", help="format of --data: auto (recognised from the folder's files), jsonl, "
+                                    "eraser, hatexplain or hf (datasets.save_to_disk folder or hub name)",
+                                    choices=list(common.DATA_FORMATS))
+    text_column: str = common.field("text", help="hf: column of the text (a string, or a list of words)",
+                                    domain=common.TEXT)
+    pair_column: str | None = common.field(None, help="hf: column of the second text of a sentence pair",
+                                           domain=common.TEXT)
+    label_column: str = common.field("label", help="hf: column of the class label (string, integer or ClassLabel)",
+                                     domain=common.TEXT)
+    tags_column: str | None = common.field(None, help="hf token tagging: column of the BIO tags, one per word of the "
+                                           "text column (then no label column is read)", domain=common.TEXT)
+    rationale_column: str | None = common.field(None, help="hf: column of the text's rationale, 0/1 per word or "
+                                                "[start, end] character spans (default: 'rationale' or "
+                                                "'rationale_spans' if present)", domain=common.TEXT)
+    rationale_pair_column: str | None = common.field(None, help="hf: column of the second text's rationale (default: "
+                                                     "'rationale_pair' or 'rationale_pair_spans' if present)",
+                                                     domain=common.TEXT)
+    eraser_query: str = common.field("auto", help="eraser: the query as the second text (pair), never (drop), or "
+                                     "auto: the second text unless every training annotation asks the same query "
+                                     "(Movies) or the annotation has two documents (e-SNLI: premise, hypothesis)",
+                                     choices=["auto", "pair", "drop"])
+    hatexplain_rationale: str = common.field("majority", help="hatexplain: a word is rationale if most of the "
+                                             "annotators who gave a rationale marked it (majority) or any did (union, "
+                                             "as HateXplain's own plausibility evaluation)",
+                                             choices=["majority", "union"])
+    # --- optimisation (unset: PAPER_TABLE for the setting and schedule)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)",
+                                       domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early stopping: stop after this many epochs without a better "
+                                        "dev score (0: after the first such epoch)", domain=common.COUNT)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
+                                         domain=common.PROBABILITY)
     # --- the method
     schedule: str = common.field("one-pass", help="warm-up, extractor, model (one-pass); or warm-up, then --rounds "
                                  "of extractor / model, each frozen while the other trains (Sec. 3.3.3)",
@@ -123,22 +190,85 @@ class Args(common.UimerArgs):
                                 domain=common.Float(0, lo_open=True))
     analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and per-example "
                                   "attributions (Table 3), with the extractor retrained on the selected model")
+    # --- run
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
+                              "Face cache or a local folder", domain=common.TEXT)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
+                             domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=common.SEEDS_DOMAIN)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_dm/<name>/",
+                                domain=common.OUT_DIR)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
+                                         domain=common.COUNT)
+    explain_own: bool = common.field(True, help="explain with the method's own interpretation too, beside integrated "
+                                     "gradients (off: IG alone, the same yardstick for every method; IM's marginal "
+                                     "effect costs k forward passes per wordpiece on long texts)")
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
+                                    "head.safetensors, model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
-    argv = common.legacy_warmup(sys.argv[1:] if argv is None else list(argv), ("converge",))
     return common.parse_dataclass(Args, argv, prog=f"{SCRIPT}.py", description=__doc__.split("\n")[0])
 
 
-def resolve(args: Args) -> Args:
-    """Fill unset values from the paper's tables; check every flag."""
+def setting_of(args: Args) -> str:
+    """The Table 2 column: --shots for ic/sf, --train-size for nli (as a string); custom: --shots, or 'nN' for
+    --train-size N."""
+    if args.task == "nli":
+        return str(args.train_size)
+    return f"n{args.train_size}" if args.task == "custom" and args.train_size is not None else args.shots
+
+
+def read_custom_data(args: Args) -> dict:
+    """--task custom: the dataset at --data (common.read_rationale_data; bad rows are file:line errors)."""
+    if args.data is None:
+        raise common.UsageError("--task custom needs --data FOLDER (your rationale dataset; docs/own_data.md)")
+    return common.read_rationale_data(
+        args.data, args.data_format, text_column=args.text_column, pair_column=args.pair_column,
+        label_column=args.label_column, tags_column=args.tags_column, rationale_column=args.rationale_column,
+        rationale_pair_column=args.rationale_pair_column, eraser_query=args.eraser_query,
+        hatexplain_rationale=args.hatexplain_rationale)
+
+
+def table_setting(args: Args, dataset: dict | None) -> tuple[str, str]:
+    """(task, setting) of the PAPER_TABLE row that fills the unset values; custom: the task of the same shape
+    (common.custom_paper_row, docs/own_data.md)."""
+    if dataset is None:
+        return args.task, setting_of(args)
+    return common.custom_paper_row(dataset, args.shots, args.train_size)
+
+
+def default_sizes(args: Args) -> dict | None:
+    """The task's training-set defaults (ic/sf: 1 shot, nli: 100 pairs, custom: all of train); reads --data for
+    custom and returns it (None for the paper tasks)."""
+    if args.data is not None and args.task != "custom":
+        raise common.UsageError("--data is for --task custom (the paper tasks read --data-dir)")
+    if args.task != "custom":
+        args.shots = "1" if args.shots is None else args.shots
+        args.train_size = 100 if args.train_size is None else args.train_size
+        return None
+    if args.shots is not None and args.train_size is not None:
+        raise common.UsageError("--task custom: give --shots or --train-size, not both")
+    if args.shots is None and args.train_size is None:
+        args.shots = "full"
+    return read_custom_data(args)
+
+
+def resolve(args: Args, cache: dict | None = None) -> Args:
+    """Fill unset values from the paper's tables and the task; check every flag once; resolve --device. `cache` (if
+    given) receives the dataset of --task custom, read here (its shape chooses the table's row)."""
     if args.schedule == "one-pass" and args.rounds not in (None, 1):
         raise common.UsageError("--rounds is for --schedule multi-round (one-pass is one round)")
-    row = paper_defaults(args.task, common.uimer_setting(args), args.schedule)
+    dataset = default_sizes(args)
+    shape, setting = table_setting(args, dataset)
+    row = paper_defaults(shape, setting, args.schedule)
     if args.warmup_patience is None and args.patience is not None:
         args.warmup_patience = args.patience  # an explicit --patience applies to the warm-up too
     kind = args.warmup or ("epochs" if args.warmup_epochs is not None else None)
-    if kind is None:  # the table's: converge, or k epochs
+    if kind is None and row:  # the table's: converge, or k epochs
         kind = "converge" if row["warmup"] == "converge" else "epochs"
         args.warmup_epochs = None if kind == "converge" else int(row["warmup"])
     if kind == "epochs" and args.warmup_epochs is None:
@@ -149,8 +279,22 @@ def resolve(args: Args) -> Args:
     for k in ("lr", "lr_extractor", "batch_size", "max_epochs", "alpha", "patience", "rounds", "warmup_max_epochs",
               "warmup_patience"):
         if getattr(args, k) is None:
-            setattr(args, k, row[k])
-    return common.resolve_uimer(args)
+            setattr(args, k, row.get(k))
+    if args.max_len is None:
+        args.max_len = 128 if args.task in ("nli", "custom") else 50
+    if args.dropout is None:
+        args.dropout = 0.0 if shape == "nli" else 0.1
+    common.check_args(args)
+    unset = [k for k in ("warmup", "lr", "lr_extractor", "batch_size", "max_epochs", "alpha", "patience", "rounds",
+                         "warmup_max_epochs", "warmup_patience") if getattr(args, k) is None]
+    if unset:
+        raise common.UsageError(f"PAPER_TABLE has no row for --task {shape} at {setting}: give "
+                                + ", ".join("--" + k.replace("_", "-") for k in unset))
+    common.check_max_len(args.model, args.max_len)
+    args.device = str(common.resolve_device(args.device))
+    if cache is not None:
+        cache["dataset"] = dataset
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -204,6 +348,25 @@ def gates(ext: Extractor, states: list[torch.Tensor], content: torch.Tensor, lay
     logits = ext.gate_logits(states, layer)
     z = hard_concrete(logits, gen).prod(-1)
     return torch.where(content.bool(), z, torch.ones_like(z)), logits
+
+
+def expected_gate(logits: torch.Tensor, points: int = 256) -> torch.Tensor:
+    """E[prod_k z_k] of the hard-concrete gates given their logits (..., K): the layers' gates are independent, so
+    the product of E[z_k] = int_0^1 clamp(sigmoid((logit + log u - log(1 - u)) / T) (r - l) + l, 0, 1) du, by the
+    midpoint rule over `points` values of u (no random draw)."""
+    u = (torch.arange(points, dtype=logits.dtype, device=logits.device) + 0.5) / points
+    s = torch.sigmoid((logits.unsqueeze(-1) + torch.log(u) - torch.log1p(-u)) / TEMPERATURE)
+    return (s * (STRETCH_R - STRETCH_L) + STRETCH_L).clamp(0, 1).mean(-1).prod(-1)
+
+
+def gate_explainer(model: common.TaskModel, ext: Extractor, special: torch.Tensor):
+    """The method's own interpretation for explanations.jsonl: the expected gate of every wordpiece at the
+    attribution layer (all probes; Eq. 6 without sampling), 0 at [CLS]/[SEP]/pad."""
+    @torch.no_grad()
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        content = common.content_mask(batch, special)
+        return expected_gate(ext.gate_logits(encode(model, batch)[1], len(ext.probes) - 1)) * content
+    return explain
 
 
 def encode(model: common.TaskModel, batch: dict, inputs_embeds: torch.Tensor | None = None):
@@ -289,7 +452,8 @@ def extractor_stats(model, ext: Extractor, examples: list[dict], args: Args, gen
     model.eval()
     KLs, L0s = [], []
     for batch in common.batches(examples, args.eval_batch_size, pad, sort_by_length=True, device=args.device):
-        _, KL, L0 = extractor_loss(model, ext, batch, common.content_mask(batch, special), len(ext.probes) - 1, gen, args)
+        content = common.content_mask(batch, special)
+        _, KL, L0 = extractor_loss(model, ext, batch, content, len(ext.probes) - 1, gen, args)
         KLs += KL.tolist()
         L0s += L0.tolist()
     return {"KL": sum(KLs) / len(KLs), "expected_L0": sum(L0s) / len(L0s),
@@ -353,11 +517,12 @@ def table4(model, ext: Extractor, test: list[dict], args: Args, seed: int, pad: 
 # ------------------------------------------------------------------------------------------------------
 # Training: model epochs (warm-up or one round), then one seed end to end
 # ------------------------------------------------------------------------------------------------------
-def model_epochs(ctx: dict, ext: Extractor | None, args: Args, n_epochs: int, stopper, state: dict, special, gen,
-                 seed: int) -> None:
+def model_epochs(model: common.TaskModel, ext: Extractor | None, data: dict, dev_batches: list, log, args: Args,
+                 n_epochs: int, stopper: common.EarlyStopping, state: dict, special, gen, seed: int, pad: int) -> None:
     """Up to n_epochs of the model with the extractor frozen (L_task alone if ext is None), a fresh AdamW + linear
-    schedule, dev after every epoch, stop after `patience` epochs without a new best dev (the best is global)."""
-    data, model, log = ctx["data"], ctx["model"], ctx["log"]
+    schedule, dev after every epoch, stop after `patience` epochs without a new best dev (the best is global).
+    `state` counts epochs, steps and the round across calls."""
+    metric = "f1" if model.task == "sf" else "accuracy"
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     opt, sched = common.make_optimizer(model, args.lr, steps_per_epoch * n_epochs)
     stopper.bad = 0
@@ -365,7 +530,7 @@ def model_epochs(ctx: dict, ext: Extractor | None, args: Args, n_epochs: int, st
         epoch = state["epoch"]
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, ctx["pad"], device=args.device,
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, device=args.device,
                                                     shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
             int_on = ext is not None and args.alpha > 0
             if int_on:
@@ -374,23 +539,55 @@ def model_epochs(ctx: dict, ext: Extractor | None, args: Args, n_epochs: int, st
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            losses = common.uimer_step(L, L_task, L_int, model, opt, sched, sums,
-                                       f"epoch {epoch}, step {state['step']}")
+            losses = {"L_task": L_task.item(), "L_int": float(L_int.detach()),
+                      "L": common.optimizer_step(L, model, opt, sched, f"epoch {epoch}, step {state['step']}")}
+            sums["L_task"] += losses["L_task"]
+            sums["L_int"] += losses["L_int"]
             log(epoch=epoch, round=state["round"], step=state["step"], **losses, int_on=int_on, n_int=n_int)
             state["step"] += 1
-        common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, round=state["round"], int_on=int_on)
+        # model selection: the dev metric after every epoch; the best model is kept (strict improvement)
+        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
+        stopper.step(dev, epoch, model)
+        log(epoch=epoch, round=state["round"], int_on=int_on, dev=dev, best_dev=stopper.best)
+        print(f"epoch {epoch:3d}  round {state['round']:2d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int "
+              f"{sums['L_int'] / steps_per_epoch:.4f}  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
         state["epoch"] += 1
         if stopper.stop:
             break
 
 
 def run_name(args: Args, seed: int) -> str:
-    return common.uimer_run_name(args, "onepass" if args.schedule == "one-pass" else f"multiround{args.rounds}", seed)
+    """<task>-<setting>-<variant>-<seed>, e.g. ic-3shot-onepass-55; the variant is 'base' when alpha is 0."""
+    variant = "onepass" if args.schedule == "one-pass" else f"multiround{args.rounds}"
+    setting = f"{args.train_size}ex" if args.task == "nli" or args.shots is None else f"{args.shots}shot"
+    return f"{args.task}-{setting}-{'base' if args.alpha == 0 else variant}-{seed}"
 
 
-def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
-    ctx = common.uimer_start(args, seed, SCRIPT, run_name(args, seed), tokenizer)
-    data, model, log, pad = ctx["data"], ctx["model"], ctx["log"], ctx["pad"]
+def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None) -> dict:
+    timer = common.Timer()
+    common.set_seed(seed)
+    # data: the splits, the n-shot training set (its own RNG seeded by `seed`), rationales aligned to wordpieces
+    if dataset is None:  # the paper's tasks, with the Table 5 rationales
+        data = common.load_uimer_task(args.task, common.resolve_data_dir(args.data_dir), setting_of(args), seed,
+                                      tokenizer, args.max_len, args.nli_sample, args.max_eval_examples,
+                                      args.allow_smaller, args.dev_size)
+    else:  # --task custom: your data and its human rationales
+        data = common.load_custom_task(dataset, args.shots, args.train_size, seed, tokenizer, args.max_len,
+                                       args.max_eval_examples, args.allow_smaller, args.dev_size)
+    shape = table_setting(args, dataset)[0]  # ic / sf / nli: classification, BIO tagging (CRF), sentence pairs
+    st = data["rationale_stats"]
+    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
+          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
+    # the run directory, claimed for this run: config.json, train_ids.json, log.jsonl
+    run = common.make_run_dir(args.out_dir, SCRIPT, run_name(args, seed))
+    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
+    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
+    log = common.JsonlLog(run / "log.jsonl")
+    # the task model on the device; the dev set batched once (length-sorted, dynamic padding)
+    model = common.TaskModel(common.load_encoder(args.model), shape, len(data["labels"]), args.dropout)
+    model = model.to(args.device)
+    pad, metric = tokenizer.pad_token_id, "f1" if shape == "sf" else "accuracy"
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=args.device)
     gen = torch.Generator().manual_seed(seed)  # gate noise and the extractor's layer draws
     stopper = common.EarlyStopping(args.patience)
@@ -398,8 +595,9 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
     # warm-up (Sec. 3.3.3): L_task alone, to early stopping ('converge') or for k epochs; the best-dev model goes on
     converge = args.warmup == "converge"
     stopper.patience = args.warmup_patience if converge else args.patience
-    model_epochs(ctx, None, args, args.warmup_max_epochs if converge or args.alpha == 0 else args.warmup_epochs,
-                 stopper, state, special, gen, seed)
+    model_epochs(model, None, data, dev_batches, log, args,
+                 args.warmup_max_epochs if converge or args.alpha == 0 else args.warmup_epochs,
+                 stopper, state, special, gen, seed, pad)
     stopper.patience = args.patience
     stopper.restore(model)
     ext, rounds = None, []
@@ -407,27 +605,73 @@ def train_one_seed(args: Args, seed: int, tokenizer) -> dict:
         n_states = model.encoder.config.num_hidden_layers + 2
         mask_row = model.embed(torch.tensor([tokenizer.mask_token_id], device=args.device))[0]
         ext = Extractor(model.encoder.config.hidden_size, n_states, mask_row).to(args.device).requires_grad_(False)
+    # one round (one-pass) or --rounds: the extractor trained on the frozen model, then the model on the frozen
+    # extractor
     for r in range(args.rounds if args.alpha > 0 else 0):
         state["round"] = r + 1
         stats = train_extractor(model, ext, data["train"], args, gen, pad, special, seed * 7919 + 100 * r, log)
         print(f"round {r + 1}: extractor KL {stats['KL']:.4f} (constraint {args.kl_margin}), expected L0 "
               f"{stats['expected_L0']:.3f}, lambda {stats['lagrange_last']:.3f}")
-        model_epochs(ctx, ext, args, args.max_epochs, stopper, state, special, gen, seed)
+        model_epochs(model, ext, data, dev_batches, log, args, args.max_epochs, stopper, state, special, gen, seed,
+                     pad)
         rounds.append({**stats, "best_dev": stopper.best})
-    extra = {"epochs_run": state["epoch"], "steps": state["step"], "rounds": rounds}
+    # test: the best-dev model scores the test set once; results.json has no paths (same seed, same bytes)
+    stopper.restore(model)
+    extra = {}
     if args.analysis:  # the extractor is (re)trained on the selected model before it is read
-        stopper.restore(model)
         extra["extractor_for_analysis"] = train_extractor(model, ext, data["train"], args, gen, pad, special,
                                                           seed * 7919 - 1, log)
-        extra["table4"] = table4(model, ext, data["test"], args, seed, pad, special, tokenizer, ctx["run"])
-    return common.uimer_finish(ctx, args, stopper, seed, METHOD, tokenizer, common.n_with_both(data["train"]), **extra)
+        extra["table4"] = table4(model, ext, data["test"], args, seed, pad, special, tokenizer, run)
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
+                                                   device=args.device), data["labels"])
+    test = scored[metric]
+    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
+    # explanations of the first test examples: integrated gradients and, with an extractor, its expected gates
+    if args.explain_examples:
+        own = {"gate_expectation": gate_explainer(model, ext, special)} if ext is not None and args.explain_own else {}
+        rows, extra["plausibility"] = common.explain_examples(
+            model, data["test"], None, own, args.explain_examples, pad_id=pad, label_names=data["labels"],
+            has_rationale=dataset is not None or args.task != "nli", device=args.device)
+        common.write_explanations(run / "explanations.jsonl", rows)
+    n_int_examples = common.n_with_both(data["train"])
+    results = {"task": args.task, "setting": setting_of(args), "seed": seed, "metric": metric, "test": test,
+               "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],
+               "n_train": len(data["train"]), "n_with_both_sets": n_int_examples,
+               "n_skipped_by_L_int": len(data["train"]) - n_int_examples if args.alpha > 0 else None,
+               "shortfall": data["shortfall"], "epochs_run": state["epoch"], "steps": state["step"],
+               "rounds": rounds, **({"alignment": data["alignment"]} if dataset is not None else {}), **extra}
+    if args.save_model:
+        common.save_task_model(run / "model", model, tokenizer, {
+            "method": f"{METHOD} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {setting_of(args)}, "
+            f"{len(data['train'])} training examples", "seed": seed, f"test {metric}": round(test, 4),
+            "base model": args.model})
+    common.write_json_atomic(run / "results.json", results)
+    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    common.release_run_dir(run)
+    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch "
+          f"{stopper.best_epoch}) -> {run}")
+    return results
 
 
 def main(args: Args) -> dict:
-    args = resolve(args)
+    cache = {}
+    args = resolve(args, cache)
     tokenizer = common.load_tokenizer(args.model)
-    return common.uimer_seeds(args, SCRIPT, run_name(args, 0).rsplit("-", 1)[0],
-                              lambda seed: train_one_seed(args, seed, tokenizer))
+    if args.alpha > 0 or args.analysis:
+        common.check_mask_token(tokenizer, args.model, "UIMER-DM's extractor (its placeholder starts as the mask "
+                                "token's embedding, DiffMask)", "an encoder with a mask token, or --alpha 0")
+    seeds = common.parse_seeds(args.seeds, args.seed)
+    runs = [train_one_seed(args, seed, tokenizer, cache["dataset"]) for seed in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    summary = {"metric": runs[0]["metric"], "test": common.aggregate([r["test"] for r in runs]),
+               "dev": common.aggregate([r["dev"] for r in runs]), "seeds": seeds, "runs": runs}
+    common.write_json_atomic(Path(args.out_dir) / SCRIPT / f"{run_name(args, 0).rsplit('-', 1)[0]}-seeds" /
+                             "summary.json", common.relative_runs(summary))
+    print(f"test {summary['metric']} over seeds {seeds}: {100 * summary['test']['mean']:.2f} +- "
+          f"{100 * summary['test']['std']:.2f}")
+    return summary
 
 
 def cli(argv=None) -> int:

@@ -3,6 +3,8 @@
 Paper: Chen, Jiang, Tu, "Using Interpretation Methods for Model Enhancement", EMNLP 2023, arXiv 2404.02068
 (Sec. 3.2, Eqs. 1, 4, 5 and footnotes 1-4; Tables 2, 4, 6-8). Interpretation method: Kim et al. 2020.
 Documentation: docs/uimer_im.md (equations -> code, deviations, results); docs/uimer.md (what the UIMER files share).
+common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
+explanations; readers; rationale datasets; UIMER.
 
     python uimer_im.py --task ic --shots 1 --strategy uniform                     # paper defaults (Table 6)
     python uimer_im.py --task ic --shots 1 --strategy uniform --alpha 0           # BaseModel, same everything
@@ -23,6 +25,7 @@ Equation index
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import sys
@@ -145,19 +148,83 @@ nli  500  uniform  yes  8e-5    8   50     1      1     1         30
 
 
 def paper_defaults(task: str, setting: str, strategy: str, warm: bool) -> dict:
-    """The row of PAPER_TABLE for this setting (a setting the tables do not list takes the nearest smaller one)."""
+    """The row of PAPER_TABLE for this setting (a setting the tables do not list takes the nearest smaller one);
+    {} when the tables have none (the flags' own check, or the missing-value check, then speaks)."""
     rows = common.paper_table(PAPER_TABLE)
     setting = common.listed_setting(rows, task, setting)
     for r in rows:
         if r[:4] == [task, setting, strategy, "yes" if warm else "no"]:
             return {"lr": float(r[4]), "batch_size": int(r[5]), "max_epochs": int(r[6]), "alpha": float(r[7]),
                     "epsilon": float(r[8]), "warmup": r[9], "patience": int(r[10])}
-    raise common.UsageError(f"no paper defaults for task={task} setting={setting}; give --lr, --alpha, ... explicitly")
+    return {}
 
 
 @dataclass
-class Args(common.UimerArgs):
-    """The shared UIMER flags (task, data, optimisation, run: common.UimerArgs) and the method's."""
+class Args:
+    """Every flag of uimer_im.py (`-h` shows each with its domain). Unset (None): filled from PAPER_TABLE for the
+    setting, strategy and warm-up, or from the task."""
+    # --- task and data
+    task: str = common.field("ic", help="ic (SNIPS intents), sf (SNIPS slots, CRF), nli (e-SNLI), or custom (your "
+                             "own data with human rationales: --data; docs/own_data.md)",
+                             choices=["ic", "sf", "nli", "custom"])
+    shots: str | None = common.field(None, help="ic/sf/custom: the n-shot training subset (n per intent, slot type or "
+                                     "class), or 'full' (default: 1; custom: full)", domain=common.SHOTS)
+    train_size: int | None = common.field(None, help="nli: number of training pairs (paper: 100 or 500; default "
+                                          "100); custom: N examples drawn with the seed instead of --shots",
+                                          domain=common.POSITIVE)
+    nli_sample: str = common.field("first", help="nli training pairs: the first N rows (original) or N drawn with "
+                                   "the seed", choices=["first", "random"])
+    allow_smaller: bool = common.field(False, help="if a pool holds fewer examples than asked (--shots 5 where an "
+                                       "intent has 2, --train-size, --dev-size, --max-eval-examples), run on what "
+                                       "exists instead of stopping with an error (recorded in results.json as "
+                                       "`shortfall`)")
+    max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)",
+                                       domain=common.MAX_LEN)
+    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
+                                        "every run; the test set stays whole); default: the whole dev set",
+                                        domain=common.POSITIVE)
+    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only "
+                                                 "(quick checks; the paper uses all)", domain=common.POSITIVE)
+    data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the "
+                                        "data/ folder beside common.py)", domain=common.EXISTING_DIR)
+    # --- your own data (--task custom; docs/own_data.md)
+    data: str | None = common.field(None, help="--task custom: your rationale dataset, a folder (docs/own_data.md) or, "
+                                    "with --data-format hf, a Hugging Face dataset name", domain=common.DATASET)
+    data_format: str = common.field("auto", help="format of --data: auto (recognised from the folder's files), jsonl, "
+                                    "eraser, hatexplain or hf (datasets.save_to_disk folder or hub name)",
+                                    choices=list(common.DATA_FORMATS))
+    text_column: str = common.field("text", help="hf: column of the text (a string, or a list of words)",
+                                    domain=common.TEXT)
+    pair_column: str | None = common.field(None, help="hf: column of the second text of a sentence pair",
+                                           domain=common.TEXT)
+    label_column: str = common.field("label", help="hf: column of the class label (string, integer or ClassLabel)",
+                                     domain=common.TEXT)
+    tags_column: str | None = common.field(None, help="hf token tagging: column of the BIO tags, one per word of the "
+                                           "text column (then no label column is read)", domain=common.TEXT)
+    rationale_column: str | None = common.field(None, help="hf: column of the text's rationale, 0/1 per word or "
+                                                "[start, end] character spans (default: 'rationale' or "
+                                                "'rationale_spans' if present)", domain=common.TEXT)
+    rationale_pair_column: str | None = common.field(None, help="hf: column of the second text's rationale (default: "
+                                                     "'rationale_pair' or 'rationale_pair_spans' if present)",
+                                                     domain=common.TEXT)
+    eraser_query: str = common.field("auto", help="eraser: the query as the second text (pair), never (drop), or "
+                                     "auto: the second text unless every training annotation asks the same query "
+                                     "(Movies) or the annotation has two documents (e-SNLI: premise, hypothesis)",
+                                     choices=["auto", "pair", "drop"])
+    hatexplain_rationale: str = common.field("majority", help="hatexplain: a word is rationale if most of the "
+                                             "annotators who gave a rationale marked it (majority) or any did (union, "
+                                             "as HateXplain's own plausibility evaluation)",
+                                             choices=["majority", "union"])
+    # --- optimisation (unset: PAPER_TABLE for the setting, strategy and warm-up)
+    alpha: float | None = common.field(None, help="weight of L_int in Eq. 1 (0 = BaseModel)",
+                                       domain=common.Float(0))
+    lr: float | None = common.field(None, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
+    batch_size: int | None = common.field(None, help="training batch size", domain=common.POSITIVE)
+    max_epochs: int | None = common.field(None, help="maximum epochs", domain=common.POSITIVE)
+    patience: int | None = common.field(None, help="early stopping: stop after this many epochs without a better "
+                                        "dev score (0: after the first such epoch)", domain=common.COUNT)
+    dropout: float | None = common.field(None, help="dropout before the classifier (default 0.1; nli 0.0)",
+                                         domain=common.PROBABILITY)
     # --- the method
     strategy: str = common.field("uniform", help="replacement strategy q(x') (Sec. 3.2.1)", choices=STRATEGIES)
     warmup: str | None = common.field(None, help="L_task alone before L_int: none (the paper's plain row), epochs "
@@ -172,7 +239,8 @@ class Args(common.UimerArgs):
     warmup_count: str = common.field("paper", help="paper: L_task alone for exactly the warm-up epochs; original: "
                                      "one fewer, as the original code (its 'warm-up 1' had none)",
                                      choices=["paper", "original"])
-    epsilon: float | None = common.field(None, help="margin of Eq. 5 (unset: the paper's table)", domain=common.Float(0))
+    epsilon: float | None = common.field(None, help="margin of Eq. 5 (unset: the paper's table)",
+                                         domain=common.Float(0))
     num_samples: int | None = common.field(None, help="|S_R| = |S_N| replaced sentences per set (default 4; "
                                            "1 for mask)", domain=common.POSITIVE)
     max_rationale_fraction: float = common.field(0.3, help="replace at most this share of the sentence's "
@@ -193,15 +261,78 @@ class Args(common.UimerArgs):
     mlm_adapt_steps: int = common.field(300, help="steps of MLM training for --mlm-model adapt", domain=common.POSITIVE)
     analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and the L_int "
                                   "curve of Fig. 3 (L_int also computed, not trained, during warm-up)")
+    # --- run
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
+                              "Face cache or a local folder", domain=common.TEXT)
+    seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
+                             domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=common.SEEDS_DOMAIN)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/uimer_im/<name>/",
+                                domain=common.OUT_DIR)
+    device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
+    eval_batch_size: int = common.field(128, help="evaluation batch size", domain=common.POSITIVE)
+    explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
+                                         domain=common.COUNT)
+    explain_own: bool = common.field(True, help="explain with the method's own interpretation too, beside integrated "
+                                     "gradients (off: IG alone, the same yardstick for every method; IM's marginal "
+                                     "effect costs k forward passes per wordpiece on long texts)")
+    save_model: bool = common.field(False, help="write the selected model to <run>/model/ (Hugging Face format, "
+                                    "head.safetensors, model_card.md)")
 
 
 def parse_args(argv=None) -> Args:
-    argv = common.legacy_warmup(sys.argv[1:] if argv is None else list(argv), ("paper", "converge", "frac"))
     return common.parse_dataclass(Args, argv, prog=f"{SCRIPT}.py", description=__doc__.split("\n")[0])
 
 
-def resolve(args: Args) -> Args:
-    """Fill unset values from the paper's tables; check every flag."""
+def setting_of(args: Args) -> str:
+    """The Table 2 column: --shots for ic/sf, --train-size for nli (as a string); custom: --shots, or 'nN' for
+    --train-size N."""
+    if args.task == "nli":
+        return str(args.train_size)
+    return f"n{args.train_size}" if args.task == "custom" and args.train_size is not None else args.shots
+
+
+def read_custom_data(args: Args) -> dict:
+    """--task custom: the dataset at --data (common.read_rationale_data; bad rows are file:line errors)."""
+    if args.data is None:
+        raise common.UsageError("--task custom needs --data FOLDER (your rationale dataset; docs/own_data.md)")
+    return common.read_rationale_data(
+        args.data, args.data_format, text_column=args.text_column, pair_column=args.pair_column,
+        label_column=args.label_column, tags_column=args.tags_column, rationale_column=args.rationale_column,
+        rationale_pair_column=args.rationale_pair_column, eraser_query=args.eraser_query,
+        hatexplain_rationale=args.hatexplain_rationale)
+
+
+def table_setting(args: Args, dataset: dict | None) -> tuple[str, str]:
+    """(task, setting) of the PAPER_TABLE row that fills the unset values; custom: the task of the same shape
+    (common.custom_paper_row, docs/own_data.md)."""
+    if dataset is None:
+        return args.task, setting_of(args)
+    return common.custom_paper_row(dataset, args.shots, args.train_size)
+
+
+def default_sizes(args: Args) -> dict | None:
+    """The task's training-set defaults (ic/sf: 1 shot, nli: 100 pairs, custom: all of train); reads --data for
+    custom and returns it (None for the paper tasks)."""
+    if args.data is not None and args.task != "custom":
+        raise common.UsageError("--data is for --task custom (the paper tasks read --data-dir)")
+    if args.task != "custom":
+        args.shots = "1" if args.shots is None else args.shots
+        args.train_size = 100 if args.train_size is None else args.train_size
+        return None
+    if args.shots is not None and args.train_size is not None:
+        raise common.UsageError("--task custom: give --shots or --train-size, not both")
+    if args.shots is None and args.train_size is None:
+        args.shots = "full"
+    return read_custom_data(args)
+
+
+def resolve(args: Args, cache: dict | None = None) -> Args:
+    """Fill unset values from the paper's tables and the task; check every flag once; resolve --device. `cache` (if
+    given) receives the dataset of --task custom, read here (its shape chooses the table's row)."""
+    dataset = default_sizes(args)
+    shape, setting = table_setting(args, dataset)
     kind = args.warmup or ("epochs" if args.warmup_epochs else "fraction" if args.warmup_fraction is not None
                            else "none")
     given = [f for f in ("warmup_epochs", "warmup_fraction") if getattr(args, f) not in (None, 0)]
@@ -210,8 +341,8 @@ def resolve(args: Args) -> Args:
         raise common.UsageError(f"--{wrong[0].replace('_', '-')} does not go with --warmup {kind}")
     if kind == "epochs" and args.warmup_epochs == 0:
         kind = "none"
-    row = paper_defaults(args.task, common.uimer_setting(args), args.strategy, warm=kind != "none")
-    if kind == "paper":  # the '(warm.)' row's own warm-up: k epochs, 'converge' or 'frac0.1' (Table 8's '0.1*')
+    row = paper_defaults(shape, setting, args.strategy, warm=kind != "none")
+    if kind == "paper" and row:  # the '(warm.)' row's own warm-up: k epochs, 'converge' or 'frac0.1' (Table 8's '0.1*')
         w = row["warmup"]
         kind = "converge" if w == "converge" else "fraction" if w.startswith("frac") else "epochs"
         args.warmup_epochs = int(w) if kind == "epochs" else None
@@ -222,14 +353,30 @@ def resolve(args: Args) -> Args:
     args.warmup = kind
     for k in ("lr", "batch_size", "max_epochs", "alpha", "epsilon", "patience"):
         if getattr(args, k) is None:
-            setattr(args, k, row[k])
+            setattr(args, k, row.get(k))
     if args.num_samples is None:
         args.num_samples = 1 if args.strategy == "mask" else 4
     if args.strategy == "mask" and args.num_samples != 1:
         raise common.UsageError("--strategy mask has one replaced sentence per set; drop --num-samples")
     if args.lower_bound is None:
-        args.lower_bound = {"ic": 1e-23, "sf": 1e-25, "nli": 1e-20}[args.task]
-    return common.resolve_uimer(args)
+        args.lower_bound = {"ic": 1e-23, "sf": 1e-25, "nli": 1e-20}.get(shape)
+    if args.max_len is None:
+        args.max_len = 128 if args.task in ("nli", "custom") else 50
+    if args.dropout is None:
+        args.dropout = 0.0 if shape == "nli" else 0.1
+    common.check_args(args)
+    if args.warmup == "paper":
+        raise common.UsageError(f"--warmup paper: PAPER_TABLE has no '(warm.)' row for --task {shape} at "
+                                f"{setting}; choose --warmup epochs, converge or fraction")
+    unset = [k for k in ("lr", "batch_size", "max_epochs", "alpha", "epsilon", "patience") if getattr(args, k) is None]
+    if unset:
+        raise common.UsageError(f"PAPER_TABLE has no row for --task {shape} at {setting}: give "
+                                + ", ".join("--" + k.replace("_", "-") for k in unset))
+    common.check_max_len(args.model, args.max_len)
+    args.device = str(common.resolve_device(args.device))
+    if cache is not None:
+        cache["dataset"] = dataset
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -291,8 +438,8 @@ def choose_positions(rationale: list[int], content: list[int], max_fraction: flo
     has no rationale or nothing but rationale. cap='original' replays the original code instead: R is never
     capped, and N gets 2 keep - |R| positions when |R| > keep (none: the example is skipped; fewer than none:
     every non-rationale wordpiece); its MASK strategy had no cap at all."""
-    R = [i for i, (r, c) in enumerate(zip(rationale, content)) if r and c]
-    N_pool = [i for i, (r, c) in enumerate(zip(rationale, content)) if not r and c]
+    R = [i for i, (r, c) in enumerate(zip(rationale, content, strict=True)) if r and c]
+    N_pool = [i for i, (r, c) in enumerate(zip(rationale, content, strict=True)) if not r and c]
     if not R or not N_pool:
         return None
     if cap == "original":
@@ -321,19 +468,9 @@ def build_replacement_sets(train: list[dict], args: Args, gen: torch.Generator, 
         if pos is not None:
             plan[e["index"]] = pos
     flat = [(i, s, j) for i, (R, N) in plan.items() for s, P in enumerate((R, N)) for j in P]
-    P = len(flat)
-    if args.strategy == "mask":
-        cand, q = candidates_mask(P, tok_info["mask_id"])
-    elif args.strategy == "uniform":
-        cand, q = candidates_uniform(P, k, tok_info["allowed_ids"], gen)
-    elif args.strategy == "prior":
-        cand, q = candidates_prior(P, k, tok_info["counts"], gen)
-    else:
-        by_ex = {e["index"]: e for e in train}
-        sents = [by_ex[i]["input_ids"] for i, _, _ in flat]
-        cand, q = candidates_bert(sents, [[j] for _, _, j in flat], k, mlm, tok_info["mask_id"], tok_info["special_ids"])
-    sets, row = {}, 0
     by_index = {e["index"]: e for e in train}
+    cand, q = candidates(args.strategy, [(by_index[i]["input_ids"], j) for i, _, j in flat], k, tok_info, gen, mlm)
+    sets, row = {}, 0
     for i, (R, N) in plan.items():
         x = torch.tensor(by_index[i]["input_ids"])
         ids = x.repeat(2, k, 1)  # (2, k, L): [0] = S^R, [1] = S^N
@@ -417,6 +554,63 @@ def use_int_loss(epoch: int, step: int, total_steps: int, warmup: str, warmup_ep
     return True
 
 
+def candidates(strategy: str, positions: list[tuple[list[int], int]], k: int, tok_info: dict, gen: torch.Generator,
+               mlm=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The strategy's replacement tokens and their likelihoods q for each (sentence ids, position): (P, k'), (P, k')
+    with k' = 1 for mask."""
+    P = len(positions)
+    if strategy == "mask":
+        return candidates_mask(P, tok_info["mask_id"])
+    if strategy == "uniform":
+        return candidates_uniform(P, k, tok_info["allowed_ids"], gen)
+    if strategy == "prior":
+        return candidates_prior(P, k, tok_info["counts"], gen)
+    return candidates_bert([ids for ids, _ in positions], [[j] for _, j in positions], k, mlm, tok_info["mask_id"],
+                           tok_info["special_ids"])
+
+
+def marginal_effect_explainer(model: common.TaskModel, strategy: str, k: int, tok_info: dict, lower_bound: float,
+                              gen: torch.Generator, mlm=None, max_rows: int = 512):
+    """The method's own interpretation for explanations.jsonl: Eq. 4 for every content wordpiece i alone,
+    a_i = log2 odds p(y|x) - log2 odds m_i, m_i = sum_{x'} q(x') p(y|x') over x with wordpiece i replaced by the
+    strategy's candidates (Kim et al. 2020's input marginalization), y = the model's prediction. All replaced
+    sentences of a batch go through the model in chunks of `max_rows`."""
+    special = torch.tensor(tok_info["special_ids"])
+
+    @torch.no_grad()
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        tb = common.target_batch(batch, target)
+        B, L = tb["input_ids"].shape
+        content = common.content_mask(tb, special.to(tb["input_ids"].device)).bool()
+        pos = content.nonzero().tolist()  # [(b, i)] in row order
+        device = tb["input_ids"].device
+        if not pos:
+            return torch.zeros(B, L, device=device)
+        n = tb["attention_mask"].sum(1).tolist()
+        cand, q = candidates(strategy, [(tb["input_ids"][b, :n[b]].tolist(), i) for b, i in pos], k, tok_info, gen,
+                             mlm)
+        kk = cand.size(1)
+        src = torch.tensor([b for b, _ in pos], device=device).repeat_interleave(kk)
+        col = torch.tensor([i for _, i in pos], device=device).repeat_interleave(kk)
+        log_p = []
+        for s in range(0, len(src), max_rows):
+            rows = src[s:s + max_rows]
+            rep = {key: v[rows] for key, v in tb.items() if torch.is_tensor(v) and v.dim() >= 1 and v.size(0) == B}
+            rep["input_ids"][torch.arange(len(rows)), col[s:s + max_rows]] = cand.reshape(-1)[s:s + max_rows].to(device)
+            log_p.append(model.gold_log_likelihood(model(rep), rep))
+        log_p = torch.cat(log_p).view(len(pos), kk)
+        log_m, log_1m = marginal_log_prob(log_p, q.to(device, log_p.dtype))
+        log_p0 = model.gold_log_likelihood(model(tb), tb)  # (B,) log p(y|x)
+        lo0 = log2_odds(*marginal_log_prob(log_p0.unsqueeze(-1), torch.ones_like(log_p0).unsqueeze(-1)), lower_bound)
+        b_idx = torch.tensor([b for b, _ in pos], device=device)
+        out = torch.zeros(B, L, dtype=log_p.dtype, device=device)
+        # Eq. (4): a_i = log2 odds p(y|x) - log2 odds m_i
+        out[b_idx, torch.tensor([i for _, i in pos], device=device)] = lo0[b_idx] - log2_odds(log_m, log_1m,
+                                                                                              lower_bound)
+        return out
+    return explain
+
+
 # ------------------------------------------------------------------------------------------------------
 # Vocabulary information the strategies need, and the masked LM for +BERT
 # ------------------------------------------------------------------------------------------------------
@@ -442,10 +636,12 @@ def load_mlm(args: Args, tokenizer, sentences: list[list[int]]):
         return adapt_mlm(args, tokenizer, sentences)
     try:
         path = common.resolve_model_path(args.mlm_model)
-    except common.UsageError as e:
-        raise common.UsageError(f"--strategy bert needs a masked LM: {e}. No pretrained MLM is available offline "
-                                f"here; pass --mlm-model PATH, or --mlm-model adapt (docs/uimer_im.md, deviation 2)") from None
-    mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    except Exception as e:  # not cached offline, no network, not a masked LM folder: one line
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise common.UsageError(f"--strategy bert needs a masked LM: {why}; pass --mlm-model PATH (a local masked "
+                                "LM with the encoder's vocabulary), or --mlm-model adapt (docs/uimer_im.md, "
+                                "deviation 2)") from None
     if any("predictions" in k or "lm_head" in k for k in info["missing_keys"]):
         raise common.UsageError(f"--mlm-model {args.mlm_model}: the checkpoint has no masked-LM head; "
                                 f"use a masked LM or --mlm-model adapt")
@@ -460,7 +656,8 @@ def adapt_mlm(args: Args, tokenizer, sentences: list[list[int]]):
     (15% of wordpieces; 80% [MASK], 10% random, 10% kept), cached under <out-dir>/mlm_cache/."""
     from transformers import AutoModelForMaskedLM
     path = common.resolve_model_path(args.model)
-    key = hashlib.sha1(f"{path}|{args.task}|{args.mlm_adapt_steps}|{len(sentences)}".encode()).hexdigest()[:12]
+    key = f"{path}|{args.task}|{args.data}|{args.mlm_adapt_steps}|{len(sentences)}"
+    key = hashlib.sha1(key.encode()).hexdigest()[:12]
     cache = Path(args.out_dir) / "mlm_cache" / f"{args.task}-{key}"
     if (cache / "config.json").is_file():
         return AutoModelForMaskedLM.from_pretrained(cache).to(args.device).eval()
@@ -471,9 +668,10 @@ def adapt_mlm(args: Args, tokenizer, sentences: list[list[int]]):
     mlm = AutoModelForMaskedLM.from_pretrained(path).to(args.device).train()
     info = token_info(tokenizer, [])
     opt = torch.optim.AdamW(mlm.parameters(), lr=1e-4)
-    for step in common.progress(range(args.mlm_adapt_steps), desc="mlm adapt"):
+    for _ in common.progress(range(args.mlm_adapt_steps), desc="mlm adapt"):
         pick = torch.randint(len(sentences), (32,), generator=gen).tolist()
-        ex = [{"input_ids": sentences[i], "token_type_ids": [0] * len(sentences[i]), "rationale": [0] * len(sentences[i]),
+        ex = [{"input_ids": sentences[i], "token_type_ids": [0] * len(sentences[i]),
+               "rationale": [0] * len(sentences[i]),
                "index": 0, "label": 0} for i in pick]
         b = common.collate(ex, tokenizer.pad_token_id)
         x, labels = b["input_ids"].clone(), b["input_ids"].clone()
@@ -494,8 +692,11 @@ def adapt_mlm(args: Args, tokenizer, sentences: list[list[int]]):
     return mlm.eval()
 
 
-def training_sentences(args: Args, data_dir: Path, tokenizer) -> list[list[int]]:
-    """Input ids of every sentence of the task's training split (text only, for --mlm-model adapt)."""
+def training_sentences(args: Args, data_dir: Path, tokenizer, dataset: dict | None = None) -> list[list[int]]:
+    """Input ids of every sentence of the task's training split (text only: --mlm-model adapt, --prior-corpus full);
+    for --task custom, of the dataset's training split."""
+    if dataset is not None:
+        return [x["input_ids"] for x in common.align_rationales(tokenizer, dataset["train"], args.max_len)[0]]
     if args.task == "nli":
         rows = common.read_esnli(data_dir, "train")
         return [tokenizer(r["premise"], r["hypothesis"], is_split_into_words=True, truncation=True,
@@ -522,7 +723,7 @@ def table4(model, test: list[dict], args: Args, seed: int, tok_info: dict, mlm, 
         log_p = model.gold_log_likelihood(model(rep), rep).view(q.shape)
         log_m, log_1m = marginal_log_prob(log_p, q)
         lo = log2_odds(log_m, log_1m, args.lower_bound)
-        for i, d in zip([batch["index"][b].item() for b in range(len(batch["index"]))], (lo[:, 1] - lo[:, 0]).tolist()):
+        for i, d in zip(batch["index"].tolist(), (lo[:, 1] - lo[:, 0]).tolist(), strict=True):
             a_R_gt_a_N[i] = d > 0
     return common.table4_summary(correct, a_R_gt_a_N)
 
@@ -555,18 +756,43 @@ def write_lint_curve(run: Path, log_path: Path) -> None:
 # Training: one seed end to end
 # ------------------------------------------------------------------------------------------------------
 def run_name(args: Args, seed: int) -> str:
+    """<task>-<setting>-<variant>-<seed>, e.g. ic-1shot-uniform-warm1-55; the variant is 'base' when alpha is 0."""
     warm = (f"-warmfrac{args.warmup_fraction:g}" if args.warmup == "fraction" else "-warmconv" if args.warmup ==
             "converge" else f"-warm{args.warmup_epochs}" if args.warmup == "epochs" else "")
     variant = args.strategy + warm + ("-warmorig" if args.warmup_count == "original" else "") + \
         ("-caporig" if args.replace_cap == "original" else "")
-    return common.uimer_run_name(args, variant, seed)
+    setting = f"{args.train_size}ex" if args.task == "nli" or args.shots is None else f"{args.shots}shot"
+    return f"{args.task}-{setting}-{'base' if args.alpha == 0 else variant}-{seed}"
 
 
-def train_one_seed(args: Args, seed: int, tokenizer, mlm) -> dict:
-    ctx = common.uimer_start(args, seed, SCRIPT, run_name(args, seed), tokenizer)
-    data, model, log = ctx["data"], ctx["model"], ctx["log"]
+def train_one_seed(args: Args, seed: int, tokenizer, mlm, dataset: dict | None = None) -> dict:
+    timer = common.Timer()
+    common.set_seed(seed)
+    # data: the splits, the n-shot training set (its own RNG seeded by `seed`), rationales aligned to wordpieces
+    if dataset is None:  # the paper's tasks, with the Table 5 rationales
+        data = common.load_uimer_task(args.task, common.resolve_data_dir(args.data_dir), setting_of(args), seed,
+                                      tokenizer, args.max_len, args.nli_sample, args.max_eval_examples,
+                                      args.allow_smaller, args.dev_size)
+    else:  # --task custom: your data and its human rationales
+        data = common.load_custom_task(dataset, args.shots, args.train_size, seed, tokenizer, args.max_len,
+                                       args.max_eval_examples, args.allow_smaller, args.dev_size)
+    shape = table_setting(args, dataset)[0]  # ic / sf / nli: classification, BIO tagging (CRF), sentence pairs
+    st = data["rationale_stats"]
+    print(f"seed {seed}: {st['n_examples']} training examples, {100 * st['share_with_rationale']:.0f}% with a "
+          f"rationale, mean rationale fraction {st['mean_rationale_fraction']:.3f}")
+    # the run directory, claimed for this run: config.json, train_ids.json, log.jsonl
+    run = common.make_run_dir(args.out_dir, SCRIPT, run_name(args, seed))
+    common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed})
+    common.write_json_atomic(run / "train_ids.json", data["train_ids"])
+    log = common.JsonlLog(run / "log.jsonl")
+    # the task model on the device; the dev set batched once (length-sorted, dynamic padding)
+    model = common.TaskModel(common.load_encoder(args.model), shape, len(data["labels"]), args.dropout)
+    model = model.to(args.device)
+    pad, metric = tokenizer.pad_token_id, "f1" if shape == "sf" else "accuracy"
+    dev_batches = common.batches(data["dev"], args.eval_batch_size, pad, sort_by_length=True, device=args.device)
+    # the replacement sets S^R, S^N of every training example, drawn once (or every epoch)
     corpus = ([e["input_ids"] for e in data["train"]] if args.prior_corpus == "sampled"
-              else training_sentences(args, common.resolve_data_dir(args.data_dir), tokenizer))
+              else training_sentences(args, common.resolve_data_dir(args.data_dir), tokenizer, dataset))
     tok_info = token_info(tokenizer, corpus)
     need_sets = args.alpha > 0 or args.analysis
     sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed), tok_info, mlm) \
@@ -582,7 +808,7 @@ def train_one_seed(args: Args, seed: int, tokenizer, mlm) -> dict:
                                           tok_info, mlm)
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
-        for batch in common.progress(common.batches(data["train"], args.batch_size, ctx["pad"], device=args.device,
+        for batch in common.progress(common.batches(data["train"], args.batch_size, pad, device=args.device,
                                                     shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
             int_on = args.alpha > 0 and use_int_loss(epoch, step, total_steps, args.warmup, args.warmup_epochs,
                                                      args.warmup_fraction, task_converged, args.warmup_count)
@@ -597,33 +823,85 @@ def train_one_seed(args: Args, seed: int, tokenizer, mlm) -> dict:
                 L_int, n_int = torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
             L = L_task + args.alpha * L_int if int_on else L_task
-            losses = common.uimer_step(L, L_task, L_int, model, opt, sched, sums, f"epoch {epoch}, step {step}")
+            losses = {"L_task": L_task.item(), "L_int": float(L_int.detach()),
+                      "L": common.optimizer_step(L, model, opt, sched, f"epoch {epoch}, step {step}")}
+            sums["L_task"] += losses["L_task"]
+            sums["L_int"] += losses["L_int"]
             log(epoch=epoch, step=step, **losses, int_on=int_on, n_int=n_int)
             step += 1
-        common.uimer_epoch_end(ctx, stopper, epoch, sums, steps_per_epoch, int_on=int_on)
+        # model selection: the dev metric after every epoch; the best model is kept (strict improvement)
+        dev = common.evaluate(model, dev_batches, data["labels"])[metric]
+        stopper.step(dev, epoch, model)
+        log(epoch=epoch, int_on=int_on, dev=dev, best_dev=stopper.best)
+        print(f"epoch {epoch:3d}  L_task {sums['L_task'] / steps_per_epoch:.4f}  L_int "
+              f"{sums['L_int'] / steps_per_epoch:.4f}  dev {metric} {dev:.4f}  best {stopper.best:.4f}")
         if stopper.stop:
             if args.warmup == "converge" and not task_converged and args.alpha > 0:
                 task_converged, stopper.bad = True, 0  # the task has converged: switch L_int on, reset patience
                 continue
             break
-    extra = {"epochs_run": epoch + 1, "steps": step}
+    # test: the best-dev model scores the test set once; results.json has no paths (same seed, same bytes)
+    stopper.restore(model)
+    extra = {}
     if args.analysis:  # Table 4 and Fig. 3, on the selected (best-dev) model
-        stopper.restore(model)
-        extra["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, ctx["pad"])
-        write_lint_curve(ctx["run"], ctx["run"] / "log.jsonl")
-    return common.uimer_finish(ctx, args, stopper, seed, METHOD, tokenizer, len(sets), **extra)
+        extra["table4"] = table4(model, data["test"], args, seed, tok_info, mlm, pad)
+        write_lint_curve(run, run / "log.jsonl")
+    scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
+                                                   device=args.device), data["labels"])
+    test = scored[metric]
+    common.write_predictions(run / "predictions.jsonl", data["test"], scored["predictions"])
+    # explanations of the first test examples: integrated gradients and the method's marginal effect (Eq. 4)
+    if args.explain_examples:
+        own = {} if not args.explain_own or args.strategy == "bert" and mlm is None else {  # +BERT BaseModel: no MLM
+            f"marginal_{args.strategy}": marginal_effect_explainer(
+                model, args.strategy, args.num_samples, tok_info, args.lower_bound,
+                torch.Generator().manual_seed(seed + 2), mlm)}
+        rows, extra["plausibility"] = common.explain_examples(
+            model, data["test"], None, own, args.explain_examples, pad_id=pad, label_names=data["labels"],
+            has_rationale=dataset is not None or args.task != "nli", device=args.device)
+        common.write_explanations(run / "explanations.jsonl", rows)
+    results = {"task": args.task, "setting": setting_of(args), "seed": seed, "metric": metric, "test": test,
+               "dev": stopper.best, "best_epoch": stopper.best_epoch, "rationale_stats": data["rationale_stats"],
+               "n_train": len(data["train"]), "n_with_both_sets": len(sets),
+               "n_skipped_by_L_int": len(data["train"]) - len(sets) if args.alpha > 0 else None,
+               "shortfall": data["shortfall"], "epochs_run": epoch + 1, "steps": step,
+               **({"alignment": data["alignment"]} if dataset is not None else {}), **extra}
+    if args.save_model:
+        common.save_task_model(run / "model", model, tokenizer, {
+            "method": f"{METHOD} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {setting_of(args)}, "
+            f"{len(data['train'])} training examples", "seed": seed, f"test {metric}": round(test, 4),
+            "base model": args.model})
+    common.write_json_atomic(run / "results.json", results)
+    results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
+    common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
+    common.release_run_dir(run)
+    print(f"seed {seed}: test {metric} {100 * test:.2f} (dev {100 * stopper.best:.2f} at epoch "
+          f"{stopper.best_epoch}) -> {run}")
+    return results
 
 
 def main(args: Args) -> dict:
-    args = resolve(args)
+    cache = {}
+    args = resolve(args, cache)
     tokenizer = common.load_tokenizer(args.model)
+    if args.strategy in ("mask", "bert"):
+        common.check_mask_token(tokenizer, args.model, f"--strategy {args.strategy}", "--strategy uniform or prior")
     mlm = None
     if args.strategy == "bert" and (args.alpha > 0 or args.analysis):
-        sentences = training_sentences(args, common.resolve_data_dir(args.data_dir), tokenizer) \
+        sentences = training_sentences(args, common.resolve_data_dir(args.data_dir), tokenizer, cache["dataset"]) \
             if args.mlm_model == "adapt" else []
         mlm = load_mlm(args, tokenizer, sentences)
-    return common.uimer_seeds(args, SCRIPT, run_name(args, 0).rsplit("-", 1)[0],
-                              lambda seed: train_one_seed(args, seed, tokenizer, mlm))
+    seeds = common.parse_seeds(args.seeds, args.seed)
+    runs = [train_one_seed(args, seed, tokenizer, mlm, cache["dataset"]) for seed in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    summary = {"metric": runs[0]["metric"], "test": common.aggregate([r["test"] for r in runs]),
+               "dev": common.aggregate([r["dev"] for r in runs]), "seeds": seeds, "runs": runs}
+    common.write_json_atomic(Path(args.out_dir) / SCRIPT / f"{run_name(args, 0).rsplit('-', 1)[0]}-seeds" /
+                             "summary.json", common.relative_runs(summary))
+    print(f"test {summary['metric']} over seeds {seeds}: {100 * summary['test']['mean']:.2f} +- "
+          f"{100 * summary['test']['std']:.2f}")
+    return summary
 
 
 def cli(argv=None) -> int:

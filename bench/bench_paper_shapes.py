@@ -10,15 +10,16 @@ them): UIMER (IC classification, IM +Uniform k = 4, GB, DM) and REGEX on BERT-ba
 32 x 128; SMaT on ELECTRA-small (12 x 256, 4 heads, embeddings 128) and MiniLM (6 x 384, 12 heads), batch 32 x 256.
 Prints one markdown table: method, shape, plain step ms, method step ms, ratio, peak GPU memory.
 """
-import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import toolbox as tb  # noqa: E402
+from timing import interleaved_medians, run_bench  # noqa: E402
+
 import common  # noqa: E402
 
 VOCAB, CLS, SEP, PAD, MASK = 30522, 101, 102, 0, 103
@@ -33,8 +34,8 @@ def configs(tiny: bool) -> dict:
                 "electra-small": ElectraConfig(vocab_size=VOCAB, embedding_size=16, **small),
                 "minilm": BertConfig(vocab_size=VOCAB, **small), "uimer_shape": (4, 16), "smat_shape": (4, 24)}
     return {"bert-base": BertConfig(vocab_size=VOCAB),  # 12 layers x 768, 12 heads, intermediate 3072
-            "electra-small": ElectraConfig(vocab_size=VOCAB, embedding_size=128, hidden_size=256, num_hidden_layers=12,
-                                           num_attention_heads=4, intermediate_size=1024),
+            "electra-small": ElectraConfig(vocab_size=VOCAB, embedding_size=128, hidden_size=256,
+                                           num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024),
             "minilm": BertConfig(vocab_size=VOCAB, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                                  intermediate_size=1536),
             "uimer_shape": (32, 128), "smat_shape": (32, 256)}
@@ -54,40 +55,18 @@ def examples(B: int, L: int, seed: int = 0, num_labels: int = 7) -> list[dict]:
         ids = [CLS] + torch.randint(1000, VOCAB, (L - 2,), generator=g).tolist() + [SEP]
         rat = [0] + (torch.rand(L - 2, generator=g) < 0.2).long().tolist() + [0]
         rat[1], rat[2] = 1, 0  # every sentence has a rationale and a non-rationale word
-        out.append({"input_ids": ids, "token_type_ids": [0] * L, "rationale": rat, "content": [0] + [1] * (L - 2) + [0],
-                    "index": i, "label": i % num_labels, "id": str(i)})
+        out.append({"input_ids": ids, "token_type_ids": [0] * L, "rationale": rat,
+                    "content": [0] + [1] * (L - 2) + [0], "index": i, "label": i % num_labels, "id": str(i)})
     return out
 
 
-class Timer:
-    def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
-
-    def __call__(self, fn) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-
 def compare(plain, method, device, repeats: int, warmup: int = 2) -> tuple[float, float, float | None]:
-    """(plain s, method s, peak GiB of the method's steps) from interleaved medians."""
-    timed = Timer(device)
-    for _ in range(warmup):
-        plain()
-        method()
+    """(plain s, method s, peak GiB of the timed steps) from interleaved medians after `warmup` rounds."""
     cuda = torch.device(device).type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    tp, tm = [], []
-    for _ in range(repeats):
-        tp.append(timed(plain))
-        tm.append(timed(method))
+    t = interleaved_medians({"plain": plain, "method": method}, repeats, device, warmup=warmup,
+                            after_warmup=torch.cuda.reset_peak_memory_stats if cuda else None)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    return statistics.median(tp), statistics.median(tm), peak
+    return t["plain"], t["method"], peak
 
 
 def sgd_step(model, loss_fn):
@@ -117,9 +96,11 @@ def uimer_rows(cfgs, device, repeats):
     info = {"mask_id": MASK, "special_ids": SPECIAL, "allowed_ids": torch.arange(1000, VOCAB),
             "counts": torch.ones(VOCAB, dtype=torch.long)}
     sets = im.build_replacement_sets(ex, args, torch.Generator().manual_seed(0), info)
-    step = sgd_step(model, lambda: model.task_loss(model(batch), batch) + args.alpha * im.im_loss(model, batch, sets, args)[0])
+    step = sgd_step(model, lambda: model.task_loss(model(batch), batch)
+                    + args.alpha * im.im_loss(model, batch, sets, args)[0])
     rows.append(("UIMER-IM +Uniform (k = 4)", "BERT-base", B, L, *compare(plain, step, device, repeats)))
-    for label, flags in (("UIMER-GB Ghaeini (embedding output)", ["--variant", "ghaeini", "--wrt", "embedding-output"]),
+    for label, flags in (("UIMER-GB Ghaeini (embedding output)",
+                          ["--variant", "ghaeini", "--wrt", "embedding-output"]),
                          ("UIMER-GB Huang +Order", ["--variant", "huang", "--order"])):
         a = gb.resolve(gb.parse_args(["--task", "ic", *flags, "--device", device]))
         gen = torch.Generator().manual_seed(0)
@@ -149,8 +130,9 @@ def uimer_rows(cfgs, device, repeats):
 
 
 def regex_rows(cfgs, device, repeats):
-    import regex_robust as rx
     from types import SimpleNamespace
+
+    import regex_robust as rx
     B, L = cfgs["uimer_shape"]
     ex = examples(B, L, num_labels=2)
     batch = common.to_device(common.collate(ex, PAD), device)
@@ -171,65 +153,79 @@ def regex_rows(cfgs, device, repeats):
 
 
 def smat_rows(cfgs, device, repeats):
-    import smat_jax_free as sm
     B, L = cfgs["smat_shape"]
-    ex = examples(B, L, num_labels=2)
     rows = []
     for name in ("electra-small", "minilm"):
-        args = sm.resolve(sm.parse_args(["--setup", "smat", "--device", device]))
-        teacher = sm.Model(encoder(cfgs[name], device), 2, image=False).to(device).eval()
-        student = sm.Model(encoder(cfgs[name], device), 2, image=False).to(device).train()
-        batch = next(sm.iterate_batches(ex, B, PAD, device=device))
-        valid = next(sm.iterate_batches(examples(B, L, seed=1, num_labels=2), B, PAD, device=device))
-        y = sm.predict(teacher, ex, B, PAD, None)
-        with torch.no_grad():
-            s_T = sm.head_scores(teacher(batch["inputs"]), teacher.num_heads)
-        n = s_T.shape[1]
-        phi_S = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=device))
-        phi_T = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=device))
-        meta_opt = sm.OptaxAdam([phi_T], args.meta_lr, wd=0.0, max_norm=sm.META_CLIP)
-        plain = lambda: sm.student_step(student, phi_S, batch, y, None, args, False)
-
-        def meta():
-            g, _ = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, valid, y, args)
-            meta_opt.step([g])
-
-        def smat_step():
-            e_T, _ = sm.attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
-            sm.student_step(student, phi_S, batch, y, e_T, args, False)
-            meta()
         shape = "ELECTRA-small" if name == "electra-small" else "MiniLM"
+        plain, meta, smat_step = smat_steps(cfgs[name], device, B, L)
         rows.append(("SMaT meta step (pilot + meta-gradient + outer Adam)", shape, B, L,
                      *compare(plain, meta, device, repeats)))
         rows.append(("SMaT step (student step + meta step)", shape, B, L, *compare(plain, smat_step, device, repeats)))
     return rows
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="auto", help=common.DEVICE_HELP)
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (medians)")
+def smat_steps(cfg, device, B: int, L: int):
+    """A plain student step, the meta step alone, and a whole SMaT step (student step + meta step)."""
+    import smat_jax_free as sm
+    ex = examples(B, L, num_labels=2)
+    args = sm.resolve(sm.parse_args(["--setup", "smat", "--device", device]))
+    teacher = sm.Model(encoder(cfg, device), 2, image=False).to(device).eval()
+    student = sm.Model(encoder(cfg, device), 2, image=False).to(device).train()
+    batch = next(sm.iterate_batches(ex, B, PAD, device=device))
+    valid = next(sm.iterate_batches(examples(B, L, seed=1, num_labels=2), B, PAD, device=device))
+    y = sm.predict(teacher, ex, B, PAD, None)
+    with torch.no_grad():
+        s_T = sm.head_scores(teacher(batch["inputs"]), teacher.num_heads)
+    n = s_T.shape[1]
+    phi_S = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=device))
+    phi_T = torch.nn.Parameter(torch.full((n,), 1.0 / n, device=device))
+    meta_opt = sm.OptaxAdam([phi_T], args.meta_lr, wd=0.0, max_norm=sm.META_CLIP)
+
+    def plain():
+        sm.student_step(student, phi_S, batch, y, None, args, False)
+
+    def meta():
+        g, _ = sm.meta_gradient(student, phi_S, phi_T, batch, y, s_T, valid, y, args)
+        meta_opt.step([g])
+
+    def smat_step():
+        e_T, _ = sm.attention_explanation(s_T, phi_T.detach(), args.head_normalizer, batch["inputs_mask"])
+        sm.student_step(student, phi_S, batch, y, e_T, args, False)
+        meta()
+    return plain, meta, smat_step
+
+
+GROUPS = {"uimer": uimer_rows, "regex": regex_rows, "smat": smat_rows}
+
+
+def build_parser():
+    p = tb.OneLineParser(prog="bench_paper_shapes.py", description=tb.first_paragraph(__doc__))
+    tb.add(p, "--device", default="auto", domain=tb.DEVICE, help=common.DEVICE_HELP)
+    tb.add(p, "--repeats", default=5, domain=tb.Int(1, 1000), help="timed repeats per row (medians)")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (checks the code path, times nothing useful)")
-    p.add_argument("--only", default="uimer,regex,smat", help="comma-separated groups: uimer, regex, smat")
-    a = p.parse_args(argv)
-    if a.repeats < 1:
-        p.error("--repeats must be >= 1")
-    groups = {"uimer": uimer_rows, "regex": regex_rows, "smat": smat_rows}
-    names = [g.strip() for g in a.only.split(",")]
-    if not set(names) <= set(groups):
-        p.error(f"--only takes {', '.join(groups)}, got {a.only!r}")
-    try:
-        device = str(common.resolve_device(a.device))
-    except common.UsageError as e:
-        p.error(str(e))
+    tb.add(p, "--only", default=list(GROUPS), domain=tb.Names(list(GROUPS)), help="the groups of rows to time "
+           "(default: uimer,regex,smat)")
+    return p
+
+
+def parse_args(argv=None):
+    a = build_parser().parse_args(argv)
+    a.device = str(common.resolve_device(a.device))
+    return a
+
+
+def main(a) -> list:
     torch.backends.cuda.matmul.allow_tf32 = False  # the scripts' numerics: full float32
     cfgs = configs(a.tiny)
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    device = a.device
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else \
+        f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; float32; medians of {a.repeats} interleaved repeats")
     rows = []
-    for g in names:
-        rows += groups[g](cfgs, device, a.repeats)
-    print("\n| method | encoder (random init) | batch | plain step (ms) | method step (ms) | ratio | peak GPU memory (GiB) |")
+    for g in a.only:
+        rows += GROUPS[g](cfgs, device, a.repeats)
+    print("\n| method | encoder (random init) | batch | plain step (ms) | method step (ms) | ratio "
+          "| peak GPU memory (GiB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, enc, B, L, tp, tm, peak in rows:
         mem = f"{peak:.1f}" if peak is not None else "-"
@@ -238,5 +234,9 @@ def main(argv=None):
     return rows
 
 
+def cli(argv=None) -> int:
+    return run_bench(main, parse_args, "bench_paper_shapes.py", argv, errors=(common.UsageError,))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

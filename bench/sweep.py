@@ -20,8 +20,16 @@ Usage:
     python bench/sweep.py --print-commands uimer-table2 [--by-row]               # the shell commands, for docs
     python bench/table.py uimer-ic1-paired                                       # the table, paired statistics
 
-Resuming: run the same command again. A job whose directory holds a complete `results.json` (anywhere below
-it) is skipped; an incomplete job directory is removed and the job rerun. A failed job (non-zero exit, or no
+Records: when a job finishes, its record (results.json, config.json, its test predictions compressed; at most
+about 20 KB) is written to `<results>/<sweep>/<job id>.json`, and the sweep's layout to `<results>/<sweep>/jobs.json`
+(`--results`, default: results/ at the repository root); bench/table.py recomputes every number of the table from
+them, in a clone without runs/. `--record-only` records the finished jobs of `<root>/<sweep>/` and runs nothing
+(results/README.md has the format).
+
+Resuming: run the same command again. A job that has a record, or whose directory holds a complete `results.json`
+(anywhere below it; then its record is written first), is skipped, so a sweep resumes from a clone that has only
+results/; an incomplete job directory is removed and the job rerun. A job that a job still to run needs
+(`{dir:ROW}`, the SMaT teacher) is rerun when only its record is here. A failed job (non-zero exit, or no
 results.json) is reported with its log and does not stop the others; later stages do not start after a
 failure, and the exit code is then 1.
 
@@ -38,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import re
@@ -52,15 +59,44 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweeps as named_sweeps  # noqa: E402
+from records import (  # noqa: E402
+    find_results,
+    layout_of,
+    make_record,
+    portable_command,
+    read_layout,
+    read_record,
+    record_path,
+    results_files,
+    write_record,
+)
+from toolbox import (  # noqa: E402
+    DEVICE,
+    EXISTING_DIR,
+    OUT_DIR,
+    PATH,
+    REPO,
+    SEEDS,
+    SHELL_ARGS,
+    SHELL_COMMAND,
+    TEXT,
+    Domain,
+    Int,
+    OneLineParser,
+    UsageError,
+    add,
+    ensure_dir,
+    first_paragraph,
+    names_list,
+    one_line,
+    write_json_atomic,
+)
+from toolbox import run_cli as _run_cli  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEP_PY = Path(__file__).resolve()
 DIR_REF = re.compile(r"\{dir:([^}]+)\}")
 POLL_S = 0.2
-
-
-class UsageError(Exception):
-    """A user mistake: one line on stderr, exit code 2."""
+write_json = write_json_atomic  # jobs.json: strict JSON, written atomically
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -90,7 +126,7 @@ def adhoc_sweep(commands: list[str], labels: list[str], seeds: list[int], metric
         raise UsageError(f"--baseline {baseline!r} is not one of the row labels {names}")
     return {"title": "", "seeds": tuple(seeds), "metric_key": metric_key, "scale": 100, "summary": summary,
             "baseline": baseline or names[0], "stages": ["main"], "columns": {"": {"args": "", "metric": "auto"}},
-            "rows": [{"name": n, "command": c} for n, c in zip(names, commands)]}
+            "rows": [{"name": n, "command": c} for n, c in zip(names, commands, strict=True)]}
 
 
 def cell_command(row: dict, column: str, col_spec: dict, extra_args: str = "") -> str:
@@ -121,8 +157,11 @@ def expand(sweep: dict, sweep_dir: Path, seeds: list[int] | None = None, extra_a
     if len(set(ids)) != len(ids):
         raise UsageError("two jobs of the sweep have the same id (rows or columns differ only in punctuation)")
     for job in jobs:
-        job["command"] = DIR_REF.sub(lambda m: str(sweep_dir / referenced_job(job, m.group(1), by_row, stages)["id"]),
-                                     job["command"])
+        needs = [referenced_job(job, row, by_row, stages)["id"] for row in DIR_REF.findall(job["command"])]
+        if needs:
+            job["needs"] = needs
+        job["command"] = DIR_REF.sub(lambda m, job=job: str(sweep_dir / referenced_job(job, m.group(1), by_row,
+                                                                                        stages)["id"]), job["command"])
     return sorted(jobs, key=lambda j: stages.index(j["stage"]))  # stable: row, column, seed order kept
 
 
@@ -160,26 +199,47 @@ def make_manifest(name: str, sweep: dict, jobs: list[dict], sweep_dir: Path, dat
             "jobs": entries}
 
 
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+# ------------------------------------------------------------------------------------------------------
+# Which jobs are done: a record in results/, or a complete run directory (recorded on the way)
+# ------------------------------------------------------------------------------------------------------
+def has_record(records_dir: Path | None, jid: str, entry: dict, sweep_dir: Path) -> bool:
+    """Whether `jid` has a record; one made for another command is an error naming it (never silently used)."""
+    if records_dir is None or not record_path(records_dir, jid).exists():
+        return False
+    read_record(record_path(records_dir, jid), jid, {**entry, "command": portable_command(entry["command"], sweep_dir)})
+    return True
+
+
+def record_job(manifest: dict, jid: str, sweep_dir: Path, records_dir: Path) -> Path:
+    record = make_record(manifest["sweep"], jid, manifest["jobs"][jid], sweep_dir / jid, sweep_dir)
+    return write_record(ensure_dir(records_dir, "--results"), record)
+
+
+def survey(manifest: dict, sweep_dir: Path, records_dir: Path | None, write: bool = True) -> tuple[set, int]:
+    """(ids of the jobs that are done, how many of them only from their record). A finished job without a record
+    gets one (unless `write` is False). A job that a job still to run needs (`{dir:ROW}`) is done only if its
+    run directory is here: with a record alone it is run again."""
+    entries = manifest["jobs"]
+    finished = {j for j in entries if find_results(sweep_dir / j)}
+    recorded = {j for j, e in entries.items() if has_record(records_dir, j, e, sweep_dir)}
+    if write and records_dir is not None:
+        for jid in sorted(finished - recorded):
+            record_job(manifest, jid, sweep_dir, records_dir)
+    done = finished | recorded
+    changed = True
+    while changed:  # a job to run needs its referenced job's directory (the SMaT teacher's model)
+        changed = False
+        for jid in [j for j in entries if j not in done]:
+            for need in entries[jid].get("needs", []):
+                if need in done and need not in finished:
+                    done.discard(need)
+                    changed = True
+    return done, len(done - finished)
 
 
 # ------------------------------------------------------------------------------------------------------
-# One job: completeness, directory, subprocess, log
+# One job: directory, subprocess, log
 # ------------------------------------------------------------------------------------------------------
-def find_results(job_dir: Path) -> Path | None:
-    """The job's results.json if one below `job_dir` is complete (a JSON object), else None."""
-    for path in sorted(job_dir.rglob("results.json")) if job_dir.is_dir() else []:
-        try:
-            if isinstance(json.loads(path.read_text()), dict):
-                return path
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def job_env(threads: int) -> dict:
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -190,9 +250,14 @@ def job_env(threads: int) -> dict:
 
 def start_job(entry: dict, job_dir: Path, threads: int, cwd: str):
     """Clear an incomplete job directory, write the log header, start the command in its own process group."""
-    if job_dir.exists():
-        shutil.rmtree(job_dir)
-    job_dir.mkdir(parents=True)
+    try:
+        if job_dir.is_dir() and not job_dir.is_symlink():
+            shutil.rmtree(job_dir)
+        elif job_dir.exists() or job_dir.is_symlink():
+            job_dir.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot remove the incomplete job directory {job_dir} ({e.strerror or e})") from None
+    ensure_dir(job_dir, "job directory")
     argv = list(entry["argv"])
     if argv and argv[0] in ("python", "python3"):
         argv[0] = sys.executable
@@ -207,12 +272,18 @@ def start_job(entry: dict, job_dir: Path, threads: int, cwd: str):
     return proc
 
 
-def finish_job(job_dir: Path, returncode: int, seconds: float) -> str | None:
-    """Append the outcome to the log; None if the job succeeded, else why it failed."""
+def finish_job(job_dir: Path, returncode: int, seconds: float, record=None) -> str | None:
+    """Append the outcome to the log; None if the job succeeded, else why it failed. `record()` writes the job's
+    record (a job whose record cannot be made, e.g. a results.json with NaN, has failed)."""
     if returncode == 0 and find_results(job_dir) is None:
-        why = "exit 0 but no results.json below the job directory"
+        why = "exit 0 but no complete results.json below the job directory"
     else:
         why = None if returncode == 0 else f"exit {returncode}"
+    if why is None and record is not None:
+        try:
+            record()
+        except UsageError as e:
+            why = f"finished, but no record: {one_line(e)}"
     with open(job_dir / "job.log", "a") as log:
         log.write(f"\n# finished after {seconds:.1f} s: {why or 'ok'}\n")
     return why
@@ -238,11 +309,14 @@ def run_job(job_dir: Path, threads: int) -> int:
     """`--run-job`: run one job of the manifest in `job_dir`'s parent (a SLURM array task). 0 on success."""
     if not (job_dir.parent / "jobs.json").is_file():
         raise UsageError(f"--run-job {job_dir}: no jobs.json in {job_dir.parent}")
-    manifest = json.loads((job_dir.parent / "jobs.json").read_text())
+    manifest = read_layout(job_dir.parent / "jobs.json")
     entry = manifest["jobs"].get(job_dir.name)
-    if entry is None:
+    if entry is None or not isinstance(entry.get("argv"), list) or not isinstance(manifest.get("cwd"), str):
         raise UsageError(f"{job_dir.name} is not a job of {job_dir.parent / 'jobs.json'}")
+    records_dir = Path(manifest["records"]) if isinstance(manifest.get("records"), str) else None
     if find_results(job_dir):
+        if records_dir is not None and not record_path(records_dir, job_dir.name).exists():
+            record_job(manifest, job_dir.name, job_dir.parent, records_dir)
         print(f"{job_dir.name}: already complete")
         return 0
     t0 = time.time()
@@ -258,7 +332,8 @@ def run_job(job_dir: Path, threads: int) -> int:
     rc = proc.wait()
     if stopped:
         return 128 + stopped[0]
-    why = finish_job(job_dir, rc, time.time() - t0)
+    record = None if records_dir is None else (lambda: record_job(manifest, job_dir.name, job_dir.parent, records_dir))
+    why = finish_job(job_dir, rc, time.time() - t0, record)
     print(f"{job_dir.name}: {why or 'ok'} (log: {job_dir / 'job.log'})")
     return 1 if why else 0
 
@@ -323,17 +398,20 @@ class Progress:
 # ------------------------------------------------------------------------------------------------------
 # Local launcher
 # ------------------------------------------------------------------------------------------------------
-def run_local(manifest: dict, sweep_dir: Path, workers: int, threads: int, stream=None) -> int:
-    """Run the manifest's unfinished jobs, `workers` at a time, stage by stage. Returns the exit code."""
+def run_local(manifest: dict, sweep_dir: Path, workers: int, threads: int, stream=None,
+              records_dir: Path | None = None) -> int:
+    """Run the manifest's unfinished jobs, `workers` at a time, stage by stage, recording each finished job in
+    `records_dir` (None: no records). Returns the exit code."""
     stream = stream or sys.stdout
     entries = manifest["jobs"]
     order = {stage: i for i, stage in enumerate(manifest["stages"])}
     stage_of = {j: order[e["stage"]] for j, e in entries.items()}
-    complete = {j for j in entries if find_results(sweep_dir / j)}
+    complete, from_records = survey(manifest, sweep_dir, records_dir)
     pending = sorted((j for j in entries if j not in complete), key=stage_of.get)
     progress = Progress(len(entries), len(complete), workers, stream)
     if complete:
-        progress.say(f"[sweep] {len(complete)} of {len(entries)} jobs already complete, skipped")
+        also = f" ({from_records} from their records in {records_dir})" if from_records else ""
+        progress.say(f"[sweep] {len(complete)} of {len(entries)} jobs already complete{also}, skipped")
     running: dict[str, tuple] = {}
     failed: dict[str, str] = {}
     blocked: list[str] = []
@@ -345,7 +423,9 @@ def run_local(manifest: dict, sweep_dir: Path, workers: int, threads: int, strea
             for jid, (proc, t0) in list(running.items()):
                 if proc.poll() is not None:
                     del running[jid], progress.running[jid]
-                    why = finish_job(sweep_dir / jid, proc.returncode, time.time() - t0)
+                    record = None if records_dir is None else \
+                        (lambda jid=jid: record_job(manifest, jid, sweep_dir, records_dir))
+                    why = finish_job(sweep_dir / jid, proc.returncode, time.time() - t0, record)
                     report_job(progress, sweep_dir, jid, why, time.time() - t0, failed)
             first_failed_stage = min((stage_of[j] for j in failed), default=len(order))
             blocked += [j for j in pending if stage_of[j] > first_failed_stage]
@@ -397,7 +477,9 @@ def report_end(sweep_dir: Path, failed: dict, not_run: list[str], stream) -> Non
 # ------------------------------------------------------------------------------------------------------
 def parse_minutes(text: str) -> int:
     """SLURM's time formats -> minutes (rounded up): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
-    days, rest = text.split("-", 1) if "-" in text else ("0", text)
+    if not re.fullmatch(r"(\d{1,5}-)?\d{1,7}(:\d{1,7}){0,2}", text.strip()):
+        raise ValueError(text)
+    days, rest = text.strip().split("-", 1) if "-" in text else ("0", text.strip())
     parts = [int(p) for p in rest.split(":")]
     if len(parts) > 3:
         raise ValueError(text)
@@ -412,7 +494,7 @@ def parse_minutes(text: str) -> int:
 
 def parse_mem_gb(text: str) -> float:
     """'16G', '16GB', '500M', '16' (GB) -> GB."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([GgMm]?)[Bb]?", text.strip())
+    m = re.fullmatch(r"(\d{1,9}(?:\.\d{1,9})?)\s*([GgMm]?)[Bb]?", text.strip())
     if not m:
         raise ValueError(text)
     value = float(m.group(1))
@@ -453,20 +535,24 @@ def sbatch_lines(params: dict, n_jobs: int) -> list[str]:
     return [f"#SBATCH --{k}={shlex.quote(str(v))}" for k, v in flags.items() if v is not None]
 
 
-def stage_groups(manifest: dict, sweep_dir: Path) -> list[tuple[str, list[str], int]]:
-    """(stage, unfinished job ids, complete count) per stage, in order."""
+def stage_groups(manifest: dict, sweep_dir: Path, records_dir: Path | None = None,
+                 write: bool = True) -> list[tuple[str, list[str], int]]:
+    """(stage, unfinished job ids, complete count) per stage, in order (records as in `survey`)."""
+    done, _ = survey(manifest, sweep_dir, records_dir, write)
     out = []
     for stage in manifest["stages"]:
         ids = [j for j, e in manifest["jobs"].items() if e["stage"] == stage]
-        todo = [j for j in ids if not find_results(sweep_dir / j)]
+        todo = [j for j in ids if j not in done]
         out.append((stage, todo, len(ids) - len(todo)))
     return out
 
 
 def run_slurm(manifest: dict, sweep_dir: Path, args, threads: int, stream=None) -> int:
-    """Submit one submitit job array per stage (each task: `sweep.py --run-job`); wait if asked. Exit code."""
+    """Submit one submitit job array per stage (each task: `sweep.py --run-job`, which records the job in
+    manifest["records"] when it finishes); wait if asked. Exit code."""
     stream = stream or sys.stdout
-    groups = stage_groups(manifest, sweep_dir)
+    records_dir = Path(manifest["records"]) if manifest.get("records") else None
+    groups = stage_groups(manifest, sweep_dir, records_dir)
     if not any(todo for _, todo, _ in groups):
         stream.write(f"[sweep] all {len(manifest['jobs'])} jobs complete\n")
         stream.write(f"[sweep] table: python bench/table.py {sweep_dir}\n")
@@ -474,36 +560,38 @@ def run_slurm(manifest: dict, sweep_dir: Path, args, threads: int, stream=None) 
     try:
         import submitit
     except ImportError:
-        raise UsageError("--launcher slurm needs submitit: pip install -r requirements.txt")
+        raise UsageError("--launcher slurm needs submitit: pip install -r requirements.txt") from None
     try:
         executor = submitit.AutoExecutor(folder=str(sweep_dir / ".submitit" / "%j"), cluster=args.cluster)
     except RuntimeError as e:
-        raise UsageError(f"cannot use SLURM here ({e}); try --dry-run, or --launcher local")
+        raise UsageError(f"cannot use SLURM here ({e}); try --dry-run, or --launcher local") from None
     command = [sys.executable, str(SWEEP_PY), "--threads-per-job", str(threads), "--run-job"]
     submitted, previous = [], None
     for stage, todo, done in groups:
         if not todo:
             continue
         if args.cluster != "slurm" and submitted:  # no scheduler to hold the array: wait here instead
-            if wait_jobs(submitted, sweep_dir, stream, args) != 0:
+            if wait_jobs(submitted, sweep_dir, stream, args, records_dir=records_dir) != 0:
                 stream.write(f"[sweep] stage {stage!r} not submitted: an earlier stage failed\n")
                 return 1
         executor.update_parameters(**submitit_parameters(args, f"{manifest['sweep']}-{stage}", previous))
         fn = submitit.helpers.CommandFunction(command, verbose=True)
         jobs = executor.map_array(fn, [str(sweep_dir / j) for j in todo])
         previous = jobs[0].job_id.split("_")[0]
-        submitted += list(zip(todo, jobs))
+        submitted += list(zip(todo, jobs, strict=True))
         stream.write(f"[sweep] stage {stage!r}: array {previous} of {len(todo)} job(s) submitted "
                      f"({done} already complete); submitit logs: {sweep_dir / '.submitit'}\n")
     if args.wait or args.cluster != "slurm":
-        return wait_jobs(submitted, sweep_dir, stream, args, final=True)
+        return wait_jobs(submitted, sweep_dir, stream, args, final=True, records_dir=records_dir)
     stream.write(f"[sweep] not waiting (--wait to wait). Rerun this command to submit what is missing; "
                  f"table: python bench/table.py {sweep_dir}\n")
     return 0
 
 
-def wait_jobs(submitted: list, sweep_dir: Path, stream, args, final: bool = False) -> int:
-    """Poll submitit jobs until all have ended; progress lines; failures with their logs. 0 if all succeeded."""
+def wait_jobs(submitted: list, sweep_dir: Path, stream, args, final: bool = False,
+              records_dir: Path | None = None) -> int:
+    """Poll submitit jobs until all have ended; progress lines; failures with their logs. 0 if all succeeded
+    (finished and, with `records_dir`, recorded)."""
     progress = Progress(len(submitted), 0, len(submitted), stream)
     pending = dict(submitted)
     failed = {}
@@ -515,7 +603,7 @@ def wait_jobs(submitted: list, sweep_dir: Path, stream, args, final: bool = Fals
                 continue
             del pending[jid]
             progress.running.pop(jid, None)
-            if find_results(sweep_dir / jid):
+            if find_results(sweep_dir / jid) and (records_dir is None or record_path(records_dir, jid).is_file()):
                 progress.done += 1
             else:
                 progress.failed += 1
@@ -535,7 +623,8 @@ def wait_jobs(submitted: list, sweep_dir: Path, stream, args, final: bool = Fals
 def dry_run(manifest: dict, sweep_dir: Path, args, threads: int, stream=None) -> None:
     """Print each stage's jobs (and with slurm the #SBATCH lines of its array); create nothing."""
     stream = stream or sys.stdout
-    groups = stage_groups(manifest, sweep_dir)
+    groups = stage_groups(manifest, sweep_dir, Path(manifest["records"]) if manifest.get("records") else None,
+                          write=False)
     for number, (stage, todo, done) in enumerate(groups):
         stream.write(f"# stage {stage!r}: {len(todo)} job(s) to run, {done} already complete\n")
         if args.launcher == "slurm" and todo:
@@ -581,59 +670,52 @@ def print_commands(name: str, sweep: dict, root: str, by_row: bool, data_dir: st
 # ------------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------------
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+def _slug_name(text: str) -> str:
+    if slug(text) != text:
+        raise ValueError(text)
+    return text
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _named_sweep(text: str) -> str:
+    if text not in named_sweeps.SWEEPS:
+        raise ValueError(text)
+    return text
 
 
-def non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
+def _metric_key(text: str) -> list[str]:
+    keys = text.split(".")
+    if any(not k.strip() for k in keys):
+        raise ValueError(text)
+    return keys
 
 
-def seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers, got {text!r}")
-    return seeds
-
-
-def positive_parsed(parse, expected: str):
-    """An argparse type: parse(text) must give a positive number, else `expected` is named in the error."""
+def _positive(parse):
     def convert(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        value = parse(text)
+        if not (0 < value < math.inf):
+            raise ValueError(text)
         return value
     return convert
 
 
-minutes = positive_parsed(parse_minutes, "minutes or SLURM time (M:S, H:M:S, D-H, D-H:M, D-H:M:S)")
-mem_gb = positive_parsed(parse_mem_gb, "a size such as 16G or 500M")
-
-
 def key_value(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    return k.strip().lstrip("-"), v
+    k, eq, v = text.partition("=")
+    k = k.strip().lstrip("-")
+    if not eq or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", k) or any(c in v for c in "\n\r\x00"):
+        raise ValueError(text)
+    return k, v
+
+
+SWEEP_NAME = Domain(f"a named sweep ({', '.join(named_sweeps.SWEEPS)})", _named_sweep)
+SLUG = Domain("a simple name: lower-case letters, digits and single '-' inside", _slug_name)
+METRIC_KEY = Domain("a dotted path of keys, e.g. test or test.accuracy", _metric_key)
+COLUMNS = Domain("comma-separated distinct column names of the sweep", names_list())
+ROWS = Domain("comma-separated distinct row names of the sweep", names_list())
+MINUTES = Domain("minutes or a SLURM time (M:S, H:M:S, D-H, D-H:M, D-H:M:S), > 0", _positive(parse_minutes))
+MEM = Domain("a size such as 16G or 500M, > 0", _positive(parse_mem_gb))
+SBATCH = Domain("KEY=VALUE (an sbatch option without its --)", key_value)
+WORKERS, THREADS = Int(1, 1024), Int(1, 4096)
+DATA_DIR = Domain(EXISTING_DIR.text, PATH.convert)  # existence: checked in main (documented paths need not exist)
 
 
 def cores() -> int:
@@ -641,55 +723,61 @@ def cores() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="sweep.py", description=__doc__.split("\n")[0])
-    p.add_argument("sweep", nargs="?", help=f"a named sweep: {', '.join(named_sweeps.SWEEPS)}")
-    p.add_argument("--command", action="append", default=[], help="a command of an ad hoc sweep (repeatable; "
-                   "one table row each); needs --name and --seeds")
-    p.add_argument("--label", action="append", default=[], help="row label of the --command at the same "
-                   "position (default: the command)")
-    p.add_argument("--name", help="directory name of an ad hoc sweep under --root")
-    p.add_argument("--seeds", type=seed_list, help="comma-separated seeds (ad hoc sweeps; overrides a named "
-                   "sweep's, not a row's own)")
-    p.add_argument("--baseline", help="ad hoc sweeps: the row label the others are compared with (default: "
-                   "the first)")
-    p.add_argument("--metric-key", default="test", help="ad hoc sweeps: dotted path of the number in results.json "
-                   "(default: test)")
+    p = OneLineParser(prog="sweep.py", description=first_paragraph(__doc__))
+    add(p, "sweep", nargs="?", domain=SWEEP_NAME, help="the sweep to run (or record)")
+    add(p, "--command", action="append", default=[], domain=SHELL_COMMAND,
+        help="a command of an ad hoc sweep (repeatable; one table row each); needs --name and --seeds")
+    add(p, "--label", action="append", default=[], domain=TEXT,
+        help="row label of the --command at the same position (default: the command)")
+    add(p, "--name", domain=SLUG, help="directory name of an ad hoc sweep under --root (and --results)")
+    add(p, "--seeds", domain=SEEDS, help="seeds of an ad hoc sweep; overrides a named sweep's, not a row's own")
+    add(p, "--baseline", domain=TEXT, help="ad hoc sweeps: the row label the others are compared with (default: "
+        "the first)")
+    add(p, "--metric-key", default=["test"], domain=METRIC_KEY, help="ad hoc sweeps: the number's path in "
+        "results.json (default: test)")
     p.add_argument("--summary", choices=["mean", "median"], default="mean", help="ad hoc sweeps: mean +- std or "
-                   "median [q25:q75] over seeds (default: mean)")
-    p.add_argument("--columns", help="run only the jobs of these table columns (comma-separated names, e.g. "
-                   "\"NLI 100\"); jobs.json still lists every job, so the table shows the others as not run")
-    p.add_argument("--extra-args", default="", help="arguments appended to every command (e.g. a quick check: "
-                   "\"--max-epochs 1\"); part of each job's command")
-    p.add_argument("--root", default="runs/sweeps", help="sweeps go to <root>/<sweep>/<job id>/ (default: "
-                   "runs/sweeps)")
-    p.add_argument("--data-dir", help="appended to every command as --data-dir (must exist)")
-    p.add_argument("--device", help="appended to every command as --device")
+                   "median [q25:q75] over seeds (default: mean) [mean or median]")
+    add(p, "--columns", domain=COLUMNS, help="run only the jobs of these table columns (e.g. \"NLI 100\"); jobs.json "
+        "still lists every job, so the table shows the others as not run")
+    add(p, "--rows", domain=ROWS, help="run only the jobs of these table rows (e.g. \"BaseModel,DM one-pass\"), in "
+        "this order; with --columns, their cells")
+    add(p, "--extra-args", default="", domain=SHELL_ARGS, help="arguments appended to every command (e.g. a quick "
+        "check: \"--max-epochs 1\"); part of each job's command")
+    add(p, "--root", default="runs/sweeps", domain=OUT_DIR, help="sweeps run in <root>/<sweep>/<job id>/ (default: "
+        "runs/sweeps)")
+    add(p, "--results", default=str(REPO / "results"), domain=OUT_DIR, help="records go to <results>/<sweep>/ "
+        "(default: results/ at the repository root)")
+    p.add_argument("--record-only", action="store_true", help="record the finished jobs of <root>/<sweep>/ (its "
+                   "jobs.json says what ran) in <results>/<sweep>/ and run nothing; with a named sweep or --name")
+    add(p, "--data-dir", domain=DATA_DIR, help="appended to every command as --data-dir (checked before anything "
+        "runs)")
+    add(p, "--device", domain=DEVICE, help="appended to every command as --device")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                   help="run here (default), or as SLURM arrays")
-    p.add_argument("--workers", type=positive_int, default=1, help="local: jobs run at the same time (default: 1)")
-    p.add_argument("--threads-per-job", type=positive_int, help="OMP/MKL threads per job (default local: "
-                   "max(1, cores // workers); slurm: --cpus-per-job)")
+                   help="run here (default), or as SLURM arrays [local or slurm]")
+    add(p, "--workers", default=1, domain=WORKERS, help="local: jobs run at the same time (default: 1)")
+    add(p, "--threads-per-job", domain=THREADS, help="OMP/MKL threads per job (default local: max(1, cores // "
+        "workers); slurm: --cpus-per-job)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs (and, with slurm, the sbatch "
                    "parameters of each array) and run nothing")
-    p.add_argument("--print-commands", metavar="NAME", help="print the shell commands of a named sweep and exit")
+    add(p, "--print-commands", metavar="NAME", domain=SWEEP_NAME, help="print the shell commands of a named sweep "
+        "and exit")
     p.add_argument("--by-row", action="store_true", help="with --print-commands: one shell loop over the seeds "
                    "(--seed $S) per row and column")
     g = p.add_argument_group("slurm")
-    g.add_argument("--partition", help="SLURM partition")
-    g.add_argument("--time", type=minutes, default=120, help="time limit per job: minutes or a SLURM time "
-                   "(M:S, H:M:S, D-H, D-H:M, D-H:M:S; default: 120)")
-    g.add_argument("--gpus-per-job", type=non_negative_int, default=0, help="GPUs per job (default: 0)")
-    g.add_argument("--cpus-per-job", type=positive_int, default=2, help="CPUs per job (= its threads; default: 2)")
-    g.add_argument("--mem", type=mem_gb, help="memory per job, e.g. 16G (default: the partition's)")
-    g.add_argument("--array-parallelism", type=positive_int, help="array tasks running at once (default: "
-                   "submitit's 256)")
-    g.add_argument("--sbatch", type=key_value, action="append", default=[], help="extra sbatch option KEY=VALUE "
-                   "(repeatable), e.g. account=myproject")
+    add(g, "--partition", domain=TEXT, help="SLURM partition")
+    add(g, "--time", default=120, domain=MINUTES, help="time limit per job (default: 120 minutes)")
+    add(g, "--gpus-per-job", default=0, domain=Int(0, 64), help="GPUs per job (default: 0)")
+    add(g, "--cpus-per-job", default=2, domain=THREADS, help="CPUs per job (= its threads; default: 2)")
+    add(g, "--mem", domain=MEM, help="memory per job (default: the partition's)")
+    add(g, "--array-parallelism", domain=Int(1, 100_000), help="array tasks running at once (default: "
+        "submitit's 256)")
+    add(g, "--sbatch", action="append", default=[], domain=SBATCH, help="extra sbatch option (repeatable), e.g. "
+        "account=myproject")
     g.add_argument("--wait", action="store_true", help="stay until every array task has ended, with progress")
     g.add_argument("--cluster", choices=["slurm", "local"], default="slurm", help="submitit executor: slurm "
                    "(default), or local to run the same arrays as local processes (a check without SLURM; implies "
-                   "--wait)")
-    p.add_argument("--run-job", metavar="JOB_DIR", help=argparse.SUPPRESS)
+                   "--wait) [slurm or local]")
+    add(p, "--run-job", metavar="JOB_DIR", domain=PATH, help=argparse.SUPPRESS)
     return p
 
 
@@ -699,16 +787,29 @@ def resolve_sweep(args) -> tuple[str, dict]:
             raise UsageError("give a named sweep or --command, not both")
         if not args.name or not args.seeds:
             raise UsageError("an ad hoc sweep (--command) needs --name and --seeds")
-        if slug(args.name) != args.name:
-            raise UsageError(f"--name must be a simple slug such as {slug(args.name)!r}")
-        sweep = adhoc_sweep(args.command, args.label, args.seeds, args.metric_key.split("."), args.summary,
-                            args.baseline)
+        sweep = adhoc_sweep(args.command, args.label, args.seeds, args.metric_key, args.summary, args.baseline)
         return args.name, sweep
     if not args.sweep:
         raise UsageError(f"name a sweep ({', '.join(named_sweeps.SWEEPS)}) or give --command")
-    if args.sweep not in named_sweeps.SWEEPS:
-        raise UsageError(f"unknown sweep {args.sweep!r}; named sweeps: {', '.join(named_sweeps.SWEEPS)}")
     return args.sweep, named_sweeps.SWEEPS[args.sweep]
+
+
+def record_only(name: str, sweep_dir: Path, records_dir: Path, stream=None) -> int:
+    """Record every finished job of `sweep_dir` (what its jobs.json says ran) in `records_dir`; run nothing."""
+    stream = stream or sys.stdout
+    if not (sweep_dir / "jobs.json").is_file():
+        raise UsageError(f"--record-only: no jobs.json in {sweep_dir} (give --root where the sweep ran)")
+    manifest = read_layout(sweep_dir / "jobs.json")
+    if manifest["sweep"] != name:
+        raise UsageError(f"{sweep_dir / 'jobs.json'}: a jobs.json of sweep {manifest['sweep']!r}, not {name!r}")
+    finished = [j for j in manifest["jobs"] if results_files(sweep_dir / j)]
+    ensure_dir(records_dir, "--results")
+    write_json_atomic(records_dir / "jobs.json", layout_of(manifest, sweep_dir))
+    for jid in finished:
+        record_job(manifest, jid, sweep_dir, records_dir)
+    stream.write(f"[sweep] {name}: recorded {len(finished)} finished job(s) of {len(manifest['jobs'])} in "
+                 f"{records_dir} ({len(manifest['jobs']) - len(finished)} not finished)\n")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -716,53 +817,63 @@ def main(argv=None) -> int:
     if args.run_job:
         return run_job(Path(args.run_job).resolve(), args.threads_per_job or 1)
     if args.print_commands:
-        if args.print_commands not in named_sweeps.SWEEPS:
-            raise UsageError(f"unknown sweep {args.print_commands!r}; named sweeps: {', '.join(named_sweeps.SWEEPS)}")
-        print_commands(args.print_commands, named_sweeps.SWEEPS[args.print_commands], args.root, args.by_row,
-                       args.data_dir)
+        print_commands(args.print_commands, named_sweeps.SWEEPS[args.print_commands], str(args.root), args.by_row,
+                       str(args.data_dir) if args.data_dir else None)
         return 0
+    if args.record_only:  # what ran is in <root>/<name>/jobs.json: the name is enough
+        name = args.sweep or args.name
+        if not name or args.command or (args.sweep and args.name):
+            raise UsageError("--record-only takes a named sweep, or the --name of an ad hoc one (no --command)")
+        return record_only(name, Path(args.root).resolve() / name, Path(args.results).resolve() / name)
     name, sweep = resolve_sweep(args)
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     sweep_dir = Path(args.root).resolve() / name
+    records_dir = Path(args.results).resolve() / name
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: must be {EXISTING_DIR.text}")
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     default_threads = args.cpus_per_job if args.launcher == "slurm" else max(1, cores() // args.workers)
     threads = args.threads_per_job or default_threads
     if args.launcher == "local" and args.workers * threads > cores():
         raise UsageError(f"--workers {args.workers} x --threads-per-job {threads} = {args.workers * threads} "
                          f"threads > {cores()} cores")
     jobs = expand(sweep, sweep_dir, args.seeds if not args.command else None, args.extra_args)
-    manifest = make_manifest(name, sweep, jobs, sweep_dir, data_dir, args.device)
+    manifest = {**make_manifest(name, sweep, jobs, sweep_dir, data_dir, args.device), "records": str(records_dir)}
     if args.columns:
-        columns = [c.strip() for c in args.columns.split(",")]
-        unknown = [c for c in columns if c not in sweep["columns"]]
+        unknown = [c for c in args.columns if c not in sweep["columns"]]
         if unknown:
             raise UsageError(f"--columns: {unknown[0]!r} is not a column of {name} ({', '.join(sweep['columns'])})")
-    whole = manifest  # jobs.json lists every job, so the table shows the columns not run here as not run
-    if args.columns:
-        manifest = {**manifest, "jobs": {j: e for j, e in manifest["jobs"].items() if e["column"] in columns}}
-        jobs = [j for j in jobs if j["column"] in columns]
+    if args.rows:
+        names = [r["name"] for r in sweep["rows"]]
+        unknown = [r for r in args.rows if r not in names]
+        if unknown:
+            raise UsageError(f"--rows: {unknown[0]!r} is not a row of {name} ({', '.join(names)})")
+    whole = manifest  # jobs.json lists every job, so the table shows the cells not run here as not run
+    if args.columns or args.rows:
+        keep = [j for j in jobs if (not args.columns or j["column"] in args.columns)
+                and (not args.rows or j["row"] in args.rows)]
+        if args.rows:  # in the order the rows were given (stable within a row)
+            keep.sort(key=lambda j: args.rows.index(j["row"]))
+        jobs = keep
+        manifest = {**manifest, "jobs": {j["id"]: manifest["jobs"][j["id"]] for j in jobs}}
     if args.dry_run:
         dry_run(manifest, sweep_dir, args, threads)
         return 0
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(sweep_dir / "jobs.json", whole)
+    for jid, entry in whole["jobs"].items():  # a record made by another command stops us before anything is written
+        has_record(records_dir, jid, entry, sweep_dir)
+    ensure_dir(records_dir, "--results")
+    ensure_dir(sweep_dir, "--root")
+    write_json_atomic(sweep_dir / "jobs.json", whole)
+    write_json_atomic(records_dir / "jobs.json", layout_of(whole, sweep_dir))
     if args.launcher == "slurm":
         return run_slurm(manifest, sweep_dir, args, threads)
-    print(f"[sweep] {name}: {len(jobs)} jobs, {args.workers} at a time, {threads} thread(s) each -> {sweep_dir}")
-    return run_local(manifest, sweep_dir, args.workers, threads)
+    print(f"[sweep] {name}: {len(jobs)} jobs, {args.workers} at a time, {threads} thread(s) each -> {sweep_dir}; "
+          f"records -> {records_dir}")
+    return run_local(manifest, sweep_dir, args.workers, threads, records_dir=records_dir)
 
 
 def run_cli(main, prog: str, argv=None) -> int:
-    """main(argv), with a user mistake as one line on stderr and exit code 2 (shared with table.py)."""
-    try:
-        return main(argv)
-    except UsageError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into `head`
-        sys.stderr.close()
-        return 0
+    """main(argv), with bad input as one line on stderr and exit code 2 (shared with table.py)."""
+    return _run_cli(main, prog, argv)
 
 
 def cli(argv=None) -> int:

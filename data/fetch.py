@@ -15,19 +15,26 @@ layout the readers in common.py expect.
 - eraser_movies: the SHA-256 of train/val/test.jsonl against data/checksums/eraser_movies.sha256, computed on
   the copy our results used. We could not check it against ERASER's own archive offline: a mismatch is
   printed as a warning, not an error.
-Errors (network, checksum, bad archive) are one line on stderr and exit code 2.
+Every flag declares its domain (-h shows it) and is checked before anything is downloaded. Errors (a bad flag,
+a --to that is a plain file or lies under one, network, checksum, a damaged archive, a file that is not UTF-8) are
+one line on stderr naming what and where, exit code 2, no traceback.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
+import lzma
+import os
 import re
 import shutil
 import sys
 import tarfile
 import tempfile
+import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +48,18 @@ SOURCES = {
 
 
 class FetchError(Exception):
-    pass
+    """A bad flag, download, archive or file: one line on stderr, exit code 2."""
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 def sha256(path: Path) -> str:
@@ -55,11 +73,15 @@ def sha256(path: Path) -> str:
 def read_manifest(path: Path) -> dict[str, str]:
     """`sha256sum` output -> {relative path: hex digest}."""
     try:
-        lines = path.read_text().splitlines()
+        data = path.read_bytes()
     except OSError as e:
-        raise FetchError(f"cannot read the checksums {path}: {e}") from None
+        raise FetchError(f"cannot read the checksums {path}: {e.strerror or e}") from None
     out = {}
-    for i, line in enumerate(lines, 1):
+    for i, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FetchError(f"{path}:{i}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
         if line.strip():
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
@@ -74,8 +96,8 @@ def download(url: str, dest: Path, expected: str | None) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
             shutil.copyfileobj(r, f)
-    except (OSError, ValueError) as e:  # ValueError: not a URL (e.g. a path without file://)
-        raise FetchError(f"cannot download {url}: {e}") from None
+    except (OSError, ValueError, http.client.HTTPException) as e:  # ValueError: not a URL
+        raise FetchError(f"cannot download {url}: {type(e).__name__}: {one_line(e)}") from None
     got = sha256(dest) if expected is not None else None
     if got != expected:
         raise FetchError(f"checksum mismatch for {url}: expected sha256 {expected}, got {got} "
@@ -87,8 +109,9 @@ def unpack(archive: Path, into: Path) -> Path:
     try:
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(into, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise FetchError(f"cannot unpack {archive.name}: {type(e).__name__}: {e}") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, UnicodeError) as e:
+        raise FetchError(f"cannot unpack the download (a damaged or unsupported archive): {type(e).__name__}: "
+                         f"{one_line(e)}") from None
     return into
 
 
@@ -99,6 +122,16 @@ def find_dir(root: Path, name: str) -> Path:
     return hits[0]
 
 
+def review_text(path: Path, aclimdb: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        where = f"aclImdb/{path.relative_to(aclimdb)}:{line}"
+        raise FetchError(f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x})") from None
+
+
 def convert_imdb(aclimdb: Path, out: Path) -> None:
     """aclImdb/{split}/{neg,pos}/<id>_<rating>.txt -> out/imdb_{split}.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +140,7 @@ def convert_imdb(aclimdb: Path, out: Path) -> None:
         for label, polarity in ((0, "neg"), (1, "pos")):
             files = [(p, re.fullmatch(r"(\d+)_(\d+)\.txt", p.name)) for p in (aclimdb / split / polarity).glob("*.txt")]
             for p, m in sorted(((p, m) for p, m in files if m), key=lambda t: int(t[1].group(1))):
-                rows.append({"id": f"{split}/{polarity}/{p.stem}", "text": p.read_text(encoding="utf-8"),
+                rows.append({"id": f"{split}/{polarity}/{p.stem}", "text": review_text(p, aclimdb),
                              "label": label, "rating": int(m.group(2))})
         if not rows:
             raise FetchError(f"no reviews under aclImdb/{split}/{{neg,pos}}/")
@@ -133,7 +166,10 @@ def fetch(name: str, to: Path, url: str | None, digest: str | None, manifest: Pa
     target = to / name
     if target.exists():
         raise FetchError(f"{target} already exists; remove it first to fetch again")
-    to.mkdir(parents=True, exist_ok=True)
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FetchError(f"--to {to}: cannot create it ({e.strerror or type(e).__name__})") from None
     with tempfile.TemporaryDirectory(dir=to, prefix=f".fetch-{name}-") as tmp:
         tmp = Path(tmp)
         archive = download(url or src["url"], tmp / "archive", digest or src["sha256"])
@@ -160,29 +196,79 @@ def fetch(name: str, to: Path, url: str | None, digest: str | None, manifest: Pa
     return target
 
 
+def first_paragraph(doc: str) -> str:
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def domain(text: str, ok):
+    """An argparse type: the value if ok(value), else an error naming the domain (shown in --help too)."""
+    def convert(value: str):
+        try:
+            good = ok(value)
+        except (ValueError, OSError):
+            good = False
+        if not good:
+            shown = repr(value if len(value) <= 60 else value[:60] + "...")
+            raise argparse.ArgumentTypeError(f"must be {text}, got {shown}")
+        return value
+    convert.__name__ = text
+    return convert
+
+
+def folder_to_create(value: str) -> bool:
+    if not value.strip() or value.startswith("~") or "\x00" in value:
+        return False
+    p = Path(value).absolute()
+    while not p.exists() and p.parent != p:  # the nearest existing ancestor: a folder we may write into
+        p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+
+
+def is_url(value: str) -> bool:
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme in ("http", "https", "ftp", "file") and bool(parts.netloc or parts.path) and \
+        not any(c.isspace() for c in value)
+
+
+TO = "a folder that exists or can be created, not under a plain file (no leading ~)"
+URL = "a URL: http://, https://, ftp:// or file://"
+SHA256 = "64 hexadecimal digits"
+CHECKSUMS = "an existing file (no leading ~)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fetch.py", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", choices=[*SOURCES, "all"])
-    p.add_argument("--to", type=Path, default=HERE, help="folder that receives <dataset>/ (default: this data/ folder)")
-    p.add_argument("--url", help="download from this URL instead (a mirror, or a local copy as file://...)")
-    p.add_argument("--sha256", help="expected SHA-256 of the downloaded archive (default: the published one, imdb)")
-    p.add_argument("--checksums", type=Path, help="sha256sum-style list of the unpacked files (default: data/checksums/)")
+    p = OneLineParser(prog="fetch.py", description=first_paragraph(__doc__))
+    p.add_argument("dataset", choices=[*SOURCES, "all"], help=f"what to fetch [{', '.join([*SOURCES, 'all'])}]")
+    p.add_argument("--to", type=domain(TO, folder_to_create), default=str(HERE),
+                   help=f"folder that receives <dataset>/ (default: this data/ folder) [{TO}]")
+    p.add_argument("--url", type=domain(URL, is_url), help=f"download from this URL instead (a mirror, or a local "
+                   f"copy as file://...) [{URL}]")
+    p.add_argument("--sha256", type=domain(SHA256, lambda v: re.fullmatch(r"[0-9a-fA-F]{64}", v)),
+                   help=f"expected SHA-256 of the downloaded archive (default: the published one, imdb) [{SHA256}]")
+    p.add_argument("--checksums", type=domain(CHECKSUMS, lambda v: not v.startswith("~") and Path(v).is_file()),
+                   help=f"sha256sum-style list of the unpacked files (default: data/checksums/) [{CHECKSUMS}]")
     return p
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    a = p.parse_args(argv)
-    if a.dataset == "all" and (a.url or a.sha256 or a.checksums):
-        p.exit(2, "fetch.py: error: --url, --sha256 and --checksums take one dataset, not 'all'\n")
-    if a.checksums is not None and not a.checksums.is_file():  # before the download, not after it
-        p.exit(2, f"fetch.py: error: --checksums {a.checksums}: no such file\n")
+    a = build_parser().parse_args(argv)
+    to = Path(a.to)
+    checksums = Path(a.checksums) if a.checksums else None
     try:
+        if a.dataset == "all" and (a.url or a.sha256 or a.checksums):
+            raise FetchError("--url, --sha256 and --checksums take one dataset, not 'all'")
         for name in (list(SOURCES) if a.dataset == "all" else [a.dataset]):
-            fetch(name, a.to, a.url, a.sha256, a.checksums)
+            fetch(name, to, a.url, a.sha256.lower() if a.sha256 else None, checksums)
     except FetchError as e:
-        print(f"fetch.py: error: {e}", file=sys.stderr)
+        print(f"fetch.py: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system refused (a full disk, no permission): name the path
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"fetch.py: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fetch.py: interrupted; nothing was moved into place", file=sys.stderr)
+        return 130
     return 0
 
 

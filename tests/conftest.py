@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random BERT with the real (MiniLM = bert-base-uncased) vocabulary, tiny datasets
 written to a temp dir, the real small datasets shipped in data/, and real slices of the large ones
 (tests/fixtures/real_slices/). Nothing here reads outside the repository."""
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Tests never touch the network: a Hugging Face hub name resolves from the local cache or fails (subprocesses
+# inherit this).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import common  # noqa: E402
 
@@ -41,7 +46,8 @@ def real_data() -> Path:
 
 
 SNIPS_TINY = [  # words, tags, intent (real SNIPS sentences, shortened)
-    ("add step to me to the 50 clasicos playlist", "O B-entity_name I-entity_name I-entity_name O O B-playlist I-playlist O", "AddToPlaylist"),
+    ("add step to me to the 50 clasicos playlist",
+     "O B-entity_name I-entity_name I-entity_name O O B-playlist I-playlist O", "AddToPlaylist"),
     ("add this song to my jazz playlist", "O O B-music_item O B-playlist_owner B-playlist O", "AddToPlaylist"),
     ("book a table for two at a pub", "O O O O B-party_size_number O O B-restaurant_type", "BookRestaurant"),
     ("book a reservation at a restaurant in paris", "O O O O O B-restaurant_type O B-city", "BookRestaurant"),
@@ -50,10 +56,12 @@ SNIPS_TINY = [  # words, tags, intent (real SNIPS sentences, shortened)
     ("play some music by queen", "O O O O B-artist", "PlayMusic"),
     ("play the song yesterday on spotify", "O O B-music_item B-track O B-service", "PlayMusic"),
     ("rate this book five stars", "O B-object_select B-object_type B-rating_value B-rating_unit", "RateBook"),
-    ("give the current essay 2 out of 6", "O O B-object_select B-object_type B-rating_value O O B-best_rating", "RateBook"),
+    ("give the current essay 2 out of 6", "O O B-object_select B-object_type B-rating_value O O B-best_rating",
+     "RateBook"),
     ("find the tv show called friends", "O O B-object_type I-object_type O B-object_name", "SearchCreativeWork"),
     ("show me the album called thriller", "O O O B-object_type O B-object_name", "SearchCreativeWork"),
-    ("find movie schedules at the nearest cinema", "O B-movie_type I-movie_type O O B-spatial_relation B-object_location_type", "SearchScreeningEvent"),
+    ("find movie schedules at the nearest cinema",
+     "O B-movie_type I-movie_type O O B-spatial_relation B-object_location_type", "SearchScreeningEvent"),
     ("what films are showing tonight", "O B-movie_type O O B-timeRange", "SearchScreeningEvent"),
 ]
 
@@ -79,7 +87,8 @@ def write_tiny_esnli(root: Path, n: int = 12) -> Path:
     (d / "train_sample_highlights").mkdir(parents=True, exist_ok=True)
     base = [("children smiling and waving at camera", "the kids are *frowning*", "contradiction",
              "children *smiling* and waving at camera"),
-            ("a man plays a guitar on stage", "a man is *playing* *music*", "entailment", "a man *plays* a *guitar* on stage"),
+            ("a man plays a guitar on stage", "a man is *playing* *music*", "entailment",
+             "a man *plays* a *guitar* on stage"),
             ("two dogs run in a field", "the dogs are *chasing* a *ball*", "neutral", "two dogs run in a field")]
     train, evalr = [], []
     for i in range(n):
@@ -100,3 +109,29 @@ def tiny_data(tmp_path) -> Path:
     write_tiny_snips(tmp_path)
     write_tiny_esnli(tmp_path)
     return tmp_path
+
+
+EXPLANATION_FIELDS = {"id", "index", "words", "pair_start", "pieces", "gold", "pred", "p_pred", "correct", "rationale",
+                      "skipped", "scores", "plausibility"}
+
+
+def check_explanations(run: Path, own: str | None, n: int, has_rationale: bool) -> list[dict]:
+    """explanations.jsonl of a finished run holds the documented fields (docs/report.md) for its first n test
+    examples, one per-word score per explainer (`own`, when the method has one, and integrated gradients), and
+    results.json the matching plausibility entry."""
+    import json
+    import math
+    rows = [json.loads(line) for line in (run / "explanations.jsonl").read_text().splitlines()]
+    assert len(rows) == n and [r["index"] for r in rows] == list(range(n))
+    names = {"ig"} | ({own} if own else set())
+    for r in rows:
+        assert set(r) == EXPLANATION_FIELDS, set(r) ^ EXPLANATION_FIELDS
+        assert set(r["scores"]) == names and 0.0 <= r["p_pred"] <= 1.0
+        words = r["words"] if isinstance(r["words"], list) else None
+        assert words and len(r["pieces"]) == len(words)
+        for s in r["scores"].values():
+            assert len(s) == len(words) and all(x is None or math.isfinite(x) for x in s)
+        assert (r["rationale"] is not None) == has_rationale
+    plaus = json.loads((run / "results.json").read_text())["plausibility"]
+    assert plaus["own"] == (own or "ig") and set(plaus["explainers"]) == names and plaus["n_explained"] == n
+    return rows

@@ -284,7 +284,8 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("sm-explainer", "sm", ["--explainer", "lime"], "none", E, "invalid choice"),
     ("sm-maxdocs0", "sm", ["--max-docs", "0"], "none", E, "--max-docs"),
     ("sm-warmup-neg", "sm", ["--warmup-steps", "-5"], "none", E, "--warmup-steps"),
-    ("sm-teacher-bytes", "sm", ["--teacher-dir", "{tmp}/junk-teacher"], "none", E, "cannot be loaded as weights"),
+    ("sm-teacher-bytes", "sm", ["--teacher-dir", "{tmp}/junk-teacher", "--num-examples", "16"], "none", E,
+     "cannot be loaded as weights"),  # a pool of 30: the pool size is checked before the teacher loads
     ("sm-teacher-json", "sm", ["--teacher-dir", "{tmp}/bad-json-teacher"], "none", E, "teacher.json"),
     ("sm-no-teacher", "sm", ["--teacher-dir", "{tmp}/no-teacher"], "none", E, "no trained teacher"),
     ("sm-pool", "sm", ["--teacher-dir", "{teacher}", "--num-examples", "1000"], "none", E, "larger than the student pool"),

@@ -42,3 +42,17 @@ def test_method_bench_on_a_tiny_model(script, extra, tiny_model):
         slack = 0.006 + ratio * (0.0006 / plain + 0.0006 / method)  # the printed values are rounded
         assert plain > 0 and abs(ratio - method / plain) <= slack, (plain, method, ratio)
 
+
+
+@pytest.mark.slow
+def test_smat_bench_on_the_imdb_slice():
+    """bench_smat.py's rows (an explainer, SMaT, the meta step by stage) on 4 reviews of the IMDB slice in
+    tests/fixtures (its split sizes shrunk to fit), with an untrained teacher."""
+    script = ("import sys; sys.path.insert(0, 'bench'); import bench_smat, smat_jax_free as sm; p = sm.parse_args; "
+              "sm.parse_args = lambda argv: p(list(argv) + ['--imdb-split-sizes', '8,4,4']); "
+              "sys.exit(bench_smat.cli(sys.argv[1:]))")
+    out = run("-c", script, "--data-dir", "tests/fixtures/real_slices", "--max-len", "16", "--batch-size", "4",
+              "--repeats", "1", "--kinds", "gradient_l2,smat", "--teacher-dir", "runs/no-teacher-here")
+    assert "untrained teacher" in out and "meta part alone" in out and "outer_bwd" in out
+    ratios = [float(line.split()[-2]) for line in out.splitlines() if line.startswith("student + gradient_l2")]
+    assert len(ratios) == 1 and 0 < ratios[0] < 1e3, out

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import common
 
@@ -58,18 +59,44 @@ def test_samplers_replay_the_original_subset_sizes(real_data):
         assert [len(common.sample_intent_shots(intents, n, seed)) for n in (1, 3, 10)] == [7, 21, 70]
 
 
-def test_nli_first_n_skips_row_zero_and_checks_size():
+def test_nli_first_n_skips_row_zero_and_the_pool_size_is_checked_once(tiny_data):
+    """The samplers trust their n; load_uimer_task checks the pool once: an error naming what it holds, or with
+    allow_smaller a run on what exists, recorded in `shortfall`."""
     assert common.sample_first_n(999, 100) == list(range(1, 101))
-    with pytest.raises(common.UsageError):
-        common.sample_first_n(999, 999)
-    with pytest.raises(common.UsageError):
-        common.sample_intent_shots(["a"], 0, 1)
+    tok = common.load_tokenizer(None)
+    n_pairs = len(common.read_esnli(tiny_data, "train")) - 1
+    with pytest.raises(common.UsageError, match=f"--train-size 50: only {n_pairs} highlighted"):
+        common.load_uimer_task("nli", tiny_data, "50", 0, tok, 64)
+    data = common.load_uimer_task("nli", tiny_data, "50", 0, tok, 64, allow_smaller=True)
+    assert len(data["train"]) == n_pairs
+    assert data["shortfall"] == {"train": {"asked": 50, "available": n_pairs}}
+    with pytest.raises(common.UsageError, match="--dev-size 99: the dev set holds"):
+        common.load_uimer_task("nli", tiny_data, "3", 0, tok, 64, dev_size=99)
+
+
+def test_missing_classes_are_named_and_recorded_in_shortfall(tiny_data):
+    """A class of the label list absent from the training pool is short by all n (its count is 0)."""
+    d = tiny_data / "snips" / "train"
+    keep = [i for i, y in enumerate((d / "label").read_text().splitlines()) if y != "RateBook"]
+    import shutil
+    world = tiny_data.parent / "no-ratebook"
+    shutil.copytree(tiny_data, world, dirs_exist_ok=True)
+    for f in ("seq.in", "seq.out", "label"):
+        lines = (d / f).read_text().splitlines()
+        (world / "snips" / "train" / f).write_text("".join(lines[i] + "\n" for i in keep))
+    tok = common.load_tokenizer(None)
+    with pytest.raises(common.UsageError, match="none of 'RateBook'"):
+        common.load_uimer_task("ic", world, "1", 0, tok, 64)
+    data = common.load_uimer_task("ic", world, "1", 0, tok, 64, allow_smaller=True)
+    assert data["shortfall"]["train"]["per_class"] == {"RateBook": 0}
+    assert len(data["train"]) == 6
 
 
 # ---------------------------------------------------------------------------------------------- rationales
 def test_ic_dictionary_hand_checked():
     words = "add step to me to the 50 clasicos playlist".split()
-    assert [w for w, r in zip(words, common.ic_rationale(words, "AddToPlaylist")) if r] == ["add", "playlist"]
+    rationale = common.ic_rationale(words, "AddToPlaylist")
+    assert [w for w, r in zip(words, rationale, strict=True) if r] == ["add", "playlist"]
     words = "book a table at a restaurant".split()
     assert common.ic_rationale(words, "BookRestaurant") == [1, 0, 0, 0, 0, 1]
     assert common.ic_rationale(words, "RateBook") == [1, 0, 0, 0, 0, 0]  # the gold intent's list only
@@ -85,9 +112,9 @@ def test_ic_dictionary_hand_checked():
 ])
 def test_sf_regexes_hand_checked(sentence, marked):
     words = sentence.split()
-    assert {w for w, r in zip(words, common.sf_rationale(words)) if r} == marked
+    assert {w for w, r in zip(words, common.sf_rationale(words), strict=True) if r} == marked
     # every occurrence of a captured word is a rationale (as the original)
-    for w, r in zip(words, common.sf_rationale(words)):
+    for w, r in zip(words, common.sf_rationale(words), strict=True):
         assert r == (w in marked)
 
 
@@ -105,7 +132,7 @@ def test_wordpiece_alignment_against_word_by_word_tokenisation():
     mask = [1, 0, 0, 0, 0, 0, 0, 1, 1]
     enc = common.encode_words(tok, words, mask, 50)
     want, first = [0], []  # [CLS]
-    for w, m in zip(words, mask):
+    for w, m in zip(words, mask, strict=True):
         pieces = tok.tokenize(w)
         first.append(len(want))
         want += [m] * len(pieces)
@@ -124,7 +151,7 @@ def test_readers_on_real_data(real_data):
     tr = common.read_esnli(real_data, "train")
     assert len(tr) == 999
     e = tr[1]  # "A person *on* *a* *horse* *jumps* over a broken down airplane."
-    assert [w for w, r in zip(e["premise"], e["premise_rationale"]) if r] == ["on", "a", "horse", "jumps"]
+    assert [w for w, r in zip(e["premise"], e["premise_rationale"], strict=True) if r] == ["on", "a", "horse", "jumps"]
     assert len(common.read_esnli(real_data, "dev")) == 9842
 
 
@@ -225,7 +252,7 @@ def test_span_f1_equals_independent_conlleval(pairs):
     gold = [g for g, _ in pairs]
     rng = random.Random(sum(s for _, s in pairs))
     pred = [[rng.choice(["O", "B-x", "I-x", "B-y", "I-y"]) if rng.random() < 0.4 else t for t in g] for g in gold]
-    tp = sum(len(conll_chunks(g) & conll_chunks(p)) for g, p in zip(gold, pred))
+    tp = sum(len(conll_chunks(g) & conll_chunks(p)) for g, p in zip(gold, pred, strict=True))
     ng, npred = sum(len(conll_chunks(g)) for g in gold), sum(len(conll_chunks(p)) for p in pred)
     want = 0.0 if tp == 0 else 2 * tp / (ng + npred)
     assert abs(common.span_f1(gold, pred) - want) < 1e-9
@@ -246,7 +273,7 @@ def test_roc_auc_equals_pair_counting():
     rng = random.Random(0)
     y = [rng.random() < 0.4 for _ in range(50)]
     s = [rng.choice([0.1, 0.2, 0.3, 0.5]) for _ in range(50)]
-    pos, neg = [a for a, b in zip(s, y) if b], [a for a, b in zip(s, y) if not b]
+    pos, neg = [a for a, b in zip(s, y, strict=True) if b], [a for a, b in zip(s, y, strict=True) if not b]
     want = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
     assert abs(common.roc_auc(y, s) - want) < 1e-12
     assert common.roc_auc([1, 1], [0.3, 0.2]) != common.roc_auc([1, 1], [0.3, 0.2])  # nan with one class
@@ -290,8 +317,8 @@ def test_saved_task_model_loads_with_transformers_alone_and_gives_the_same_logit
     tok = common.load_tokenizer(tiny_model)
     torch.manual_seed(0)
     model = common.TaskModel(common.load_encoder(tiny_model), task, 5).eval()
-    ex = [common.encode_words(tok, w.split(), [0] * len(w.split()), 20) | {"index": i, "label": 1,
-                                                                           "tags": [1] * len(w.split())}
+    ex = [common.encode_words(tok, w.split(), [0] * len(w.split()), 20)
+          | {"index": i, "label": 1, "tags": [1] * len(w.split())}
           for i, w in enumerate(["play some music", "book a table for two"])]
     if task == "ic":
         for e in ex:
@@ -326,3 +353,28 @@ def test_dev_size_selects_on_the_first_dev_examples_and_keeps_the_test_set_whole
     sub = common.load_uimer_task("nli", tiny_data, "6", 0, tok, 64, dev_size=5)
     assert [e["id"] for e in sub["dev"]] == [e["id"] for e in full["dev"]][:5]
     assert len(sub["test"]) == len(full["test"]) == 12
+
+
+def test_foreach_adamw_equals_the_per_tensor_loop_bitwise():
+    """make_optimizer uses AdamW's multi-tensor update for speed; it must give the same parameters, bit for bit, as
+    the per-tensor loop (the default on the CPU), with a linear schedule, zero gradients and weight decay."""
+    torch.manual_seed(0)
+    shapes = [(50, 16), (16, 16), (16,), (3, 16)]
+    start = [torch.randn(s) for s in shapes]
+    finals = []
+    for foreach in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        model = torch.nn.Module()
+        for i, p in enumerate(params):
+            model.register_parameter(f"p{i}", p)
+        opt, sched = common.make_optimizer(model, 4e-4, 6, warmup_steps=2, weight_decay=0.01)
+        for group in opt.param_groups:
+            group["foreach"] = foreach
+        g = torch.Generator().manual_seed(1)
+        for step in range(6):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g) * (step % 3 != 1)
+            opt.step()
+            sched.step()
+        finals.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*finals, strict=True))

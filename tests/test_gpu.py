@@ -107,7 +107,8 @@ def test_dm_gates_losses_and_gradients_equal_on_cpu_and_cuda(nodrop_model, tiny_
         content = common.content_mask(batch, special)
         loss_phi, KL, L0 = dm.extractor_loss(model, ext, batch, content, 2, gen, args)
         loss_phi.backward()
-        g_ext = {f"grad:ext.{n}": p.grad.detach().cpu().clone() for n, p in ext.named_parameters() if p.grad is not None}
+        g_ext = {f"grad:ext.{n}": p.grad.detach().cpu().clone() for n, p in ext.named_parameters()
+                 if p.grad is not None}
         ext.requires_grad_(False)
         model.zero_grad()
         a, _ = dm.gates(ext, dm.encode(model, batch)[1], content, len(ext.probes) - 1, torch.Generator().manual_seed(3))
@@ -218,5 +219,8 @@ def test_cuda_runs_are_repeatable_for_one_seed(nodrop_model, tiny_data, tmp_path
             nodrop_model, "--data-dir", str(tiny_data), "--device", "cuda"]
     a = gb.main(gb.parse_args(argv + ["--out-dir", str(tmp_path / "a")]))
     b = gb.main(gb.parse_args(argv + ["--out-dir", str(tmp_path / "b")]))
-    read = lambda r: (Path(r["run_dir"]) / "results.json").read_text().replace(r["run_dir"], "")
+
+    def read(r):
+        return (Path(r["run_dir"]) / "results.json").read_text().replace(r["run_dir"], "")
+
     assert read(a) == read(b)

@@ -92,9 +92,9 @@ def test_igr_equals_finite_difference(tiny_model, tok):
             for j in range(n * H):
                 x[2 * j, j // H, j % H] += h
                 x[2 * j + 1, j // H, j % H] -= h
-            ce = torch.nn.functional.cross_entropy(clf.forward(x, one)[0], batch["label"][b].expand(2 * n * H),
-                                                   reduction="none")
-            norms.append(((ce[0::2] - ce[1::2]) / (2 * h)).pow(2).sum())
+            loss = torch.nn.functional.cross_entropy(clf.forward(x, one)[0], batch["label"][b].expand(2 * n * H),
+                                                     reduction="none")
+            norms.append(((loss[0::2] - loss[1::2]) / (2 * h)).pow(2).sum())
     want = torch.stack(norms).mean()
     assert torch.allclose(got, want, rtol=1e-6), (got, want)
 
@@ -361,8 +361,8 @@ def test_deeplift_and_ig_are_exact_on_a_linear_model():
 
 def test_captum_deeplift_on_a_transformer_is_signed_input_x_gradient(tiny_model, tok):
     """Documented in docs/regex.md: captum's DeepLift rules cover nn.ReLU/Tanh/Softmax/... modules only; BERT's GELU
-    module and functional softmax get plain gradients, so at content tokens (zero baseline) DeepLift = sum_h e x grad.
-    """
+    module and functional softmax get plain gradients, so at content tokens (zero baseline) DeepLift =
+    sum_h e * grad."""
     clf = tiny_clf(tiny_model, tok)
     batch, _ = tiny_batch(tok)
     args = default_args("--attr-reduce", "sum")
@@ -478,11 +478,11 @@ def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat,
 def test_smoke_every_attribution_and_evaluation_option(tiny_model, text_data, tmp_path, extra):
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, *extra)))
     assert set(r["faithfulness"]) == set(rx.METHODS)
-    for _m, row in r["faithfulness"].items():
+    for row in r["faithfulness"].values():
         assert all(math.isfinite(v) for k, v in row.items() if k != "gain_over_random")
         assert 0 <= row["norm_comp"] <= 1 and 0 <= row["norm_suff"] <= 1
         assert abs(row["gain_over_random"]["comp"] - (row["comp"] - r["faithfulness"]["random"]["comp"])) < 1e-12
-    for _m, agr in r["randomization_trained_vs_random"].items():
+    for agr in r["randomization_trained_vs_random"].values():
         assert 0 <= agr["jaccard"] <= 1
 
 
@@ -547,15 +547,19 @@ def test_same_seed_same_results_and_seed_summary(tiny_model, text_data, tmp_path
     plain = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--seed", "3", "--train-size", "8",
                                        "--no-igr", "--no-vat", "--no-egt", *FAST)))
     assert plain["variant"] == "plain"
+
     def cfg(r):
         return json.loads((Path(r["run_dir"]) / "config.json").read_text())
+
     assert cfg(plain)["seed"] == cfg(s1["runs"][0])["seed"] == 3
 
 
 def test_subsample_seed_fixes_the_training_subsample_across_seeds(tiny_model, text_data, tok):
     def ids(seed, *extra):
-        return [e["id"] for e in rx.load_data(rx.resolve(rx.parse_args(
-            ["--model", tiny_model, "--data-dir", str(text_data), "--train-size", "6", *extra])), tok, seed)["train"]]
+        args = rx.resolve(rx.parse_args(["--model", tiny_model, "--data-dir", str(text_data), "--train-size", "6",
+                                         *extra]))
+        return [e["id"] for e in rx.load_data(args, tok, seed)["train"]]
+
     assert ids(1) != ids(2)  # by default the subsample is drawn with the run's seed
     assert ids(1, "--subsample-seed", "0") == ids(2, "--subsample-seed", "0") == ids(0)
     assert len(ids(1)) == 6
@@ -630,8 +634,8 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     expect = {"task": "invalid choice", "attribution": "--attributions", "mask0": "--mask-ratio",
               "mask1": "--mask-ratio", "empty": "stsa.binary.train:4: empty text", "checkpoint": "not found",
-              "no_checkpoint": "--checkpoint",
-              "flag": "unrecognized", "datadir": "--data-dir", "ratio0": "--rationale-ratio"}[case]
+              "no_checkpoint": "--checkpoint", "flag": "unrecognized", "datadir": "--data-dir",
+              "ratio0": "--rationale-ratio"}[case]
     assert expect in p.stderr, p.stderr
 
 

@@ -1,5 +1,6 @@
 """SMaT (smat_jax_free.py): parity with the original JAX code, the math against independent computations,
 the original's IMDB splits, smoke runs of every setup / explainer / task, same seed -> same result, bad inputs."""
+import functools
 import io
 import itertools
 import json
@@ -42,7 +43,8 @@ def flax_to_torch(ref, prefix: str) -> dict:
         if name.startswith("scalarmix/"):
             sd[{"scalarmix/coeffs": "mix_coeffs", "scalarmix/gamma": "gamma"}[name]] = v
             continue
-        *path, leaf = name.replace("electra_module/electra/", "encoder/").replace("electra_module/classifier/", "").split("/")
+        name = name.replace("electra_module/electra/", "encoder/").replace("electra_module/classifier/", "")
+        *path, leaf = name.split("/")
         sd[".".join(path) + "." + ("bias" if leaf == "bias" else "weight")] = v.T if leaf == "kernel" else v
     return sd
 
@@ -134,7 +136,8 @@ def test_hooked_attention_logits_are_the_models_own(ref):
 
 def test_meta_gradient_equals_finite_difference(ref):
     """d outer / d phi_T through the pilot step (float64 tiny ELECTRA, no dropout) vs central differences."""
-    student, teacher = fixture_model(ref, "student", torch.float64).train(), fixture_model(ref, "teacher", torch.float64)
+    student = fixture_model(ref, "student", torch.float64).train()
+    teacher = fixture_model(ref, "teacher", torch.float64)
     batch, vbatch = fixture_batch(ref), fixture_batch(ref, "valid_input")
     batch["inputs_mask"], vbatch["inputs_mask"] = batch["inputs_mask"].double(), vbatch["inputs_mask"].double()
     args = sm.resolve(sm.parse_args(["--setup", "smat"]))
@@ -150,14 +153,15 @@ def test_meta_gradient_equals_finite_difference(ref):
         e_T, _ = sm.attention_explanation(s_T, phi, "sparsemax", batch["inputs_mask"])
         L, _, _ = sm.student_objective(student, params, phi_S, batch, y, e_T, args.beta, False, "sparsemax")
         grads = torch.autograd.grad(L, list(params.values()) + [phi_S], allow_unused=True)
-        pilot = dict(zip(params, sm.sgd_update(list(params.values()) + [phi_S], grads, lr=args.lr)[:-1]))
+        pilot = dict(zip(params, sm.sgd_update(list(params.values()) + [phi_S], grads, lr=args.lr)[:-1], strict=True))
         student.eval()
         loss = sm.simulation_loss(torch.func.functional_call(student, pilot, (vbatch["inputs"],))["logits"], vy)
         student.train()
         return loss.item()
 
     eps = 1e-5
-    fd = [(outer(phi_T.detach() + eps * e) - outer(phi_T.detach() - eps * e)) / (2 * eps) for e in torch.eye(4, dtype=torch.float64)]
+    fd = [(outer(phi_T.detach() + eps * e) - outer(phi_T.detach() - eps * e)) / (2 * eps)
+          for e in torch.eye(4, dtype=torch.float64)]
     assert torch.allclose(g, torch.tensor(fd, dtype=torch.float64), atol=1e-7, rtol=1e-4), (g, fd)
     assert g.abs().max() > 1e-4
 
@@ -172,7 +176,7 @@ def brute_force_simplex_projection(z):
             p = [z[i] - tau if i in S else 0.0 for i in range(n)]
             if min(p) < -1e-12:
                 continue
-            dist = sum((a - b) ** 2 for a, b in zip(p, z))
+            dist = sum((a - b) ** 2 for a, b in zip(p, z, strict=True))
             if best is None or dist < best[0]:
                 best = (dist, p)
     return best[1]
@@ -184,7 +188,8 @@ def test_sparsemax_equals_brute_force_projection_and_its_jacobian():
         n = 2 + trial % 6
         z = torch.randn(n, generator=g, dtype=torch.float64) * (0.3 + trial / 10)
         p = sm.sparsemax(z)
-        assert torch.allclose(p, torch.tensor(brute_force_simplex_projection(z.tolist()), dtype=torch.float64), atol=1e-12)
+        want = torch.tensor(brute_force_simplex_projection(z.tolist()), dtype=torch.float64)
+        assert torch.allclose(p, want, atol=1e-12)
         J = torch.autograd.functional.jacobian(sm.sparsemax, z)
         s = (p > 0).double()
         assert torch.allclose(J, torch.diag(s) - torch.outer(s, s) / s.sum(), atol=1e-12)  # diag(s) - ss^T/|S|
@@ -200,13 +205,21 @@ def test_sparsemax_second_derivative_is_not_silently_zero():
     (The `entmax` package, 1.3, gives this Hessian too; what it lacks is a usable second derivative of its entmax15:
     its backward differentiates sqrt(p), so double backward is NaN wherever an output p_i is 0.)"""
     c = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0], dtype=torch.float64)
-    f = lambda z: ((sm.sparsemax(z) ** 2) * c).sum() + torch.log1p(sm.sparsemax(z)).sum()
+
+    def f(z):
+        return ((sm.sparsemax(z) ** 2) * c).sum() + torch.log1p(sm.sparsemax(z)).sum()
+
+    def grad_f(x):
+        return torch.autograd.grad(f(x), x, create_graph=True)[0]
+
+    def grad_f_at(x):
+        return grad_f(x.detach().requires_grad_())
+
     z = torch.tensor([0.3, 0.25, 0.1, 0.28, -0.5], dtype=torch.float64, requires_grad=True)
     assert ((sm.sparsemax(z) > 0).sum()) == 4  # a support of 4 out of 5
-    grad_f = lambda x: torch.autograd.grad(f(x), x, create_graph=True)[0]
     g = grad_f(z)
     H = torch.stack([torch.autograd.grad(g[i], z, retain_graph=True)[0] for i in range(5)])
-    fd = torch.stack([(grad_f((z + 1e-6 * e).detach().requires_grad_()) - grad_f((z - 1e-6 * e).detach().requires_grad_())) / 2e-6
+    fd = torch.stack([(grad_f_at(z + 1e-6 * e) - grad_f_at(z - 1e-6 * e)) / 2e-6
                       for e in torch.eye(5, dtype=torch.float64)], 1)
     assert torch.allclose(H, fd, atol=1e-6)
     assert H.abs().max() > 0.1
@@ -231,7 +244,10 @@ def bisection_reference(z, entmax15=False):
     """float64 sparsemax(z) = [z - tau]_+ or 1.5-entmax(z) = [z/2 - tau]_+^2 along the last dim, tau by bisection
     on sum_i p_i = 1 (the sum falls from >= 1 at tau = max - 1 to 0 at tau = max). Returns (p, tau)."""
     y = z.double() / 2 if entmax15 else z.double()
-    p_at = lambda t: torch.clamp(y - t, min=0) ** (2 if entmax15 else 1)
+
+    def p_at(t):
+        return torch.clamp(y - t, min=0) ** (2 if entmax15 else 1)
+
     lo, hi = y.amax(-1, keepdim=True) - 1, y.amax(-1, keepdim=True)
     for _ in range(200):
         mid = (lo + hi) / 2
@@ -323,8 +339,9 @@ def test_sparsemax_and_entmax15_gradcheck_and_gradgradcheck():
             assert (y - tau).abs().min() > 1e-4  # generic: no z_i within gradcheck's eps (1e-6) of the boundary
             assert (fn(z, dim) == 0).any()  # partial supports
             zg = z.clone().requires_grad_()
-            assert torch.autograd.gradcheck(lambda x: fn(x, dim), (zg,))
-            assert torch.autograd.gradgradcheck(lambda x: fn(x, dim), (zg,))
+            along_dim = functools.partial(fn, dim=dim)
+            assert torch.autograd.gradcheck(along_dim, (zg,))
+            assert torch.autograd.gradgradcheck(along_dim, (zg,))
 
 
 def test_sparsemax_and_entmax15_equal_the_entmax_package():
@@ -337,7 +354,7 @@ def test_sparsemax_and_entmax15_equal_the_entmax_package():
     for z in zs:
         for ours, theirs in ((sm.sparsemax, entmax.sparsemax), (sm.entmax15, entmax.entmax15)):
             assert torch.allclose(ours(z), theirs(z, dim=-1), atol=1e-12)
-            assert torch.allclose(batched_jacobians(ours, z), batched_jacobians(lambda x: theirs(x, dim=-1), z),
+            assert torch.allclose(batched_jacobians(ours, z), batched_jacobians(functools.partial(theirs, dim=-1), z),
                                   atol=1e-12)
         assert torch.allclose(sm.entmax15(z.T, dim=0), entmax.entmax15(z.T, dim=0), atol=1e-12)
 
@@ -347,9 +364,13 @@ def test_explanation_loss_equals_hand_computed_kl():
     t = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.7, 0.3, 0.0, 0.0]])
     s = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]])
-    clip = lambda p: min(max(p, 1e-7), 1 - 1e-7)
-    want = [sum(tt * (math.log(clip(tt)) - math.log(clip(ss))) for tt, ss, m in zip(tr, sr, mr) if m and tt > 0)
-            for tr, sr, mr in zip(t.tolist(), s.tolist(), mask.tolist())]
+
+    def clip(p):
+        return min(max(p, 1e-7), 1 - 1e-7)
+
+    want = [sum(tt * (math.log(clip(tt)) - math.log(clip(ss))) for tt, ss, m in zip(tr, sr, mr, strict=True)
+                if m and tt > 0)
+            for tr, sr, mr in zip(t.tolist(), s.tolist(), mask.tolist(), strict=True)]
     assert abs(sm.explanation_loss(t, s, mask).item() - sum(want) / 2) < 1e-6
     assert want[1] > 5  # the clip keeps log(0) finite: 0.7 * (log 0.7 - log 1e-7)
 
@@ -369,7 +390,7 @@ def test_attention_explainer_equals_naive_loop_over_heads_and_rows(ref):
         for b in range(mask.shape[0]):
             n = int(mask[b].sum())
             zb = [0.0] * n
-            for j, (layer, h) in enumerate((l, h) for l in layers for h in range(H)):
+            for j, (layer, h) in enumerate(itertools.product(layers, range(H))):
                 q = out["q"][layer][b].view(-1, H, 16)[:, h].double()
                 k = out["k"][layer][b].view(-1, H, 16)[:, h].double()
                 for t in range(n):
@@ -386,20 +407,22 @@ def test_precomputed_teacher_signals_equal_the_direct_computation(ref):
     as computing it directly on that batch (attention: s^h then Eq. 11; gradient explainers: the saliency)."""
     teacher = fixture_model(ref, "teacher").eval()
     ids, att = torch.tensor(ref["input/input_ids"]).long(), torch.tensor(ref["input/attention_mask"]).long()
-    examples = [{"index": i, "input_ids": ids[i, :int(att[i].sum())].tolist(), "token_type_ids": [0] * int(att[i].sum()),
-                 "label": 0} for i in range(len(ids))]
+    lengths = [int(n) for n in att.sum(1)]
+    examples = [{"index": i, "input_ids": ids[i, :n].tolist(), "token_type_ids": [0] * n, "label": 0}
+                for i, n in enumerate(lengths)]
     phi = torch.tensor([0.5, 0.1, 0.3, 0.1])
     for explainer in ("attention_all", "attention_last", "gradient_l2", "integrated_gradients"):
         args = sm.resolve(sm.parse_args(["--setup", "student", "--explainer", explainer, "--eval-batch-size", "3",
                                          "--ig-steps", "4"]))
         last = explainer == "attention_last"
         signals = sm.teacher_signals(teacher, examples, args, 0, None, last)
-        batch = sm.collate([examples[i] for i in (2, 0, 3)], 0)  # not the order teacher_signals used
+        batch = sm.collate_model_batch([examples[i] for i in (2, 0, 3)], 0)  # not the order teacher_signals used
         mask, T = batch["inputs_mask"], batch["inputs_mask"].shape[1]
         if explainer.startswith("attention"):
             p = phi[-2:] if last else phi
             with torch.no_grad():
-                want, _ = sm.attention_explanation(sm.head_scores(teacher(batch["inputs"]), 2, last), p, "sparsemax", mask)
+                scores = sm.head_scores(teacher(batch["inputs"]), 2, last)
+                want, _ = sm.attention_explanation(scores, p, "sparsemax", mask)
             got, _ = sm.attention_explanation(sm.batch_signal(signals, batch["index"], T, sm.NEG), p, "sparsemax", mask)
         else:
             z = sm.gradient_explanation_logits(teacher, batch["inputs"], explainer, ig_steps=4)
@@ -416,13 +439,14 @@ def test_integrated_gradients_standard_is_complete(tiny_model):
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
     tok = common.load_tokenizer(tiny_model)
     enc = sm.encode([{"text": "a gripping film", "label": 1}, {"text": "dull and far too long", "label": 0}], tok, 32)
-    batch = sm.collate(enc, tok.pad_token_id)
+    batch = sm.collate_model_batch(enc, tok.pad_token_id)
     z = sm.gradient_explanation_logits(model, batch["inputs"], "integrated_gradients", "standard", ig_steps=101)
     with torch.no_grad():
         out = model(batch["inputs"])
         y = out["logits"].argmax(-1)
         f_x = out["logits"].gather(1, y[:, None])[:, 0]
-        f_0 = model(batch["inputs"], embeddings=torch.zeros_like(out["states"][0]))["logits"].gather(1, y[:, None])[:, 0]
+        at_zero = model(batch["inputs"], embeddings=torch.zeros_like(out["states"][0]))["logits"]
+        f_0 = at_zero.gather(1, y[:, None])[:, 0]
     attributions = (0.5 * z * batch["inputs_mask"]).sum(-1)  # z = attribution / temperature 0.5
     assert torch.allclose(attributions, f_x - f_0, rtol=2e-3, atol=1e-4), (attributions, f_x - f_0)
     assert (f_x - f_0).abs().min() > 1e-3
@@ -437,7 +461,8 @@ def test_student_step_is_clipped_sgd_with_weight_decay_at_the_given_lr(ref):
     batch = fixture_batch(ref)
     with torch.no_grad():
         out = teacher(batch["inputs"])
-        e_T, _ = sm.attention_explanation(sm.head_scores(out, 2), torch.full((4,), 0.25), "sparsemax", batch["inputs_mask"])
+        e_T, _ = sm.attention_explanation(sm.head_scores(out, 2), torch.full((4,), 0.25), "sparsemax",
+                                          batch["inputs_mask"])
     phi_S = torch.nn.Parameter(torch.tensor([0.4, 0.1, 0.3, 0.2]))
     before = [p.detach().clone() for p in model.parameters()] + [phi_S.detach().clone()]
     out_s = model(batch["inputs"])
@@ -445,11 +470,11 @@ def test_student_step_is_clipped_sgd_with_weight_decay_at_the_given_lr(ref):
     L = torch.nn.functional.cross_entropy(out_s["logits"], out["logits"].argmax(-1)) + 5 * sm.explanation_loss(
         e_T, e_S, batch["inputs_mask"])
     g = torch.autograd.grad(L, list(model.parameters()) + [phi_S], allow_unused=True)
-    g = [torch.zeros_like(b) if x is None else x for x, b in zip(g, before)]
+    g = [torch.zeros_like(b) if x is None else x for x, b in zip(g, before, strict=True)]
     norm = math.sqrt(sum(float((x ** 2).sum()) for x in g))
     scale = min(1.0, 5.0 / norm)
     sm.student_step(model, phi_S, batch, out["logits"].argmax(-1), e_T, args, last_layer_only=False)
-    for b, x, p in zip(before, g, list(model.parameters()) + [phi_S]):
+    for b, x, p in zip(before, g, list(model.parameters()) + [phi_S], strict=True):
         assert torch.allclose(p.detach(), b - 0.3 * (x * scale + 0.01 * b), atol=1e-6)
     assert norm > 5  # the clip was active
 
@@ -506,7 +531,10 @@ def test_imdb_splits_exactly_as_the_original(tmp_path):
     for split in ("train", "valid", "test"):
         assert s[split] == original_load_data(train, test, "static_teacher", split, **sizes)
     assert (len(s["train"]), len(s["valid"]), len(s["test"])) == (30, 10, 20)
-    ids = lambda rows: {r["id"] for r in rows}
+
+    def ids(rows):
+        return {r["id"] for r in rows}
+
     assert not (ids(t["valid"]) & ids(s["train"])) and not (ids(s["train"]) & ids(s["test"]))
     # through the script: the first N of the pool, the same for every seed
     args = sm.resolve(sm.parse_args(["--setup", "student", "--num-examples", "12", "--imdb-split-sizes", "40,10,20"]))
@@ -517,7 +545,37 @@ def test_imdb_splits_exactly_as_the_original(tmp_path):
                        "student")
 
 
-# ---------------------------------------------------------------------------------------------- tiny data for smoke runs
+def test_more_examples_than_the_data_holds_is_one_line_before_any_model_loads(tmp_path, tiny_model, capsys,
+                                                                              monkeypatch):
+    """--num-examples (student pool of 30) and --teacher-train-size (80 training reviews) above what the data holds:
+    one line naming the flag, the size and --allow-smaller, exit 2, before any model is built (build_model fails
+    here, the teacher's checkpoint is junk) and with no run directory."""
+    data = write_tiny_imdb(tmp_path / "data")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the pool size was checked")
+
+    monkeypatch.setattr(sm, "build_model", no_model)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "teacher.pt").write_bytes(b"junk, never read")
+    (teacher / "teacher.json").write_text(json.dumps({"model": tiny_model, "task": "imdb", "max_len": 24}))
+    argv = base(data, tmp_path / "runs")
+    err = cli_error(capsys, argv + ["--setup", "teacher", "--model", tiny_model, "--teacher-train-size", "81"])
+    assert "--teacher-train-size 81 is larger than the teacher's training split of 80 examples" in err
+    assert "--allow-smaller" in err
+    err = cli_error(capsys, argv + ["--setup", "student", "--teacher-dir", str(teacher), "--num-examples", "31"])
+    assert "--num-examples 31 is larger than the student pool of 30 examples" in err and "--allow-smaller" in err
+    assert not (tmp_path / "runs").exists()
+    # with --allow-smaller: all there is, and the shortfall results.json records
+    for setup, flag, n in (("teacher", "--teacher-train-size", 80), ("student", "--num-examples", 30)):
+        args = sm.resolve(sm.parse_args(argv + ["--setup", setup, flag, str(n + 1), "--allow-smaller"]))
+        assert len(sm.load_splits(args, data, setup)["train"]) == n
+    assert sm.shortfall(31, 30) == {"train": {"asked": 31, "available": 30}}
+    assert sm.shortfall(30, 30) == {} and sm.shortfall(None, 80) == {}
+
+
+# ------------------------------------------------------------------------------------------ tiny data for smoke runs
 def write_tiny_mlqe(root: Path, n=6) -> Path:
     rng = random.Random(0)
     for split, n_rows in (("train", n), ("dev", 3), ("test", 3)):
@@ -529,7 +587,8 @@ def write_tiny_mlqe(root: Path, n=6) -> Path:
             lines = ["index\toriginal\ttranslation\tscores\tmean\tz_scores\tz_mean\tmodel_scores"]
             for i in range(n_rows):
                 z = rng.uniform(-2, 1)
-                lines.append(f"{i}\tthe cat sat on mat {i}\tle chat {'bon' if z > 0 else 'mal'} {i}\t[1]\t50\t[0.1]\t{z}\t-0.3")
+                mt = f"le chat {'bon' if z > 0 else 'mal'} {i}"
+                lines.append(f"{i}\tthe cat sat on mat {i}\t{mt}\t[1]\t50\t[0.1]\t{z}\t-0.3")
             data = ("\n".join(lines) + "\n").encode()
             with tarfile.open(d / f"{pair}-{split}.tar.gz", "w:gz") as tar:
                 info = tarfile.TarInfo(f"{folder}/{fname}")
@@ -563,7 +622,8 @@ def write_tiny_eraser(root: Path) -> Path:
         for docid, (text, spans) in docs.items():
             (d / "docs" / docid).write_text(text)
             rows.append({"annotation_id": docid, "classification": "POS" if docid.startswith("pos") else "NEG",
-                         "evidences": [[{"docid": docid, "start_token": a, "end_token": b, "text": ""}] for a, b in spans]})
+                         "evidences": [[{"docid": docid, "start_token": a, "end_token": b, "text": ""}]
+                                       for a, b in spans]})
         (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -639,6 +699,22 @@ def test_smoke_student_every_explainer(world, explainer):
 
 
 @pytest.mark.slow
+def test_allow_smaller_trains_on_all_there_is_and_records_the_shortfall(world, tiny_model, tmp_path):
+    """--allow-smaller: a student asking for 1000 of a pool of 30 and a teacher asking for 1000 of 80 training
+    reviews train on all of them; results.json says what was asked and what was there (`shortfall`)."""
+    r = sm.main(sm.parse_args(student_argv(world, "imdb", "--setup", "student", "--num-examples", "1000",
+                                           "--allow-smaller", "--max-epochs", "1")))
+    saved = json.loads((Path(r["run_dir"]) / "results.json").read_text())
+    assert saved["n_train"] == 30 and saved["shortfall"] == {"train": {"asked": 1000, "available": 30}}
+    t = sm.main(sm.parse_args(base(world["data"], tmp_path) + ["--setup", "teacher", "--model", tiny_model,
+                                                               "--max-epochs", "1", "--teacher-train-size", "1000",
+                                                               "--allow-smaller"]))
+    saved = json.loads((Path(t["dir"]) / "results.json").read_text())
+    assert saved["n_train"] == 80 and saved["shortfall"] == {"train": {"asked": 1000, "available": 80}}
+    assert world["teachers"]["imdb"]["shortfall"] == {}  # asked for nothing: no shortfall
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("normalizer", ["sparsemax", "softmax", "entmax15", "none"])
 def test_smoke_smat_and_head_normalizers(world, normalizer):
     extra = [] if normalizer == "sparsemax" else ["--max-epochs", "1"]
@@ -654,8 +730,8 @@ def test_smoke_smat_and_head_normalizers(world, normalizer):
 @pytest.mark.parametrize("task", ["mlqe", "cifar100"])
 def test_smoke_mlqe_and_cifar100_paths(world, task):
     for setup, explainer in (("student", "integrated_gradients"), ("smat", "attention_all")):
-        r = sm.main(sm.parse_args(student_argv(world, task, "--setup", setup, "--explainer", explainer, "--ig-steps", "3",
-                                               "--max-epochs", "1")))
+        r = sm.main(sm.parse_args(student_argv(world, task, "--setup", setup, "--explainer", explainer,
+                                               "--ig-steps", "3", "--max-epochs", "1")))
         check_run(r, task)
     assert world["teachers"][task]["n_train"] == (36 if task == "mlqe" else 27)
 
@@ -681,7 +757,8 @@ def test_word_level_scores_and_auc_by_pair_counting():
     word_ids = [None, 0, 1, 1, 2, 3, None]
     gold, score = sm.word_level(expl, word_ids, [0, 1, 0, 1, 1])  # word 4 was truncated away
     assert gold == [0, 1, 0, 1] and score == pytest.approx([0.2, 0.4, 0.15, 0.2])
-    pos, neg = [s for s, g in zip(score, gold) if g], [s for s, g in zip(score, gold) if not g]
+    pos = [s for s, g in zip(score, gold, strict=True) if g]
+    neg = [s for s, g in zip(score, gold, strict=True) if not g]
     want = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
     assert common.roc_auc(gold, score) == pytest.approx(want) == 0.875
 
@@ -710,9 +787,14 @@ def test_keep_freed_memory_does_not_change_results(world, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "smat_jax_free.py"), *argv, "--no-keep-freed-memory"], cwd=ROOT,
                    check=True, timeout=300, capture_output=True)
     b = json.loads((tmp_path / "b" / "smat_jax_free" / Path(a["run_dir"]).name / "results.json").read_text())
-    strip = lambda r: {k: v for k, v in r.items() if k != "run_dir"}
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k != "run_dir"}
+
+    def log(run):
+        return [line for line in (run / "log.jsonl").read_text().splitlines() if '"L_sim"' in line]
+
     assert strip(b) == strip(json.loads((Path(a["run_dir"]) / "results.json").read_text()))
-    log = lambda run: [line for line in (run / "log.jsonl").read_text().splitlines() if '"L_sim"' in line]
     assert log(Path(a["run_dir"])) == log(tmp_path / "b" / "smat_jax_free" / Path(a["run_dir"]).name)
 
 
@@ -735,7 +817,8 @@ def test_bad_inputs_one_line_exit_2(world, tmp_path, capsys):
     assert "larger than the student pool" in cli_error(capsys, args + ["--num-examples", "1000"])
     assert "imdb/imdb_{train,test}.jsonl" in cli_error(capsys, base(tmp_path, world["out"]) + ["--setup", "teacher"])
     assert "--data-dir" in cli_error(capsys, base(tmp_path / "nowhere", world["out"]) + ["--setup", "teacher"])
-    assert "SMaT learns an attention explainer" in cli_error(capsys, args + ["--setup", "smat", "--explainer", "gradient_l2"])
+    assert "SMaT learns an attention explainer" in cli_error(capsys, args + ["--setup", "smat", "--explainer",
+                                                                             "gradient_l2"])
     assert "--imdb-split-sizes" in cli_error(capsys, args + ["--imdb-split-sizes", "1,2"])
     assert "mlqe_pe" in cli_error(capsys, base(tmp_path, world["out"], "mlqe") + ["--setup", "teacher"])
     err = cli_error(capsys, base(tmp_path, world["out"], "cifar100") + ["--setup", "teacher"])
@@ -783,5 +866,6 @@ def test_keep_freed_memory_stops_glibc_returning_large_blocks():
     """Default glibc hands a freed 200 MB tensor back to the OS (RSS drops); after keep_freed_memory() it keeps it."""
     root = Path(__file__).resolve().parents[1]
     drop = {mode: float(subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE, mode], cwd=root, timeout=120,
-                                       capture_output=True, text=True, check=True).stdout) for mode in ("default", "keep")}
+                                       capture_output=True, text=True, check=True).stdout)
+            for mode in ("default", "keep")}
     assert drop["default"] > 150 and drop["keep"] < 10, drop

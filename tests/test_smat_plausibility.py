@@ -19,7 +19,8 @@ DOCS = {
                      "it drags -- and drags .\nby the end i had stopped caring about anyone on screen at all .",
                      [(1, 3), (11, 15), (23, 30)]),
     "posR_000.txt": ("a mesmerizing , moving story .\ngreat acting throughout from schwarzenegger and the "
-                     "whole cast .\nthe final scene is simply perfect and stays with you .", [(1, 4), (6, 8), (24, 27)]),
+                     "whole cast .\nthe final scene is simply perfect and stays with you .",
+                     [(1, 4), (6, 8), (24, 27)]),
     "posR_001.txt": ("no evidence marked in this review at all .", []),
     "negR_001.txt": ("the first words are plain but the whole of this sentence is unwatchable -- marked "
                      "as evidence , all of it .", [(0, 22)]),
@@ -71,7 +72,7 @@ def uniform_per_token(ex, doc):
 def scored(fn, docs, examples):
     """Mean per-document AUC through word_level + roc_auc (skipping one-class documents), and the count."""
     aucs = [common.roc_auc(*sm.word_level(fn(e, d).tolist(), e["word_ids"], d["evidence"]))
-            for d, e in zip(docs, examples)]
+            for d, e in zip(docs, examples, strict=True)]
     aucs = [a for a in aucs if not math.isnan(a)]
     return (sum(aucs) / len(aucs) if aucs else float("nan")), len(aucs)
 
@@ -87,7 +88,7 @@ def eraser(tmp_path_factory):
 def test_tokenisation_truncation_and_word_ids(eraser):
     _, docs, tok = eraser
     examples = sm.eraser_examples(docs, tok, MAX_LEN)
-    for d, e in zip(docs, examples):
+    for d, e in zip(docs, examples, strict=True):
         assert len(e["input_ids"]) <= MAX_LEN
         assert e["word_ids"][0] is None and e["word_ids"][-1] is None  # [CLS], [SEP]
         assert all(w is not None for w in e["word_ids"][1:-1])
@@ -112,7 +113,7 @@ def test_synthetic_explainers_have_known_auc(eraser, max_len):
     # a constant per *token* is not a constant per word: summing wordpiece probabilities scores a word by its
     # number of wordpieces, which is what a uniform explanation measures under this aggregation
     by_pieces = []
-    for d, e in zip(docs, examples):
+    for d, e in zip(docs, examples, strict=True):
         n = {}
         for w in e["word_ids"]:
             if w is not None:

@@ -84,6 +84,17 @@ def tiny_worlds(tmp_path_factory):
     return d
 
 
+def without_section(text: str, title: str) -> str:
+    """common.py's text with the banner section whose title starts with `title` removed (up to the next banner)."""
+    banner = r"^# =+\n# (.+)\n# =+$"
+    starts = [(m.start(), m.group(1)) for m in re.finditer(banner, text, re.M)]
+    for i, (pos, name) in enumerate(starts):
+        if name.startswith(title):
+            end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+            return text[:pos] + text[end:]
+    raise AssertionError(f"common.py has no section {title!r}")
+
+
 COPY_OUT = {  # one tiny end-to-end run per method file, and the results.json it must write
     "uimer_im.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1"], "uimer_im/ic-1shot-uniform-55"),
     "uimer_gb.py": (["--task", "ic", "--shots", "1", "--max-epochs", "1"], "uimer_gb/ic-1shot-ghaeini-55"),
@@ -99,11 +110,17 @@ COPY_OUT = {  # one tiny end-to-end run per method file, and the results.json it
 @pytest.mark.slow
 @pytest.mark.parametrize("script", METHOD_FILES)
 def test_each_method_file_runs_when_copied_alone_with_common(script, tmp_path, tiny_model, tiny_worlds):
-    """The method file and common.py, copied into an empty folder, run end to end from another working directory."""
+    """The method file and common.py, copied into an empty folder, run end to end from another working directory.
+    For a method that does not use the UIMER section, common.py is copied without it (docs/design.md says a copier
+    may drop it): the rest of common.py never needs it."""
     dst = tmp_path / "elsewhere"
     dst.mkdir()
-    for f in (script, "common.py"):
-        shutil.copy(ROOT / f, dst / f)
+    shutil.copy(ROOT / script, dst / script)
+    common_py = (ROOT / "common.py").read_text()
+    if "uimer" not in declared_sections(script):
+        common_py = without_section(common_py, "UIMER")
+        assert "def load_uimer_task" not in common_py
+    (dst / "common.py").write_text(common_py)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATA_DIR")}
@@ -129,3 +146,61 @@ def test_default_device_and_cpu_give_the_same_results_json_bytes(script, tmp_pat
         assert p.returncode == 0, p.stderr[-3000:]
         got.append((out / run / "results.json").read_bytes())
     assert got[0] == got[1]
+
+
+def common_sections() -> dict[str, str]:
+    """Top-level name of common.py -> the short title of its section (the banner title before any ':')."""
+    return {name: section.split(":")[0].strip().lower() for name, (section, _) in common_names().items()}
+
+
+def declared_sections(script: str) -> list[str]:
+    """The sections a method file's docstring says it uses: the line `common.py sections used: A; B; ...`."""
+    doc = ast.get_docstring(ast.parse((ROOT / script).read_text()))
+    m = re.search(r"common\.py sections used:\s*(.+?)\.?\s*(?:\n\s*\n|\Z)", doc, re.S)
+    assert m, f"{script}: the docstring has no line 'common.py sections used: ...'"
+    return [s.strip().lower() for s in " ".join(m.group(1).split()).rstrip(".").split(";")]
+
+
+@pytest.mark.parametrize("script", METHOD_FILES)
+def test_docstring_lists_exactly_the_common_sections_the_file_uses(script):
+    """The docstring's list of common.py sections equals the sections of the common.py names the file calls
+    (`common.NAME` anywhere in it), so a copier knows which parts of common.py to read and the list cannot go
+    stale."""
+    sections = common_sections()
+    used = set(re.findall(r"\bcommon\.(\w+)", (ROOT / script).read_text())) & set(sections)
+    want = {sections[n] for n in used}
+    got = declared_sections(script)
+    assert len(got) == len(set(got)), f"{script}: a section is listed twice: {got}"
+    assert set(got) == want, f"{script}: the docstring lists {sorted(got)}, the file uses {sorted(want)}"
+    order = list(dict.fromkeys(sections.values()))
+    assert got == sorted(got, key=order.index), f"{script}: list the sections in common.py's order: {order}"
+
+
+def args_class(script: str) -> ast.ClassDef:
+    tree = ast.parse((ROOT / script).read_text())
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args")
+
+
+@pytest.mark.parametrize("script", METHOD_FILES)
+def test_every_flag_a_script_accepts_is_declared_in_its_own_args(script, capsys):
+    """The flags the script's parser accepts (read from its --help) are exactly the fields of the `Args` class
+    written in the file itself (no base class: nothing inherited from common.py or elsewhere), each with a help."""
+    import importlib
+    cls = args_class(script)
+    assert not cls.bases, f"{script}: Args inherits from {[ast.unparse(b) for b in cls.bases]}"
+    own = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+    with pytest.raises(SystemExit):
+        importlib.import_module(script[:-3]).parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    options = [line.strip().split("  ")[0] for line in help_text.splitlines() if line.lstrip().startswith("--")]
+    accepted = {f[2:].replace("-", "_") for line in options for f in re.findall(r"--[a-z][\w-]*", line)}
+    aliases = set()
+    for n in cls.body:
+        if isinstance(n, ast.AnnAssign):
+            kw = {k.arg: k.value for k in n.value.keywords} if isinstance(n.value, ast.Call) else {}
+            assert "help" in kw, f"{script}: --{n.target.id.replace('_', '-')} has no help"
+            if "aliases" in kw:  # other spellings, declared on the field itself
+                aliases |= {a[2:].replace("-", "_") for a in ast.literal_eval(kw["aliases"])}
+    accepted -= {"help"} | {f"no_{n}" for n in own | aliases} | aliases
+    assert accepted == own, f"{script}: accepted but not in its Args: {sorted(accepted - own)}; " \
+                            f"in Args but not accepted: {sorted(own - accepted)}"

@@ -81,7 +81,7 @@ def test_span_f1_from_counts_equals_seqeval(seed):
     rng = np.random.default_rng(seed)
     gold = random_tags(rng)
     pred = [[t if rng.random() < 0.7 else TAGS[int(rng.integers(0, len(TAGS)))] for t in g] for g in gold]
-    stats = table.example_stats([{"gold": g, "pred": p} for g, p in zip(gold, pred)], "span_f1")
+    stats = table.example_stats([{"gold": g, "pred": p} for g, p in zip(gold, pred, strict=True)], "span_f1")
     assert table.metric("span_f1", stats) == pytest.approx(f1_score(gold, pred), abs=1e-12)
     # any subset (with repeats) too: the counts are additive over sentences
     idx = rng.integers(0, len(gold), size=len(gold))
@@ -94,14 +94,14 @@ def test_span_f1_edge_cases_match_seqeval():
     cases = [([["I-a", "I-a"]], [["B-a", "I-a"]]),  # conlleval mode: I- starts a chunk, so this is a hit
              ([["B-a", "O"]], [["O", "O"]]), ([["O"]], [["B-a"]]), ([["B-a", "B-a"]], [["B-a", "I-a"]])]
     for gold, pred in cases:
-        stats = table.example_stats([{"gold": g, "pred": p} for g, p in zip(gold, pred)], "span_f1")
+        stats = table.example_stats([{"gold": g, "pred": p} for g, p in zip(gold, pred, strict=True)], "span_f1")
         assert table.metric("span_f1", stats) == pytest.approx(f1_score(gold, pred)), (gold, pred)
 
 
 def test_pearson_and_accuracy_from_sums():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=50), rng.normal(size=50)
-    rows = [{"pred": float(a), "gold": float(b)} for a, b in zip(x, y)]
+    rows = [{"pred": float(a), "gold": float(b)} for a, b in zip(x, y, strict=True)]
     assert table.metric("pearson", table.example_stats(rows, "pearson")) == pytest.approx(np.corrcoef(x, y)[0, 1])
     rows = [{"pred": int(a > 0), "gold": 1} for a in x]
     assert table.metric("accuracy", table.example_stats(rows, "accuracy")) == pytest.approx(np.mean(x > 0))
@@ -161,7 +161,7 @@ def test_paired_example_bootstrap_matches_naive_loop(kind, shared):
     naive = []
     for b in range(B):
         diffs = []
-        for (m, base), idx in zip(seeds, per_seed_idx):
+        for (m, base), idx in zip(seeds, per_seed_idx, strict=True):
             diffs.append(naive_metric(kind, [m[i] for i in idx[b]]) - naive_metric(kind, [base[i] for i in idx[b]]))
         naive.append(sum(diffs) / len(diffs))
     assert np.allclose(got, naive, atol=1e-12)
@@ -387,9 +387,9 @@ def test_dir_reference_must_name_an_earlier_single_seed_row(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- CLI errors
 @pytest.mark.parametrize("argv, message", [
-    (["no-such-sweep"], "unknown sweep"),
-    (["uimer-table2", "--workers", "0"], "positive integer"),
-    (["uimer-table2", "--data-dir", "/no/such/dir"], "no such directory"),
+    (["no-such-sweep"], "must be a named sweep"),
+    (["uimer-table2", "--workers", "0"], "must be an integer in [1, 1024]"),
+    (["uimer-table2", "--data-dir", "/no/such/dir"], "must be an existing folder"),
     (["--command", "python x.py", "--seeds", "1"], "needs --name and --seeds"),
     (["--command", "python x.py", "--name", "a", "--seeds", "1,x"], "comma-separated"),
     (["uimer-table2", "--launcher", "slurm", "--time", "0", "--dry-run"], "minutes"),
@@ -407,8 +407,8 @@ def test_sweep_usage_errors_are_one_line_exit_2(argv, message, capsys):
 def test_slurm_dry_run_prints_the_sbatch_parameters_of_each_array(capsys, tmp_path):
     argv = ["smat-table1", "--launcher", "slurm", "--dry-run", "--root", str(tmp_path), "--partition", "gpu",
             "--time", "1:30:00", "--gpus-per-job", "1", "--cpus-per-job", "4", "--mem", "16G",
-            "--array-parallelism", "3", "--sbatch", "account=proj"]
-    assert sweep.cli(argv) == 0
+            "--array-parallelism", "3", "--sbatch", "account=proj", "--results", str(tmp_path / "results")]
+    assert sweep.cli(argv) == 0  # (records of smat-table1 in the repository's results/ would count as done)
     out = capsys.readouterr().out
     teacher, students = out.split("# stage 'students'")
     for part in (teacher, students):
@@ -428,7 +428,7 @@ def test_time_limits_read_as_sbatch_reads_them(text, minutes):
 
 def test_sbatch_lines_agree_with_submitit():
     from submitit.slurm import slurm as submitit_slurm
-    args = sweep.build_parser().parse_args(["x", "--partition", "p", "--time", "45", "--gpus-per-job", "2",
+    args = sweep.build_parser().parse_args(["uimer-table2", "--partition", "p", "--time", "45", "--gpus-per-job", "2",
                                             "--cpus-per-job", "3", "--mem", "1500M", "--array-parallelism", "2"])
     params = sweep.submitit_parameters(args, "sw-main", "123")
     ours = sweep.sbatch_lines(params, 5)
@@ -440,7 +440,8 @@ def test_sbatch_lines_agree_with_submitit():
 
 
 def test_local_thread_budget(capsys, tmp_path, fake_job):
-    base = ["--name", "t", "--seeds", "1", "--command", fake_job, "--root", str(tmp_path), "--dry-run"]
+    base = ["--name", "t", "--seeds", "1", "--command", fake_job, "--root", str(tmp_path), "--dry-run", "--results",
+            str(tmp_path / "results")]
     assert sweep.cli(base + ["--workers", str(sweep.cores() + 1)]) == 2  # workers x 1 thread > cores
     assert "cores" in capsys.readouterr().err
     env = sweep.job_env(3)
@@ -449,7 +450,11 @@ def test_local_thread_budget(capsys, tmp_path, fake_job):
 
 # ---------------------------------------------------------------------------------------------- local launcher
 def run_sweep(argv, **kw):
-    return subprocess.run([sys.executable, SWEEP_PY, *argv], capture_output=True, text=True, timeout=120, **kw)
+    """sweep.py in a subprocess; its records go beside the sweep (`--results <root>/results`), never into the
+    repository's results/."""
+    root = Path(argv[argv.index("--root") + 1])
+    return subprocess.run([sys.executable, SWEEP_PY, *argv, "--results", str(root / "results")], capture_output=True,
+                          text=True, timeout=120, **kw)
 
 
 @pytest.mark.slow
@@ -502,8 +507,8 @@ def test_resume_after_sigterm_runs_only_the_missing_jobs(tmp_path, fake_job):
     seeds = [1, 2, 3, 4, 5, 6]
     argv = ["--name", "r", "--seeds", ",".join(map(str, seeds)), "--root", str(tmp_path), "--workers", "2",
             "--threads-per-job", "1", "--command", f"{fake_job} --sleep 1.5 --marker-dir {markers}", "--label", "job"]
-    proc = subprocess.Popen([sys.executable, SWEEP_PY, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, SWEEP_PY, *argv, "--results", str(tmp_path / "results")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sweep_dir = tmp_path / "r"
     deadline = time.time() + 60
     while time.time() < deadline and sum(bool(sweep.find_results(sweep_dir / f"job-s{s}")) for s in seeds) < 2:
@@ -552,7 +557,8 @@ def test_local_launcher_end_to_end_on_a_tiny_model_then_table(tmp_path, tiny_mod
     for jid in ("basemodel-s1", "basemodel-s2", "im-mask-s1", "im-mask-s2"):
         results = sweep.find_results(sweep_dir / jid)
         assert results and results.parent.parent.name == "uimer_im"
-    t = subprocess.run([sys.executable, TABLE_PY, str(sweep_dir), "--csv", str(tmp_path / "t.csv")],
+    t = subprocess.run([sys.executable, TABLE_PY, str(sweep_dir), "--csv", str(tmp_path / "t.csv"), "--results",
+                        str(tmp_path / "results")],
                        capture_output=True, text=True, timeout=60)
     assert t.returncode == 0, t.stderr
     assert "| BaseModel |" in t.stdout and "| IM mask | test | 2 |" in t.stdout
@@ -562,6 +568,14 @@ def test_local_launcher_end_to_end_on_a_tiny_model_then_table(tmp_path, tiny_mod
     assert im_line.count("[") == 2 and "no predictions" not in im_line  # seed and test-example intervals
     assert "warning" not in t.stderr  # the metric recomputed from predictions.jsonl equals results.json
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 3
+    records = tmp_path / "results" / "tiny"  # written by the sweep as each job finished: the same table from them
+    assert sorted(p.name for p in records.iterdir())[-1] == "jobs.json" and len(list(records.iterdir())) == 5
+    shutil.rmtree(sweep_dir)
+    r = subprocess.run([sys.executable, TABLE_PY, "tiny", "--root", str(tmp_path), "--results",
+                        str(tmp_path / "results"), "--csv", str(tmp_path / "r.csv")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout == t.stdout and (tmp_path / "r.csv").read_text() == \
+        (tmp_path / "t.csv").read_text(), r.stderr
 
 
 @pytest.mark.slow
@@ -593,7 +607,7 @@ def run_two_stages_via_submitit(tmp_path, fake_job, cluster, *extra):
     sw = two_stage_sweep(fake_job)
     manifest = sweep.make_manifest("two", sw, sweep.expand(sw, sweep_dir), sweep_dir, None, None)
     sweep.write_json(sweep_dir / "jobs.json", manifest)
-    args = sweep.build_parser().parse_args(["x", "--launcher", "slurm", "--cluster", cluster, "--wait",
+    args = sweep.build_parser().parse_args(["uimer-table2", "--launcher", "slurm", "--cluster", cluster, "--wait",
                                             "--cpus-per-job", "1", "--time", "5", *extra])
     out = open(tmp_path / "out.txt", "w")
     code = sweep.run_slurm(manifest, sweep_dir, args, threads=1, stream=out)
@@ -654,7 +668,9 @@ def slurm_cluster(tmp_path, monkeypatch):
         yield "debug"
     finally:  # let the batch steps end first: a slurmstepd whose slurmd is gone waits for it forever
         deadline = time.time() + 30
-        queued = lambda: subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
+
+        def queued():
+            return subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
         while time.time() < deadline and queued():
             time.sleep(0.5)
         subprocess.run(["scontrol", "shutdown"], capture_output=True)

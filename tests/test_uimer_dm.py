@@ -172,7 +172,8 @@ def test_paper_defaults_match_the_notes_table():
     assert (a.patience, a.warmup_patience, a.warmup, a.warmup_max_epochs) == (3, 7, "converge", 70)
     a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--patience", "2"]))
     assert (a.patience, a.warmup_patience) == (2, 2)
-    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round", "--warmup-patience", "1"]))
+    a = dm.resolve(dm.parse_args(["--task", "sf", "--shots", "3", "--schedule", "multi-round",
+                                  "--warmup-patience", "1"]))
     assert (a.patience, a.warmup_patience) == (3, 1)
 
 
@@ -216,6 +217,9 @@ def test_smoke_every_schedule_and_task(tiny_model, tiny_data, tmp_path, task, sc
     assert all(x["int_on"] and math.isfinite(x["L_int"]) for x in steps if x["round"] > 0)
     assert r["epochs_run"] <= 1 + 2 * len(r["rounds"])  # 1 warm-up epoch, at most 2 per round
     assert any("loss_phi" in x for x in records)
+    from conftest import check_explanations
+    rows = check_explanations(run, "gate_expectation", 14 if task != "nli" else 12, has_rationale=task != "nli")
+    assert all(x is None or 0 <= x for r in rows for x in r["scores"]["gate_expectation"])
 
 
 @pytest.mark.slow
@@ -242,3 +246,22 @@ def test_same_seed_same_results_and_seed_aggregation(tiny_model, tiny_data, tmp_
     assert first == [(Path(r["run_dir"]) / "results.json").read_bytes() for r in b["runs"]]  # byte-identical
     assert logs == [(Path(r["run_dir"]) / "log.jsonl").read_text() for r in b["runs"]]
     assert a["test"]["n"] == 2 and (tmp_path / "uimer_dm" / "sf-1shot-multiround2-seeds" / "summary.json").is_file()
+
+
+def test_expected_gate_equals_numerical_integration_and_sampling():
+    """expected_gate (midpoint rule) against scipy's adaptive quadrature of E[z] per layer, and against the mean of
+    many hard-concrete samples of the product over layers."""
+    from scipy.integrate import quad
+    logits = torch.tensor([[-3.0, 0.5], [0.0, 4.0], [2.0, -1.0]], dtype=torch.float64)  # (tokens, layers)
+
+    def e_z(logit):
+        def z(u):
+            s = 1 / (1 + math.exp(-(logit + math.log(u) - math.log1p(-u)) / dm.TEMPERATURE))
+            return min(max(s * (dm.STRETCH_R - dm.STRETCH_L) + dm.STRETCH_L, 0.0), 1.0)
+        return quad(z, 0, 1, limit=200)[0]
+    want = torch.tensor([math.prod(e_z(x) for x in row.tolist()) for row in logits], dtype=torch.float64)
+    got = dm.expected_gate(logits, points=4096)
+    assert torch.allclose(got, want, atol=2e-4)
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.stack([dm.hard_concrete(logits, gen).prod(-1) for _ in range(20000)]).mean(0)
+    assert torch.allclose(got, samples, atol=0.01)

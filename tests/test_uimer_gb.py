@@ -131,8 +131,8 @@ def test_huang_losses_equal_per_example_loop(tiny_model, tiny_data, task):
         tot = sum(g1[t] for t in range(len(g1)) if ex["content"][t])
         s_naive = [g1[t] / tot if ex["content"][t] else 0.0 for t in range(len(g1))]
         assert torch.allclose(s[b, :len(s_naive)], torch.tensor(s_naive, dtype=torch.float64), rtol=0, atol=1e-12)
-        if not (any(r and c for r, c in zip(ex["rationale"], ex["content"])) and
-                any(c and not r for r, c in zip(ex["rationale"], ex["content"]))):
+        if not (any(r and c for r, c in zip(ex["rationale"], ex["content"], strict=True)) and
+                any(c and not r for r, c in zip(ex["rationale"], ex["content"], strict=True))):
             continue
         n_both += 1
         for v in ("huang-base", "huang-gate", "huang-order", "huang-gate-order"):
@@ -169,7 +169,8 @@ def test_gradient_reaches_model_through_second_order_path(tiny_model, tiny_data,
     """L_int depends on theta only through the input gradient: with create_graph=True its gradient w.r.t. the
     encoder is non-zero (double backward through eager attention, in eval mode); without, L_int is a constant."""
     tok, data, model, batch, special = setup(tiny_model, tiny_data, "ic", double=False)
-    args = gb.resolve(gb.parse_args(["--task", "ic", "--variant", variant] + (["--order"] if variant == "huang" else [])))
+    order = ["--order"] if variant == "huang" else []
+    args = gb.resolve(gb.parse_args(["--task", "ic", "--variant", variant, *order]))
     if variant == "ghaeini":  # make the hinge active: the loss of a sign-flipped head
         with torch.no_grad():
             model.head.weight.mul_(-1)
@@ -202,7 +203,8 @@ def test_gate_expectation_matches_formula():
 
 
 def test_defaults_are_the_baseline_rows_of_uimer_im():
-    """gb.PAPER_TABLE = the optimisation settings of uimer_im's '+Uniform (warm.)' rows (those of the BaseModel runs)."""
+    """gb.PAPER_TABLE = the optimisation settings of uimer_im's '+Uniform (warm.)' rows (those of the BaseModel
+    runs)."""
     import uimer_im as im
     for r in gb.PAPER_TABLE.strip().splitlines()[1:]:
         task, setting = r.split()[:2]
@@ -235,6 +237,12 @@ def test_smoke_every_variant_and_task(tiny_model, tiny_data, tmp_path, task, var
     steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"L_task"' in line]
     assert steps and all(s["int_on"] and math.isfinite(s["L_int"]) and s["L_int"] >= 0 for s in steps)
     assert all(s["n_int"] > 0 for s in steps)
+    from conftest import check_explanations
+    rows = check_explanations(run, f"saliency_{VARIANTS[variant][1]}", 14 if task != "nli" else 12,
+                              has_rationale=task != "nli")
+    if variant.startswith("huang"):  # shares over the content wordpieces: the word scores of a sentence sum to 1
+        assert all(abs(sum(x for x in r["scores"]["saliency_huang"] if x is not None) - 1) < 1e-4 for r in rows
+                   if task != "nli" and None not in r["scores"]["saliency_huang"])
 
 
 @pytest.mark.slow
@@ -247,7 +255,8 @@ def test_warmup_and_same_seed_same_results(tiny_model, tiny_data, tmp_path):
     b = gb.main(gb.parse_args(argv))
     assert first == [(Path(r["run_dir"]) / "results.json").read_bytes() for r in b["runs"]]  # byte-identical
     assert logs == [(Path(r["run_dir"]) / "log.jsonl").read_text() for r in b["runs"]]  # every loss, every step
-    assert a["test"]["n"] == 2 and (tmp_path / "uimer_gb" / "ic-1shot-huang-gate-warm1-seeds" / "summary.json").is_file()
+    assert a["test"]["n"] == 2
+    assert (tmp_path / "uimer_gb" / "ic-1shot-huang-gate-warm1-seeds" / "summary.json").is_file()
     steps = [json.loads(line) for line in logs[0].splitlines() if '"L_task"' in line]
     assert not any(s["int_on"] for s in steps if s["epoch"] == 0) and all(s["int_on"] for s in steps if s["epoch"] == 1)
     base = gb.main(gb.parse_args(tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1",

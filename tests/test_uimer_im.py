@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def naive_lint(p, q, epsilon, lb):
     """Eqs. 4-5 written out with plain floats: m = sum q p, log2 odds with a lower bound, hinge."""
     out = []
-    for pe, qe in zip(p, q):
+    for pe, qe in zip(p, q, strict=True):
         lo = []
         for s in range(2):
-            m = sum(qq * pp for qq, pp in zip(qe[s], pe[s]))
+            m = sum(qq * pp for qq, pp in zip(qe[s], pe[s], strict=True))
             lo.append(math.log2(m / (1 - m)) if m > lb else math.log2(lb))
         a_R_minus_a_N = lo[1] - lo[0]  # log2 odds p(y|x) cancels
         out.append(max(-a_R_minus_a_N + epsilon, 0.0))
@@ -112,7 +112,7 @@ def test_replacement_sets_positions_and_weights(tiny_model, tiny_data):
         for e in data["train"]:
             x = torch.tensor(e["input_ids"])
             R = [i for i, r in enumerate(e["rationale"]) if r]
-            if not R or all(r for r, c in zip(e["rationale"], e["content"]) if c):
+            if not R or all(r for r, c in zip(e["rationale"], e["content"], strict=True) if c):
                 assert e["index"] not in sets  # no rationale / only rationale: skipped, not an error
                 continue
             ids, q = sets[e["index"]]
@@ -186,7 +186,8 @@ def test_bert_candidates_are_masked_lm_top_k(tiny_model):
 
 # ---------------------------------------------------------------------------------------------- schedule
 def test_use_int_loss_schedule():
-    assert not im.use_int_loss(0, 0, 100, "epochs", 1, None, False) and im.use_int_loss(1, 5, 100, "epochs", 1, None, False)
+    assert not im.use_int_loss(0, 0, 100, "epochs", 1, None, False)
+    assert im.use_int_loss(1, 5, 100, "epochs", 1, None, False)
     assert im.use_int_loss(0, 0, 100, "none", None, None, False)
     assert not im.use_int_loss(5, 9, 100, "fraction", None, 0.1, False)
     assert im.use_int_loss(0, 10, 100, "fraction", None, 0.1, False)
@@ -199,7 +200,9 @@ def test_use_int_loss_schedule():
 
 
 def test_paper_defaults_rows_and_warmup_kinds():
-    args = lambda *a: im.resolve(im.parse_args(["--task", "ic", "--shots", "1", "--strategy", "uniform", *a]))
+    def args(*a):
+        return im.resolve(im.parse_args(["--task", "ic", "--shots", "1", "--strategy", "uniform", *a]))
+
     a = args()
     assert (a.lr, a.alpha, a.epsilon, a.patience, a.warmup, a.warmup_epochs) == (2e-4, 0.6, 1.0, 7, "none", None)
     a = args("--warmup", "paper")
@@ -210,22 +213,21 @@ def test_paper_defaults_rows_and_warmup_kinds():
     assert (a.warmup, a.warmup_fraction, a.batch_size) == ("fraction", 0.1, 32)
     a = im.resolve(im.parse_args(["--task", "ic", "--shots", "10", "--strategy", "uniform", "--warmup", "paper"]))
     assert a.warmup == "converge" and a.alpha == 10
-    for bad, msg in ((["--warmup", "epochs"], "needs --warmup-epochs"), (["--warmup", "converge", "--warmup-epochs", "2"],
-                     "does not go with"), (["--warmup", "none", "--warmup-fraction", "0.5"], "does not go with")):
+    for bad, msg in ((["--warmup", "epochs"], "needs --warmup-epochs"),
+                     (["--warmup", "converge", "--warmup-epochs", "2"], "does not go with"),
+                     (["--warmup", "none", "--warmup-fraction", "0.5"], "does not go with")):
         with pytest.raises(common.UsageError, match=msg):
             args(*bad)
 
 
-@pytest.mark.parametrize("old,new", [(["--warmup-epochs", "paper"], ["--warmup", "paper"]),
-                                     (["--warmup-epochs=converge"], ["--warmup", "converge"]),
-                                     (["--warmup-epochs", "frac0.1"], ["--warmup", "fraction", "--warmup-fraction", "0.1"]),
-                                     (["--warmup-epochs", "2"], ["--warmup-epochs", "2"])])
-def test_the_previous_warmup_spelling_still_works_with_a_note(old, new, capsys):
-    assert common.legacy_warmup(["--task", "ic", *old], ("paper", "converge", "frac")) == ["--task", "ic", *new]
-    assert ("previous spelling" in capsys.readouterr().err) == (old != new)
-    a = im.resolve(im.parse_args(["--task", "nli", "--strategy", "prior", *old]))
-    b = im.resolve(im.parse_args(["--task", "nli", "--strategy", "prior", *new]))
-    assert a == b
+@pytest.mark.parametrize("old", [["--warmup-epochs", "paper"], ["--warmup-epochs=converge"],
+                                 ["--warmup-epochs", "frac0.1"]])
+def test_the_old_warmup_spelling_is_a_one_line_error(old, capsys):
+    """`--warmup-epochs WORD` (an earlier spelling of --warmup WORD) is gone: it is a usage error naming the flag."""
+    with pytest.raises(SystemExit) as e:
+        im.parse_args(["--task", "ic", *old])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "--warmup-epochs" in err
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -256,7 +258,10 @@ def test_smoke_every_strategy_warmup_task(tiny_model, tiny_data, tmp_path, task,
     steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"L_task"' in line]
     assert steps and all(math.isfinite(s["L_task"]) and math.isfinite(s["L_int"]) for s in steps)
     if warm == "epochs":
-        assert not any(s["int_on"] for s in steps if s["epoch"] == 0) and all(s["int_on"] for s in steps if s["epoch"] == 1)
+        assert not any(s["int_on"] for s in steps if s["epoch"] == 0)
+        assert all(s["int_on"] for s in steps if s["epoch"] == 1)
+    from conftest import check_explanations
+    check_explanations(run, f"marginal_{strategy}", 14 if task != "nli" else 12, has_rationale=task != "nli")
 
 
 @pytest.mark.slow
@@ -294,5 +299,43 @@ def test_same_seed_same_results_and_seed_aggregation(tiny_model, tiny_data, tmp_
     # BaseModel (--alpha 0): same sampled training set as the IM run of the same seed
     base = im.main(im.parse_args(tiny_argv(tiny_model, tiny_data, tmp_path, "--task", "ic", "--shots", "1",
                                            "--strategy", "uniform", "--alpha", "0", "--seed", "3")))
-    ids = lambda r: json.loads((Path(r["run_dir"]) / "train_ids.json").read_text())
+
+    def ids(r):
+        return json.loads((Path(r["run_dir"]) / "train_ids.json").read_text())
+
     assert ids(base) == ids(a["runs"][0]) and base["n_skipped_by_L_int"] is None
+
+
+def test_marginal_effect_explainer_equals_a_per_position_loop(tiny_model, tiny_data):
+    """Eq. 4 per wordpiece, batched over positions and candidates, against a loop that replaces one position of one
+    example at a time with each candidate and computes m and the log2 odds by hand (the same candidates: the same
+    seeded generator, drawn in the same order)."""
+    tok = common.load_tokenizer(tiny_model)
+    data = common.load_uimer_task("ic", tiny_data, "2", 0, tok, 50)
+    torch.manual_seed(0)
+    model = common.TaskModel(common.load_encoder(tiny_model), "ic", len(data["labels"])).eval().double()
+    info = im.token_info(tok, [e["input_ids"] for e in data["train"]])
+    batch = common.batches(data["test"][:3], 8, tok.pad_token_id)[0]
+    target = torch.tensor([0, 2, 5])
+    got = im.marginal_effect_explainer(model, "uniform", 3, info, 1e-23, torch.Generator().manual_seed(7),
+                                       max_rows=5)(batch, target)
+    gen = torch.Generator().manual_seed(7)
+    content = common.content_mask(batch, torch.tensor(info["special_ids"])).bool()
+    pos = content.nonzero().tolist()
+    n = batch["attention_mask"].sum(1).tolist()
+    cand, q = im.candidates("uniform", [(batch["input_ids"][b, :n[b]].tolist(), i) for b, i in pos], 3, info, gen)
+
+    def log2_odds(m, one_minus_m):
+        return math.log2(m / one_minus_m) if m > 1e-23 else math.log2(1e-23)
+    with torch.no_grad():
+        p0 = torch.softmax(model(batch), -1)[torch.arange(3), target].tolist()
+        for r, (b, i) in enumerate(pos):
+            m = one_minus_m = 0.0  # 1 - m as sum_x' q(x') (1 - p(y|x')): the float32 q sum to 1 only up to rounding
+            for c in range(3):
+                one = {k: v[b:b + 1].clone() for k, v in batch.items() if torch.is_tensor(v)}
+                one["input_ids"][0, i] = cand[r, c]
+                p = torch.softmax(model(one), -1)[0, target[b]].item()
+                m, one_minus_m = m + float(q[r, c]) * p, one_minus_m + float(q[r, c]) * (1 - p)
+            want = log2_odds(p0[b], 1 - p0[b]) - log2_odds(m, one_minus_m)
+            assert got[b, i].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
+    assert (got[~content] == 0).all()

@@ -29,6 +29,9 @@ Faithfulness suite (evaluation only; any classifier behind the `Classifier` inte
                                                                              -> faithfulness()
     randomisation tests (Zafar et al. 2021): Spearman and top-k Jaccard     -> agreement()
     select-then-predict (FRESH), plausibility (token AUC, average precision) -> select_then_predict(), plausibility()
+    KernelSHAP, LIME (captum); leave-one-out Kendall tau (taucorr_loo)        -> perturbation_scores(), leave_one_out()
+    --convention eraser | ferret: the definitions of either (docs/regex.md)  -> select_rationale(), faithfulness()
+    --explain-memory-mb: every evaluation forward sized from one budget      -> rows_within()
 """
 from __future__ import annotations
 

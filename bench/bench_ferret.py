@@ -70,13 +70,11 @@ def ours(model_dir: Path, a) -> tuple[float, dict, list, list]:
     tok = common.load_tokenizer(str(model_dir))
     clf = rx.as_classifier(model, tok)
     ex = rx.load_split("sst2", "test", args, tok, None, 0)[:a.n]
-    times = []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        attrs = rx.attribute_all(clf, ex, ["input_x_gradient", "ig"], args, 1)
-        t1 = time.perf_counter()
-        table = rx.faithfulness(clf, ex, attrs, args)
-        times.append((time.perf_counter() - t0, t1 - t0, time.perf_counter() - t1))
+    t0 = time.perf_counter()
+    attrs = rx.attribute_all(clf, ex, ["input_x_gradient", "ig"], args, 1)
+    t1 = time.perf_counter()
+    table = rx.faithfulness(clf, ex, attrs, args)
+    times = [(time.perf_counter() - t0, t1 - t0, time.perf_counter() - t1)]
     with torch.inference_mode():
         b = common.collate(ex, tok.pad_token_id)
         targets = rx.probs_of(clf, b["input_ids"], b).argmax(-1).tolist()
@@ -93,7 +91,8 @@ def main():
     p.add_argument("--data-dir", default=None, help="folder holding sst2/ (an existing folder; default: data/)")
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder (a name or a folder)")
     p.add_argument("--n", type=int, default=50, help="SST-2 test sentences (an integer >= 1)")
-    p.add_argument("--repeats", type=int, default=1, help="timed repeats per side, median (an integer >= 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per side, interleaved, median (an integer "
+                   ">= 1)")
     p.add_argument("--eval-batch-size", type=int, default=8, help="our side's --eval-batch-size: short sentences "
                    "explain faster in small batches (less padding) (an integer >= 1)")
     p.add_argument("--ferret-python", default=os.environ.get("FERRET_PYTHON"),
@@ -114,6 +113,7 @@ def main():
     common.save_task_model(tmp / "model", model, common.load_tokenizer(a.model), {"method": "bench"},
                            labels=["negative", "positive"])
     ours_s, table, texts, targets = ours(tmp / "model", a)
+    ours_all = [ours_s]
     print(f"threads {torch.get_num_threads()}, {a.n} SST-2 test sentences, Gradient x Input + IG (10 steps), 10 AOPC "
           "bins, deletion by re-tokenising, taucorr_loo")
     print(f"ours:   {ours_s[0]:7.2f} s = explain {ours_s[1]:.2f} + evaluate {ours_s[2]:.2f}  (" + ", ".join(
@@ -125,7 +125,9 @@ def main():
               f"on {f['date']} ({f['hardware']}), ours {f['ours_seconds']} s in the same run")
         return
     times, out = [], None
-    for _ in range(a.repeats):
+    for k in range(a.repeats):  # interleaved: ours, ferret, ours, ferret, ... (the machine's load hits both alike)
+        if k:
+            ours_all.append(ours(tmp / "model", a)[0])
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         r = subprocess.run([a.ferret_python, "-c", FERRET_SIDE, str(tmp / "model"), json.dumps(texts),
                             json.dumps(targets)], capture_output=True, text=True, env=env)
@@ -133,7 +135,9 @@ def main():
             sys.exit(f"bench_ferret.py: the ferret side failed: {r.stderr.strip().splitlines()[-1]}")
         out = json.loads(r.stdout.strip().splitlines()[-1])
         times.append((out["seconds"], out["explain"], out["evaluate"]))
-    fs = median_split(times)
+        print(f"repeat {k + 1}: ours {ours_all[-1][0]:.2f} s, ferret {times[-1][0]:.2f} s, ratio "
+              f"{times[-1][0] / ours_all[-1][0]:.2f}", flush=True)
+    fs, ours_s = median_split(times), median_split(ours_all)
     import numpy as np
     sc = np.array(out["scores"], dtype=float)  # (n, explainer, evaluator)
     print(f"ferret: {fs[0]:7.2f} s = explain {fs[1]:.2f} + evaluate {fs[2]:.2f}  (" + ", ".join(

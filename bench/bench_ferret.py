@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # the last measurement with ferret installed (bench/bench_ferret.py --n 50, docs/regex.md, Speed)
-LAST_FERRET = {"date": "2026-12-01", "n": 50, "seconds": 86.2, "ours_seconds": 56.9,
+LAST_FERRET = {"date": "2026-12-01", "n": 50, "seconds": 112.4, "ours_seconds": 61.6,
                "hardware": "2-core Intel Xeon virtual machine, shared, 1 thread"}
 
 FERRET_SIDE = r'''

@@ -913,32 +913,189 @@ def load_weights(path: str | os.PathLike) -> Any:
                          f"({type(e).__name__})") from None
 
 
-def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, card: dict) -> Path:
-    """A trained task model as a folder that loads without this repository: the encoder in Hugging Face format
-    (config.json + model.safetensors: `AutoModel.from_pretrained(out)`), its tokenizer, `head.safetensors` (the
-    task head on top: `head.weight/bias` on the [CLS] state (ic, nli, cls) or the first wordpiece of each word
-    (sf), plus `crf.*` for sf), `task.json` and a `model_card.md` from `card` (method, data, seed, test metric)."""
+HEAD_SCALE = 2.0 ** -20  # the exact embedding of a linear head in a tanh head (save_task_model)
+
+
+def _standard_model(model: TaskModel, labels: Sequence[str]):
+    """(a transformers *ForSequenceClassification / *ForTokenClassification model computing exactly what `model`
+    computes, how its head is stored) or (None, why not). sf: the token head is dropout -> linear, as ours. ic/nli/
+    cls: ours is [CLS] -> dropout -> linear, which no standard head is; a tanh head (BERT's pooler tanh(dense(h)),
+    RoBERTa's tanh(dense(h)) -> out_proj) holds it exactly with dense = 2^-20 I, bias 0 (tanh(x) = x in float32 for
+    |x| < 2^-12, and a power-of-two scale is exact) and the next linear layer = our head x 2^20."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    cfg = copy.deepcopy(model.encoder.config)
+    cfg.num_labels = model.num_labels
+    cfg.id2label, cfg.label2id = dict(enumerate(labels)), {n: i for i, n in enumerate(labels)}
+    cfg.architectures = None
+    auto = AutoModelForTokenClassification if model.task == "sf" else AutoModelForSequenceClassification
+    try:
+        std = auto.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    except (ValueError, KeyError) as e:  # no such head for this architecture
+        return None, f"transformers has no {auto.__name__[4:]} head for {cfg.model_type} ({type(e).__name__})"
+    base = getattr(std, std.base_model_prefix, None)
+    if type(base) is not type(model.encoder):
+        return None, f"{type(std).__name__} does not wrap a {type(model.encoder).__name__}"
+    missing, unexpected = base.load_state_dict(model.encoder.state_dict(), strict=False)
+    if missing or [k for k in unexpected if not k.startswith("pooler.")]:
+        return None, f"the encoder's weights do not fit {type(std).__name__}"
+    W, b, H = model.head.weight.detach(), model.head.bias.detach(), model.encoder.config.hidden_size
+    pooler, clf = getattr(base, "pooler", None), getattr(std, "classifier", None)
+    with torch.no_grad():
+        if model.task == "sf" and isinstance(clf, nn.Linear):
+            clf.weight.copy_(W), clf.bias.copy_(b)
+            how = "classifier = our head (dropout -> linear on every wordpiece; emissions at each word's first one)"
+        elif isinstance(getattr(pooler, "dense", None), nn.Linear) and isinstance(clf, nn.Linear):
+            dense, out, how = pooler.dense, clf, "pooler.dense = 2^-20 I (bias 0), classifier = head x 2^20"
+        elif isinstance(getattr(clf, "dense", None), nn.Linear) and isinstance(getattr(clf, "out_proj", None),
+                                                                             nn.Linear):
+            dense, out, how = clf.dense, clf.out_proj, "classifier.dense = 2^-20 I (bias 0), out_proj = head x 2^20"
+        else:
+            return None, f"{type(std).__name__} has no tanh(dense) -> linear head to hold [CLS] -> linear"
+        if model.task != "sf":
+            if dense.weight.shape != (H, H) or out.weight.shape != W.shape:
+                return None, f"{type(std).__name__}'s head has other shapes"
+            dense.weight.copy_(torch.eye(H) * HEAD_SCALE), dense.bias.zero_()
+            out.weight.copy_(W / HEAD_SCALE), out.bias.copy_(b)
+    return std.eval(), how
+
+
+def _probe_equal(model: TaskModel, std, tokenizer) -> bool:
+    """The standard model's logits equal ours on a probe sentence (a check that the head really holds: e.g. ELECTRA's
+    GELU or DistilBERT's ReLU head would not)."""
+    words = "the probe sentence , with punctuation and a rare word : zyzzyva".split()
+    enc = encode_words(tokenizer, words, [0] * len(words), 64)
+    batch = collate([enc | {"index": 0, "label": 0, "tags": [0] * len(enc["word_index"])}], tokenizer.pad_token_id)
+    if model.task != "sf":
+        batch.pop("tags"), batch.pop("word_index"), batch.pop("word_mask")
+    was = model.training
+    model.eval()
+    with torch.inference_mode():
+        ours = model(to_device(batch, next(model.parameters()).device)).cpu()
+        kw = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        if "token_type_ids" not in std.forward.__code__.co_varnames:
+            kw.pop("token_type_ids")
+        theirs = std(**kw).logits
+        if model.task == "sf":
+            theirs = theirs.gather(1, batch["word_index"][..., None].expand(-1, -1, theirs.size(-1)))
+    model.train(was)
+    return bool(torch.allclose(theirs, ours, rtol=1e-5, atol=1e-5))
+
+
+def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, card: dict,
+                    labels: Sequence[str] | None = None) -> Path:
+    """A trained task model as a folder that loads in one line without this repository:
+    `transformers.pipeline("text-classification", model=out)` (ic, nli, cls) or AutoModelForTokenClassification
+    (sf: the CRF's transitions in `crf.safetensors`), with id2label / label2id from `labels` (default LABEL_i), its
+    tokenizer, `task.json` and a `model_card.md` from `card` (method, data, seed, test metric) that says how the head
+    is stored. Where no standard head holds ours exactly (e.g. DistilBERT, ELECTRA), the folder holds the encoder in
+    `encoder/` (AutoModel format), the head in `head.safetensors`, no top-level config.json (so that nothing loads
+    it silently with a random head), and the card says to use load_task_model()."""
     from safetensors.torch import save_file
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    head = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
-    save_file(head, out / "head.safetensors")
-    write_json_atomic(out / "task.json", {"task": model.task, "num_labels": model.num_labels, **card})
-    lines = ["# Model card", ""] + [f"- **{k}**: {v}" for k, v in card.items()] + [
-        "", "## Loading", "", "```python", "from transformers import AutoModel, AutoTokenizer",
-        "from safetensors.torch import load_file",
-        f"encoder = AutoModel.from_pretrained('{out.name}', attn_implementation='eager')",
-        f"tokenizer = AutoTokenizer.from_pretrained('{out.name}')",
-        f"head = load_file('{out.name}/head.safetensors')  # head.weight (C, H), head.bias (C,)" +
-        (", crf.*" if model.task == "sf" else ""),
-        "h = encoder(**tokenizer('an example', return_tensors='pt')).last_hidden_state[:, 0]",
-        "logits = h @ head['head.weight'].T + head['head.bias']" if model.task != "sf" else
-        "# sf: emissions = the first wordpiece of each word @ head.weight.T + head.bias, decoded with the CRF",
-        "```", ""]
-    write_text_atomic(out / "model_card.md", "\n".join(lines))
+    labels = [str(n) for n in labels] if labels is not None else [f"LABEL_{i}" for i in range(model.num_labels)]
+    if len(labels) != model.num_labels or len(set(labels)) != len(labels):
+        raise ValueError(f"save_task_model: {len(labels)} labels for a {model.num_labels}-label model (or repeated)")
+    cpu = copy.deepcopy(model).cpu().eval()
+    std, how = _standard_model(cpu, labels)
+    if std is not None and not _probe_equal(cpu, std, tokenizer):
+        std, how = None, f"{type(std).__name__}'s head is not tanh(dense) -> linear, so it cannot hold ours exactly"
+    meta = {"task": model.task, "num_labels": model.num_labels, "labels": labels,
+            "format": "standard" if std is not None else "encoder+head", "head": how, **card}
+    if std is not None:
+        std.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        meta["head_scale"] = HEAD_SCALE
+        if model.task == "sf":
+            save_file({k: v.detach().contiguous() for k, v in cpu.crf.state_dict().items()}, out / "crf.safetensors")
+    else:
+        cpu.encoder.save_pretrained(out / "encoder", safe_serialization=True)
+        tokenizer.save_pretrained(out / "encoder")
+        save_file({k: v.detach().contiguous() for k, v in cpu.state_dict().items() if not k.startswith("encoder.")},
+                  out / "head.safetensors")
+    write_json_atomic(out / "task.json", meta)
+    write_text_atomic(out / "model_card.md", _model_card(out.name, meta, card))
     return out
+
+
+def _model_card(name: str, meta: dict, card: dict) -> str:
+    task, std = meta["task"], meta["format"] == "standard"
+    lines = ["# Model card", ""] + [f"- **{k}**: {v}" for k, v in card.items()] + [
+        f"- **labels** (id2label): {', '.join(f'{i} = {n}' for i, n in enumerate(meta['labels']))}", "",
+        "## How the head is stored", ""]
+    if std and task != "sf":
+        lines += [f"Trained as [CLS] state -> dropout -> linear (no pooler). Stored exactly in the standard head: "
+                  f"{meta['head']} (tanh(x) = x in float32 for |x| that small, and a power-of-two scale is exact), "
+                  "so the standard model gives the trained model's logits.", "", "## Loading", "", "```python",
+                  "from transformers import pipeline",
+                  f"clf = pipeline('text-classification', model='{name}', top_k=None)  # every label's probability",
+                  "clf('a sentence')  # sentence pairs (nli): clf({'text': premise, 'text_pair': hypothesis})",
+                  "```", "", "Pass `truncation=True, max_length=N` with the run's --max-len to truncate as the run "
+                  "did."]
+    elif std:
+        lines += [f"Emissions: a standard token-classification model ({meta['head']}). The CRF's transitions are in "
+                  "`crf.safetensors` (pytorch-crf's `start_transitions`, `end_transitions`, `transitions`): Viterbi "
+                  "decoding over each word's first wordpiece gives the run's tags.", "", "## Loading", "",
+                  "```python", "import torch", "from safetensors.torch import load_file",
+                  "from torchcrf import CRF",
+                  "from transformers import AutoModelForTokenClassification, AutoTokenizer",
+                  f"model = AutoModelForTokenClassification.from_pretrained('{name}').eval()",
+                  f"tok = AutoTokenizer.from_pretrained('{name}')",
+                  "crf = CRF(model.config.num_labels, batch_first=True)",
+                  f"crf.load_state_dict(load_file('{name}/crf.safetensors'))",
+                  "words = 'play some music by queen'.split()",
+                  "enc = tok(words, is_split_into_words=True, return_tensors='pt')",
+                  "first = [enc.word_ids().index(w) for w in range(len(words))]",
+                  "emissions = model(**enc).logits[:, first]",
+                  "tags = [model.config.id2label[t] for t in crf.decode(emissions)[0]]",
+                  "```", "", "Or, with this repository's common.py: `model, meta = common.load_task_model("
+                  f"'{name}')` (a TaskModel whose `predict` decodes with the CRF)."]
+    else:
+        lines += [f"No standard transformers head holds this model's head exactly ({meta['head']}). The encoder is "
+                  "in `encoder/` (AutoModel format, with the tokenizer) and the head in `head.safetensors` "
+                  "(`head.weight` (C, H), `head.bias` (C,) on the [CLS] state, or on each word's first wordpiece "
+                  "for sf, plus `crf.*` for sf); there is no top-level config.json, so no Auto class loads it with "
+                  "a random head.", "", "## Loading", "", "```python",
+                  f"model, meta = common.load_task_model('{name}')  # this repository's common.py, one function",
+                  "```", "", "By hand: `AutoModel.from_pretrained(" f"'{name}/encoder')`, then "
+                  "`last_hidden_state[:, 0] @ head['head.weight'].T + head['head.bias']`."]
+    return "\n".join(lines + [""])
+
+
+def load_task_model(path: str | os.PathLike, dropout: float = 0.0) -> tuple[TaskModel, dict]:
+    """A folder written by save_task_model() (either layout, or the older encoder + head.safetensors at the top) ->
+    (TaskModel in eval mode on the CPU, task.json). The standard layout's head is mapped back exactly (x 2^-20).
+    Errors are one-line UsageErrors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(path)
+    try:
+        meta = json.loads((path / "task.json").read_text())
+        task, n = meta["task"], int(meta["num_labels"])
+        if meta.get("format") == "standard":
+            from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+            auto = AutoModelForTokenClassification if task == "sf" else AutoModelForSequenceClassification
+            std = auto.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
+            model = TaskModel(getattr(std, std.base_model_prefix), task, n, dropout)
+            out = std.classifier if task == "sf" or isinstance(std.classifier, nn.Linear) else std.classifier.out_proj
+            scale = 1.0 if task == "sf" else float(meta["head_scale"])
+            with torch.no_grad():
+                model.head.weight.copy_(out.weight * scale), model.head.bias.copy_(out.bias)
+            if task == "sf":
+                model.crf.load_state_dict(load_file(path / "crf.safetensors"))
+            return model.eval(), meta
+        enc_dir = path / "encoder" if meta.get("format") == "encoder+head" else path
+        model = TaskModel(load_encoder(str(enc_dir)), task, n, dropout)
+        missing, unexpected = model.load_state_dict(load_file(path / "head.safetensors"), strict=False)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, UsageError) as e:
+        raise UsageError(f"cannot load the task model in {path}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:150] if str(e) else ''}") from None
+    if unexpected or any(not k.startswith("encoder.") for k in missing):
+        raise UsageError(f"{path}/head.safetensors does not fit a {task} head "
+                         f"(missing {[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected})")
+    return model.eval(), meta
 
 
 # ===================================================================================================

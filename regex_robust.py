@@ -29,20 +29,22 @@ Faithfulness suite (evaluation only; any classifier behind the `Classifier` inte
                                                                              -> faithfulness()
     randomisation tests (Zafar et al. 2021): Spearman and top-k Jaccard     -> agreement()
     select-then-predict (FRESH), plausibility (token AUC, average precision) -> select_then_predict(), plausibility()
+    KernelSHAP, LIME (captum); leave-one-out Kendall tau (taucorr_loo)        -> perturbation_scores(), leave_one_out()
+    --convention eraser | ferret: the definitions of either (docs/regex.md)  -> select_rationale(), faithfulness()
+    --explain-memory-mb: every evaluation forward sized from one budget      -> rows_within()
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
-import json
 import math
-import os
 import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,9 +53,21 @@ import torch.nn.functional as F
 import common
 
 TEXT_TASKS = ("sst2", "imdb", "movies")  # movies = ERASER Movie Reviews (human evidence)
-METHODS = ["random", "attention", "scaled_attention", "input_x_gradient", "ig", "deeplift"]
+METHODS = ["random", "attention", "scaled_attention", "input_x_gradient", "ig", "deeplift"]  # the default set
+PERTURBATION_METHODS = ["kernel_shap", "lime"]  # captum's KernelShap and Lime over content tokens (on request)
+ALL_METHODS = METHODS + PERTURBATION_METHODS
+# --convention: the faithfulness definitions of ERASER / ood_faith (ours, the default) or of ferret (ferret-xai 0.4.2).
+# Each entry fills a flag left unset; the rules that have no flag (which tokens, floor/ceil, empty bins, the AOPC
+# divisor) follow the convention itself (docs/regex.md, "Conventions").
+CONVENTIONS = {
+    "eraser": {"attr_reduce": "ood_faith", "ig_baseline": "zero", "removal": "pad", "aopc_ratios": "0.02,0.1,0.2,0.5",
+               "taucorr_loo": False},
+    "ferret": {"attr_reduce": "sum", "ig_baseline": "pad", "removal": "retokenize",
+               "aopc_ratios": "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "taucorr_loo": True},
+}
 RATIONALE_RATIO = {"sst2": 0.2, "imdb": 0.02, "movies": 0.1}  # ood_faith's "desired rationale length"
 MAX_LEN = {"sst2": 128, "imdb": 256, "movies": 512}
+LABELS = ["negative", "positive"]  # label ids 0 and 1 of every task here (id2label of a saved model)
 
 
 def _float_list(text: str) -> list[float] | None:
@@ -92,67 +106,109 @@ class Args:
     lambda_g: float = common.field(0.01, help="weight of L_IGR (paper value unknown)", domain=common.Float(0))
     lambda_v: float = common.field(0.1, help="weight of L_VAT (paper value unknown)", domain=common.Float(0))
     lambda_e: float = common.field(1.0, help="weight of L_EGT (paper value unknown)", domain=common.Float(0))
-    vat_eps: float = common.field(1.0, help="VAT radius epsilon (L2 over the whole sequence of word embeddings)", domain=common.Float(0))
+    vat_eps: float = common.field(1.0, help="VAT radius epsilon (L2 over the whole sequence of word embeddings)",
+                                  domain=common.Float(0))
     vat_xi: float = common.field(0.1, help="VAT finite-difference step xi", domain=common.Float(0, lo_open=True))
     vat_iters: int = common.field(1, help="VAT power iterations K", domain=common.POSITIVE)
     egt_mode: str = common.field("both", help="align attention to saliency, mask-consistency, or both",
                                  choices=["align", "mask", "both"])
     egt_saliency: str = common.field("ig", help="attribution ranking the tokens in EGT",
                                      choices=["ig", "input_x_gradient"])
-    mask_ratio: float = common.field(0.3, help="K: share of content tokens (lowest saliency) replaced by [MASK]", domain=common.Float(0, 1, lo_open=True, hi_open=True))
+    mask_ratio: float = common.field(0.3, help="K: share of content tokens (lowest saliency) replaced by [MASK]",
+                                     domain=common.Float(0, 1, lo_open=True, hi_open=True))
     egt_start: int | None = common.field(None, help="L_EGT switches on at this optimisation step (default: after "
                                          "the first epoch)", domain=common.COUNT)
     align_direction: str = common.field("saliency_attention", help="KL(s^ || alpha) (AT-BMC) or KL(alpha || s^)",
                                         choices=["saliency_attention", "attention_saliency"])
     detach_clean: bool = common.field(False, help="detach p(.|x) in L_mask (SGT does not)")
-    ig_steps: int = common.field(10, help="IG interpolation steps m, training (EGT) and evaluation", domain=common.POSITIVE)
-    ig_baseline: str = common.field("zero", help="IG / DeepLift baseline at content tokens: zero vector or the "
-                                    "[PAD] / [MASK] embedding", choices=["zero", "pad", "mask"])
-    attr_reduce: str = common.field("ood_faith", help="token score from (token, hidden) attributions: ood_faith "
-                                    "(L2 for input_x_gradient / ig, sum for deeplift), l2 or sum",
-                                    choices=["ood_faith", "l2", "sum"])
-    attributions: str = common.field(",".join(METHODS), help="attribution methods to evaluate (comma-separated)", domain=Names(METHODS))
+    ig_steps: int = common.field(10, help="IG interpolation steps m, training (EGT) and evaluation",
+                                 domain=common.POSITIVE)
+    convention: str = common.field("eraser", help="faithfulness definitions: eraser (ERASER / ood_faith: ceil, all "
+                                   "content tokens, AOPC sum / (bins + 1)) or ferret (floor of the positively scored "
+                                   "tokens, empty and repeated bins skipped, mean over kept bins); it also sets the "
+                                   "defaults of --attr-reduce, --ig-baseline, --removal, --aopc-ratios, --taucorr-loo",
+                                   choices=list(CONVENTIONS))
+    ig_baseline: str | None = common.field(None, help="IG / DeepLift / SHAP / LIME baseline at content tokens: zero "
+                                           "vector or the [PAD] / [MASK] embedding (default: eraser zero, ferret pad)",
+                                           choices=["zero", "pad", "mask"])
+    attr_reduce: str | None = common.field(None, help="token score from (token, hidden) attributions: ood_faith "
+                                           "(L2 for input_x_gradient / ig, sum for deeplift), l2 or sum (signed) "
+                                           "(default: eraser ood_faith, ferret sum)",
+                                           choices=["ood_faith", "l2", "sum"])
+    attributions: str = common.field(",".join(METHODS), help="attribution methods to evaluate (comma-separated; "
+                                     "kernel_shap and lime on request)", domain=Names(ALL_METHODS))
+    shap_samples: int = common.field(200, help="KernelSHAP: coalitions sampled per example (captum KernelShap)",
+                                     domain=common.POSITIVE)
+    lime_samples: int = common.field(200, help="LIME: perturbations sampled per example (captum Lime, linear "
+                                     "surrogate)", domain=common.POSITIVE)
     rationale_ratio: float | None = common.field(None, help="rationale length for comp / suff (default: sst2 0.2, "
-                                                 "imdb 0.02, movies 0.1, as ood_faith)", domain=common.Float(0, 1, lo_open=True))
-    aopc_ratios: str = common.field("0.02,0.1,0.2,0.5", help="AOPC ratio bins (sum / (bins + 1))", domain=FloatList(0, 1))
-    removal: str = common.field("pad", help="removal operator: [PAD] id with attention kept (ood_faith), "
-                                "[MASK] id, or delete the tokens", choices=["pad", "mask", "delete"])
+                                                 "imdb 0.02, movies 0.1, as ood_faith)",
+                                                 domain=common.Float(0, 1, lo_open=True))
+    aopc_ratios: str | None = common.field(None, help="AOPC ratio bins (default: eraser 0.02,0.1,0.2,0.5; ferret "
+                                           "0.1,0.2,...,1.0)", domain=FloatList(0, 1))
+    removal: str | None = common.field(None, help="removal operator: [PAD] id with attention kept (ood_faith), "
+                                       "[MASK] id, delete the tokens, or retokenize (decode what is kept and "
+                                       "tokenise it again, as ferret) (default: eraser pad, ferret retokenize)",
+                                       choices=["pad", "mask", "delete", "retokenize"])
+    taucorr_loo: bool | None = common.field(None, help="also ferret's leave-one-out Kendall tau (one forward per "
+                                            "token and example, shared by the methods) (default: eraser off, "
+                                            "ferret on)")
     randomization: bool = common.field(True, help="randomisation tests (trained vs random init; seed vs seed)")
     select_then_predict: bool = common.field(False, help="train a classifier on extracted rationales (FRESH)")
-    stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)", domain=Names(METHODS))
-    plausibility: bool = common.field(False, help="token ROC AUC and average precision against ERASER Movies human evidence")
-    plausibility_size: int = common.field(50, help="ERASER Movies test documents for --plausibility", domain=common.POSITIVE)
+    stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)",
+                                    domain=Names(ALL_METHODS))
+    plausibility: bool = common.field(False, help="token ROC AUC and average precision against ERASER Movies human "
+                                      "evidence")
+    plausibility_size: int = common.field(50, help="ERASER Movies test documents for --plausibility",
+                                          domain=common.POSITIVE)
     lr: float = common.field(5e-5, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
     batch_size: int = common.field(16, help="training batch size", domain=common.POSITIVE)
     max_epochs: int = common.field(3, help="training epochs", domain=common.POSITIVE)
     patience: int = common.field(2, help="early stopping on dev accuracy (epochs)", domain=common.COUNT)
-    warmup_ratio: float = common.field(0.1, help="linear learning-rate warm-up over this share of the steps", domain=common.PROBABILITY)
+    warmup_ratio: float = common.field(0.1, help="linear learning-rate warm-up over this share of the steps",
+                                       domain=common.PROBABILITY)
     dropout: float = common.field(0.1, help="dropout before the classifier", domain=common.PROBABILITY)
-    max_len: int | None = common.field(None, help="max wordpieces (default: sst2 128, imdb 256, movies 512)", domain=common.MAX_LEN)
-    train_size: int | None = common.field(None, help="train on a random subsample of this size (drawn with the seed)", domain=common.POSITIVE)
+    max_len: int | None = common.field(None, help="max wordpieces (default: sst2 128, imdb 256, movies 512)",
+                                       domain=common.MAX_LEN)
+    train_size: int | None = common.field(None, help="train on a random subsample of this size (drawn with the seed)",
+                                          domain=common.POSITIVE)
     subsample_seed: int | None = common.field(None, help="draw the --train-size subsample with this seed instead, so "
-                                              "runs of --seeds differ only in initialisation, dropout and order", domain=common.SEED)
+                                              "runs of --seeds differ only in initialisation, dropout and order",
+                                              domain=common.SEED)
     allow_smaller: bool = common.field(False, help="if --train-size is larger than the training split, train on all of "
                                        "it instead of stopping with an error (recorded in results.json as `shortfall`)")
-    dev_size: int | None = common.field(None, help="dev subsample (fixed RNG, the same for every seed)", domain=common.POSITIVE)
-    test_size: int | None = common.field(None, help="test subsample (fixed RNG, the same for every seed)", domain=common.POSITIVE)
+    dev_size: int | None = common.field(None, help="dev subsample (fixed RNG, the same for every seed)",
+                                        domain=common.POSITIVE)
+    test_size: int | None = common.field(None, help="test subsample (fixed RNG, the same for every seed)",
+                                         domain=common.POSITIVE)
     evaluate_only: bool = common.field(False, help="no training: evaluate --checkpoint")
     checkpoint: str | None = common.field(None, help="a run directory of this script, its model/ folder, an --out-dir "
                                           "holding one run, any local Hugging Face sequence-classification model "
                                           "folder, or a legacy model.pt", domain=common.TEXT)
     compare_checkpoint: str | None = common.field(None, help="with --evaluate-only: a second model (other seed) "
                                                   "for the seed-agreement randomisation test", domain=common.TEXT)
-    save_model: bool = common.field(True, help="write the trained model to <run>/model/ (Hugging Face format + head, "
-                                    "model_card.md)", aliases=["--save-checkpoint"])
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path", domain=common.TEXT)
+    save_model: bool = common.field(True, help="write the trained model to <run>/model/ (a standard Hugging Face "
+                                    "sequence-classification folder: transformers.pipeline loads it; model_card.md)",
+                                    aliases=["--save-checkpoint"])
+    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path",
+                              domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding sst2/, imdb/, eraser_movies/ (else $DATA_DIR, "
                                         "else the data/ folder beside common.py, else ./data)",
                                         domain=common.EXISTING_DIR)
-    out_dir: str = common.field("runs", help="run directories go to <out-dir>/regex_robust/<name>/", domain=common.OUT_DIR)
-    seed: int = common.field(1, help="seed of subsampling, initialisation, dropout, VAT noise and data order", domain=common.SEED)
-    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std", domain=common.SEEDS_DOMAIN)
-    eval_batch_size: int = common.field(32, help="evaluation batch size", domain=common.POSITIVE)
-    ig_max_rows: int = common.field(256, help="rows per IG forward pass (examples x steps), bounds memory", domain=common.POSITIVE)
+    out_dir: str = common.field("runs", help="run directories go to <out-dir>/regex_robust/<name>/",
+                                domain=common.OUT_DIR)
+    seed: int = common.field(1, help="seed of subsampling, initialisation, dropout, VAT noise and data order",
+                             domain=common.SEED)
+    seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",
+                                     domain=common.SEEDS_DOMAIN)
+    eval_batch_size: int = common.field(32, help="evaluation batch size (examples read, collated and explained "
+                                        "together; forwards within it are split by --explain-memory-mb)",
+                                        domain=common.POSITIVE)
+    explain_memory_mb: int = common.field(2048, help="memory budget (MiB) of one evaluation forward (+ backward): "
+                                          "IG, gradient and perturbation batches are sized from it and the padded "
+                                          "length", domain=common.Int(16))
+    ig_max_rows: int = common.field(256, help="at most this many rows (examples x steps) per IG forward, below the "
+                                    "--explain-memory-mb budget", domain=common.POSITIVE)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
 
 
@@ -164,6 +220,9 @@ def resolve(args: Args) -> Args:
     """Fill the task-dependent defaults; check every flag against its domain (and the model's position limit)."""
     args.max_len = MAX_LEN[args.task] if args.max_len is None else args.max_len
     args.rationale_ratio = RATIONALE_RATIO[args.task] if args.rationale_ratio is None else args.rationale_ratio
+    for name, value in CONVENTIONS[args.convention].items():  # an explicit flag wins over its convention
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     common.check_args(args)
     args.device = str(common.resolve_device(args.device))
     if args.evaluate_only and not args.checkpoint:
@@ -184,14 +243,16 @@ def method_list(text: str) -> list[str]:
 class Classifier:
     """embed(input_ids (B, L)) -> word embeddings e (B, L, H);
     forward(e, batch, attentions: bool) -> (logits (B, C), last-layer attention (B, heads, L, L) or None), where
-    `batch` holds attention_mask (and token_type_ids); module: the nn.Module (for train() / eval()).
-    To evaluate another model, build one of these from its embedding layer and a function to logits."""
+    `batch` holds attention_mask (and token_type_ids); module: the nn.Module (for train() / eval()); tokenizer: for
+    --removal retokenize only. To evaluate another model, build one of these from its embedding layer and a function
+    to logits."""
     embed: Callable
     forward: Callable
     module: torch.nn.Module
     special_ids: list[int]
     pad_id: int
     mask_id: int
+    tokenizer: Any = None
 
 
 def as_classifier(model: torch.nn.Module, tokenizer) -> Classifier:
@@ -211,12 +272,55 @@ def as_classifier(model: torch.nn.Module, tokenizer) -> Classifier:
             return out.logits, (out.attentions[-1] if attentions else None)
         embed = model.get_input_embeddings()
     return Classifier(embed, forward, model, sorted(set(tokenizer.all_special_ids)), tokenizer.pad_token_id,
-                      tokenizer.mask_token_id)
+                      tokenizer.mask_token_id, tokenizer)
 
 
-def content_mask(clf: Classifier, batch: dict) -> torch.Tensor:
-    """(B, L) bool: real wordpieces, i.e. neither [CLS]/[SEP]/other special tokens nor padding."""
+def content_positions(clf: Classifier, batch: dict) -> torch.Tensor:
+    """(B, L) bool: real wordpieces, i.e. neither [CLS]/[SEP]/other special tokens nor padding (common.content_mask
+    as a bool mask, with the classifier's special ids)."""
     return common.content_mask(batch, torch.tensor(clf.special_ids, device=batch["input_ids"].device)).bool()
+
+
+def interior_positions(batch: dict) -> torch.Tensor:
+    """(B, L) bool: every real position but the first and the last ([CLS] and [SEP]): ferret's tokens."""
+    att = batch["attention_mask"].bool()
+    pos = torch.arange(att.size(1), device=att.device)[None]
+    return att & (pos > 0) & (pos < att.sum(1, keepdim=True) - 1)
+
+
+def candidate_positions(clf: Classifier, batch: dict, convention: str) -> torch.Tensor:
+    """The tokens a rationale is drawn from and removal acts on: content wordpieces (eraser) or ferret's."""
+    return content_positions(clf, batch) if convention == "eraser" else interior_positions(batch)
+
+
+# Memory: every evaluation forward is sized from --explain-memory-mb and the padded length L. The estimate counts
+# what autograd keeps per row and layer (eager attention: scores, probabilities and their softmax output, h x L x L
+# each; about 10 hidden-sized and 2 intermediate-sized activations per position); without gradients, about one
+# layer's activations are alive at a time. bench/bench_faithfulness.py measures it against the resident memory.
+def row_bytes(clf: Classifier, length: int, grad: bool) -> int:
+    """Estimated bytes of one row (one input of `length` positions) in a forward (+ backward if `grad`)."""
+    module = clf.module
+    cfg = getattr(getattr(module, "encoder", module), "config", None)
+    size = next(module.parameters()).element_size()
+    if cfg is None:  # a toy model behind the Classifier interface
+        return size * length * 64
+    H, layers, heads = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads
+    inter = getattr(cfg, "intermediate_size", 4 * H)
+    layer = 3 * heads * length * length + 10 * H * length + 2 * inter * length
+    return size * (layers * layer + 4 * H * length if grad else 2 * layer)
+
+
+def rows_within(clf: Classifier, length: int, grad: bool, budget_mb: int) -> int:
+    """How many rows of this length one forward may take within the budget (at least 1)."""
+    return max(1, budget_mb * 2 ** 20 // row_bytes(clf, length, grad))
+
+
+def row_slices(n: int, per: int) -> list[slice]:
+    return [slice(s, s + per) for s in range(0, n, per)]
+
+
+def sub_batch(batch: dict, sl: slice) -> dict:
+    return {k: v[sl] if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -266,7 +370,7 @@ def vat_loss(clf: Classifier, e: torch.Tensor, batch: dict, logits: torch.Tensor
 def baseline_embeddings(clf: Classifier, batch: dict, e: torch.Tensor, kind: str) -> torch.Tensor:
     """e' for IG / DeepLift: content tokens -> zero vector or the [PAD] / [MASK] embedding; [CLS], [SEP] and
     padding keep their own embedding (so their attributions are exactly 0)."""
-    content = content_mask(clf, batch)
+    content = content_positions(clf, batch)
     if kind == "zero":
         return e * ~content[..., None]
     ids = torch.where(content, clf.pad_id if kind == "pad" else clf.mask_id, batch["input_ids"])
@@ -275,22 +379,34 @@ def baseline_embeddings(clf: Classifier, batch: dict, e: torch.Tensor, kind: str
 
 def integrated_gradients(clf: Classifier, batch: dict, e: torch.Tensor, e0: torch.Tensor, target: torch.Tensor,
                          steps: int, max_rows: int = 256) -> torch.Tensor:
-    """(B, L, H) IG attributions of the target logit; all m interpolation points of an example go through one
-    batched forward (examples in chunks of max_rows // m). Detached."""
+    """(B, L, H) IG attributions of the target logit. Rows (example x step) go through batched forwards of at most
+    max_rows: the m points of max_rows // m examples at a time, or, when m > max_rows, one example's points over
+    several forwards (gradients summed). Detached."""
     B, L, H = e.shape
     alphas = (torch.arange(steps, dtype=e.dtype, device=e.device) + 0.5) / steps  # midpoint Riemann sum
-    per, out = max(1, max_rows // steps), []
-    for s in range(0, B, per):
-        sl = slice(s, s + per)
+
+    def path_grad(sl: slice, a: torch.Tensor) -> torch.Tensor:
+        """d target logit / d x at x = e' + a (e - e') for the examples of `sl`: (n, len(a), L, H)."""
         n, diff = e[sl].size(0), (e[sl] - e0[sl]).detach()
-        x = (e0[sl].detach()[:, None] + alphas[None, :, None, None] * diff[:, None]).reshape(n * steps, L, H)
+        x = (e0[sl].detach()[:, None] + a[None, :, None, None] * diff[:, None]).reshape(n * len(a), L, H)
         x.requires_grad_(True)
-        sub = {k: batch[k][sl].repeat_interleave(steps, 0) for k in ("attention_mask", "token_type_ids") if k in batch}
+        sub = {k: batch[k][sl].repeat_interleave(len(a), 0) for k in ("attention_mask", "token_type_ids")
+               if k in batch}
         with torch.enable_grad():
             logits = clf.forward(x, sub)[0]
-            (g,) = torch.autograd.grad(logits.gather(1, target[sl].repeat_interleave(steps)[:, None]).sum(), x)
-        # Eq. (5): (e - e') * mean gradient along the path
-        out.append(diff * g.view(n, steps, L, H).mean(1))
+            (g,) = torch.autograd.grad(logits.gather(1, target[sl].repeat_interleave(len(a))[:, None]).sum(), x)
+        return g.view(n, len(a), L, H)
+
+    out = []
+    if max_rows >= steps:
+        for sl in row_slices(B, max_rows // steps):
+            # Eq. (5): (e - e') * mean gradient along the path
+            out.append((e[sl] - e0[sl]).detach() * path_grad(sl, alphas).mean(1))
+        return torch.cat(out)
+    for i in range(B):
+        sl = slice(i, i + 1)
+        g = sum(path_grad(sl, alphas[part]).sum(1) for part in row_slices(steps, max_rows))
+        out.append((e[sl] - e0[sl]).detach() * g / steps)  # Eq. (5), the mean over steps split into parts
     return torch.cat(out)
 
 
@@ -321,49 +437,105 @@ def deeplift(clf: Classifier, batch: dict, e: torch.Tensor, e0: torch.Tensor, ta
                                                                           batch["token_type_ids"])).detach()
 
 
-def token_scores(method: str, clf: Classifier, batch: dict, target: torch.Tensor | None, args: Args,
-                 gen: torch.Generator, keep: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores (B, L), predicted class (B,)) of one attribution method: attributions of the predicted class's
-    logit (not its probability); the model must be in eval() mode. `target` None = the predicted class (one extra
-    forward). With `keep` (a dict), IG and DeepLift also leave there their (B, L, H) attributions `a` and the
-    embeddings `e`, baseline `e0` (for completeness_gap())."""
-    e = clf.embed(batch["input_ids"]).detach()
-    if target is None:
-        with torch.no_grad():
-            target = clf.forward(e, batch)[0].argmax(-1)
-    if method == "random":
-        return torch.rand(e.shape[:2], generator=gen).to(e.device), target
+def gradient_scores(method: str, clf: Classifier, batch: dict, e: torch.Tensor, target: torch.Tensor,
+                    args: Args) -> torch.Tensor:
+    """(B, L) scores of attention, scaled attention or input x gradient for one forward's rows."""
     if method in ("attention", "scaled_attention"):
         with torch.enable_grad():
             logits, A = clf.forward(e, batch, attentions=True)
             alpha = A[:, :, 0, :].mean(1)  # last layer, [CLS] query, mean over heads
             if method == "attention":
-                return alpha.detach(), target
+                return alpha.detach()
             (gA,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), A)
-        return (alpha * gA[:, :, 0, :].mean(1)).detach(), target  # alpha * d f / d alpha (ood_faith)
-    if method == "input_x_gradient":
-        with torch.enable_grad():
-            x = e.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(clf.forward(x, batch)[0].gather(1, target[:, None]).sum(), x)
-        return reduce_tokens(g * e, method, args.attr_reduce), target
+        return (alpha * gA[:, :, 0, :].mean(1)).detach()  # alpha * d f / d alpha (ood_faith)
+    with torch.enable_grad():
+        x = e.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(clf.forward(x, batch)[0].gather(1, target[:, None]).sum(), x)
+    return reduce_tokens(g * e, method, args.attr_reduce)
+
+
+def perturbation_scores(method: str, clf: Classifier, batch: dict, e: torch.Tensor, e0: torch.Tensor,
+                        target: torch.Tensor, args: Args, seed: int) -> torch.Tensor:
+    """(B, L) KernelSHAP or LIME scores (captum's KernelShap, Lime with a linear-regression surrogate), one example
+    at a time: each content token is one feature, switched off by its baseline embedding (--ig-baseline); [CLS],
+    [SEP] keep theirs. Target: the predicted class's logit (eraser) or probability (ferret). Samples drawn from a
+    torch RNG seeded per example (run seed, example index), so an example's scores do not depend on its batch."""
+    from captum._utils.models.linear_model import SkLearnLinearRegression
+    from captum.attr import KernelShap, Lime
+    B, L, H = e.shape
+    content, out = content_positions(clf, batch), torch.zeros(B, L, dtype=e.dtype, device=e.device)
+    for i in range(B):
+        n = int(batch["attention_mask"][i].sum())
+        c, F_ = content[i, :n], int(content[i].sum())
+        if F_ == 0:
+            continue
+        fmask = torch.full((n,), F_, dtype=torch.long, device=e.device)  # feature F_: the special tokens (a no-op)
+        fmask[c] = torch.arange(F_, device=e.device)
+        one = {k: batch[k][i:i + 1, :n] for k in ("attention_mask", "token_type_ids") if k in batch}
+
+        def f(x, one=one):
+            logits = clf.forward(x, {k: v.expand(x.size(0), -1) for k, v in one.items()})[0]
+            return logits.softmax(-1) if args.convention == "ferret" else logits
+        kw = dict(baselines=e0[i:i + 1, :n], target=int(target[i]), feature_mask=fmask[None, :, None].expand(1, n, H),
+                  perturbations_per_eval=rows_within(clf, n, False, args.explain_memory_mb))
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed * 1000003 + int(batch["index"][i]))
+            if method == "kernel_shap":
+                a = KernelShap(f).attribute(e[i:i + 1, :n], n_samples=args.shap_samples, **kw)
+            else:
+                a = Lime(f, interpretable_model=SkLearnLinearRegression()).attribute(
+                    e[i:i + 1, :n], n_samples=args.lime_samples, **kw)
+        out[i, :n] = a[0, :, 0].to(e.dtype) * c
+    return out
+
+
+def token_scores(method: str, clf: Classifier, batch: dict, target: torch.Tensor | None, args: Args,
+                 gen: torch.Generator | None, keep: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores (B, L), predicted class (B,)) of one attribution method: attributions of the predicted class's
+    logit (not its probability); the model must be in eval() mode. `target` None = the predicted class (one extra
+    forward). With `keep` (a dict), IG and DeepLift also leave there their (B, L, H) attributions `a` and the
+    embeddings `e`, baseline `e0` (for completeness_gap()). Forwards take at most the rows that fit
+    --explain-memory-mb at this padded length."""
+    e = clf.embed(batch["input_ids"]).detach()
+    B, L = e.shape[:2]
+    budget = args.explain_memory_mb
+    if target is None:
+        with torch.no_grad():
+            target = torch.cat([clf.forward(e[sl], sub_batch(batch, sl))[0].argmax(-1)
+                                for sl in row_slices(B, rows_within(clf, L, False, budget))])
+    if method == "random":
+        return torch.rand(e.shape[:2], generator=gen).to(e.device), target
+    if method in ("attention", "scaled_attention", "input_x_gradient"):
+        return torch.cat([gradient_scores(method, clf, sub_batch(batch, sl), e[sl], target[sl], args)
+                          for sl in row_slices(B, rows_within(clf, L, True, budget))]), target
     e0 = baseline_embeddings(clf, batch, e, args.ig_baseline)
+    if method in PERTURBATION_METHODS:
+        return perturbation_scores(method, clf, batch, e, e0, target, args, gen.initial_seed() if gen else 0), target
     if method == "ig":
-        a = integrated_gradients(clf, batch, e, e0, target, args.ig_steps, args.ig_max_rows)
-    elif method == "deeplift":
-        a = deeplift(clf, batch, e, e0, target)
+        a = integrated_gradients(clf, batch, e, e0, target, args.ig_steps,
+                                 min(args.ig_max_rows, rows_within(clf, L, True, budget)))
+    elif method == "deeplift":  # captum runs inputs and baselines together: twice the rows
+        a = torch.cat([deeplift(clf, sub_batch(batch, sl), e[sl], e0[sl], target[sl])
+                       for sl in row_slices(B, max(1, rows_within(clf, L, True, budget) // 2))])
     else:
-        raise common.UsageError(f"unknown attribution method {method!r} (choose from {', '.join(METHODS)})")
+        raise common.UsageError(f"unknown attribution method {method!r} (choose from {', '.join(ALL_METHODS)})")
     if keep is not None:
         keep.update(a=a, e=e, e0=e0)
     return reduce_tokens(a, method, args.attr_reduce), target
 
 
 @torch.no_grad()
-def completeness_terms(clf: Classifier, batch: dict, target: torch.Tensor, keep: dict) -> tuple[list, list]:
+def completeness_terms(clf: Classifier, batch: dict, target: torch.Tensor, keep: dict,
+                       budget_mb: int | None = None) -> tuple[list, list]:
     """Per example: the sum of the attributions over tokens and dims, and f(x) - f(x') (target logit at the input and
     at the baseline). Completeness (IG's axiom; DeepLift's summation-to-delta) says they are equal: for IG that holds
     for the integral, the m-point midpoint rule leaves a gap."""
-    f = lambda x: clf.forward(x, batch)[0].gather(1, target[:, None])[:, 0]
+    B, L = batch["input_ids"].shape
+    per = B if budget_mb is None else rows_within(clf, L, False, budget_mb)
+
+    def f(x):
+        return torch.cat([clf.forward(x[sl], sub_batch(batch, sl))[0].gather(1, target[sl, None])[:, 0]
+                          for sl in row_slices(B, per)])
     return keep["a"].sum((1, 2)).tolist(), (f(keep["e"]) - f(keep["e0"])).tolist()
 
 
@@ -416,7 +588,7 @@ def consistency_loss(logits: torch.Tensor, logits_masked: torch.Tensor, detach_c
 def egt_loss(clf: Classifier, batch: dict, s: torch.Tensor, logits: torch.Tensor, A: torch.Tensor | None,
              args: Args) -> tuple[torch.Tensor, dict]:
     """s: detached saliency (B, L) of the current batch. Returns L_EGT (mean over the batch) and its parts."""
-    content = content_mask(clf, batch)
+    content = content_positions(clf, batch)
     parts = {}
     if args.egt_mode in ("align", "both"):
         parts["L_align"] = align_loss(A, s, content, args.align_direction).mean()
@@ -476,13 +648,21 @@ def train_step(clf: Classifier, batch: dict, args: Args, egt_on: bool) -> tuple[
 # ------------------------------------------------------------------------------------------------------
 # Evaluation suite: predictions, attributions, faithfulness, randomisation tests, FRESH, plausibility
 # ------------------------------------------------------------------------------------------------------
-def eval_batches(examples: list[dict], args: Args, pad_id: int) -> list[dict]:
-    return common.batches(examples, args.eval_batch_size, pad_id, sort_by_length=True, device=args.device)
+def eval_batches(examples: list[dict], args: Args, pad_id: int):
+    """Evaluation batches sorted by length (dynamic padding), collated one at a time as they are consumed: what is
+    alive at once does not grow with the number of examples."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    for sl in row_slices(len(order), args.eval_batch_size):
+        yield common.to_device(common.collate([examples[i] for i in order[sl]], pad_id), args.device)
 
 
 @torch.inference_mode()
-def probs_of(clf: Classifier, ids: torch.Tensor, batch: dict) -> torch.Tensor:
-    return F.softmax(clf.forward(clf.embed(ids), batch)[0], -1)
+def probs_of(clf: Classifier, ids: torch.Tensor, batch: dict, budget_mb: int | None = None) -> torch.Tensor:
+    """Class probabilities (B, C); with a budget, in forwards of the rows that fit it."""
+    B, L = ids.shape
+    per = B if budget_mb is None else rows_within(clf, L, False, budget_mb)
+    return torch.cat([F.softmax(clf.forward(clf.embed(ids[sl]), sub_batch(batch, sl))[0], -1)
+                      for sl in row_slices(B, per)])
 
 
 def predict(clf: Classifier, examples: list[dict], args: Args, rows: list | None = None) -> dict:
@@ -491,8 +671,8 @@ def predict(clf: Classifier, examples: list[dict], args: Args, rows: list | None
     clf.module.eval()
     out = {}
     for b in eval_batches(examples, args, clf.pad_id):
-        p = probs_of(clf, b["input_ids"], b)
-        for r, (i, y) in enumerate(zip(b["index"].tolist(), b["label"].tolist())):
+        p = probs_of(clf, b["input_ids"], b, args.explain_memory_mb)
+        for r, (i, y) in enumerate(zip(b["index"].tolist(), b["label"].tolist(), strict=True)):
             out[i] = {"gold": y, "pred": int(p[r].argmax()), "p_gold": float(p[r, y])}
     ordered = [out[i] for i in sorted(out)]
     if rows is not None:
@@ -515,7 +695,8 @@ def attribute_all(clf: Classifier, examples: list[dict], methods: list[str], arg
             keep = {} if gaps is not None and m in terms else None
             s, target = token_scores(m, clf, b, target, args, gen, keep)
             if keep:
-                for acc, part in zip(terms[m], completeness_terms(clf, b, target, keep)):
+                for acc, part in zip(terms[m], completeness_terms(clf, b, target, keep, args.explain_memory_mb),
+                                     strict=True):
                     acc += part
             for r, i in enumerate(b["index"].tolist()):
                 out[m][i] = s[r, :int(b["attention_mask"][r].sum())].float().cpu()
@@ -535,50 +716,233 @@ def apply_removal(ids: torch.Tensor, att: torch.Tensor, remove: torch.Tensor, op
     return torch.where(new_att.bool(), ids.gather(1, order), clf.pad_id), new_att
 
 
+def removed_rows(ids: torch.Tensor, att: torch.Tensor, remove: torch.Tensor, op: str, clf: Classifier,
+                 max_len: int) -> list[tuple[int, ...]]:
+    """One unpadded id sequence per row with `remove` (B, L) removed: [PAD] / [MASK] id (attention kept), deleted,
+    or (retokenize, ferret) the kept tokens between [CLS] and [SEP] decoded to text and tokenised again."""
+    n = att.sum(1).tolist()
+    if op in ("pad", "mask"):
+        new = torch.where(remove, clf.pad_id if op == "pad" else clf.mask_id, ids).tolist()
+        return [tuple(r[:k]) for r, k in zip(new, n, strict=True)]
+    keep = (att.bool() & ~remove).tolist()
+    rows = [[t for t, k in zip(r, kr, strict=True) if k] for r, kr in zip(ids.tolist(), keep, strict=True)]
+    if op == "delete":
+        return [tuple(r) for r in rows]
+    interior = [[t for p, (t, k) in enumerate(zip(r, kr, strict=True)) if k and 0 < p < m - 1]
+                for r, kr, m in zip(ids.tolist(), keep, n, strict=True)]
+    texts = clf.tokenizer.batch_decode(interior)
+    return [tuple(r) for r in clf.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+
+
+@contextlib.contextmanager
+def fused_attention(clf: Classifier):
+    """For forwards that need neither attention maps nor a double backward: PyTorch's fused attention (SDPA) in
+    place of the eager one the encoder was loaded with (about 15 % faster on a CPU, equal to rounding)."""
+    enc = getattr(clf.module, "encoder", clf.module)
+    cfg = getattr(enc, "config", None)
+    swap = getattr(cfg, "_attn_implementation", None) == "eager" and getattr(enc, "_supports_sdpa", False)
+    if swap:
+        cfg._attn_implementation = "sdpa"
+    try:
+        yield
+    finally:
+        if swap:
+            cfg._attn_implementation = "eager"
+
+
+@torch.inference_mode()
+def row_probs(clf: Classifier, rows: list[tuple[int, ...]], labels: list[int], budget_mb: int,
+              device) -> list[float]:
+    """p(label | row) for unpadded id rows: each distinct (row, label) once, sorted by length, in forwards as large
+    as the budget allows at the chunk's padded length (the rows a removal curve shares are computed once), with
+    fused attention."""
+    uniq = sorted(set(zip(rows, labels, strict=True)), key=lambda r: len(r[0]))
+    got, s = {}, 0
+    while s < len(uniq):
+        e_ = s + 1
+        while e_ < len(uniq) and (e_ + 1 - s) <= rows_within(clf, len(uniq[e_][0]), False, budget_mb):
+            e_ += 1
+        chunk, L = uniq[s:e_], len(uniq[e_ - 1][0])
+        ids = torch.full((len(chunk), L), clf.pad_id, dtype=torch.long)
+        att = torch.zeros(len(chunk), L, dtype=torch.long)
+        for r, (row, _) in enumerate(chunk):
+            ids[r, :len(row)], att[r, :len(row)] = torch.tensor(row), 1
+        ids, att = ids.to(device), att.to(device)
+        with fused_attention(clf):
+            logits = clf.forward(clf.embed(ids), {"attention_mask": att, "token_type_ids": torch.zeros_like(ids)})[0]
+        p = F.softmax(logits, -1)
+        y = torch.tensor([lab for _, lab in chunk], device=device)
+        for key, v in zip(chunk, p.gather(1, y[:, None])[:, 0].tolist(), strict=True):
+            got[key] = v
+        s = e_
+    return [got[k] for k in zip(rows, labels, strict=True)]
+
+
+def select_rationale(S: torch.Tensor, cand: torch.Tensor, ratio: float, convention: str) -> torch.Tensor:
+    """(B, L) bool rationale at `ratio`: eraser, the top ceil(ratio n) candidates by score (at least 1); ferret, the
+    top floor(ratio n) of them that score above 0 (possibly none)."""
+    rank = rank_positions(S, cand, descending=True)
+    n = cand.sum(1)
+    if convention == "eraser":
+        k = torch.ceil(ratio * n).clamp_min(1)
+        return (rank < k[:, None]) & cand
+    k = torch.floor(ratio * n + 1e-9)  # ferret: int(ratio * n); + 1e-9 so that 0.3 * 10 is 3
+    return (rank < k[:, None]) & cand & (S > 0)
+
+
+def probs_removed(clf: Classifier, b: dict, remove: torch.Tensor, need: torch.Tensor | None, y_hat: torch.Tensor,
+                  args: Args) -> torch.Tensor:
+    """p(y^ | x with `remove` (B, L) removed by --removal) (B,). [PAD] / [MASK]: one forward of the batch as it is
+    padded (split by the budget); delete / retokenize: the rows (only those `need`ed, the others NaN) in shared
+    length-sorted forwards."""
+    ids, att, op = b["input_ids"], b["attention_mask"], args.removal
+    if op in ("pad", "mask"):
+        rid, ratt = apply_removal(ids, att, remove, op, clf)
+        return probs_of(clf, rid, {**b, "attention_mask": ratt}, args.explain_memory_mb).gather(1, y_hat)[:, 0]
+    B = ids.size(0)
+    idx = (torch.ones(B, dtype=torch.bool) if need is None else need.cpu()).nonzero()[:, 0].tolist()
+    dtype = next(clf.module.parameters()).dtype
+    q = torch.full((B,), math.nan, dtype=dtype, device=ids.device)
+    if idx:
+        rows = removed_rows(ids[idx], att[idx], remove[idx], op, clf, args.max_len)
+        labels = y_hat[idx, 0].tolist()
+        q[idx] = torch.tensor(row_probs(clf, rows, labels, args.explain_memory_mb, ids.device), dtype=dtype,
+                              device=ids.device)
+    return q
+
+
+def probs_removed_all(clf: Classifier, b: dict, requests: list, y_hat: torch.Tensor, args: Args) -> list:
+    """probs_removed() of each (remove, need) request; under delete / retokenize every request's rows go through one
+    row_probs() call, so the removal curves of every method and ratio share their forwards (and identical inputs)."""
+    if args.removal in ("pad", "mask"):
+        return [probs_removed(clf, b, remove, need, y_hat, args) for remove, need in requests]
+    ids, att = b["input_ids"], b["attention_mask"]
+    B, dtype = ids.size(0), next(clf.module.parameters()).dtype
+    where, rows, labels = [], [], []
+    for remove, need in requests:
+        idx = need.cpu().nonzero()[:, 0].tolist()
+        where.append(idx)
+        if idx:
+            rows += removed_rows(ids[idx], att[idx], remove[idx], args.removal, clf, args.max_len)
+            labels += y_hat[idx, 0].tolist()
+    flat, out, k = row_probs(clf, rows, labels, args.explain_memory_mb, ids.device), [], 0
+    for idx in where:
+        q = torch.full((B,), math.nan, dtype=dtype, device=ids.device)
+        if idx:
+            q[idx] = torch.tensor(flat[k:k + len(idx)], dtype=dtype, device=ids.device)
+        out.append(q)
+        k += len(idx)
+    return out
+
+
+FALLBACK = {"comp": 0.0, "suff": 1.0, "norm_comp": 0.0, "norm_suff": 0.0}  # ferret's values when no bin is kept
+
+
 def faithfulness(clf: Classifier, examples: list[dict], attrs: dict, args: Args) -> dict:
-    """Per method: comprehensiveness and sufficiency at --rationale-ratio (raw ERASER and Carton-normalised) and
-    their AOPC over --aopc-ratios (sum / (bins + 1)), means over examples; gain over random for each."""
+    """Per method: comprehensiveness and sufficiency at --rationale-ratio (raw ERASER and Carton-normalised), their
+    AOPC over --aopc-ratios, means over examples, and the gain over random of each; with --taucorr-loo, ferret's
+    leave-one-out Kendall tau. Under --convention eraser: AOPC = sum over bins / (bins + 1); under ferret: per
+    example, the mean over the bins whose rationale is not empty and not the previous kept bin's (comp 0, suff 1
+    when none is kept), then the mean over examples (docs/regex.md, Conventions)."""
     clf.module.eval()
-    ratios = sorted({float(r) for r in args.aopc_ratios.split(",")} | {args.rationale_ratio})
+    ferret, budget = args.convention == "ferret", args.explain_memory_mb
     aopc = [float(r) for r in args.aopc_ratios.split(",")]
-    acc = {m: {r: {k: [] for k in ("comp", "suff", "norm_comp", "norm_suff")} for r in ratios} for m in attrs}
+    ratios = sorted(set(aopc) | {args.rationale_ratio})
+    keys = ("comp", "suff", "norm_comp", "norm_suff")
+    acc = {m: {r: {k: [] for k in keys} for r in ratios} for m in attrs}
+    tau: dict[str, list] = {m: [] for m in attrs}
     for b in eval_batches(examples, args, clf.pad_id):
         ids, att = b["input_ids"], b["attention_mask"]
-        content = content_mask(clf, b)
-        p_full = probs_of(clf, ids, b)
+        B, L = ids.shape
+        cand = candidate_positions(clf, b, args.convention)
+        p_full = probs_of(clf, ids, b, budget)
         y_hat = p_full.argmax(-1, keepdim=True)
         p = p_full.gather(1, y_hat)[:, 0]
-        ids0, att0 = apply_removal(ids, att, content, args.removal, clf)  # every content token removed
-        p0 = probs_of(clf, ids0, {**b, "attention_mask": att0}).gather(1, y_hat)[:, 0]
+        p0 = probs_removed(clf, b, cand, None, y_hat, args)  # every candidate token removed
         suff0 = 1 - (p - p0).clamp_min(0) - 1e-4  # Suff(x, empty), with ood_faith's 1e-4 guard
+        plan, requests = {}, []
         for m in attrs:
             S = torch.zeros(ids.shape, device=ids.device)
             for r, i in enumerate(b["index"].tolist()):
                 S[r, :len(attrs[m][i])] = attrs[m][i]
-            rank = rank_positions(S, content, descending=True)
+            rats = {ratio: select_rationale(S, cand, ratio, args.convention) for ratio in ratios}
+            use = {ratio: torch.ones(B, dtype=torch.bool, device=ids.device) for ratio in ratios}
+            if ferret:  # skip empty bins, and a bin whose rationale is the previous kept bin's
+                use = {ratio: rats[ratio].any(1) for ratio in ratios}
+                last = torch.zeros_like(cand)
+                for ratio in sorted(aopc):
+                    new = use[ratio] & (rats[ratio] != last).any(1)
+                    last = torch.where(new[:, None], rats[ratio], last)
+                    use[ratio] = new | ((ratio == args.rationale_ratio) & use[ratio])
+            plan[m] = use
+            requests += [(r, use[ratio]) for ratio in ratios for r in (rats[ratio], cand & ~rats[ratio])]
+        got = iter(probs_removed_all(clf, b, requests, y_hat, args))  # comp, suff per method and ratio, in order
+        for m, use in plan.items():
             for ratio in ratios:
-                k = torch.ceil(ratio * content.sum(1)).clamp_min(1)
-                rat = (rank < k[:, None]) & content  # top-k content tokens by score
-                q = {}
-                for kind, remove in (("comp", rat), ("suff", content & ~rat)):
-                    rid, ratt = apply_removal(ids, att, remove, args.removal, clf)
-                    q[kind] = probs_of(clf, rid, {**b, "attention_mask": ratt}).gather(1, y_hat)[:, 0]
-                comp, suff = p - q["comp"], p - q["suff"]
+                comp, suff = p - next(got), p - next(got)
                 norm_suff = ((1 - suff.clamp_min(0) - suff0) / (1 - suff0)).clamp(0, 1)
                 norm_comp = (comp.clamp_min(0) / (1 - suff0)).clamp(0, 1)
                 for key, v in (("comp", comp), ("suff", suff), ("norm_comp", norm_comp), ("norm_suff", norm_suff)):
-                    acc[m][ratio][key] += v.tolist()
+                    acc[m][ratio][key] += torch.where(use[ratio], v, math.nan).tolist()
+        if args.taucorr_loo:
+            loo = leave_one_out(clf, ids, att, cand, y_hat[:, 0].tolist(), p, args)
+            for m in attrs:
+                for r, i in enumerate(b["index"].tolist()):
+                    tau[m].append(kendall_tau(loo[r], attrs[m][i][cand[r, :len(attrs[m][i])].cpu()].tolist()))
     table = {}
     for m in attrs:
-        row = {k: float(np.mean(acc[m][args.rationale_ratio][k])) for k in acc[m][args.rationale_ratio]}
-        for k in ("comp", "suff", "norm_comp", "norm_suff"):
-            row["aopc_" + k] = float(sum(np.mean(acc[m][r][k]) for r in aopc) / (len(aopc) + 1))
+        row = {}
+        for k in keys:
+            at = np.asarray(acc[m][args.rationale_ratio][k], dtype=float)
+            row[k] = float(np.mean(np.where(np.isnan(at), FALLBACK[k], at)))
+        for k in keys:
+            per = np.asarray([acc[m][r][k] for r in aopc], dtype=float)  # (bins, examples)
+            if ferret:
+                kept = ~np.isnan(per)
+                mean = np.where(kept.any(0), np.nansum(per, 0) / np.maximum(kept.sum(0), 1), FALLBACK[k])
+                row["aopc_" + k] = float(np.mean(mean))
+            else:
+                row["aopc_" + k] = float(sum(np.mean(v) for v in per) / (len(aopc) + 1))
+        if args.taucorr_loo:
+            ok = [t for t in tau[m] if t is not None]
+            row["taucorr_loo"] = float(np.mean(ok)) if ok else None  # None: no example has 2 distinct-score tokens
+            row["n_taucorr_loo"] = len(ok)
         table[m] = row
     if "random" in table:
         for m in table:
             table[m]["gain_over_random"] = {k: table[m][k] - table["random"][k] for k in list(table[m])
-                                            if k != "gain_over_random"}
+                                            if k not in ("gain_over_random", "n_taucorr_loo")
+                                            and table[m][k] is not None and table["random"][k] is not None}
     return table
+
+
+def leave_one_out(clf: Classifier, ids: torch.Tensor, att: torch.Tensor, cand: torch.Tensor, labels: list[int],
+                  p: torch.Tensor, args: Args) -> list[list[float]]:
+    """Per example, p(y^|x) - p(y^|x without token j) for each candidate token j in order (the removal of
+    --removal): one row per token, all examples' rows in shared forwards, computed once for every method."""
+    where = [cand[r].nonzero()[:, 0].tolist() for r in range(ids.size(0))]
+    owner = [r for r, js in enumerate(where) for _ in js]
+    if not owner:
+        return [[] for _ in where]
+    remove = torch.zeros(len(owner), ids.size(1), dtype=torch.bool, device=ids.device)
+    remove[torch.arange(len(owner)), torch.tensor([j for js in where for j in js])] = True
+    rows = removed_rows(ids[owner], att[owner], remove, args.removal, clf, args.max_len)
+    q = row_probs(clf, rows, [labels[r] for r in owner], args.explain_memory_mb, ids.device)
+    out, k = [], 0
+    for r, js in enumerate(where):
+        out.append([float(p[r]) - v for v in q[k:k + len(js)]])
+        k += len(js)
+    return out
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """scipy's Kendall tau-b of two score lists (ferret's taucorr_loo); None where it is undefined (fewer than 2
+    tokens, or a constant list)."""
+    from scipy.stats import kendalltau
+    if len(x) < 2:
+        return None
+    t = kendalltau(x, y).statistic
+    return None if t is None or not math.isfinite(t) else float(t)
 
 
 def agreement(a: dict, b: dict, examples: list[dict], ratio: float) -> dict:
@@ -670,8 +1034,8 @@ def read_text_task(task: str, data_dir: Path) -> dict:
     if task == "sst2":
         return {s: read_sst2(data_dir, s) for s in ("train", "dev", "test")}
     if task == "imdb":
-        train = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in common.read_imdb(data_dir, "train")]
-        test = [{"id": r["id"], "words": r["text"].split(), "label": r["label"]} for r in common.read_imdb(data_dir, "test")]
+        train, test = ([{"id": r["id"], "words": r["text"].split(), "label": r["label"]}
+                        for r in common.read_imdb(data_dir, split)] for split in ("train", "test"))
         order = list(range(len(train)))
         random.Random(0).shuffle(order)
         dev_ids = set(order[:min(2500, len(train) // 10)])
@@ -683,7 +1047,8 @@ def read_text_task(task: str, data_dir: Path) -> dict:
             rows = common.read_eraser_movies(data_dir, f)
             for r in rows:
                 if not r["words"]:
-                    raise common.DataError(f"document {r['id']!r} is empty", common.dataset_dir(data_dir, "eraser_movies") / "docs")
+                    raise common.DataError(f"document {r['id']!r} is empty",
+                                           common.dataset_dir(data_dir, "eraser_movies") / "docs")
             out[s] = rows
         return out
     raise common.UsageError(f"unknown task {task!r} (choose from {', '.join(TEXT_TASKS)})")
@@ -697,7 +1062,7 @@ def encode_text(tokenizer, words: Sequence[str], max_len: int, label: int, index
     if not words:
         raise common.DataError(f"example {index}: empty text")
     enc = common.encode_words(tokenizer, words, evidence if evidence is not None else [0] * len(words), max_len)
-    first = enc["word_index"]  # first wordpiece of each word; a wordpiece belongs to the last word starting at or before it
+    first = enc["word_index"]  # first wordpiece per word; a wordpiece belongs to the last word starting at or before it
     word_ids, w = [], -1
     for pos in range(len(enc["input_ids"])):
         if pos in (0, len(enc["input_ids"]) - 1):
@@ -809,14 +1174,18 @@ def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer
     res["faithfulness_settings"] = {
         "target": "the predicted class's logit (attributions) and probability (comprehensiveness, sufficiency)",
         "rationale_ratio": args.rationale_ratio, "aopc_ratios": sorted(float(r) for r in args.aopc_ratios.split(",")),
-        "aopc_divisor": "number of ratios + 1 (ERASER paper, ood_faith); the ERASER scorer divides by the number",
+        "aopc_divisor": "number of ratios + 1 (ERASER paper, ood_faith); the ERASER scorer divides by the number"
+        if args.convention == "eraser" else "per example, the number of kept bins (ferret: empty bins and a bin "
+        "repeating the previous kept rationale are skipped; comp 0, suff 1 when none is kept)",
         "removal": args.removal, "attr_reduce": args.attr_reduce, "ig_steps": args.ig_steps,
-        "ig_baseline": args.ig_baseline}
+        "ig_baseline": args.ig_baseline, "convention": args.convention,
+        "rationale": "top ceil(ratio n) content wordpieces (at least 1)" if args.convention == "eraser" else
+        "top floor(ratio n) wordpieces between [CLS] and [SEP], those scored above 0"}
     if args.randomization:
         rnd = as_classifier(random_init_like(clf.module, seed + 7919), tokenizer)
         rattrs = attribute_all(rnd, data["test"], methods, args, seed + 1)  # independent noise for `random`
-        res["randomization_trained_vs_random"] = {m: agreement(attrs[m], rattrs[m], data["test"], args.rationale_ratio)
-                                                  for m in methods}
+        res["randomization_trained_vs_random"] = {
+            m: agreement(attrs[m], rattrs[m], data["test"], args.rationale_ratio) for m in methods}
     if args.task == "movies":
         res["plausibility"] = plausibility(attrs, data["test"])
     elif args.plausibility:
@@ -855,53 +1224,37 @@ def variant_name(args: Args) -> str:
     return ("regex" if len(on) == 3 else "+".join(on)) + mode
 
 
-def load_task_model(path: str | os.PathLike, dropout: float = 0.0) -> tuple[common.TaskModel, dict]:
-    """A folder written by save_task_model() -> (TaskModel in eval mode, task.json). Errors are UsageErrors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    path = Path(path)
-    try:
-        meta = json.loads((path / "task.json").read_text())
-        model = common.TaskModel(common.load_encoder(str(path)), meta["task"], int(meta["num_labels"]), dropout)
-        missing, unexpected = model.load_state_dict(load_file(path / "head.safetensors"), strict=False)
-    except (OSError, ValueError, KeyError, SafetensorError) as e:
-        raise common.UsageError(f"cannot load the task model in {path}: {type(e).__name__}: {str(e).splitlines()[0][:150]}") from None
-    if unexpected or any(not k.startswith("encoder.") for k in missing):
-        raise common.UsageError(f"{path}/head.safetensors does not fit a {meta['task']} head "
-                         f"(missing {[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected})")
-    return model.eval(), meta
-
-
 def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]:
     """(model in eval mode on args.device, the folder or name its tokenizer loads from). `path`: a run directory of
     this script (its model/ folder), an --out-dir that holds one run of this script (e.g. a sweep job), a folder
     written by common.save_task_model, a Hugging Face sequence-classification folder (two labels), or a legacy
     model.pt (read with weights_only=True: a file that holds code is refused, never run)."""
     p = Path(path or "")
-    runs = sorted((p / "regex_robust").glob("*/model/config.json"))
+    runs = sorted((p / "regex_robust").glob("*/model/task.json"))
     if len(runs) == 1:  # an --out-dir holding one run
         p = runs[0].parent.parent
-    p = p / "model" if (p / "model" / "config.json").is_file() else p
-    if (p / "head.safetensors").is_file():
-        model, meta = load_task_model(p, args.dropout)
+    p = p / "model" if (p / "model" / "task.json").is_file() or (p / "model" / "config.json").is_file() else p
+    if (p / "task.json").is_file():  # written by common.save_task_model: rebuilt exactly as it was trained
+        model, meta = common.load_task_model(p, args.dropout)
         if meta.get("num_labels") != 2:
             raise common.UsageError(f"checkpoint {p} has {meta.get('num_labels')} labels; the tasks here have 2")
-        return model.to(args.device), str(p)
+        return model.to(args.device), str(p / "encoder" if meta.get("format") == "encoder+head" else p)
     if (p / "config.json").is_file():
         return load_hf_classifier(p, args), str(p)
     if p.is_dir() and (p / "model.pt").is_file():
         p = p / "model.pt"
     if not p.is_file():
-        raise common.UsageError(f"checkpoint {path} not found: pass a run directory of this script, its model/ folder, "
-                                "an --out-dir holding one run, a Hugging Face sequence-classification model folder, "
-                                "or a model.pt")
+        raise common.UsageError(f"checkpoint {path} not found: pass a run directory of this script, its model/ "
+                                "folder, an --out-dir holding one run, a Hugging Face sequence-classification model "
+                                "folder, or a model.pt")
     ckpt = common.load_weights(p)
     name = ckpt.get("model", args.model) if isinstance(ckpt, dict) else args.model
     model = new_model(args, name)
     try:
         model.load_state_dict({k: v.to(args.device) for k, v in ckpt["state_dict"].items()})
     except (RuntimeError, KeyError, TypeError, AttributeError) as e:
-        raise common.UsageError(f"checkpoint {p} does not fit model {name}: {str(e).splitlines()[0][:150]}") from None
+        raise common.UsageError(f"checkpoint {p} does not fit model {name}: "
+                                f"{str(e).splitlines()[0][:150]}") from None
     return model.eval(), name
 
 
@@ -949,7 +1302,7 @@ def run_one_seed(args: Args, seed: int) -> dict:
         common.save_task_model(run / "model", model, tokenizer, {
             "method": f"REGEX ({variant_name(args)}), regex_robust.py", "data": f"{args.task}, {len(data['train'])} "
             "training examples", "seed": seed, "test accuracy": round(results["test"]["accuracy"], 4),
-            "base model": args.model})
+            "base model": args.model, "max length": args.max_len}, labels=LABELS)
     attrs = results.pop("_attributions")
     common.write_predictions(run / "predictions.jsonl", sorted(data["test"], key=lambda e: e["index"]),
                              results.pop("_predictions"))
@@ -972,18 +1325,25 @@ def run_one_seed(args: Args, seed: int) -> dict:
 
 def summarise(runs: list[dict], args: Args, seeds: list[int]) -> dict:
     """mean +- std over seeds of the metrics, and randomisation test 1 (agreement between every pair of seeds)."""
-    def agg(get):
+    def agg(*path):
+        """mean +- std over the runs of the value at results[path[0]][path[1]]..."""
+        def get(r):
+            for key in path:
+                r = r.get(key) if isinstance(r, dict) else None
+            return r
         return common.aggregate([get(r) for r in runs])
-    summary = {"seeds": seeds, "variant": runs[0]["variant"], "accuracy": agg(lambda r: r["test"]["accuracy"]),
-               "macro_f1": agg(lambda r: r["test"]["macro_f1"]),
-               "faithfulness": {m: {k: agg(lambda r: r["faithfulness"][m][k]) for k in row if k != "gain_over_random"}
-                                for m, row in runs[0]["faithfulness"].items()}}
-    if "random" in runs[0]["faithfulness"]:
+    faith = runs[0]["faithfulness"]
+    summary = {"seeds": seeds, "variant": runs[0]["variant"], "accuracy": agg("test", "accuracy"),
+               "macro_f1": agg("test", "macro_f1"),
+               "faithfulness": {m: {k: agg("faithfulness", m, k) for k in row if k != "gain_over_random"}
+                                for m, row in faith.items()}}
+    if "random" in faith:
         for m, row in summary["faithfulness"].items():
-            row["gain_over_random"] = {k: agg(lambda r: r["faithfulness"][m]["gain_over_random"][k]) for k in list(row)}
+            row["gain_over_random"] = {k: agg("faithfulness", m, "gain_over_random", k)
+                                       for k in faith[m]["gain_over_random"]}
     if args.randomization:
         summary["randomization_trained_vs_random"] = {
-            m: {k: agg(lambda r: r["randomization_trained_vs_random"][m][k]) for k in ("spearman", "jaccard")}
+            m: {k: agg("randomization_trained_vs_random", m, k) for k in ("spearman", "jaccard")}
             for m in runs[0]["randomization_trained_vs_random"]}
         pairs = list(itertools.combinations(range(len(runs)), 2))
         summary["randomization_seed_vs_seed"] = {

@@ -311,7 +311,7 @@ ROWS = [  # (id, script, args, corruption, expected, what the message or the res
     ("rx-aopc-text", "rx", ["--aopc-ratios", "0.1,x"], "none", E, "--aopc-ratios"),
     ("rx-aopc-zero", "rx", ["--aopc-ratios", "0,0.5"], "none", E, "--aopc-ratios"),
     ("rx-aopc-dup", "rx", ["--aopc-ratios", "0.1,0.1"], "none", E, "--aopc-ratios"),
-    ("rx-attr-lime", "rx", ["--attributions", "random,lime"], "none", E, "--attributions"),
+    ("rx-attr-anchors", "rx", ["--attributions", "random,anchors"], "none", E, "--attributions"),
     ("rx-attr-empty", "rx", ["--attributions", ""], "none", E, "--attributions"),
     ("rx-plaus0", "rx", ["--plausibility-size", "0"], "none", E, "--plausibility-size"),
     ("rx-train0", "rx", ["--train-size", "0"], "none", E, "--train-size"),

@@ -311,10 +311,9 @@ def test_default_encoder_is_eager_and_double_backward_works_in_eval(tiny_model):
 
 @pytest.mark.parametrize("task", ["ic", "sf"])
 def test_saved_task_model_loads_with_transformers_alone_and_gives_the_same_logits(tiny_model, tmp_path, task):
-    """save_task_model -> AutoModel + safetensors head (no code of this repository) -> the same scores; and
-    load_task_model -> the same scores; an encoder saved in float16 loads as float32."""
-    from safetensors.torch import load_file
-    from transformers import AutoModel
+    """save_task_model -> a standard AutoModelFor{Sequence,Token}Classification folder (no code of this repository)
+    -> the same scores, bitwise; load_task_model -> the same scores; an encoder saved in float16 loads as float32."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
     tok = common.load_tokenizer(tiny_model)
     torch.manual_seed(0)
     model = common.TaskModel(common.load_encoder(tiny_model), task, 5).eval()
@@ -327,20 +326,20 @@ def test_saved_task_model_loads_with_transformers_alone_and_gives_the_same_logit
     batch = common.collate(ex, tok.pad_token_id)
     with torch.no_grad():
         want = model(batch)
-    out = common.save_task_model(tmp_path / "model", model, tok, {"method": "test", "seed": 0})
-    written = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "head.safetensors", "model_card.md", "task.json"} <= written
-    enc, head = AutoModel.from_pretrained(out, attn_implementation="eager").eval(), load_file(out / "head.safetensors")
+    names = ["a", "b", "c", "d", "e"]
+    out = common.save_task_model(tmp_path / "model", model, tok, {"method": "test", "seed": 0}, labels=names)
+    assert {"config.json", "model.safetensors", "model_card.md", "task.json"} <= {p.name for p in out.iterdir()}
+    auto = AutoModelForTokenClassification if task == "sf" else AutoModelForSequenceClassification
+    std = auto.from_pretrained(out, attn_implementation="eager").eval()
+    assert std.config.id2label == dict(enumerate(names)) and std.config.label2id == {n: i for i, n in enumerate(names)}
     with torch.no_grad():
-        h = enc(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"]).last_hidden_state
+        got = std(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  token_type_ids=batch["token_type_ids"]).logits
     if task == "sf":
-        h = torch.gather(h, 1, batch["word_index"].unsqueeze(-1).expand(-1, -1, h.size(-1)))
-    else:
-        h = h[:, 0]
-    torch.testing.assert_close(h @ head["head.weight"].T + head["head.bias"], want, rtol=0, atol=1e-6)
-    import regex_robust as rx  # the loader lives with its one user
-    again, meta = rx.load_task_model(out)
+        got = torch.gather(got, 1, batch["word_index"].unsqueeze(-1).expand(-1, -1, got.size(-1)))
+        assert (out / "crf.safetensors").is_file()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)  # the head is held exactly (2^-20 I, x 2^20)
+    again, meta = common.load_task_model(out)
     with torch.no_grad():
         torch.testing.assert_close(again(batch), want, rtol=0, atol=0)
     assert meta["task"] == task and "seed" in (out / "model_card.md").read_text()

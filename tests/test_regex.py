@@ -176,7 +176,7 @@ def test_ig_completeness(tiny_model, tok, baseline):
         f0 = clf.forward(e0, batch)[0].gather(1, target[:, None])[:, 0]
     tol = 2e-3 * (f - f0).abs().max().item() + 1e-8
     assert torch.allclose(a.sum((1, 2)), f - f0, atol=tol), (a.sum((1, 2)), f - f0)
-    special = ~rx.content_mask(clf, batch)
+    special = ~rx.content_positions(clf, batch)
     assert a[special].abs().max() == 0  # [CLS], [SEP] and padding keep their embedding in the baseline
 
 
@@ -245,7 +245,7 @@ def test_egt_loss_masks_and_flows_gradient(tiny_model, tok):
                         "--lambda-v", "2", "--lambda-e", "0.5")  # every term on, whatever the defaults
     L, rec = rx.train_step(clf, batch, args, egt_on=True)
     assert {"L_CE", "L_IGR", "L_VAT", "L_EGT", "L_align", "L_mask"} <= set(rec)
-    n = rx.content_mask(clf, batch).sum(1)
+    n = rx.content_positions(clf, batch).sum(1)
     assert abs(rec["masked_share"] - float(torch.floor(0.3 * n).sum() / n.sum())) < 1e-9
     assert abs(rec["L"] - (rec["L_CE"] + 0.1 * rec["L_IGR"] + 2 * rec["L_VAT"] + 0.5 * rec["L_EGT"])) < 1e-5  # Eq. 1
     L.backward()
@@ -355,7 +355,7 @@ def test_deeplift_and_ig_are_exact_on_a_linear_model():
     dl, _ = rx.token_scores("deeplift", clf, batch, None, args, gen)
     e = clf.embed(ids).detach()
     w = clf.module["head"].weight.detach()
-    exact = (e * rx.content_mask(clf, batch)[..., None]) @ w[target].unsqueeze(-1)  # e' = 0 at content tokens
+    exact = (e * rx.content_positions(clf, batch)[..., None]) @ w[target].unsqueeze(-1)  # e' = 0 at content tokens
     assert torch.allclose(ig, exact[..., 0], atol=1e-5) and torch.allclose(dl, exact[..., 0], atol=1e-5)
 
 
@@ -368,7 +368,7 @@ def test_captum_deeplift_on_a_transformer_is_signed_input_x_gradient(tiny_model,
     args = default_args("--attr-reduce", "sum")
     dl, target = rx.token_scores("deeplift", clf, batch, None, args, None)
     ixg, _ = rx.token_scores("input_x_gradient", clf, batch, target, args, None)
-    c = rx.content_mask(clf, batch)
+    c = rx.content_positions(clf, batch)
     assert torch.allclose(dl[c], ixg[c], atol=1e-8) and dl[~c].abs().max() == 0
 
 
@@ -466,7 +466,7 @@ def test_smoke_every_term_combination(tiny_model, text_data, tmp_path, igr, vat,
     if egt:
         on = [s for s in steps if s["egt_on"]]
         assert all(("L_align" in s) == (mode != "mask") and ("L_mask" in s) == (mode != "align") for s in on)
-    assert (Path(r["run_dir"]) / "model" / "head.safetensors").is_file()
+    assert (Path(r["run_dir"]) / "model" / "task.json").is_file()  # a standard folder: tests/test_saved_models.py
 
 
 @pytest.mark.parametrize("extra", [
@@ -624,7 +624,7 @@ def test_bad_inputs_one_line_exit_2(case, tmp_path, tiny_model):
         lines[3] = "1 "
         p.write_text("\n".join(lines) + "\n")
     base = ["--data-dir", str(data), "--model", tiny_model, "--out-dir", str(tmp_path / "runs"), "--max-epochs", "1"]
-    extra = {"task": ["--task", "yelp"], "attribution": ["--attributions", "random,lime"],
+    extra = {"task": ["--task", "yelp"], "attribution": ["--attributions", "random,anchors"],
              "mask0": ["--mask-ratio", "0"], "mask1": ["--mask-ratio", "1.0"], "empty": [],
              "checkpoint": ["--evaluate-only", "--checkpoint", str(tmp_path / "nope")],
              "no_checkpoint": ["--evaluate-only"], "flag": ["--lambda-x", "1"],
@@ -659,3 +659,197 @@ def test_completeness_gap_of_ig_shrinks_with_more_steps_and_is_reported(tiny_mod
         gaps[m] = g["ig"]["relative_gap"]
         assert g["ig"]["ig_steps"] == m and g["deeplift"]["mean_abs_delta"] > 0
     assert gaps[64] < gaps[8] < gaps[2] and gaps[64] < 0.01, gaps
+
+
+# ---------------------------------------------------------------------------------------------- memory budget
+def test_ig_with_the_steps_of_one_example_split_over_forwards_equals_one_forward(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    e = clf.embed(batch["input_ids"]).detach()
+    e0 = rx.baseline_embeddings(clf, batch, e, "pad")
+    target = torch.tensor([1, 0, 1])
+    whole = rx.integrated_gradients(clf, batch, e, e0, target, steps=7, max_rows=7)
+    for rows in (1, 3, 6):  # 7 steps in parts of 1, 3 or 6 rows
+        torch.testing.assert_close(rx.integrated_gradients(clf, batch, e, e0, target, 7, rows), whole,
+                                   rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", rx.METHODS[1:])
+def test_budget_sized_forwards_give_the_scores_of_one_forward(tiny_model, tok, method, monkeypatch):
+    """With a budget that admits one row per forward, every method's scores and the faithfulness table equal those
+    of whole-batch forwards (double precision)."""
+    clf = tiny_clf(tiny_model, tok)
+    batch, ex = tiny_batch(tok)
+    args = default_args("--ig-steps", "4", "--convention", "ferret", "--explain-memory-mb", "1000000")
+    want, t = rx.token_scores(method, clf, batch, None, args, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(rx, "rows_within", lambda *a, **k: 1)
+    got, t1 = rx.token_scores(method, clf, batch, None, args, torch.Generator().manual_seed(0))
+    assert torch.equal(t, t1)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_row_estimate_grows_with_length_and_gradients(tiny_model, tok):
+    clf = tiny_clf(tiny_model, tok, double=False)
+    assert rx.row_bytes(clf, 64, True) > rx.row_bytes(clf, 64, False) > 0
+    assert rx.row_bytes(clf, 128, True) > 2 * rx.row_bytes(clf, 64, True)
+    assert rx.rows_within(clf, 512, True, 16) >= 1
+
+
+# ---------------------------------------------------------------------------------------------- conventions
+def ferret_hand_aopc(clf, tok, e, scores, ratios, removal):
+    """ferret-xai 0.4.2's AOPC comprehensiveness / sufficiency and taucorr_loo, written out from its source
+    (evaluators/faithfulness_measures.py): tokens between [CLS] and [SEP]; k = int(ratio n); the top k by score that
+    score > 0; empty bins and a bin repeating the last kept rationale skipped; mean over kept bins (comp 0, suff 1 if
+    none); deletion by decoding the kept ids and tokenising again. removal "pad": [PAD] ids instead (attention kept)."""
+    from scipy.stats import kendalltau
+    ids = e["input_ids"]
+    inner, s = ids[1:-1], np.asarray(scores[1:-1])
+
+    def p_of(token_ids):
+        if removal == "retokenize":
+            token_ids = tok(tok.decode(token_ids), truncation=True, max_length=128)["input_ids"]
+        x = torch.tensor([token_ids])
+        with torch.no_grad():
+            return torch.softmax(clf.forward(clf.embed(x), {"attention_mask": torch.ones_like(x),
+                                                            "token_type_ids": torch.zeros_like(x)})[0], -1)[0]
+
+    def without(drop):
+        if removal == "retokenize":
+            return list(np.delete(np.asarray(inner), sorted(drop)))
+        return [ids[0]] + [tok.pad_token_id if j in drop else t for j, t in enumerate(inner)] + [ids[-1]]
+    full = p_of(list(ids) if removal == "pad" else inner)
+    y = int(full.argmax())
+    p = full[y].item()
+    comps, suffs, last = [], [], None
+    for v in ratios:
+        k = int(v * len(inner) + 1e-9)
+        top = [int(i) for i in np.argsort(-s, kind="stable")[:k] if s[i] > 0] if k > 0 else []
+        if not top or set(top) == last:
+            continue
+        last = set(top)
+        comps.append(p - p_of(without(set(top)))[y].item())
+        suffs.append(p - p_of(without(set(range(len(inner))) - set(top)))[y].item())
+    loo = [p - p_of(without({j}))[y].item() for j in range(len(inner))]
+    return {"aopc_comp": float(np.mean(comps)) if comps else 0.0, "aopc_suff": float(np.mean(suffs)) if suffs else 1.0,
+            "taucorr_loo": kendalltau(loo, s).statistic}
+
+
+@pytest.mark.parametrize("removal", ["retokenize", "pad"])
+def test_ferret_convention_reproduces_a_hand_computed_ferret_aopc_and_taucorr(tiny_model, tok, removal):
+    clf = tiny_clf(tiny_model, tok)
+    _, ex = tiny_batch(tok, ("a warm funny engaging film , really", "the plot is boring", "great acting and a clever "
+                             "script that works"))
+    g = torch.Generator().manual_seed(3)
+    attrs = {"x": {e["index"]: torch.randn(len(e["input_ids"]), generator=g, dtype=torch.float64) for e in ex}}
+    args = default_args("--convention", "ferret", "--removal", removal)
+    assert args.aopc_ratios.count(",") == 9 and args.taucorr_loo and args.attr_reduce == "sum"
+    got = rx.faithfulness(clf, ex, attrs, args)["x"]
+    ratios = np.arange(0.1, 1.1, 0.1)  # ferret's default bins
+    hand = [ferret_hand_aopc(clf, tok, e, attrs["x"][e["index"]].tolist(), ratios, removal) for e in ex]
+    for key in ("aopc_comp", "aopc_suff", "taucorr_loo"):
+        assert abs(got[key] - np.mean([h[key] for h in hand])) < 1e-9, (key, got[key], hand)
+    assert got["n_taucorr_loo"] == 3
+
+
+def test_eraser_and_ferret_conventions_differ_only_where_the_table_says(tiny_model, tok):
+    eraser, ferret = default_args(), default_args("--convention", "ferret")
+    assert (eraser.removal, eraser.ig_baseline, eraser.attr_reduce, eraser.taucorr_loo) == ("pad", "zero",
+                                                                                           "ood_faith", False)
+    assert (ferret.removal, ferret.ig_baseline, ferret.attr_reduce) == ("retokenize", "pad", "sum")
+    assert default_args("--convention", "ferret", "--removal", "pad").removal == "pad"  # an explicit flag wins
+    S = torch.tensor([[0.0, 0.5, -1.0, 0.2, 0.9, 0.0]])
+    cand = torch.tensor([[False, True, True, True, True, False]])
+    assert rx.select_rationale(S, cand, 0.2, "eraser").tolist() == [[False, False, False, False, True, False]]  # ceil
+    assert rx.select_rationale(S, cand, 0.6, "eraser").tolist() == [[False, True, False, True, True, False]]
+    assert rx.select_rationale(S, cand, 0.2, "ferret").sum() == 0  # floor(0.8) = 0 tokens: an empty bin
+    assert rx.select_rationale(S, cand, 1.0, "ferret").tolist() == [[False, True, False, True, True, False]]  # > 0
+
+
+def test_retokenize_removal_decodes_and_tokenises_again(tok):
+    clf = rx.Classifier(None, None, None, [], tok.pad_token_id, tok.mask_token_id, tok)
+    e = rx.encode_text(tok, "the unbelievably good film".split(), 32, 1, 0)
+    ids = torch.tensor([e["input_ids"]])
+    att = torch.ones_like(ids)
+    remove = torch.zeros_like(ids, dtype=torch.bool)
+    remove[0, 1] = True  # "the"
+    row = rx.removed_rows(ids, att, remove, "retokenize", clf, 32)[0]
+    assert list(row) == tok("unbelievably good film")["input_ids"]
+    assert rx.removed_rows(ids, att, remove, "delete", clf, 32)[0] == tuple(e["input_ids"][:1] + e["input_ids"][2:])
+
+
+# ---------------------------------------------------------------------------------------------- SHAP, LIME
+@pytest.mark.parametrize("method", rx.PERTURBATION_METHODS)
+def test_kernel_shap_and_lime_recover_each_tokens_exact_effect_on_an_additive_model(method):
+    """On a model whose logit is a sum over tokens, Shapley values and a linear surrogate's weights are each token's
+    own effect f(x) - f(x with the token at its baseline), computed here directly, one token at a time."""
+    clf = bag_of_words_classifier()
+    ids = torch.tensor([[1, 7, 30, 11, 13, 40, 2, 0], [1, 13, 13, 25, 2, 0, 0, 0]])
+    att = (ids != 0).long()
+    batch = {"input_ids": ids, "attention_mask": att, "token_type_ids": torch.zeros_like(ids),
+             "index": torch.tensor([0, 1])}
+    args = default_args("--ig-baseline", "zero", "--shap-samples", "64", "--lime-samples", "64")
+    s, target = rx.token_scores(method, clf, batch, None, args, torch.Generator().manual_seed(0))
+    e = clf.embed(ids).detach()
+    for r in range(2):
+        for j in range(ids.size(1)):
+            x = e.clone()
+            x[r, j] = 0
+            with torch.no_grad():
+                f, fj = (clf.forward(z, batch)[0][r, target[r]].item() for z in (e, x))
+            want = (f - fj) if ids[r, j] not in (0, 1, 2) else 0.0
+            assert abs(s[r, j].item() - want) < 1e-4, (method, r, j, s[r, j].item(), want)
+    again, _ = rx.token_scores(method, clf, batch, None, args, torch.Generator().manual_seed(0))
+    assert torch.equal(s, again)  # seeded per example
+
+
+def test_kernel_shap_on_a_transformer_sums_to_the_change_of_the_logit(tiny_model, tok):
+    """captum's KernelShap keeps efficiency: the scores of an example sum to f(x) - f(baseline) (target logit)."""
+    clf = tiny_clf(tiny_model, tok)
+    batch, _ = tiny_batch(tok)
+    args = default_args("--ig-baseline", "pad", "--shap-samples", "300")
+    s, target = rx.token_scores("kernel_shap", clf, batch, None, args, torch.Generator().manual_seed(0))
+    e = clf.embed(batch["input_ids"]).detach()
+    e0 = rx.baseline_embeddings(clf, batch, e, "pad")
+    with torch.no_grad():
+        delta = (clf.forward(e, batch)[0] - clf.forward(e0, batch)[0]).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(s.sum(1), delta, rtol=1e-3, atol=1e-6)
+    assert (s[~rx.content_positions(clf, batch)] == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------- save_task_model
+def test_the_tanh_head_embedding_is_exact_in_float32():
+    """The claim save_task_model rests on: tanh(x) == x in float32 for |x| <= 2^-12 (here 2^-20 h, |h| < 2^8), and
+    scaling one factor of a product by 2^-20 and the other by 2^20 changes no bit."""
+    g = torch.Generator().manual_seed(0)
+    h = (torch.rand(1_000_000, generator=g) * 2 - 1) * 256
+    h = torch.cat([h, torch.tensor([255.99998, -255.99998, 1e-30, -1e-30, 0.0])])
+    x = h * common.HEAD_SCALE
+    assert torch.equal(torch.tanh(x), x)
+    w = torch.randn(h.shape, generator=g) * 3
+    assert torch.equal(x * (w / common.HEAD_SCALE), h * w)
+    assert not torch.equal(torch.tanh(x.double()), x.double())  # float32 only: float64 needs |x| < 2^-26
+
+
+@pytest.mark.parametrize("flags,expect", [
+    (["--convention", "captum"], "invalid choice"), (["--removal", "cut"], "invalid choice"),
+    (["--explain-memory-mb", "0"], "--explain-memory-mb"), (["--explain-memory-mb", "nan"], "--explain-memory-mb"),
+    (["--shap-samples", "0"], "--shap-samples"), (["--lime-samples", "-3"], "--lime-samples"),
+    (["--aopc-ratios", "0.1,nan"], "--aopc-ratios"), (["--attributions", "ig,shap"], "--attributions"),
+    (["--ig-max-rows", "0"], "--ig-max-rows")])
+def test_new_flags_bad_values_are_one_line_exit_2(flags, expect, capsys):
+    """Each flag's domain is checked at parsing (before any model loads): one stderr line naming it, exit 2."""
+    try:
+        code = rx.cli(flags)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err, err
+
+
+def test_new_flags_show_their_domain_in_help(capsys):
+    with pytest.raises(SystemExit):
+        rx.parse_args(["-h"])
+    out = " ".join(capsys.readouterr().out.split())
+    for flag in ("--explain-memory-mb", "--shap-samples", "--lime-samples", "--convention", "--taucorr-loo"):
+        assert flag in out
+    assert "an integer >= 16" in out and "{eraser,ferret}" in out and "retokenize" in out

@@ -41,6 +41,9 @@ def common_names() -> dict[str, tuple[str, set[str]]]:
     return {n: (section, refs & set(nodes) - {n}) for n, (section, refs) in nodes.items()}
 
 
+USER_API = {"load_task_model"}  # the one-function loader of what save_task_model writes (every UIMER file and REGEX)
+
+
 def test_common_holds_only_what_more_than_one_method_file_uses():
     """A public name of common.py outside the UIMER section is used, directly or through other helpers of common,
     by no method file or by at least two; the UIMER section is used by the three UIMER files only."""
@@ -59,7 +62,7 @@ def test_common_holds_only_what_more_than_one_method_file_uses():
         by = sorted(users.get(name, ()))
         if section.startswith("UIMER"):
             assert set(by) <= set(UIMER_FILES), f"{name} (UIMER section) is used by {by}"
-        elif not name.startswith("_"):
+        elif not name.startswith("_") and name not in USER_API:
             assert len(by) != 1, f"common.{name} is used by {by[0]} alone: move it into that file"
     assert any(section.startswith("UIMER") for section, _ in names.values())
 

@@ -439,7 +439,7 @@ def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None
         common.save_task_model(run / "model", model, tokenizer, {
             "method": f"{METHOD} ({run.name.rsplit('-', 1)[0]})", "data": f"{args.task} {setting_of(args)}, "
             f"{len(data['train'])} training examples", "seed": seed, f"test {metric}": round(test, 4),
-            "base model": args.model})
+            "base model": args.model}, labels=data["labels"])
     common.write_json_atomic(run / "results.json", results)
     results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})

@@ -571,6 +571,9 @@ def fit_extractor(model, batches: Iterable[dict], *, mask_token_id: int, special
         raise ValueError("fit_extractor reads `batches` once per epoch: pass a list or a DataLoader, not an iterator")
     if l0 not in ("prob", "log"):
         raise ValueError(f"l0 {l0!r}: 'prob' (the DiffMask paper) or 'log' (the DiffMask and UIMER code)")
+    if mask_token_id is None:
+        raise ValueError("mask_token_id is None (a tokenizer without a mask token): the placeholder starts as the "
+                         "embedding of the token you pass, e.g. tokenizer.unk_token_id")
     model = common.as_task_model(model)
     device = next(model.parameters()).device
     special = torch.as_tensor(special_ids).to(device)

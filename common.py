@@ -3,7 +3,8 @@
 Sections, in order:
   CLI and validation       flags declared with their domain, each value checked once after the defaults are filled
   runs and results         seeding, claimed run directories, strict-JSON results, logs, aggregation over seeds
-  devices and models       --device, encoder loading (Hugging Face conventions), the task model, saved models
+  devices and models       --device, encoder loading (Hugging Face conventions), the task model, saved models, and
+                           an adapter running the methods on a Hugging Face classifier (your own training loop)
   batching                 padding to the longest example of a batch, one path for every method
   training utilities       optimiser, evaluation without gradients, early stopping
   metrics                  accuracy, span F1 (conlleval), ROC AUC

@@ -422,15 +422,6 @@ def test_table_refuses_to_tabulate_around_a_truncated_results_json(world, capsys
     assert sweep.find_results(world["sweep_dir"] / "other-s1") is None  # the launcher: an incomplete job, rerun
 
 
-NO_DOMAINS_YET = {"report.py"}  # flags whose help declares no [domain] yet (see the strict xfail below)
-
-
-def undeclared_domains(parser) -> list[str]:
-    """The value-taking arguments whose help declares no domain (in brackets) and that are no choice."""
-    return [a.dest for a in parser._actions if a.help != "==SUPPRESS==" and (a.option_strings or a.dest != "help")
-            and a.nargs != 0 and not a.choices and not (a.help or "").rstrip().endswith("]")]
-
-
 def test_help_texts_are_whole_sentences_and_every_flag_has_help(capsys):
     for tool, parser in parsers().items():
         assert parser.description.endswith("."), (tool, parser.description)
@@ -438,17 +429,10 @@ def test_help_texts_are_whole_sentences_and_every_flag_has_help(capsys):
             if action.help == "==SUPPRESS==" or not action.option_strings and action.dest == "help":
                 continue
             assert action.help and action.help.strip(), (tool, action.dest)
-            if action.nargs != 0 and tool not in NO_DOMAINS_YET:  # a value: its domain is declared or a choice
+            if action.nargs != 0:  # a value: its domain is declared or a choice
                 assert action.choices or action.help.rstrip().endswith("]"), (tool, action.dest, action.help)
     assert fetch.build_parser().description.endswith("layout the readers in common.py expect.")
     assert bench_uimer.build_parser().description.endswith("measured in one run.")
-
-
-@pytest.mark.xfail(strict=True, reason="bench/report.py's RUN_DIR, --against, -o and --explainer declare no domain "
-                   "in their help yet (README Conventions); when they do, remove this mark and NO_DOMAINS_YET")
-@pytest.mark.parametrize("tool", sorted(NO_DOMAINS_YET))
-def test_tools_not_yet_declaring_domains(tool):
-    assert undeclared_domains(parsers()[tool]) == []
 
 
 # ---------------------------------------------------------------------------------------------- real processes

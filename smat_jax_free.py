@@ -1113,11 +1113,16 @@ def teacher_dir(args: Args) -> Path:
 
 
 def load_processor(args: Args, model_name: str):
-    """(tokenizer or None, pad id, image size)."""
+    """(tokenizer or None, pad id, image size). A text model's tokenizer must be a fast one (word alignment) with a
+    padding token (batches, and the [PAD] baseline of the explanations' integrated gradients): else one line."""
     if args.task == "cifar100":
         from transformers import AutoConfig
         return None, 0, AutoConfig.from_pretrained(common.resolve_model_path(model_name)).image_size
     tok = common.load_tokenizer(model_name)
+    if tok.pad_token_id is None:
+        raise common.UsageError(f"the tokenizer of {model_name} has no padding token, which batching needs: set one "
+                                "(tokenizer.pad_token = ...) and save it into the model folder, or choose another "
+                                "--model")
     return tok, tok.pad_token_id, None
 
 

@@ -28,15 +28,27 @@ PAIRS = {"jsonl_pairs", "eraser_query"}  # eraser_query: the query is the second
 N_EXPLAIN = 4
 
 
+def make_tiny_bert_without_pad_token(path: Path) -> Path:
+    from conftest import make_tiny_bert
+    from transformers import AutoTokenizer
+    make_tiny_bert(path)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.pad_token = None
+    tok.save_pretrained(str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Tiny random encoders saved as local folders (tests/tiny_models.py), built on first use."""
+    """Tiny random encoders saved as local folders (tests/tiny_models.py; "slow": a slow tokenizer only; "nopad": a
+    tokenizer without a padding token), built on first use."""
     from tiny_models import make_slow_tokenizer_model, make_tiny_model
     root, made = tmp_path_factory.mktemp("smat-models"), {}
 
     def get(arch: str) -> str:
         if arch not in made:
             made[arch] = str(make_slow_tokenizer_model(root / arch) if arch == "slow" else
+                             make_tiny_bert_without_pad_token(root / arch) if arch == "nopad" else
                              make_tiny_model(arch, root / arch))
         return made[arch]
     return get
@@ -370,7 +382,7 @@ def bad_world(tmp_path_factory, tiny_model, models):
     deberta = sm.main(sm.parse_args(custom_argv("jsonl_words", root / "deberta", "--setup", "teacher", "--model",
                                                 models("deberta-v2"), "--max-epochs", "1", "--no-explain-own")))
     return {"tmp": str(root), "teacher": bert["dir"], "deberta_teacher": deberta["dir"],
-            "deberta": models("deberta-v2"), "slow": models("slow")}
+            "deberta": models("deberta-v2"), "slow": models("slow"), "nopad": models("nopad")}
 
 
 W, TAG, HF = str(DATA / "jsonl_words"), str(DATA / "jsonl_tagging"), str(DATA / "hf_disk")
@@ -392,6 +404,7 @@ BAD = [  # id, arguments after custom_argv("jsonl_words", out) (the last value o
     ("text-column-empty", ["--text-column", " "], "--text-column"),
     ("no-teacher", ["--setup", "smat", "--teacher-dir", "{tmp}/none"], "no trained teacher"),
     ("slow-tokenizer", ["--setup", "teacher", "--model", "{slow}"], "slow (Python) tokenizer"),
+    ("no-pad-token", ["--setup", "teacher", "--model", "{nopad}"], "has no padding token"),
     ("teacher-of-imdb", ["--setup", "smat", "--teacher-dir", "{tmp}/imdb-teacher"], "trained for --task imdb"),
     ("teacher-labels", ["--setup", "smat", "--data", HF, "--data-format", "hf", "--teacher-dir", "{teacher}"],
      "predicts the labels ['negative', 'neutral', 'positive']"),

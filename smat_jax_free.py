@@ -303,12 +303,6 @@ def encoder_parts(encoder: nn.Module):
     return emb, list(layers), (None if any(q is None or k is None for q, k in qk) else qk)
 
 
-def takes_token_type_ids(encoder: nn.Module) -> bool:
-    """Whether the encoder's forward takes token_type_ids (BERT, ELECTRA, RoBERTa: yes; DistilBERT: no)."""
-    import inspect
-    return "token_type_ids" in inspect.signature(encoder.forward).parameters
-
-
 def lecun_normal_(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Flax's default Dense init (variance scaling 1/fan_in, truncated normal), drawn from a fixed generator."""
     std = math.sqrt(1.0 / w.shape[1]) / 0.87962566103423978
@@ -331,7 +325,7 @@ class Model(nn.Module):
         self.mix_coeffs = nn.Parameter(torch.zeros(self.num_layers + 1))
         self.gamma = nn.Parameter(torch.ones(()))
         H = cfg.hidden_size
-        self.type_ids = takes_token_type_ids(encoder)  # DistilBERT takes none
+        self.type_ids = common.takes_token_type_ids(encoder)  # DistilBERT takes none
         gen = torch.Generator().manual_seed(0)
         if image:
             self.classifier = nn.Linear(H, num_outputs)
@@ -1591,7 +1585,7 @@ def hf_attention_explanation(model: nn.Module, batch: dict, head_coeffs: torch.T
     hooks = [m.register_forward_hook(lambda module, inputs, out, key=key: rec[key].append(out))
              for pair in qk for key, m in zip(("q", "k"), pair, strict=True)]
     try:
-        types = batch.get("token_type_ids") if takes_token_type_ids(encoder) else None
+        types = batch.get("token_type_ids") if common.takes_token_type_ids(encoder) else None
         encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 **({} if types is None else {"token_type_ids": types}))
     finally:

@@ -33,7 +33,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -484,19 +483,6 @@ def render(run: dict, base: dict | None, explainer: str) -> str:
     return "\n".join(parts)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ------------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------------
@@ -539,7 +525,7 @@ def main(argv=None) -> int:
             raise UsageError(f"--explainer {explainer}: {what} ({r['dir']}) has no such explainer (it has: "
                              f"{', '.join(explainers_of(r))})")
     page = render(run, base, explainer)
-    write_atomic(out, page)
+    tb.write_text_atomic(out, page)
     print(f"report: {len(run['rows'])} examples, explainer {explainer} -> {out}")
     return 0
 

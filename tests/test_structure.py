@@ -207,3 +207,27 @@ def test_every_flag_a_script_accepts_is_declared_in_its_own_args(script, capsys)
     accepted -= {"help"} | {f"no_{n}" for n in own | aliases} | aliases
     assert accepted == own, f"{script}: accepted but not in its Args: {sorted(accepted - own)}; " \
                             f"in Args but not accepted: {sorted(own - accepted)}"
+
+
+@pytest.mark.parametrize("script", ["uimer_im.py", "uimer_gb.py", "uimer_dm.py", "smat_jax_free.py",
+                                    "regex_robust.py"])
+def test_the_data_flags_pasted_in_each_args_match_common(script):
+    """Each method's Args declares the your-own-data flags itself (a file's flags live in its Args), pasted from
+    common.RationaleDataArgs: the same names, defaults, domains and choices, so the copies cannot drift apart (help
+    texts may differ). A method that has not taken your data yet has none of them."""
+    import dataclasses
+    import importlib
+
+    import common
+    want = {f.name: f for f in dataclasses.fields(common.RationaleDataArgs)}
+    got = {f.name: f for f in dataclasses.fields(importlib.import_module(script[:-3]).Args) if f.name in want}
+    if not got:
+        pytest.skip(f"{script} does not take --data yet")
+    missing = set(want) - set(got) - {"tags_column"} if script == "smat_jax_free.py" else set(want) - set(got)
+    assert not missing, f"{script}: lacks {sorted(missing)}"
+    for name, f in got.items():
+        w = want[name]
+        assert f.default == w.default, (script, name, f.default, w.default)
+        assert (f.metadata.get("choices") or None) == (w.metadata.get("choices") or None), (script, name)
+        dom, wdom = f.metadata.get("domain"), w.metadata.get("domain")
+        assert (dom and dom.text) == (wdom and wdom.text), (script, name)

@@ -3,7 +3,8 @@
 Sections, in order:
   CLI and validation       flags declared with their domain, each value checked once after the defaults are filled
   runs and results         seeding, claimed run directories, strict-JSON results, logs, aggregation over seeds
-  devices and models       --device, encoder loading (Hugging Face conventions), the task model, saved models
+  devices and models       --device, encoder loading (Hugging Face conventions), the task model, saved models, and
+                           an adapter running the methods on a Hugging Face classifier (your own training loop)
   batching                 padding to the longest example of a batch, one path for every method
   training utilities       optimiser, evaluation without gradients, early stopping
   metrics                  accuracy, span F1 (conlleval), ROC AUC
@@ -1096,6 +1097,85 @@ def load_task_model(path: str | os.PathLike, dropout: float = 0.0) -> tuple[Task
         raise UsageError(f"{path}/head.safetensors does not fit a {task} head "
                          f"(missing {[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected})")
     return model.eval(), meta
+
+
+# --- a Hugging Face classifier seen as a TaskModel: the UIMER terms in your own training loop (docs/own_data.md) ---
+class HFTaskModel(nn.Module):
+    """A Hugging Face `...ForSequenceClassification` (task 'cls') or `...ForTokenClassification` (task 'tag') behind
+    TaskModel's interface, so that code written against TaskModel runs on it. Batches carry Hugging Face names:
+    input_ids, attention_mask, optional token_type_ids (passed only to a model that takes them), labels ((B,) class
+    ids, or (B, L) per wordpiece with -100 where ignored).
+    cls: scores = logits (B, C); log p(y|x) = the log-softmax of the gold class.
+    tag: scores = logits (B, L, C) per wordpiece; log p(y|x) = the sum over the labelled wordpieces of log p(label)
+    (independent positions, no CRF).
+    With output_hidden_states the model's output comes too: its `hidden_states` start with the embedding output, as
+    TaskModel's encoder output. The wrapped model's parameters are this module's; its train/eval mode is taken over."""
+
+    def __init__(self, model: nn.Module, task: str):
+        super().__init__()
+        self.model, self.task, self.num_labels = model, task, model.config.num_labels
+        self.training = model.training
+        self.type_ids = takes_token_type_ids(model)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder under the head (AutoModel's); its `config` is the model's."""
+        return self.model.base_model
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word-embedding output e (B, L, H), as TaskModel.embed."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False):
+        ids = batch["input_ids"] if (input_ids is None and inputs_embeds is None) else input_ids
+        types = batch.get("token_type_ids") if self.type_ids else None
+        out = self.model(input_ids=ids, inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"],
+                         output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                         **({} if types is None else {"token_type_ids": types}))
+        return (out.logits, out) if output_hidden_states or output_attentions else out.logits
+
+    def gold_log_likelihood(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """log p(y|x) per example, (B,), of the gold `labels`."""
+        labels = batch["labels"]
+        log_p = torch.log_softmax(scores, -1)
+        if self.task == "cls":
+            return log_p.gather(1, labels.unsqueeze(1)).squeeze(1)
+        per_piece = log_p.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # -100 -> any class, masked next
+        return (per_piece * (labels != -100)).sum(-1)
+
+    def task_loss(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """-log p(y|x), mean over the batch (as TaskModel's)."""
+        return -self.gold_log_likelihood(scores, batch).mean()
+
+
+def as_task_model(model: nn.Module, task: str | None = None) -> nn.Module:
+    """`model` itself if it is a TaskModel (or already wrapped), else the Hugging Face classifier wrapped in an
+    HFTaskModel: task 'cls' for a `...ForSequenceClassification`, 'tag' for a `...ForTokenClassification` (read
+    from the class name; `task` names it for another class whose forward returns `.logits` the same way)."""
+    if isinstance(model, (TaskModel, HFTaskModel)):
+        return model
+    name = type(model).__name__
+    task = task or ("tag" if name.endswith("ForTokenClassification") else
+                    "cls" if name.endswith("ForSequenceClassification") else None)
+    if task not in ("cls", "tag"):
+        raise TypeError(f"{name} is neither a common.TaskModel nor a Hugging Face ...ForSequenceClassification or "
+                        "...ForTokenClassification model; pass task='cls' (logits (B, C)) or task='tag' (logits "
+                        "(B, L, C)) for a classifier of another class")
+    return HFTaskModel(model, task)
+
+
+def rationale_batch(batch: dict) -> dict:
+    """A copy of a Hugging Face batch for the UIMER terms, its `rationale` (B, L) 0/1 per wordpiece made float (a
+    value > 0 is rationale, so a collator's padding, 0 or -100, is not). A batch without it, or with one of another
+    shape than input_ids, is a ValueError saying how the column reaches the batch."""
+    ids, r = batch["input_ids"], batch.get("rationale")
+    if not torch.is_tensor(r) or r.shape != ids.shape:
+        got = "none" if r is None else f"shape {tuple(r.shape)}" if torch.is_tensor(r) else type(r).__name__
+        raise ValueError(f"the batch needs 'rationale', a tensor of the shape of input_ids {tuple(ids.shape)} (0/1 "
+                         f"per wordpiece), got {got}: keep the column (Trainer: remove_unused_columns=False) and pad "
+                         "it in the data collator (docs/own_data.md, 'Your own training loop')")
+    return {**batch, "rationale": (r > 0).float()}
 
 
 # ===================================================================================================

@@ -5,19 +5,22 @@ Teaching", NeurIPS 2022, arXiv 2204.10810 (Eqs. 1-11, Tables 1-3, 5, 7, Appendix
 github.com/coderpat/learning-scaffold; this port reproduces its outputs (tests/test_smat.py, parity fixture).
 Documentation: docs/smat.md (equations -> code, deviations, results); docs/smat_plausibility.md (Table 2 below chance).
 common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
-metrics; readers.
+metrics; explanations; readers; rationale datasets.
 
     python smat_jax_free.py --setup teacher --task imdb                                  # train + save the teacher
     python smat_jax_free.py --setup student --task imdb --explainer none --num-examples 500 --seed 0
     python smat_jax_free.py --setup student --task imdb --explainer attention_all --num-examples 500
     python smat_jax_free.py --setup smat --task imdb --num-examples 500 --seeds paper  # median [IQR] over 5 seeds
     python smat_jax_free.py --setup plausibility --task imdb --explainer all           # ERASER Movies AUC (Table 2)
+    python smat_jax_free.py --setup teacher --task custom --data path/to/mydata        # your data (docs/own_data.md)
+    python smat_jax_free.py --setup smat --task custom --data path/to/mydata           # ... and its rationales
 
 Equation index
     Eq. 1   SIM = E[1{S(x) = T(x)}] (Pearson r for MLQE)     -> simulability()
     Eq. 3   L_student = L_sim + beta * L_expl                -> student_objective() (`# Eq. (3)`)
             L_sim: CE vs argmax teacher / MSE vs teacher      -> simulation_loss()
-            L_expl = KL(teacher expl || student expl)         -> explanation_loss()
+            L_expl = KL(teacher expl || student expl)         -> explanation_loss(); in your own training loop on a
+                                                                 Hugging Face classifier: explanation_term()
     Eqs. 6-7  real student step (SGD, clip, weight decay)     -> student_step(), sgd_update()
     Eq. 8   pilot step from theta_{t+1}, inside the graph     -> meta_gradient()
     Eq. 9   phi_T <- phi_T - eta_out grad L_sim(pilot, valid) -> meta_gradient(), OptaxAdam (outer optimiser)
@@ -27,7 +30,8 @@ Equation index
                                                               -> normalize_heads(), sparsemax(), entmax15()
     App. A  gradient L2, gradient x input, integrated gradients (softmax over tokens)
                                                               -> gradient_explanation_logits(), ig_path()
-    Table 2 plausibility AUC on ERASER Movie Reviews          -> plausibility()
+    Table 2 plausibility AUC on ERASER Movie Reviews (or your data's rationales)
+                                                              -> plausibility()
 """
 from __future__ import annotations
 
@@ -68,7 +72,13 @@ TASKS = {
                  meta_lr=2e-4, num_examples=2100, outputs=1),
     "cifar100": dict(teacher_lr=5e-5, teacher_warmup=0, teacher_clip=5.0, student_batch=16, student_patience=5,
                      meta_lr=5e-4, num_examples=2250, outputs=100),
+    # your text classification data (--data, docs/own_data.md): IMDB's settings (the paper's text classification
+    # task), with the teacher's warm-up scaled to the data (None: a third of an epoch, as IMDB's 500 of 1,563 steps),
+    # the student pool all of train (None), one output per label of the data (None)
+    "custom": dict(teacher_lr=5e-5, teacher_warmup=None, teacher_clip=1.0, student_batch=32, student_patience=10,
+                   meta_lr=5e-4, num_examples=None, outputs=None),
 }
+IMDB_WARMUP_SHARE = 500 / 1563  # the paper's IMDB teacher warms up over 500 of its 1,563 steps per epoch
 STUDENT_LR, STUDENT_CLIP, WEIGHT_DECAY, TEACHER_BATCH, TEACHER_PATIENCE, META_CLIP = 5e-3, 5.0, 0.01, 16, 5, 5.0
 
 
@@ -79,11 +89,13 @@ class Args:
                               "ERASER Movies AUC of the teacher's explainers", choices=["teacher", "student", "smat",
                                                                                          "plausibility"])
     task: str = common.field("imdb", help="imdb (Table 1), mlqe (MLQE-PE regression, Table 5), cifar100 (ViT, "
-                             "Table 3)", choices=list(TASKS))
+                             "Table 3), or custom (your text classification data with human rationales: --data; "
+                             "docs/own_data.md)", choices=list(TASKS))
     explainer: str | None = common.field(None, help="teacher explainer (student default: none; smat: attention_all "
                                          "or attention_last; plausibility: all)", choices=EXPLAINERS + ["all"])
     num_examples: int | None = common.field(None, help="student training examples: the first N of the pool "
-                                            "(default: imdb 500, mlqe 2100, cifar100 2250; more than the pool holds "
+                                            "(default: imdb 500, mlqe 2100, cifar100 2250, custom all of train; "
+                                            "more than the pool holds "
                                             "is an error unless --allow-smaller)", domain=common.POSITIVE)
     head_normalizer: str = common.field("sparsemax", help="NORMALIZE of the head coefficients (Table 7)",
                                         choices=["sparsemax", "softmax", "entmax15", "none"])
@@ -104,7 +116,8 @@ class Args:
     max_epochs: int | None = common.field(None, help="epoch cap (default: none, train until early stopping)",
                                           domain=common.POSITIVE)
     warmup_steps: int | None = common.field(None, help="teacher LR warm-up from 1e-6 (default: imdb 500, mlqe 4000, "
-                                            "cifar100 0)", domain=common.COUNT)
+                                            "cifar100 0, custom a third of the first epoch's steps)",
+                                            domain=common.COUNT)
     meta_lr: float | None = common.field(None, help="SMaT outer Adam lr (default: imdb/cifar100 5e-4, mlqe 2e-4)",
                                          domain=common.Float(0, lo_open=True))
     max_len: int = common.field(256, help="max wordpieces per text (paper: 256)", domain=common.MAX_LEN)
@@ -127,16 +140,44 @@ class Args:
                                            "<out-dir>/smat_jax_free/<task>-teacher)", domain=common.TEXT)
     head_coeffs: str | None = common.field(None, help="plausibility: head_coeffs.csv of a SMaT run (adds "
                                            "attention_smat)", domain=EXISTING_FILE)
-    eraser_split: str = common.field("all", help="plausibility documents (original: train+val+test)",
+    eraser_split: str = common.field("all", help="imdb plausibility: the ERASER Movies documents (original: "
+                                     "train+val+test); custom scores the test split of --data",
                                      choices=["all", "train", "val", "test"])
-    max_docs: int | None = common.field(None, help="plausibility on at most the first N documents",
-                                        domain=common.POSITIVE)
+    max_docs: int | None = common.field(None, help="plausibility on at most the first N documents (custom: test "
+                                        "examples)", domain=common.POSITIVE)
     model: str | None = common.field(None, help="encoder: hub name in the local cache or a local path (default: "
                                      f"{common.DEFAULT_MODEL}; cifar100: {VIT_MODEL}); students use the teacher's",
                                      domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding imdb/, mlqe_pe/, eraser_movies/, cifar100/ "
                                         "(else $DATA_DIR, else the data/ folder beside common.py, else ./data)",
                                         domain=common.EXISTING_DIR)
+    # --- your own data (--task custom; docs/own_data.md): the flags of RationaleDataArgs in common.py but --tags-column
+    # (SMaT trains classifiers; a token tagging dataset is refused)
+    data: str | None = common.field(None, help="--task custom: your rationale dataset, a folder (docs/own_data.md) or, "
+                                    "with --data-format hf, a Hugging Face dataset name", domain=common.DATASET)
+    data_format: str = common.field("auto", help="format of --data: auto (recognised from the folder's files), jsonl, "
+                                    "eraser, hatexplain or hf (datasets.save_to_disk folder or hub name)",
+                                    choices=list(common.DATA_FORMATS))
+    text_column: str = common.field("text", help="hf: column of the text (a string, or a list of words)",
+                                    domain=common.TEXT)
+    pair_column: str | None = common.field(None, help="hf: column of the second text of a sentence pair",
+                                           domain=common.TEXT)
+    label_column: str = common.field("label", help="hf: column of the class label (string, integer or ClassLabel)",
+                                     domain=common.TEXT)
+    rationale_column: str | None = common.field(None, help="hf: column of the text's rationale, 0/1 per word or "
+                                                "[start, end] character spans (default: 'rationale' or "
+                                                "'rationale_spans' if present)", domain=common.TEXT)
+    rationale_pair_column: str | None = common.field(None, help="hf: column of the second text's rationale (default: "
+                                                     "'rationale_pair' or 'rationale_pair_spans' if present)",
+                                                     domain=common.TEXT)
+    eraser_query: str = common.field("auto", help="eraser: the query as the second text (pair), never (drop), or "
+                                     "auto: the second text unless every training annotation asks the same query "
+                                     "(Movies) or the annotation has two documents (e-SNLI: premise, hypothesis)",
+                                     choices=["auto", "pair", "drop"])
+    hatexplain_rationale: str = common.field("majority", help="hatexplain: a word is rationale if most of the "
+                                             "annotators who gave a rationale marked it (majority) or any did (union, "
+                                             "as HateXplain's own plausibility evaluation)",
+                                             choices=["majority", "union"])
     out_dir: str = common.field("runs", help="run directories go to <out-dir>/smat_jax_free/<name>/",
                                 domain=common.OUT_DIR)
     seed: int = common.field(0, help="seed of data order, dropout (the splits and head init do not depend on it)",
@@ -146,6 +187,12 @@ class Args:
                                      domain=common.IntList(0, 2**32 - 1, extra=["paper"]))
     eval_batch_size: int = common.field(64, help="evaluation batch size", domain=common.POSITIVE)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
+    explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
+                                         domain=common.COUNT)
+    explain_own: bool = common.field(True, help="explain with SMaT's attention explainers too, beside integrated "
+                                     "gradients: the run's model with its own explainer (`attention`) and, for "
+                                     "students, the teacher's explanation it was taught with (`teacher`); off: "
+                                     "integrated gradients alone (for an encoder without query/key projections)")
     keep_freed_memory: bool = common.field(True, help="glibc malloc keeps freed memory for reuse (the meta step's "
                                            "large graph is then not page-faulted in afresh every step; RSS stays "
                                            "at its peak; results unchanged)")
@@ -155,8 +202,9 @@ def parse_args(argv=None) -> Args:
     return common.parse_dataclass(Args, argv, prog="smat_jax_free.py", description=__doc__.split("\n")[0])
 
 
-def resolve(args: Args) -> Args:
-    """Fill the setup- and task-dependent defaults; check the rest."""
+def resolve(args: Args, cache: dict | None = None) -> Args:
+    """Fill the setup- and task-dependent defaults; check the rest. --task custom reads --data here (bad data is a
+    file:line error before any model loads) and puts the dataset in `cache["dataset"]` (if a cache is given)."""
     t = TASKS[args.task]
     default_explainer = {"student": "none", "smat": "attention_all", "plausibility": "all", "teacher": "none"}
     if args.explainer is None:
@@ -166,9 +214,14 @@ def resolve(args: Args) -> Args:
     if args.setup == "smat" and args.explainer not in ("attention_all", "attention_last"):
         raise common.UsageError("SMaT learns an attention explainer: use --explainer attention_all (the paper's) "
                                 "or attention_last")
-    if args.setup == "plausibility" and args.task != "imdb":
-        raise common.UsageError("--setup plausibility evaluates the IMDB teacher on ERASER Movie Reviews: "
-                                "use --task imdb")
+    if args.setup == "plausibility" and args.task not in ("imdb", "custom"):
+        raise common.UsageError("--setup plausibility scores a teacher's explanations against human rationales: "
+                                "use --task imdb (ERASER Movie Reviews) or --task custom (the test split of --data)")
+    if args.data is not None and args.task != "custom":
+        raise common.UsageError("--data is for --task custom (the paper tasks read --data-dir)")
+    if args.task == "custom" and args.eraser_split != "all":
+        raise common.UsageError("--eraser-split chooses the ERASER Movies documents of --task imdb; --task custom "
+                                "scores the test split of --data")
     teacher = args.setup in ("teacher", "plausibility")
     if args.num_examples is None:
         args.num_examples = t["num_examples"]
@@ -184,6 +237,14 @@ def resolve(args: Args) -> Args:
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else t["teacher_warmup"]
     args.meta_lr = args.meta_lr if args.meta_lr is not None else t["meta_lr"]
     common.check_args(args)
+    dataset = read_custom_data(args) if args.task == "custom" else None
+    if dataset is not None:  # the defaults that depend on the data
+        n_train = len(dataset["train"])
+        if args.num_examples is None:
+            args.num_examples = n_train
+        if args.warmup_steps is None:  # a third of an epoch of the teacher's training set, as IMDB's
+            n_teacher = min(n_train, args.teacher_train_size or n_train)
+            args.warmup_steps = math.ceil(IMDB_WARMUP_SHARE * math.ceil(n_teacher / TEACHER_BATCH))
     args.device = str(common.resolve_device(args.device))
     if args.setup == "smat" and args.beta == 0:
         raise common.UsageError("SMaT learns the explainer through the explanation loss: --beta must be > 0")
@@ -191,29 +252,55 @@ def resolve(args: Args) -> Args:
         common.check_max_len(args.model, args.max_len)
     if args.seeds == "paper":
         args.seeds = PAPER_SEEDS
+    if cache is not None:
+        cache["dataset"] = dataset
     return args
+
+
+def read_custom_data(args: Args) -> dict:
+    """--task custom: the dataset at --data (common.read_rationale_data; bad rows are file:line errors), a text
+    classification dataset (single texts or sentence pairs, any number of classes); token tagging is refused."""
+    if args.data is None:
+        raise common.UsageError("--task custom needs --data FOLDER (your rationale dataset; docs/own_data.md)")
+    dataset = common.read_rationale_data(
+        args.data, args.data_format, text_column=args.text_column, pair_column=args.pair_column,
+        label_column=args.label_column, rationale_column=args.rationale_column,
+        rationale_pair_column=args.rationale_pair_column, eraser_query=args.eraser_query,
+        hatexplain_rationale=args.hatexplain_rationale)
+    if dataset["kind"] != "classification":
+        raise common.UsageError(f"--data {args.data} is a token tagging dataset; SMaT trains text classifiers (single "
+                                "texts or sentence pairs): give a dataset with a `label` per example")
+    if len(dataset["labels"]) < 2:
+        raise common.UsageError(f"--data {args.data}: its training split has one label only "
+                                f"({dataset['labels'][0]!r}); a classifier needs at least two")
+    return dataset
 
 
 # ------------------------------------------------------------------------------------------------------
 # Model: pretrained encoder + the paper's head (scalar mix over mean-pooled hidden states -> dense-GELU-dense),
 # with forward hooks that record hidden_states[0], every layer output and every layer's query/key projections.
 # ------------------------------------------------------------------------------------------------------
+QUERY_KEY_NAMES = (("query", "q_proj", "q_lin"), ("key", "k_proj", "k_lin"))  # BERT, RoBERTa, ViT, ...; DistilBERT
+
+
 def encoder_parts(encoder: nn.Module):
-    """(module whose output is hidden_states[0], list of layers, [(query, key) Linear per layer]) of any HF
-    encoder with eager attention (BERT/MiniLM, ELECTRA: after embeddings_project, XLM-R, ViT)."""
+    """(module whose output is hidden_states[0], list of layers, [(query, key) Linear per layer] or None) of any HF
+    encoder with eager attention (BERT/MiniLM, ELECTRA: after embeddings_project, RoBERTa/XLM-R, DistilBERT, ViT).
+    The query/key pairs are None when some layer has no projections of those names (DeBERTa's attention adds
+    relative-position terms to q.k, so its q.k/sqrt(d) is not its attention logit): only the attention explainer
+    needs them (check_attention_explainer)."""
     n = encoder.config.num_hidden_layers
     layers = next((m for m in encoder.modules() if isinstance(m, nn.ModuleList) and len(m) == n), None)
+    if layers is None:
+        raise common.UsageError(f"cannot find the {n} layers of {type(encoder).__name__}; SMaT mixes every layer's "
+                                "hidden states (BERT, ELECTRA, RoBERTa/XLM-R, DistilBERT, ViT)")
     qk = []
-    for layer in layers or []:
+    for layer in layers:
         names = dict(layer.named_modules())
-        q = next((m for k, m in names.items() if k.split(".")[-1] in ("query", "q_proj")), None)
-        k = next((m for k, m in names.items() if k.split(".")[-1] in ("key", "k_proj")), None)
+        q, k = (next((m for name, m in names.items() if name.split(".")[-1] in want), None) for want in QUERY_KEY_NAMES)
         qk.append((q, k))
-    if layers is None or any(q is None or k is None for q, k in qk):
-        raise common.UsageError(f"cannot find the attention layers of {type(encoder).__name__}; SMaT needs an encoder "
-                                "with query/key projections (BERT, ELECTRA, RoBERTa/XLM-R, ViT)")
     emb = getattr(encoder, "embeddings_project", None) or encoder.embeddings
-    return emb, list(layers), qk
+    return emb, list(layers), (None if any(q is None or k is None for q, k in qk) else qk)
 
 
 def lecun_normal_(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -238,6 +325,7 @@ class Model(nn.Module):
         self.mix_coeffs = nn.Parameter(torch.zeros(self.num_layers + 1))
         self.gamma = nn.Parameter(torch.ones(()))
         H = cfg.hidden_size
+        self.type_ids = common.takes_token_type_ids(encoder)  # DistilBERT takes none
         gen = torch.Generator().manual_seed(0)
         if image:
             self.classifier = nn.Linear(H, num_outputs)
@@ -245,17 +333,18 @@ class Model(nn.Module):
                 self.classifier.weight.copy_(torch.randn(self.classifier.weight.shape, generator=gen) * 0.02)
                 self.classifier.bias.zero_()
         else:
-            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+            self.dropout = nn.Dropout(getattr(cfg, "hidden_dropout_prob", getattr(cfg, "dropout", 0.1)))
             self.dense, self.out_proj = nn.Linear(H, H), nn.Linear(H, num_outputs)
             for lin in (self.dense, self.out_proj):
                 lecun_normal_(lin.weight, gen)
                 nn.init.zeros_(lin.bias)
         emb, layers, qk = encoder_parts(encoder)
+        self.has_query_key = qk is not None  # the attention explainer's inputs (check_attention_explainer)
         self._rec: dict = {}  # filled by the hooks during Model.forward only (calling .encoder alone records nothing)
         emb.register_forward_hook(self._embedding_hook)
         for layer in layers:
             layer.register_forward_hook(lambda m, i, o: self._record("states", o[0] if isinstance(o, tuple) else o))
-        for q, k in qk:
+        for q, k in qk or []:
             q.register_forward_hook(lambda m, i, o: self._record("q", o))
             k.register_forward_hook(lambda m, i, o: self._record("k", o))
 
@@ -275,7 +364,7 @@ class Model(nn.Module):
         """inputs: {input_ids, attention_mask, token_type_ids} or {pixel_values}. Returns {logits (B, C),
         states [h_0..h_L], q, k (per layer, (B, T, heads * d)), mask (B, T) float}."""
         self._rec = {"override": embeddings, "states": [], "q": [], "k": []}
-        self.encoder(**inputs)
+        self.encoder(**{k: v for k, v in inputs.items() if k != "token_type_ids" or self.type_ids})
         rec, self._rec = self._rec, {}
         states = rec["states"]
         if "attention_mask" in inputs:
@@ -292,9 +381,22 @@ class Model(nn.Module):
         return {"logits": logits, "states": states, "q": rec["q"], "k": rec["k"], "mask": mask}
 
 
-def build_model(model_name: str, task: str, device: str = "cpu") -> Model:
-    """Built on the CPU (the head's fixed-seed init is the same everywhere), then moved to `device`."""
-    return Model(common.load_encoder(model_name), TASKS[task]["outputs"], image=task == "cifar100").to(device)
+def build_model(model_name: str, task: str, device: str = "cpu", outputs: int | None = None) -> Model:
+    """Built on the CPU (the head's fixed-seed init is the same everywhere), then moved to `device`. `outputs`:
+    the number of classes of --task custom (the paper tasks' are in TASKS)."""
+    return Model(common.load_encoder(model_name), outputs or TASKS[task]["outputs"],
+                 image=task == "cifar100").to(device)
+
+
+def check_attention_explainer(model: Model, model_name: str, needed_by: str, alternative: str) -> None:
+    """A one-line UsageError, before training, when the encoder has no query/key projections whose product is its
+    attention logit (encoder_parts), which `needed_by` needs; `alternative` names the flag that chooses another
+    option."""
+    if not model.has_query_key:
+        raise common.UsageError(
+            f"{needed_by} needs the query and key projections of every attention layer (modules named "
+            f"{'/'.join(QUERY_KEY_NAMES[0])} and {'/'.join(QUERY_KEY_NAMES[1])}, whose q.k/sqrt(d) is the attention "
+            f"logit), which {type(model.encoder).__name__} ({model_name}) does not have; {alternative}")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -691,12 +793,18 @@ def imdb_splits(train: list, test: list, setup: str, seed: int = 0, teacher_vali
     return {"train": te[teacher_valid_size:-dev], "valid": te[-dev:-student_test_size], "test": te[-student_test_size:]}
 
 
-def load_splits(args: Args, data_dir: Path, setup: str) -> dict:
-    """Raw examples per split ({text, label} / {image, label}) for the teacher (train, valid, plus the student
-    test split to report the teacher's accuracy) or the student (train = the first N of the pool, valid, test).
-    Asking for more training examples than there are (--teacher-train-size, --num-examples) is an error unless
-    --allow-smaller: then the run trains on all of them and records it (shortfall())."""
-    if args.task == "imdb":
+def load_splits(args: Args, data_dir: Path, setup: str, dataset: dict | None = None) -> dict:
+    """Raw examples per split ({text, label} / {image, label}; custom: `dataset`'s examples, read_custom_data) for
+    the teacher (train, valid, plus the student test split to report the teacher's accuracy) or the student (train =
+    the first N of the pool, valid, test). Custom, as MLQE-PE and CIFAR-100: teacher and student share the splits
+    (pool = train shuffled with RandomState(0), valid = dev, test = test, both in file order). Asking for more
+    training examples than there are (--teacher-train-size, --num-examples) is an error unless --allow-smaller:
+    then the run trains on all of them and records it (shortfall())."""
+    if args.task == "custom":
+        train = list(dataset["train"])
+        np.random.RandomState(0).shuffle(train)  # the first N of the pool, the same for every seed
+        sp = {"train": train, "valid": list(dataset["dev"]), "test": list(dataset["test"])}
+    elif args.task == "imdb":
         train, test = common.read_imdb(data_dir, "train"), common.read_imdb(data_dir, "test")
         sizes = dict(zip(("teacher_valid_size", "student_valid_size", "student_test_size"),
                          (int(x) for x in args.imdb_split_sizes.split(",")), strict=True))
@@ -755,6 +863,46 @@ def encode(rows: list, tokenizer, max_len: int) -> list[dict]:
     return [{"index": i, "id": str(r.get("id", i)), "input_ids": ids, "label": r["label"],
              "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(ids)}
             for i, (ids, r) in enumerate(zip(enc["input_ids"], rows, strict=True))]
+
+
+def encode_custom(rows: list, tokenizer, max_len: int, labels: Sequence[str]) -> tuple[list[dict], dict]:
+    """Your data's examples (read_custom_data) -> wordpieces as the model was pre-trained ("[CLS] text [SEP]", a pair
+    "[CLS] text [SEP] pair [SEP]"), through the fast tokenizer's offsets (common.encode_rationale_split: the rationale
+    per wordpiece, `word_of_piece`, label ids in the order of `labels`), plus `words` (the whitespace words; a pair:
+    both texts' words) for the explanations. Returns (the examples, in encode()'s layout plus those keys; the
+    alignment counts for results.json)."""
+    enc, counts = common.encode_rationale_split(tokenizer, rows, labels, max_len)
+    for x, r in zip(enc, rows, strict=True):
+        x["words"] = (r["words"], r["pair_words"]) if r["pair_words"] is not None else r["words"]
+    return enc, counts
+
+
+def encode_splits(sp: dict, tokenizer, max_len: int, labels: Sequence[str] | None) -> tuple[dict, dict | None]:
+    """Every split of load_splits() encoded: encode() for the paper tasks (alignment None), encode_custom() for your
+    data (`labels`: its label names; alignment: the counts per split)."""
+    if labels is None:
+        return {s: encode(rows, tokenizer, max_len) for s, rows in sp.items()}, None
+    enc = {s: encode_custom(rows, tokenizer, max_len, labels) for s, rows in sp.items()}
+    return {s: e for s, (e, _) in enc.items()}, {s: c for s, (_, c) in enc.items()}
+
+
+def with_words(examples: list[dict], rows: list[dict], tokenizer, max_len: int) -> list[dict]:
+    """Copies of encode()'s examples of one text each (IMDB) with what the explanations need: `words` (the text's
+    whitespace words) and `word_of_piece` (per wordpiece, the word its character offset starts in; -1 at special
+    tokens), from the same tokenisation of the same text, so the explained input ids are those the model was
+    evaluated on."""
+    enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_len, return_offsets_mapping=True)
+    out = []
+    for i, (x, r) in enumerate(zip(examples, rows, strict=True)):
+        if enc["input_ids"][i] != x["input_ids"]:
+            raise AssertionError(f"example {x['id']}: the tokenisation with offsets differs from encode()'s")
+        words, (_, ends) = r["text"].split(), common.word_bounds(r["text"])
+        word_of_piece = []
+        for (start, _), seq in zip(enc["offset_mapping"][i], enc.sequence_ids(i), strict=True):
+            w = int(np.searchsorted(ends, start, side="right"))  # the first word ending after the offset
+            word_of_piece.append(w if seq is not None and w < len(words) else -1)
+        out.append({**x, "words": words, "word_of_piece": word_of_piece})
+    return out
 
 
 def model_batch(batch: dict) -> dict:
@@ -839,6 +987,119 @@ def task_metric(out: torch.Tensor, gold: list) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------
+# Explanations of the trained model: explanations.jsonl and results.json's plausibility (common.explain_examples)
+# ------------------------------------------------------------------------------------------------------
+EXPLAIN_SKIPPED = {  # tasks without explanations.jsonl, and why (results.json: plausibility null, this note)
+    "mlqe": "MLQE-PE is a regression task (the explanations explain log p(predicted class)) without human rationales",
+    "cifar100": "CIFAR-100 has images, not words (the explanations are per word)",
+}
+
+
+class ExplainedModel(nn.Module):
+    """SMaT's Model behind the interface common.explain_examples uses (common.TaskModel's): embed(input_ids) -> the
+    word embeddings, forward(batch, inputs_embeds=None) -> class logits (B, C), predict(), gold_log_likelihood() (the
+    log-softmax of the batch's `label`), task. Batches are common.collate's (input_ids, attention_mask,
+    token_type_ids, label). Its train/eval mode is the wrapped model's."""
+    task = "cls"
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder.get_input_embeddings()(input_ids)
+
+    def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        x = {"input_ids": batch["input_ids"]} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+        return self.model({**x, "attention_mask": batch["attention_mask"],
+                           "token_type_ids": batch["token_type_ids"]})["logits"]
+
+    def predict(self, scores: torch.Tensor, batch: dict) -> list:
+        return scores.argmax(-1).tolist()
+
+    def gold_log_likelihood(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        return torch.log_softmax(scores, -1).gather(1, batch["label"].unsqueeze(1)).squeeze(1)
+
+
+def text_inputs(batch: dict) -> dict:
+    """The encoder's inputs of a common.collate batch."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def attention_explainer(model: Model, phi: torch.Tensor, normalizer: str, last_layer_only: bool):
+    """`model`'s attention explainer (Eq. 11) for explanations.jsonl: per wordpiece the probability
+    softmax(sum_h lambda_h s^h), lambda = NORMALIZE(phi), 0 at padding; a word's score is the sum of its wordpieces'
+    (App. A, common.word_scores)."""
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = model(text_inputs(batch))
+            s = head_scores(out, model.num_heads, last_layer_only)
+            return attention_explanation(s, phi.to(s.device), normalizer, out["mask"])[0]
+    return explain
+
+
+def teacher_explainer(teacher: Model, kind: str, phi_T: torch.Tensor, args: Args):
+    """The teacher's explanation a student was taught with (`--explainer kind`; attention: with the run's phi_T,
+    SMaT's learned one for --setup smat), computed as teacher_signals() computes it, for explanations.jsonl."""
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        mask = batch["attention_mask"].float()
+        if kind in GRADIENT_EXPLAINERS:
+            z = gradient_explanation_logits(teacher, text_inputs(batch), kind, args.ig_variant, args.ig_steps,
+                                            args.eval_batch_size)
+            return saliency(z.detach(), mask)
+        with torch.no_grad():
+            s = head_scores(teacher(text_inputs(batch)), teacher.num_heads, kind == "attention_last")
+            return attention_explanation(s, phi_T.to(s.device), args.head_normalizer, mask)[0]
+    return explain
+
+
+def explains(args: Args) -> bool:
+    """Whether the run writes explanations.jsonl (not with --explain-examples 0, nor for MLQE-PE and CIFAR-100)."""
+    return bool(args.explain_examples) and args.task not in EXPLAIN_SKIPPED
+
+
+def explained_examples(args: Args, examples: list, rows: list, tokenizer) -> list | None:
+    """The first --explain-examples test examples with `words` and `word_of_piece` (custom: encode_custom gave
+    them; IMDB: with_words), or None when the run explains nothing (explains())."""
+    if not explains(args):
+        return None
+    n = args.explain_examples
+    return examples[:n] if args.task == "custom" else with_words(examples[:n], rows[:n], tokenizer, args.max_len)
+
+
+def check_explainers(model: Model, model_name: str, args: Args) -> None:
+    """Before training: what the run's explainers need of the encoder, each a one-line error naming the flag that
+    chooses another option. A student with an explanation loss learns an attention explainer (Sec. 5), whatever the
+    teacher's; the explanations' own explainers are attention explainers; so is plausibility's attention_*."""
+    if args.setup in ("student", "smat") and args.beta > 0:
+        check_attention_explainer(model, model_name, "the student's explainer (an attention explainer, Sec. 5)",
+                                  "train a student without explanations instead (--setup student --explainer none)")
+    if args.setup == "plausibility" and (args.explainer == "all" or args.explainer.startswith("attention")):
+        check_attention_explainer(model, model_name, f"--explainer {args.explainer}", "choose --explainer "
+                                  "gradient_l2, gradient_x_input or integrated_gradients")
+    if args.setup != "plausibility" and args.explain_own and explains(args):
+        check_attention_explainer(model, model_name, "the explanations' attention explainer", "pass "
+                                  "--no-explain-own (integrated gradients alone) or --explain-examples 0")
+
+
+def explain_run(run: Path, model: Model, examples: list | None, explainers: dict, args: Args, pad: int,
+                label_names: Sequence[str] | None) -> dict:
+    """explanations.jsonl of the run's first --explain-examples test examples (integrated gradients and
+    `explainers`, the first the own one; common.explain_examples) and what results.json gains: `plausibility`
+    (null, with `explanations_skipped`, for MLQE-PE and CIFAR-100; no key with --explain-examples 0)."""
+    if not args.explain_examples:
+        return {}
+    if examples is None:
+        return {"plausibility": None, "explanations_skipped": EXPLAIN_SKIPPED[args.task]}
+    rows, plausibility = common.explain_examples(
+        ExplainedModel(model), examples, None, explainers if args.explain_own else {}, args.explain_examples,
+        pad_id=pad, label_names=label_names, has_rationale=args.task == "custom", device=args.device)
+    common.write_explanations(run / "explanations.jsonl", rows)
+    return {"plausibility": plausibility}
+
+
+# ------------------------------------------------------------------------------------------------------
 # Teacher: training and loading
 # ------------------------------------------------------------------------------------------------------
 def teacher_dir(args: Args) -> Path:
@@ -846,24 +1107,35 @@ def teacher_dir(args: Args) -> Path:
 
 
 def load_processor(args: Args, model_name: str):
-    """(tokenizer or None, pad id, image size)."""
+    """(tokenizer or None, pad id, image size). A text model's tokenizer must be a fast one (word alignment) with a
+    padding token (batches, and the [PAD] baseline of the explanations' integrated gradients): else one line."""
     if args.task == "cifar100":
         from transformers import AutoConfig
         return None, 0, AutoConfig.from_pretrained(common.resolve_model_path(model_name)).image_size
     tok = common.load_tokenizer(model_name)
+    if tok.pad_token_id is None:
+        raise common.UsageError(f"the tokenizer of {model_name} has no padding token, which batching needs: set one "
+                                "(tokenizer.pad_token = ...) and save it into the model folder, or choose another "
+                                "--model")
     return tok, tok.pad_token_id, None
 
 
-def train_teacher(args: Args, data_dir: Path) -> dict:
+def train_teacher(args: Args, data_dir: Path, dataset: dict | None = None) -> dict:
     """AdamW (optax: eps_root, wd 0.01 on all parameters), lr warm-up from 1e-6 then constant, clip, batch 16,
-    early stopping on the valid metric; the best epoch is saved to teacher.pt + teacher.json."""
+    early stopping on the valid metric; the best epoch is saved to teacher.pt + teacher.json. `dataset`: --task
+    custom's (read_custom_data)."""
     timer = common.Timer()
     common.set_seed(args.seed)
     model_name = args.model or (VIT_MODEL if args.task == "cifar100" else common.DEFAULT_MODEL)
-    sp = load_splits(args, data_dir, "teacher")
+    sp = load_splits(args, data_dir, "teacher", dataset)
     tok, pad, img = load_processor(args, model_name)
-    data = {s: encode(rows, tok, args.max_len) for s, rows in sp.items()}
-    model = build_model(model_name, args.task, args.device)
+    labels = dataset["labels"] if dataset is not None else None
+    data, alignment = encode_splits(sp, tok, args.max_len, labels)
+    explained = explained_examples(args, data["test"], sp["test"], tok)
+    model = build_model(model_name, args.task, args.device, len(labels) if labels else None)
+    check_explainers(model, model_name, args)
+    about = {"model": model_name, "task": args.task, "max_len": args.max_len,
+             **({"labels": labels, "data": str(args.data)} if labels else {})}
     out = common.claim_dir(teacher_dir(args))
     common.write_json_atomic(out / "config.json", dataclasses.asdict(args))
     log = common.JsonlLog(out / "log.jsonl")
@@ -892,8 +1164,7 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
             step += 1
         valid = task_metric(predict(model, data["valid"], args.eval_batch_size, pad, img), gold("valid"))
         if stopper.step(valid, epoch, model):
-            save_teacher(out, model, {"model": model_name, "task": args.task, "max_len": args.max_len, "epoch": epoch,
-                                      "valid": valid})
+            save_teacher(out, model, {**about, "epoch": epoch, "valid": valid})
         epochs_run += 1
         log(epoch=epoch, valid=valid, best=stopper.best)
         print(f"epoch {epoch:3d}  valid {valid:.4f}  best {stopper.best:.4f}")
@@ -908,7 +1179,13 @@ def train_teacher(args: Args, data_dir: Path) -> dict:
                              prediction_rows(logits, torch.tensor(gold("test"), device=logits.device)))
     results = {"task": args.task, "valid": stopper.best, "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
                "steps": step, "student_test_metric": test, "n_train": len(data["train"]),
-               "shortfall": shortfall(args.teacher_train_size, len(data["train"]))}
+               "shortfall": shortfall(args.teacher_train_size, len(data["train"])),
+               **({"alignment": alignment} if alignment is not None else {})}
+    # explanations of the first test examples: integrated gradients and the teacher's static attention explainer
+    # (uniform head coefficients over every layer: the attention_all of Tables 1-2), against the human rationale
+    n_heads = model.num_layers * model.num_heads
+    results.update(explain_run(out, model, explained, {"attention": attention_explainer(
+        model, torch.full((n_heads,), 1.0 / n_heads), args.head_normalizer, False)}, args, pad, labels))
     meta = json.loads((out / "teacher.json").read_text())
     common.write_json_atomic(out / "teacher.json", {**meta, "student_test_metric": test})
     common.write_json_atomic(out / "results.json", results)
@@ -927,19 +1204,26 @@ def save_teacher(out: Path, model: Model, meta: dict) -> None:
     common.write_json_atomic(out / "teacher.json", meta)
 
 
-def read_teacher_meta(args: Args) -> tuple[Path, dict]:
-    """The teacher's folder and its teacher.json, checked (nothing is loaded): a one-line error if either is bad."""
+def read_teacher_meta(args: Args, labels: Sequence[str] | None = None) -> tuple[Path, dict]:
+    """The teacher's folder and its teacher.json, checked (nothing is loaded): a one-line error if either is bad, or
+    if the teacher was trained for another task or (custom) predicts other `labels` than the data's."""
     d = teacher_dir(args)
     if not (d / "teacher.pt").is_file() or not (d / "teacher.json").is_file():
+        data = f" --data {args.data}" if args.task == "custom" else ""
         raise common.UsageError(f"no trained teacher at {d}: train one first with `python smat_jax_free.py --setup "
-                                f"teacher --task {args.task}` (same --out-dir), or pass --teacher-dir")
+                                f"teacher --task {args.task}{data}` (same --out-dir), or pass --teacher-dir")
     try:
         meta = json.loads((d / "teacher.json").read_text())
-        if not isinstance(meta["model"], str):
+        if not isinstance(meta["model"], str) or not isinstance(meta.get("labels", []), list):
             raise TypeError
     except (ValueError, KeyError, TypeError) as e:
         raise common.DataError(f"not a teacher.json this script wrote ({type(e).__name__})",
                                d / "teacher.json") from None
+    if meta.get("task", args.task) != args.task:
+        raise common.UsageError(f"the teacher at {d} was trained for --task {meta['task']}, not {args.task}")
+    if labels is not None and meta.get("labels") != list(labels):
+        raise common.UsageError(f"the teacher at {d} predicts the labels {meta.get('labels')}, but --data "
+                                f"{args.data} has {list(labels)}: train a teacher on this data first")
     if args.task != "cifar100":
         common.check_max_len(meta["model"], args.max_len)
     if args.model and common.resolve_model_path(args.model) != common.resolve_model_path(meta["model"]):
@@ -948,9 +1232,10 @@ def read_teacher_meta(args: Args) -> tuple[Path, dict]:
     return d, meta
 
 
-def load_teacher(args: Args) -> tuple[Model, dict]:
-    d, meta = read_teacher_meta(args)
-    teacher = build_model(meta["model"], args.task, args.device)
+def load_teacher(args: Args, labels: Sequence[str] | None = None) -> tuple[Model, dict]:
+    """The trained teacher (eval mode) and its teacher.json (read_teacher_meta's checks)."""
+    d, meta = read_teacher_meta(args, labels)
+    teacher = build_model(meta["model"], args.task, args.device, len(labels) if labels else None)
     try:
         teacher.load_state_dict(common.load_weights(d / "teacher.pt"))
     except (RuntimeError, TypeError, AttributeError) as e:
@@ -1054,15 +1339,18 @@ def read_head_coeffs(path: str, expected: int) -> torch.Tensor:
     return torch.tensor(phi)
 
 
-def student_data(args: Args, sp: dict, teacher: Model, meta: dict) -> dict:
-    """What every seed shares: the encoded splits `sp` (load_splits), the teacher's outputs on them and its
-    explanation signals on the training examples (the teacher and the first-N pool do not depend on the seed)."""
+def student_data(args: Args, sp: dict, teacher: Model, meta: dict, labels: Sequence[str] | None = None) -> dict:
+    """What every seed shares: the encoded splits `sp` (load_splits; `labels`: --task custom's), the teacher's
+    outputs on them and its explanation signals on the training examples (the teacher and the first-N pool do not
+    depend on the seed), the test examples to explain, and the teacher itself (for the explanations)."""
     tok, pad, img = load_processor(args, meta["model"])
-    data = {s: encode(rows, tok, args.max_len) for s, rows in sp.items()}
+    data, alignment = encode_splits(sp, tok, args.max_len, labels)
     y_T = {s: predict(teacher, data[s], args.eval_batch_size, pad, img) for s in data}  # the teacher's outputs
     last = args.explainer == "attention_last"
     signals = teacher_signals(teacher, data["train"], args, pad, img, last) if args.beta > 0 else None
-    return {"data": data, "y_T": y_T, "signals": signals, "pad": pad, "img": img, "meta": meta}
+    return {"data": data, "y_T": y_T, "signals": signals, "pad": pad, "img": img, "meta": meta,
+            "alignment": alignment, "labels": labels, "teacher": teacher,
+            "explained": explained_examples(args, data["test"], sp["test"], tok)}
 
 
 def train_student(args: Args, seed: int, shared: dict) -> dict:
@@ -1073,7 +1361,9 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
     common.write_json_atomic(run / "config.json", {**dataclasses.asdict(args), "seed": seed, "teacher": meta})
     log = common.JsonlLog(run / "log.jsonl")
     smat, last = args.setup == "smat", args.explainer == "attention_last"
-    student = build_model(meta["model"], args.task, args.device).train()  # same pretrained encoder, fresh head
+    labels = shared["labels"]
+    student = build_model(meta["model"], args.task, args.device,  # same pretrained encoder, fresh head
+                          len(labels) if labels else None).train()
     n_heads = student.num_heads * (1 if last else student.num_layers)
     phi_S = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads, device=args.device))  # S-explainer, uniform init
     phi_T = nn.Parameter(torch.full((n_heads,), 1.0 / n_heads, device=args.device))  # T-explainer: static or learned
@@ -1136,11 +1426,18 @@ def train_student(args: Args, seed: int, shared: dict) -> dict:
                "best_epoch": stopper.best_epoch, "epochs_run": epochs_run,
                "steps": step, "beta": args.beta, "n_train": len(data["train"]), "n_valid": len(data["valid"]),
                "n_test": len(data["test"]), "shortfall": shortfall(args.num_examples, len(data["train"])),
-               "teacher_student_test_metric": meta.get("student_test_metric")}
+               "teacher_student_test_metric": meta.get("student_test_metric"),
+               **({"alignment": shared["alignment"]} if shared["alignment"] is not None else {})}
     if args.explainer.startswith("attention"):
         lam = normalize_heads(phi_T.detach(), args.head_normalizer)
         results["active_teacher_heads"] = int((lam > 0).sum())
         write_head_coeffs(run, phi_T, args, student.num_layers, student.num_heads)
+    # explanations of the first test examples: integrated gradients, the student's own explainer (E_S with the
+    # learned phi_S) and the teacher's explanation it was taught with (E_T; SMaT: with the learned phi_T)
+    own = {"attention": attention_explainer(student, phi_S.detach(), args.head_normalizer, last)}
+    if args.explainer != "none":
+        own["teacher"] = teacher_explainer(shared["teacher"], args.explainer, phi_T.detach(), args)
+    results.update(explain_run(run, student, shared["explained"], own, args, pad, labels))
     common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
     results["runtime_s"], results["run_dir"] = round(timer(), 1), str(run)
     common.write_json_atomic(run / "timing.json", {"runtime_s": results["runtime_s"]})
@@ -1176,24 +1473,45 @@ def eraser_examples(docs: list, tok, max_len: int) -> list[dict]:
     return examples
 
 
-def plausibility(args: Args, data_dir: Path, explainers: dict | None = None) -> dict:
-    """Teacher explanations on ERASER Movie Reviews (first max_len wordpieces of each review): a word's score is
-    the sum of its wordpieces' probabilities, its gold label whether it lies in a human evidence span; ROC AUC per
-    document (documents with one class only are skipped), averaged over documents. `explainers` (for checks:
-    tests/test_smat_plausibility.py) adds named explainers fn(batch, examples, docs) -> (B, T) token
-    probabilities, scored through the same pipeline."""
+def custom_documents(rows: list, tok, max_len: int, labels: Sequence[str]) -> tuple[list[dict], list[dict], dict]:
+    """Your data's examples as plausibility() scores them, the counterpart of eraser_examples(): (documents {words,
+    evidence: the rationale per word of the text and then of the pair, or None when not annotated}, examples encoded
+    by encode_custom() with `word_ids` (per wordpiece its word, None at special tokens), the alignment counts)."""
+    examples, counts = encode_custom(rows, tok, max_len, labels)
+    docs = []
+    for x, r in zip(examples, rows, strict=True):
+        x["word_ids"] = [None if w < 0 else w for w in x["word_of_piece"]]
+        evidence = None if r["rationale"] is None else r["rationale"] + (r["pair_rationale"] or [])
+        docs.append({"words": r["words"] + (r["pair_words"] or []), "evidence": evidence})
+    return docs, examples, counts
+
+
+def plausibility(args: Args, data_dir: Path, explainers: dict | None = None, dataset: dict | None = None) -> dict:
+    """Teacher explanations on ERASER Movie Reviews (first max_len wordpieces of each review), or on the test split
+    of your data (`dataset`, --task custom: its rationales, both texts of a pair): a word's score is the sum of its
+    wordpieces' probabilities, its gold label whether it lies in a human evidence span (custom: whether the
+    rationale marks it); ROC AUC per document (documents with one class only, or not annotated, are skipped),
+    averaged over documents. `explainers` (for checks: tests/test_smat_plausibility.py) adds named explainers
+    fn(batch, examples, docs) -> (B, T) token probabilities, scored through the same pipeline."""
     timer = common.Timer()
-    run = common.make_run_dir(args.out_dir, SCRIPT, f"imdb-plausibility-{args.eraser_split}")
+    teacher, meta = load_teacher(args, dataset["labels"] if dataset is not None else None)
+    check_explainers(teacher, meta["model"], args)  # before the run directory is claimed
+    split = "test" if dataset is not None else args.eraser_split
+    run = common.make_run_dir(args.out_dir, SCRIPT, f"{args.task}-plausibility-{split}")
     common.write_json_atomic(run / "config.json", dataclasses.asdict(args))
-    teacher, meta = load_teacher(args)
     tok = common.load_tokenizer(meta["model"])
-    splits = ["train", "val", "test"] if args.eraser_split == "all" else [args.eraser_split]
-    docs = [d for s in splits for d in common.read_eraser_movies(data_dir, s)][:args.max_docs]
+    if dataset is None:
+        splits = ["train", "val", "test"] if args.eraser_split == "all" else [args.eraser_split]
+        docs = [d for s in splits for d in common.read_eraser_movies(data_dir, s)][:args.max_docs]
+        examples, extra = eraser_examples(docs, tok, args.max_len), {}
+    else:
+        docs, examples, counts = custom_documents(dataset["test"][:args.max_docs], tok, args.max_len,
+                                                  dataset["labels"])
+        extra = {"n_without_rationale": sum(d["evidence"] is None for d in docs), "alignment": {"test": counts}}
     kinds = [k for k in EXPLAINERS[1:] if args.explainer in ("all", k)]
     if args.head_coeffs:
         kinds.append("attention_smat")
         phi_smat = read_head_coeffs(args.head_coeffs, teacher.num_layers * teacher.num_heads)
-    examples = eraser_examples(docs, tok, args.max_len)
     explainers = explainers or {}
     kinds += list(explainers)
     auc = {}
@@ -1218,6 +1536,8 @@ def plausibility(args: Args, data_dir: Path, explainers: dict | None = None) -> 
                         torch.full((s.shape[1],), 1.0 / s.shape[1], device=s.device)
                     expl, _ = attention_explanation(s, phi, args.head_normalizer, mask)
             for b, i in enumerate(batch["index"].tolist()):
+                if docs[i]["evidence"] is None:  # not annotated (custom data)
+                    continue
                 a = common.roc_auc(*word_level(expl[b].tolist(), examples[i]["word_ids"], docs[i]["evidence"]))
                 if not math.isnan(a):
                     per_doc.append(a)
@@ -1226,27 +1546,101 @@ def plausibility(args: Args, data_dir: Path, explainers: dict | None = None) -> 
         print(f"plausibility {kind:22s} AUC {np.mean(per_doc) if per_doc else float('nan'):.4f} over "
               f"{len(per_doc)} documents")
     results = {"auc": auc, "n_docs": len(docs), "ig_steps": args.ig_steps, "ig_variant": args.ig_variant,
-               "head_coeffs": Path(args.head_coeffs).name if args.head_coeffs else None, "max_len": args.max_len}
+               "head_coeffs": Path(args.head_coeffs).name if args.head_coeffs else None, "max_len": args.max_len,
+               **extra}
     common.write_json_atomic(run / "results.json", results)
     common.write_json_atomic(run / "timing.json", {"runtime_s": round(timer(), 1)})
     common.release_run_dir(run)
     return {**results, "run_dir": str(run)}
 
 
+# ------------------------------------------------------------------------------------------------------
+# Your own training loop: SMaT's explanation term on a Hugging Face classifier (docs/smat.md, "Your own loop")
+# ------------------------------------------------------------------------------------------------------
+def hf_attention_explanation(model: nn.Module, batch: dict, head_coeffs: torch.Tensor | None = None, *,
+                             normalizer: str = "sparsemax", last_layer_only: bool = False) -> torch.Tensor:
+    """Eq. (11) on a Hugging Face model (AutoModel, AutoModelForSequenceClassification, ...; any attention
+    implementation): E = softmax over the wordpieces of sum_h lambda_h s^h, lambda = NORMALIZE(head_coeffs)
+    (uniform 1/heads when None), s^h the pre-softmax attention logits q.k/sqrt(d) of every head of every layer
+    (layer-major; the last layer only with last_layer_only) averaged over the non-pad query rows (head_scores()).
+    The logits are read by forward hooks on the query/key projections during one forward pass of the encoder under
+    the model (`model.base_model`), as the run's Model reads them: not from output_attentions, whose eager weights
+    are the probabilities after attention dropout in train mode (zeros, no logits) and which SDPA does not return.
+    batch: input_ids, attention_mask, optional token_type_ids (passed only to a model that takes them). Returns
+    (B, L), 0 at padding, differentiable w.r.t. the model and head_coeffs (call it under no_grad for a teacher)."""
+    encoder = getattr(model, "base_model", model)
+    _, _, qk = encoder_parts(encoder)
+    if qk is None:
+        raise ValueError(f"{type(encoder).__name__} has no query/key projections named "
+                         f"{'/'.join(QUERY_KEY_NAMES[0])} and {'/'.join(QUERY_KEY_NAMES[1])} in every layer, whose "
+                         "q.k/sqrt(d) is its attention logit (BERT, ELECTRA, RoBERTa/XLM-R, DistilBERT have them)")
+    heads = encoder.config.num_attention_heads
+    n = heads * (1 if last_layer_only else len(qk))
+    phi = torch.full((n,), 1.0 / n) if head_coeffs is None else head_coeffs
+    if tuple(phi.shape) != (n,):
+        layers = "" if last_layer_only else f"{len(qk)} layers x "
+        raise ValueError(f"head_coeffs must hold one coefficient per head, {n} ({layers}{heads} heads), got shape "
+                         f"{tuple(phi.shape)}")
+    rec: dict = {"q": [], "k": []}
+    hooks = [m.register_forward_hook(lambda module, inputs, out, key=key: rec[key].append(out))
+             for pair in qk for key, m in zip(("q", "k"), pair, strict=True)]
+    try:
+        types = batch.get("token_type_ids") if common.takes_token_type_ids(encoder) else None
+        encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                **({} if types is None else {"token_type_ids": types}))
+    finally:
+        for h in hooks:
+            h.remove()
+    mask = batch["attention_mask"].to(rec["q"][0].dtype)
+    s = head_scores({"q": rec["q"], "k": rec["k"], "mask": mask}, heads, last_layer_only)
+    return attention_explanation(s, phi.to(s.device, s.dtype), normalizer, mask)[0]
+
+
+def explanation_term(model: nn.Module, batch: dict, head_coeffs: torch.Tensor | None = None, *,
+                     normalizer: str = "sparsemax", last_layer_only: bool = False) -> torch.Tensor:
+    """SMaT's training term for your own loop: L_expl of Eq. (3), KL(teacher explanation || the student's attention
+    explanation) summed over the wordpieces, mean over the batch (explanation_loss(), as the run), to add to your
+    loss as `beta * L_expl` (beta 5 for attention explanations, 0.2 for gradient ones; L_sim is your cross-entropy
+    with the teacher's predictions as labels). `model`: the student, a Hugging Face
+    AutoModelForSequenceClassification (anything hf_attention_explanation() takes); `head_coeffs`: the student
+    explainer's phi_S (the paper learns it with the student: a Parameter in your optimiser; None: uniform, fixed).
+    `batch`: input_ids, attention_mask, optional token_type_ids, and `teacher_explanation` (B, L): the teacher's
+    explanation, per example a distribution over its wordpieces (summing to 1; 0 at padding; a row of zeros adds
+    nothing), e.g. hf_attention_explanation(teacher, batch, phi_T) under no_grad, phi_T uniform or the
+    head_coeffs.csv of a SMaT run (read_head_coeffs()). One forward pass of the student's encoder of its own."""
+    t = batch.get("teacher_explanation")
+    ids = batch["input_ids"]
+    if not torch.is_tensor(t) or t.shape != ids.shape:
+        got = "none" if t is None else f"shape {tuple(t.shape)}" if torch.is_tensor(t) else type(t).__name__
+        raise ValueError(f"the batch needs 'teacher_explanation', a tensor of the shape of input_ids "
+                         f"{tuple(ids.shape)} (the teacher's explanation per wordpiece), got {got}")
+    mask = batch["attention_mask"].to(torch.float32)
+    total = (t.float() * mask).sum(-1)
+    if not torch.isfinite(t).all() or ((total - 1).abs() > 1e-3).logical_and(total != 0).any():
+        raise ValueError("each row of 'teacher_explanation' must be a distribution over the example's wordpieces "
+                         "(finite, summing to 1; or all zeros)")
+    e_S = hf_attention_explanation(model, batch, head_coeffs, normalizer=normalizer, last_layer_only=last_layer_only)
+    return explanation_loss(t.to(e_S.dtype), e_S, mask.to(e_S.dtype))
+
+
 def main(args: Args) -> dict:
-    args = resolve(args)
+    cache: dict = {}
+    args = resolve(args, cache)
+    dataset = cache["dataset"]  # --task custom's, read and checked by resolve(); None for the paper tasks
+    labels = dataset["labels"] if dataset is not None else None
     if args.keep_freed_memory:
         keep_freed_memory()
     data_dir = common.resolve_data_dir(args.data_dir)
     if args.setup == "teacher":
-        return train_teacher(args, data_dir)
+        return train_teacher(args, data_dir, dataset)
     if args.setup == "plausibility":
-        return plausibility(args, data_dir)
+        return plausibility(args, data_dir, dataset=dataset)
     seeds = common.parse_seeds(args.seeds, args.seed)
-    read_teacher_meta(args)  # a missing or broken teacher is reported before the data is read
-    sp = load_splits(args, data_dir, "student")  # and the pool size is checked before any model loads
-    teacher, meta = load_teacher(args)
-    shared = student_data(args, sp, teacher, meta)
+    read_teacher_meta(args, labels)  # a missing or broken teacher is reported before the data is read
+    sp = load_splits(args, data_dir, "student", dataset)  # and the pool size is checked before any model loads
+    teacher, meta = load_teacher(args, labels)
+    check_explainers(teacher, meta["model"], args)  # the student shares the teacher's encoder
+    shared = student_data(args, sp, teacher, meta, labels)
     runs = [train_student(args, s, shared) for s in seeds]
     if len(runs) == 1:
         return runs[0]

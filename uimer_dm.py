@@ -23,6 +23,7 @@ Equation index
     Eq. 7  L_int = sum_{i:g_i=1} min(a_i / max_{j:g_j=0} a_j - 1, 0)^2   -> eq7_loss()
     Sec. 3.3.3 one-pass / multi-round schedule -> train_one_seed()
     Table 4 (accuracy split by a_R > a_N), Table 3 (per-example attributions) -> table4()
+    Your own training loop (a Hugging Face classifier)  -> fit_extractor(), interpretation_loss() (docs/own_data.md)
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -343,6 +345,15 @@ class Extractor(nn.Module):
         return torch.stack([self.probes[k](torch.cat([states[0], states[k]], -1)) for k in range(layer + 1)], -1)
 
 
+def new_extractor(model, mask_token_id: int) -> Extractor:
+    """Ext_phi for `model`, frozen, on the model's device: a probe for each of the word-embedding output and the
+    encoder's L + 1 hidden states, the placeholder initialised to the mask token's embedding (DiffMask)."""
+    n_states = model.encoder.config.num_hidden_layers + 2
+    device = next(model.parameters()).device
+    mask_row = model.embed(torch.tensor([mask_token_id], device=device))[0]
+    return Extractor(model.encoder.config.hidden_size, n_states, mask_row).to(device).requires_grad_(False)
+
+
 def gates(ext: Extractor, states: list[torch.Tensor], content: torch.Tensor, layer: int, gen: torch.Generator):
     """Eq. 6: a = the sampled gate of every token (B, L), 1 at [CLS]/[SEP]/pad (never masked); and the logits."""
     logits = ext.gate_logits(states, layer)
@@ -390,7 +401,10 @@ def divergence(model: common.TaskModel, scores_p: torch.Tensor, scores_q: torch.
     distributions over tag sequences (same transitions): sum_t,c mu_p(t,c) (E_p - E_q)[t,c] - log Z_p + log Z_q,
     with mu_p the marginals of p = d log Z_p / d E_p."""
     if model.task != "sf":
-        return (F.softmax(scores_p, -1) * (F.log_softmax(scores_p, -1) - F.log_softmax(scores_q, -1))).sum(-1)
+        KL = (F.softmax(scores_p, -1) * (F.log_softmax(scores_p, -1) - F.log_softmax(scores_q, -1))).sum(-1)
+        # a Hugging Face token classifier (task 'tag', no CRF): independent wordpieces, so the KL between the two
+        # distributions over label sequences is the sum over the labelled wordpieces of theirs
+        return (KL * (batch["labels"] != -100)).sum(-1) if model.task == "tag" else KL
     mask = batch["word_mask"]
     with torch.enable_grad():
         E_p = scores_p.detach().requires_grad_(True)
@@ -400,36 +414,43 @@ def divergence(model: common.TaskModel, scores_p: torch.Tensor, scores_q: torch.
     return diff - log_Z_p.detach() + crf_log_partition(model.crf, scores_q, mask)
 
 
-def extractor_loss(model, ext: Extractor, batch: dict, content: torch.Tensor, layer: int, gen: torch.Generator,
-                   args: Args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """L_phi^DM = mean_b [ lambda_layer (KL_b - m) + expected L0_b ] over the frozen model; the masked input is
-    h_0' = z h_0 + (1 - z) b, fed as inputs_embeds. Returns (loss, KL (B,), expected L0 (B,))."""
+def extractor_loss(model, ext: Extractor, batch: dict, content: torch.Tensor, layer: int, gen: torch.Generator | None,
+                   *, kl_margin: float, l0: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_phi^DM = mean_b [ lambda_layer (KL_b - m) + expected L0_b ] over the frozen model, m = kl_margin; the
+    masked input is h_0' = z h_0 + (1 - z) b, fed as inputs_embeds. l0: 'prob' or 'log' (--l0). Returns (loss,
+    KL (B,), expected L0 (B,))."""
     with torch.no_grad():
         scores, states = encode(model, batch)
     z, logits = gates(ext, states, content, layer, gen)
     h0_masked = z.unsqueeze(-1) * states[0] + (1 - z.unsqueeze(-1)) * ext.placeholder
     KL = divergence(model, scores, model(batch, inputs_embeds=h0_masked), batch)
     log_p0 = log_prob_nonzero(logits).sum(-1)  # log P(prod_k z_k != 0) = sum_k log P(z_k != 0)
-    per_token = log_p0 if args.l0 == "log" else log_p0.exp()
+    per_token = log_p0 if l0 == "log" else log_p0.exp()
     L0 = (per_token * content).sum(-1) / content.sum(-1).clamp_min(1)
-    return (ext.lagrange[layer] * (KL - args.kl_margin) + L0).mean(), KL.detach(), L0.detach()
+    return (ext.lagrange[layer] * (KL - kl_margin) + L0).mean(), KL.detach(), L0.detach()
 
 
-def train_extractor(model, ext: Extractor, train: list[dict], args: Args, gen: torch.Generator, pad: int,
-                    special: torch.Tensor, shuffle_seed: int, log) -> dict:
-    """Train phi (probes, placeholder: AdamW, minimised) and lambda (RMSprop, gradient ascent, clamped) for
-    --extractor-epochs with the model frozen in eval mode; the layer l is drawn uniformly per batch (DiffMask)."""
+def extractor_epochs(model, ext: Extractor, epoch_batches: Callable[[int], Iterable[dict]], special: torch.Tensor,
+                     gen: torch.Generator | None, *, epochs: int, lr: float, kl_margin: float, lambda_lr: float,
+                     lambda_max: float, l0: str, log: Callable | None = None) -> None:
+    """Train phi (probes, placeholder: AdamW, minimised) and lambda (RMSprop, gradient ascent, clamped to
+    [0, lambda_max]) for `epochs` passes over epoch_batches(epoch), with the model frozen in eval mode (its mode and
+    requires_grad flags are restored after, the extractor frozen again); the layer l is drawn uniformly per batch
+    (DiffMask). The options are the flags --extractor-epochs, --lr-extractor, --kl-margin, --lambda-lr, --lambda-max,
+    --l0."""
+    was_training, trainable = model.training, [p.requires_grad for p in model.parameters()]
     model.eval()
     model.requires_grad_(False)
     ext.requires_grad_(True)
     phi = [p for n, p in ext.named_parameters() if n != "lagrange"]
-    opt_phi = torch.optim.AdamW(phi, lr=args.lr_extractor, weight_decay=0.0)
-    opt_lambda = torch.optim.RMSprop([ext.lagrange], lr=args.lambda_lr, maximize=True)
+    opt_phi = torch.optim.AdamW(phi, lr=lr, weight_decay=0.0)
+    opt_lambda = torch.optim.RMSprop([ext.lagrange], lr=lambda_lr, maximize=True)
     n_states = len(ext.probes)
-    for epoch in range(args.extractor_epochs):
-        for batch in common.batches(train, args.batch_size, pad, shuffle_seed=shuffle_seed + epoch, device=args.device):
+    for epoch in range(epochs):
+        for batch in epoch_batches(epoch):
             layer = int(torch.randint(n_states, (1,), generator=gen))
-            loss, KL, L0 = extractor_loss(model, ext, batch, common.content_mask(batch, special), layer, gen, args)
+            loss, KL, L0 = extractor_loss(model, ext, batch, common.content_mask(batch, special), layer, gen,
+                                          kl_margin=kl_margin, l0=l0)
             common.check_finite(loss.item(), f"extractor epoch {epoch}")
             opt_phi.zero_grad()
             opt_lambda.zero_grad()
@@ -438,26 +459,43 @@ def train_extractor(model, ext: Extractor, train: list[dict], args: Args, gen: t
             opt_phi.step()
             opt_lambda.step()
             with torch.no_grad():
-                ext.lagrange.clamp_(0, args.lambda_max)
-            log(extractor_epoch=epoch, layer=layer, loss_phi=loss.item(), KL=KL.mean().item(), L0=L0.mean().item(),
-                lagrange=ext.lagrange[layer].item())
-    model.requires_grad_(True)
+                ext.lagrange.clamp_(0, lambda_max)
+            if log is not None:
+                log(extractor_epoch=epoch, layer=layer, loss_phi=loss.item(), KL=KL.mean().item(),
+                    L0=L0.mean().item(), lagrange=ext.lagrange[layer].item())
+    model.train(was_training)
+    for p, flag in zip(model.parameters(), trainable, strict=True):
+        p.requires_grad_(flag)
     ext.requires_grad_(False)
-    return extractor_stats(model, ext, train, args, gen, pad, special)
+
+
+def train_extractor(model, ext: Extractor, train: list[dict], gen: torch.Generator, pad: int, special: torch.Tensor,
+                    shuffle_seed: int, log, *, batch_size: int, eval_batch_size: int, device: str, epochs: int,
+                    lr: float, kl_margin: float, lambda_lr: float, lambda_max: float, l0: str) -> dict:
+    """The run's extractor phase: extractor_epochs() over the training examples (batches of batch_size, shuffled
+    with shuffle_seed + epoch), then extractor_stats() over all of them."""
+    extractor_epochs(model, ext, lambda epoch: common.batches(train, batch_size, pad, shuffle_seed=shuffle_seed + epoch,
+                                                              device=device),
+                     special, gen, epochs=epochs, lr=lr, kl_margin=kl_margin, lambda_lr=lambda_lr,
+                     lambda_max=lambda_max, l0=l0, log=log)
+    return extractor_stats(model, ext, common.batches(train, eval_batch_size, pad, sort_by_length=True, device=device),
+                           special, gen, kl_margin=kl_margin, l0=l0)
 
 
 @torch.no_grad()
-def extractor_stats(model, ext: Extractor, examples: list[dict], args: Args, gen, pad: int, special) -> dict:
-    """Mean KL and expected L0 over `examples` at the attribution layer (all probes), gates sampled."""
+def extractor_stats(model, ext: Extractor, batches: Iterable[dict], special: torch.Tensor, gen, *, kl_margin: float,
+                    l0: str) -> dict:
+    """Mean KL and expected L0 over the examples of `batches` at the attribution layer (all probes), gates sampled;
+    whether the mean KL meets kl_margin."""
     model.eval()
     KLs, L0s = [], []
-    for batch in common.batches(examples, args.eval_batch_size, pad, sort_by_length=True, device=args.device):
+    for batch in batches:
         content = common.content_mask(batch, special)
-        _, KL, L0 = extractor_loss(model, ext, batch, content, len(ext.probes) - 1, gen, args)
+        _, KL, L0 = extractor_loss(model, ext, batch, content, len(ext.probes) - 1, gen, kl_margin=kl_margin, l0=l0)
         KLs += KL.tolist()
         L0s += L0.tolist()
     return {"KL": sum(KLs) / len(KLs), "expected_L0": sum(L0s) / len(L0s),
-            "lagrange_last": ext.lagrange[-1].item(), "constraint_met": sum(KLs) / len(KLs) <= args.kl_margin}
+            "lagrange_last": ext.lagrange[-1].item(), "constraint_met": sum(KLs) / len(KLs) <= kl_margin}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -470,17 +508,17 @@ def eq7_loss(a: torch.Tensor, R: torch.Tensor, N: torch.Tensor, guard: float) ->
     return ((torch.clamp(a / max_N - 1, max=0) ** 2) * R).sum(-1)
 
 
-def dm_loss(model, ext: Extractor, batch: dict, args: Args, special: torch.Tensor, gen: torch.Generator):
+def dm_loss(model, ext: Extractor, batch: dict, special: torch.Tensor, gen: torch.Generator | None, *, guard: float):
     """(L_task, mean L_int over the batch's examples with a rationale and a non-rationale, their number), from one
     forward pass: the task scores and the hidden states the frozen extractor reads (gradients reach theta
-    through h_0 and h_k)."""
+    through h_0 and h_k). guard: --guard."""
     scores, states = encode(model, batch)
     L_task = model.task_loss(scores, batch)
     content = common.content_mask(batch, special)
     R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
     a, _ = gates(ext, states, content, len(ext.probes) - 1, gen)  # Eq. (6)
     has = (R.sum(-1) > 0) & (N.sum(-1) > 0)  # examples without a rationale, or with nothing but, are skipped
-    L = eq7_loss(a, R, N, args.guard)  # Eq. (7)
+    L = eq7_loss(a, R, N, guard)  # Eq. (7)
     n = int(has.sum())
     return L_task, (L[has].mean() if n else torch.zeros((), device=L.device)), n
 
@@ -515,6 +553,54 @@ def table4(model, ext: Extractor, test: list[dict], args: Args, seed: int, pad: 
 
 
 # ------------------------------------------------------------------------------------------------------
+# Your own training loop: L_int on a Hugging Face classifier (docs/own_data.md, "Your own training loop")
+# ------------------------------------------------------------------------------------------------------
+def fit_extractor(model, batches: Iterable[dict], *, mask_token_id: int, special_ids, epochs: int = 10,
+                  lr: float = 1e-3, kl_margin: float = 0.1, lambda_lr: float = 0.3, lambda_max: float = 200.0,
+                  l0: str = "prob", generator: torch.Generator | None = None) -> Extractor:
+    """A new DiffMask extractor Ext_phi (Eq. 6) fitted to your model, returned frozen for interpretation_loss().
+    model: a Hugging Face ...ForSequenceClassification or ...ForTokenClassification, or a TaskModel; it is frozen
+    (eval mode, no gradients) while the extractor trains, then left as it was. batches: re-iterable (a list, a
+    DataLoader), each with input_ids, attention_mask, optional token_type_ids (and, for a token classifier, labels:
+    the KL is over the labelled wordpieces); no rationale is needed. mask_token_id: the tokenizer's (the placeholder
+    starts as its embedding); special_ids: the tokenizer's `all_special_ids` (never gated). The options are the flags
+    --extractor-epochs, --lr-extractor (1e-3: most rows of Tables 6-8), --kl-margin, --lambda-lr, --lambda-max,
+    --l0 of uimer_dm.py, with their defaults; generator: a CPU torch.Generator for the layer and gate draws (None:
+    torch's global one). One implementation with the run's train_extractor (extractor_epochs)."""
+    if iter(batches) is batches:
+        raise ValueError("fit_extractor reads `batches` once per epoch: pass a list or a DataLoader, not an iterator")
+    if l0 not in ("prob", "log"):
+        raise ValueError(f"l0 {l0!r}: 'prob' (the DiffMask paper) or 'log' (the DiffMask and UIMER code)")
+    if mask_token_id is None:
+        raise ValueError("mask_token_id is None (a tokenizer without a mask token): the placeholder starts as the "
+                         "embedding of the token you pass, e.g. tokenizer.unk_token_id")
+    model = common.as_task_model(model)
+    device = next(model.parameters()).device
+    special = torch.as_tensor(special_ids).to(device)
+    ext = new_extractor(model, mask_token_id)
+    extractor_epochs(model, ext, lambda epoch: (common.to_device(dict(b), device) for b in batches), special,
+                     generator, epochs=epochs, lr=lr, kl_margin=kl_margin, lambda_lr=lambda_lr, lambda_max=lambda_max,
+                     l0=l0)
+    return ext
+
+
+def interpretation_loss(model, extractor: Extractor, batch: dict, *, special_ids, guard: float = 0.01,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """UIMER-DM's L_int (Eq. 7) for your own loop: `loss = outputs.loss + alpha * interpretation_loss(...)`, with
+    `extractor` from fit_extractor() (frozen: only the model learns). model: the Hugging Face classifier (or
+    TaskModel) the extractor was fitted to. batch: input_ids, attention_mask, optional token_type_ids, labels ((B,),
+    or (B, L) with -100 where ignored) and rationale (B, L), 0/1 per wordpiece. guard: --guard (max_{j in N} a_j
+    clamped to at least this); generator: a CPU torch.Generator for the gate noise (None: torch's global one).
+    Returns the mean L_int over the examples with both a rationale and a non-rationale wordpiece (0 if none), from
+    one more forward pass than the caller's own (dm_loss, as the run). The paper's schedules (Sec. 3.3.3): the task
+    alone first, then fit the extractor on the frozen model and train the model with it (one-pass), or repeat those
+    two (multi-round)."""
+    model, batch = common.as_task_model(model), common.rationale_batch(batch)
+    special = torch.as_tensor(special_ids).to(batch["input_ids"].device)
+    return dm_loss(model, extractor, batch, special, generator, guard=guard)[1]
+
+
+# ------------------------------------------------------------------------------------------------------
 # Training: model epochs (warm-up or one round), then one seed end to end
 # ------------------------------------------------------------------------------------------------------
 def model_epochs(model: common.TaskModel, ext: Extractor | None, data: dict, dev_batches: list, log, args: Args,
@@ -534,7 +620,7 @@ def model_epochs(model: common.TaskModel, ext: Extractor | None, data: dict, dev
                                                     shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
             int_on = ext is not None and args.alpha > 0
             if int_on:
-                L_task, L_int, n_int = dm_loss(model, ext, batch, args, special, gen)
+                L_task, L_int, n_int = dm_loss(model, ext, batch, special, gen, guard=args.guard)
             else:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int
@@ -602,14 +688,16 @@ def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None
     stopper.restore(model)
     ext, rounds = None, []
     if args.alpha > 0 or args.analysis:
-        n_states = model.encoder.config.num_hidden_layers + 2
-        mask_row = model.embed(torch.tensor([tokenizer.mask_token_id], device=args.device))[0]
-        ext = Extractor(model.encoder.config.hidden_size, n_states, mask_row).to(args.device).requires_grad_(False)
+        ext = new_extractor(model, tokenizer.mask_token_id)
     # one round (one-pass) or --rounds: the extractor trained on the frozen model, then the model on the frozen
     # extractor
+    extractor_options = dict(batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, device=args.device,
+                             epochs=args.extractor_epochs, lr=args.lr_extractor, kl_margin=args.kl_margin,
+                             lambda_lr=args.lambda_lr, lambda_max=args.lambda_max, l0=args.l0)
     for r in range(args.rounds if args.alpha > 0 else 0):
         state["round"] = r + 1
-        stats = train_extractor(model, ext, data["train"], args, gen, pad, special, seed * 7919 + 100 * r, log)
+        stats = train_extractor(model, ext, data["train"], gen, pad, special, seed * 7919 + 100 * r, log,
+                                **extractor_options)
         print(f"round {r + 1}: extractor KL {stats['KL']:.4f} (constraint {args.kl_margin}), expected L0 "
               f"{stats['expected_L0']:.3f}, lambda {stats['lagrange_last']:.3f}")
         model_epochs(model, ext, data, dev_batches, log, args, args.max_epochs, stopper, state, special, gen, seed,
@@ -619,8 +707,8 @@ def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None
     stopper.restore(model)
     extra = {}
     if args.analysis:  # the extractor is (re)trained on the selected model before it is read
-        extra["extractor_for_analysis"] = train_extractor(model, ext, data["train"], args, gen, pad, special,
-                                                          seed * 7919 - 1, log)
+        extra["extractor_for_analysis"] = train_extractor(model, ext, data["train"], gen, pad, special,
+                                                          seed * 7919 - 1, log, **extractor_options)
         extra["table4"] = table4(model, ext, data["test"], args, seed, pad, special, tokenizer, run)
     scored = common.evaluate(model, common.batches(data["test"], args.eval_batch_size, pad, sort_by_length=True,
                                                    device=args.device), data["labels"])

@@ -20,6 +20,7 @@ Equation index
            Ghaeini: J = gold score, f = sum over embedding dims;  Huang: J = task loss, f = L1 norm, normalised
     Eq. 3  L_int = D(a, g)                     -> ghaeini_loss(), huang_loss() (+Base, +Gate, +Order, +Gate+Order)
            Gate: G ~ Bernoulli(1 - sum_{i in R} s_i) -> gate_sample()
+    Your own training loop (a Hugging Face classifier)  -> interpretation_loss() (docs/own_data.md)
 """
 from __future__ import annotations
 
@@ -246,10 +247,12 @@ def resolve(args: Args, cache: dict | None = None) -> Args:
 # ------------------------------------------------------------------------------------------------------
 def gold_score(model: common.TaskModel, scores: torch.Tensor, batch: dict) -> torch.Tensor:
     """Ghaeini's f(x, y), per example (B,): the gold-class logit (ic, nli); for sf the probability of the gold tag
-    sequence, exp(CRF log-likelihood), as the original code."""
-    if model.task == "sf":
+    sequence, exp(CRF log-likelihood), as the original code (a Hugging Face token classifier, task 'tag': the
+    product of the labelled wordpieces' probabilities). The gold class is `label`, or Hugging Face's `labels`."""
+    if model.task in ("sf", "tag"):
         return model.gold_log_likelihood(scores, batch).exp()
-    return scores.gather(1, batch["label"].unsqueeze(1)).squeeze(1)
+    gold = batch["label"] if "label" in batch else batch["labels"]
+    return scores.gather(1, gold.unsqueeze(1)).squeeze(1)
 
 
 def input_gradients(model: common.TaskModel, batch: dict, variant: str, create_graph: bool,
@@ -314,21 +317,23 @@ def huang_loss(s: torch.Tensor, R: torch.Tensor, N: torch.Tensor, gate: bool, or
     return G * L if gate else L
 
 
-def gb_loss(model: common.TaskModel, batch: dict, args: Args, special_ids: torch.Tensor, gen: torch.Generator,
+def gb_loss(model: common.TaskModel, batch: dict, special_ids: torch.Tensor, gen: torch.Generator | None, *,
+            variant: str, gate: bool, order: bool, guard: float, wrt: str,
             create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(L_task, mean L_int over the batch's examples with a rationale and a non-rationale, their number), from one
-    forward pass whose input gradient is kept in the graph."""
-    dJ_de, scores = input_gradients(model, batch, args.variant, create_graph, args.wrt)
+    forward pass whose input gradient is kept in the graph. The options are the flags of the same names; `gen`
+    draws the +Gate samples (None: torch's global generator)."""
+    dJ_de, scores = input_gradients(model, batch, variant, create_graph, wrt)
     L_task = model.task_loss(scores, batch)
     content = common.content_mask(batch, special_ids)
     R, N = batch["rationale"] * content, (1 - batch["rationale"]) * content
-    a = attribution(dJ_de, args.variant, content)  # Eq. (2)
+    a = attribution(dJ_de, variant, content)  # Eq. (2)
     has = (R.sum(-1) > 0) & (N.sum(-1) > 0)  # examples without a rationale, or with nothing but, are skipped
-    if args.variant == "ghaeini":
+    if variant == "ghaeini":
         L = ghaeini_loss(a, R)  # Eq. (3)
     else:
-        G = gate_sample(a, R, gen) if args.gate else None
-        L = huang_loss(a, R, N, args.gate, args.order, G, args.guard)  # Eq. (3)
+        G = gate_sample(a, R, gen) if gate else None
+        L = huang_loss(a, R, N, gate, order, G, guard)  # Eq. (3)
     n = int(has.sum())
     return L_task, (L[has].mean() if n else torch.zeros((), device=L.device)), n
 
@@ -341,6 +346,35 @@ def saliency_explainer(model: common.TaskModel, variant: str, wrt: str, special_
         dJ_de, _ = input_gradients(model, tb, variant, create_graph=False, wrt=wrt)
         return attribution(dJ_de, variant, common.content_mask(batch, special_ids)).detach()
     return explain
+
+
+# ------------------------------------------------------------------------------------------------------
+# Your own training loop: L_int on a Hugging Face classifier (docs/own_data.md, "Your own training loop")
+# ------------------------------------------------------------------------------------------------------
+def interpretation_loss(model, batch: dict, *, special_ids, variant: str = "ghaeini", gate: bool = False,
+                        order: bool = False, guard: float = 1e-6, wrt: str = "inputs-embeds",
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """UIMER-GB's L_int for your own loop: `loss = outputs.loss + alpha * interpretation_loss(model, batch, ...)`.
+    model: a Hugging Face ...ForSequenceClassification or ...ForTokenClassification loaded with
+    attn_implementation="eager" (the loss differentiates an input gradient: double backward), or a TaskModel.
+    batch: input_ids, attention_mask, optional token_type_ids, labels ((B,), or (B, L) with -100 where ignored) and
+    rationale (B, L), 0/1 per wordpiece. special_ids: the tokenizer's `all_special_ids` (never rationale or
+    non-rationale). The options are the flags of uimer_gb.py (same defaults; Ghaeini w.r.t. inputs-embeds is
+    identically 0 for BERT-style encoders: docs/uimer_gb.md, deviation 3); generator: a CPU torch.Generator for the
+    +Gate draws (None: torch's global one). Returns the mean L_int over the examples with both a rationale and a
+    non-rationale wordpiece (0 if none), from one more forward pass than the caller's own (gb_loss, as the run)."""
+    if variant not in VARIANTS or wrt not in ("inputs-embeds", "embedding-output") or (gate or order) and \
+            variant != "huang":
+        raise ValueError(f"variant {variant!r} (one of {VARIANTS}), wrt {wrt!r} (inputs-embeds or embedding-output), "
+                         f"gate {gate} and order {order} (huang only): not a UIMER-GB setting")
+    model = common.as_task_model(model)
+    attention = getattr(model.encoder.config, "_attn_implementation", None)
+    if attention not in (None, "eager"):
+        raise ValueError(f"UIMER-GB needs eager attention (the double backward through {attention} attention fails "
+                         "in eval mode); load the model with attn_implementation='eager'")
+    batch = common.rationale_batch(batch)
+    special = torch.as_tensor(special_ids).to(batch["input_ids"].device)
+    return gb_loss(model, batch, special, generator, variant=variant, gate=gate, order=order, guard=guard, wrt=wrt)[1]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -394,7 +428,9 @@ def train_one_seed(args: Args, seed: int, tokenizer, dataset: dict | None = None
                                                     shuffle_seed=seed * 1000 + epoch), desc=f"epoch {epoch}"):
             int_on = args.alpha > 0 and epoch >= args.warmup_epochs
             if int_on:
-                L_task, L_int, n_int = gb_loss(model, batch, args, special_ids, gen)
+                L_task, L_int, n_int = gb_loss(model, batch, special_ids, gen, variant=args.variant,
+                                               gate=args.gate, order=args.order, guard=args.guard,
+                                               wrt=args.wrt)
             else:
                 L_task, L_int, n_int = model.task_loss(model(batch), batch), torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int

@@ -22,6 +22,7 @@ Equation index
     fn. 1-4: strategies mask / uniform / prior / bert, q(x'_R) = mean of per-position q
                                                -> candidates_*(), build_replacement_sets()
     warm-up (Sec. 3, Fig. 3)                   -> use_int_loss()
+    Your own training loop (a Hugging Face classifier)  -> interpretation_loss() (docs/own_data.md)
 """
 from __future__ import annotations
 
@@ -456,20 +457,21 @@ def choose_positions(rationale: list[int], content: list[int], max_fraction: flo
     return R, N
 
 
-def build_replacement_sets(train: list[dict], args: Args, gen: torch.Generator, tok_info: dict, mlm=None) -> dict:
-    """For every training example: S^R and S^N as k replaced sentences each (sample r puts the r-th candidate at
-    every replaced position) with q(x') = mean of the per-position likelihoods (fn. 4). Examples without both
-    sets get no entry. Returns {example index: (ids (2, k, L), q (2, k))}."""
-    k = args.num_samples
+def build_replacement_sets(train: list[dict], gen: torch.Generator | None, tok_info: dict, *, strategy: str,
+                           num_samples: int, max_rationale_fraction: float, replace_cap: str, mlm=None) -> dict:
+    """For every example of `train` (index, input_ids, rationale, content): S^R and S^N as k = num_samples replaced
+    sentences each (sample r puts the r-th candidate at every replaced position) with q(x') = mean of the
+    per-position likelihoods (fn. 4). Examples without both sets get no entry. The options are the flags of the
+    same names. Returns {example index: (ids (2, k, L), q (2, k))}."""
+    k = num_samples
     plan = {}
     for e in train:
-        pos = choose_positions(e["rationale"], e["content"], args.max_rationale_fraction, gen, args.replace_cap,
-                               args.strategy)
+        pos = choose_positions(e["rationale"], e["content"], max_rationale_fraction, gen, replace_cap, strategy)
         if pos is not None:
             plan[e["index"]] = pos
     flat = [(i, s, j) for i, (R, N) in plan.items() for s, P in enumerate((R, N)) for j in P]
     by_index = {e["index"]: e for e in train}
-    cand, q = candidates(args.strategy, [(by_index[i]["input_ids"], j) for i, _, j in flat], k, tok_info, gen, mlm)
+    cand, q = candidates(strategy, [(by_index[i]["input_ids"], j) for i, _, j in flat], k, tok_info, gen, mlm)
     sets, row = {}, 0
     for i, (R, N) in plan.items():
         x = torch.tensor(by_index[i]["input_ids"])
@@ -531,13 +533,14 @@ def replaced_batch(batch: dict, sets: dict) -> tuple[dict | None, torch.Tensor |
     return rep, q
 
 
-def im_loss(model: common.TaskModel, batch: dict, sets: dict, args: Args) -> tuple[torch.Tensor, int]:
+def im_loss(model: common.TaskModel, batch: dict, sets: dict, *, epsilon: float,
+            lower_bound: float) -> tuple[torch.Tensor, int]:
     """Mean L_int over the batch's examples that have both sets, from one batched forward pass."""
     rep, q = replaced_batch(batch, sets)
     if rep is None:
         return torch.zeros((), device=batch["input_ids"].device), 0
     log_p = model.gold_log_likelihood(model(rep), rep).view(q.shape)  # (n, 2, k): log p(y|x')
-    return im_margin_loss(log_p, q, args.epsilon, args.lower_bound).mean(), q.size(0)
+    return im_margin_loss(log_p, q, epsilon, lower_bound).mean(), q.size(0)
 
 
 def use_int_loss(epoch: int, step: int, total_steps: int, warmup: str, warmup_epochs: int | None,
@@ -710,7 +713,9 @@ def training_sentences(args: Args, data_dir: Path, tokenizer, dataset: dict | No
 # ------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def table4(model, test: list[dict], args: Args, seed: int, tok_info: dict, mlm, pad_id: int) -> dict:
-    sets = build_replacement_sets(test, args, torch.Generator().manual_seed(seed + 1), tok_info, mlm)
+    sets = build_replacement_sets(test, torch.Generator().manual_seed(seed + 1), tok_info, strategy=args.strategy,
+                                  num_samples=args.num_samples, max_rationale_fraction=args.max_rationale_fraction,
+                                  replace_cap=args.replace_cap, mlm=mlm)
     if not sets:
         return {"note": "no test example has a rationale (e-SNLI test has no highlights in this copy)"}
     model.eval()
@@ -750,6 +755,52 @@ def write_lint_curve(run: Path, log_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(run / "lint_curve.png", dpi=100)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Your own training loop: L_int on a Hugging Face classifier (docs/own_data.md, "Your own training loop")
+# ------------------------------------------------------------------------------------------------------
+def batch_examples(batch: dict, special_ids: torch.Tensor) -> list[dict]:
+    """The rows of a right-padded batch as the examples build_replacement_sets reads: index (the row), input_ids,
+    rationale and content (0/1: not a special token) over the row's wordpieces, padding dropped."""
+    att = batch["attention_mask"].bool()
+    n = att.sum(1)
+    if not torch.equal(att, torch.arange(att.size(1), device=att.device) < n.unsqueeze(1)):
+        raise ValueError("UIMER-IM's own-loop term needs right-padded batches (tokenizer.padding_side = 'right'): "
+                         "the replaced sentences are written over each row's first wordpieces")
+    ids, r, c = batch["input_ids"].tolist(), batch["rationale"].tolist(), common.content_mask(batch, special_ids)
+    return [{"index": b, "input_ids": ids[b][:m], "rationale": [int(x > 0) for x in r[b][:m]],
+             "content": [int(x) for x in c[b][:m].tolist()]} for b, m in enumerate(n.tolist())]
+
+
+def interpretation_loss(model, batch: dict, tok_info: dict, *, strategy: str = "uniform",
+                        num_samples: int | None = None, epsilon: float = 1.0, lower_bound: float = 1e-23,
+                        max_rationale_fraction: float = 0.3, replace_cap: str = "paper",
+                        generator: torch.Generator | None = None, mlm=None) -> torch.Tensor:
+    """UIMER-IM's L_int (Eqs. 4-5) for your own loop: `loss = outputs.loss + alpha * interpretation_loss(...)`.
+    model: a Hugging Face ...ForSequenceClassification or ...ForTokenClassification, or a TaskModel.
+    batch: right-padded input_ids, attention_mask, optional token_type_ids, labels ((B,), or (B, L) with -100 where
+    ignored) and rationale (B, L), 0/1 per wordpiece. tok_info: token_info(tokenizer, corpus) (the corpus, lists of
+    input ids, only counts for strategy 'prior'). The options are the flags of uimer_im.py: num_samples k (default
+    4, 1 for mask); epsilon 1 and lower_bound 1e-23 are the IC 1-shot +Uniform row's and IC's (Tables 6-8 range from
+    0.01 to 4; sf 1e-25, nli 1e-20: PAPER_TABLE); mlm: the masked LM of strategy 'bert'.
+    The replacement sets S^R, S^N are drawn anew at every call, with `generator` (a CPU torch.Generator; None:
+    torch's global one). The paper draws them once per training set, and uimer_im.py does (unless
+    --resample-every-epoch); drawing per call is the own-loop form, whose batches need not be the same every epoch.
+    Returns the mean L_int over the examples with both sets (a rationale and a non-rationale wordpiece; 0 if none),
+    from one batched forward pass over their 2k replaced sentences each (im_loss, as the run)."""
+    k = num_samples if num_samples is not None else 1 if strategy == "mask" else 4
+    if strategy not in STRATEGIES or replace_cap not in ("paper", "original") or strategy == "mask" and k != 1 or \
+            strategy == "bert" and mlm is None or strategy in ("mask", "bert") and tok_info["mask_id"] is None:
+        raise ValueError(f"strategy {strategy!r} (one of {STRATEGIES}; mask: num_samples 1, a mask token; bert: mlm, "
+                         f"a mask token), replace_cap {replace_cap!r} (paper or original): not a UIMER-IM setting")
+    model, batch = common.as_task_model(model), common.rationale_batch(batch)
+    special = torch.as_tensor(tok_info["special_ids"]).to(batch["input_ids"].device)
+    sets = build_replacement_sets(batch_examples(batch, special), generator, tok_info, strategy=strategy,
+                                  num_samples=k, max_rationale_fraction=max_rationale_fraction,
+                                  replace_cap=replace_cap, mlm=mlm)
+    rows = torch.arange(batch["input_ids"].size(0), device=batch["input_ids"].device)
+    return im_loss(model, {**batch, "index": rows}, sets, epsilon=epsilon, lower_bound=lower_bound)[0]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -795,8 +846,9 @@ def train_one_seed(args: Args, seed: int, tokenizer, mlm, dataset: dict | None =
               else training_sentences(args, common.resolve_data_dir(args.data_dir), tokenizer, dataset))
     tok_info = token_info(tokenizer, corpus)
     need_sets = args.alpha > 0 or args.analysis
-    sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed), tok_info, mlm) \
-        if need_sets else {}
+    sets = build_replacement_sets(data["train"], torch.Generator().manual_seed(seed), tok_info, strategy=args.strategy,
+                                  num_samples=args.num_samples, max_rationale_fraction=args.max_rationale_fraction,
+                                  replace_cap=args.replace_cap, mlm=mlm) if need_sets else {}
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     total_steps = steps_per_epoch * args.max_epochs
     opt, sched = common.make_optimizer(model, args.lr, total_steps)
@@ -804,8 +856,10 @@ def train_one_seed(args: Args, seed: int, tokenizer, mlm, dataset: dict | None =
     task_converged = False
     for epoch in range(args.max_epochs):
         if args.resample_every_epoch and epoch > 0 and need_sets:
-            sets = build_replacement_sets(data["train"], args, torch.Generator().manual_seed(seed * 1000 + epoch),
-                                          tok_info, mlm)
+            sets = build_replacement_sets(data["train"], torch.Generator().manual_seed(seed * 1000 + epoch), tok_info,
+                                          strategy=args.strategy, num_samples=args.num_samples,
+                                          max_rationale_fraction=args.max_rationale_fraction,
+                                          replace_cap=args.replace_cap, mlm=mlm)
         model.train()
         sums = {"L_task": 0.0, "L_int": 0.0}
         for batch in common.progress(common.batches(data["train"], args.batch_size, pad, device=args.device,
@@ -815,10 +869,10 @@ def train_one_seed(args: Args, seed: int, tokenizer, mlm, dataset: dict | None =
             scores = model(batch)
             L_task = model.task_loss(scores, batch)
             if int_on:
-                L_int, n_int = im_loss(model, batch, sets, args)
+                L_int, n_int = im_loss(model, batch, sets, epsilon=args.epsilon, lower_bound=args.lower_bound)
             elif args.analysis and sets:  # Fig. 3: L_int is tracked, not trained, during warm-up
                 with torch.no_grad():
-                    L_int, n_int = im_loss(model, batch, sets, args)
+                    L_int, n_int = im_loss(model, batch, sets, epsilon=args.epsilon, lower_bound=args.lower_bound)
             else:
                 L_int, n_int = torch.zeros((), device=args.device), 0
             # Eq. (1): L = L_task + alpha * L_int

@@ -13,7 +13,6 @@ ferret runs in its own environment (--ferret-python, e.g. a venv with `pip insta
 measured ferret figure. Times are wall seconds of the explain-and-evaluate part (model loading excluded), medians of
 --repeats, both sides on the same threads; the ratio is what to read.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -22,8 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import toolbox as tb  # noqa: E402
+from timing import run_bench  # noqa: E402
+
+import common  # noqa: E402
+import regex_robust as rx  # noqa: E402
 
 # the last measurement with ferret installed (bench/bench_ferret.py --n 50, docs/regex.md, Speed)
 LAST_FERRET = {"date": "2026-12-01", "n": 50, "seconds": 112.4, "ours_seconds": 61.6,
@@ -57,15 +61,16 @@ print(json.dumps({"seconds": t_explain + t_eval, "explain": t_explain, "evaluate
 '''
 
 
+def regex_argv(a) -> list[str]:
+    """regex_robust.py's flags for our side."""
+    return ["--convention", "ferret", "--attributions", "input_x_gradient,ig", "--ig-steps", "10", "--task", "sst2",
+            "--device", "cpu", "--eval-batch-size", str(a.eval_batch_size)] + (["--data-dir", str(a.data_dir)]
+                                                                               if a.data_dir else [])
+
+
 def ours(model_dir: Path, a) -> tuple[float, dict, list, list]:
     import torch
-
-    import common
-    import regex_robust as rx
-    argv = ["--convention", "ferret", "--attributions", "input_x_gradient,ig", "--ig-steps", "10", "--task", "sst2",
-            "--device", "cpu", "--eval-batch-size", str(a.eval_batch_size)] + (["--data-dir", a.data_dir] if a.data_dir
-                                                                               else [])
-    args = rx.resolve(rx.parse_args(argv))
+    args = rx.resolve(rx.parse_args(regex_argv(a)))
     model, _ = common.load_task_model(model_dir)
     tok = common.load_tokenizer(str(model_dir))
     clf = rx.as_classifier(model, tok)
@@ -86,33 +91,52 @@ def median_split(times: list[tuple]) -> tuple:
     return sorted(times)[len(times) // 2]
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=None, help="folder holding sst2/ (an existing folder; default: data/)")
-    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder (a name or a folder)")
-    p.add_argument("--n", type=int, default=50, help="SST-2 test sentences (an integer >= 1)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per side, interleaved, median (an integer "
-                   ">= 1)")
-    p.add_argument("--eval-batch-size", type=int, default=8, help="our side's --eval-batch-size: short sentences "
-                   "explain faster in small batches (less padding) (an integer >= 1)")
-    p.add_argument("--ferret-python", default=os.environ.get("FERRET_PYTHON"),
-                   help="python of an environment with ferret-xai 0.4.2 (an existing file; default $FERRET_PYTHON)")
-    a = p.parse_args()
-    if min(a.n, a.repeats, a.eval_batch_size) < 1:
-        p.error("--n, --repeats and --eval-batch-size are integers >= 1")
-    if a.ferret_python and not Path(a.ferret_python).is_file():
-        p.error(f"--ferret-python {a.ferret_python} does not exist")
-    import torch
+def build_parser():
+    p = tb.OneLineParser(prog="bench_ferret.py", description=tb.first_paragraph(__doc__))
+    tb.add(p, "--data-dir", domain=tb.EXISTING_DIR, help="folder holding sst2/ (default: $DATA_DIR, else the data/ "
+           "folder of the repository)")
+    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help="encoder: a Hugging Face name in the "
+           "local cache or a local folder")
+    tb.add(p, "--n", default=50, domain=tb.Int(1, 10**6), help="SST-2 test sentences (at most the split's size)")
+    tb.add(p, "--repeats", default=3, domain=tb.Int(1, 1000), help="timed repeats per side, interleaved, median")
+    tb.add(p, "--eval-batch-size", default=8, domain=tb.Int(1, 4096), help="our side's --eval-batch-size: short "
+           "sentences explain faster in small batches (less padding)")
+    tb.add(p, "--ferret-python", default=os.environ.get("FERRET_PYTHON") or None, domain=tb.EXISTING_FILE,
+           help="python of an environment with ferret-xai 0.4.2 (default: $FERRET_PYTHON; without it, our side "
+           "beside the last measured ferret figure)")
+    return p
 
-    import common
+
+def parse_args(argv=None):
+    """The flags checked, the model (its config), the SST-2 test split (its size against --n) and the ferret
+    interpreter (executable) found: nothing loaded, no measurement started."""
+    a = build_parser().parse_args(argv)
+    args = rx.resolve(rx.parse_args(regex_argv(a)))
+    common.check_max_len(a.model, args.max_len, "regex_robust.py's --max-len for sst2")
+    test = rx.read_sst2(common.resolve_data_dir(str(a.data_dir) if a.data_dir else None), "test")
+    if a.n > len(test):
+        raise common.UsageError(f"--n {a.n}: the SST-2 test split holds {len(test)} sentences")
+    if a.ferret_python and not os.access(a.ferret_python, os.X_OK):
+        raise common.UsageError(f"--ferret-python {a.ferret_python}: not executable")
+    return a
+
+
+def main(a) -> None:
+    import torch
     torch.manual_seed(0)
     model = common.TaskModel(common.load_encoder(a.model), "cls", 2, 0.1).eval()
     with torch.no_grad():  # a head that separates the classes, so that probabilities move
         model.head.weight.normal_(0, 0.5)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ferret-"))
-    common.save_task_model(tmp / "model", model, common.load_tokenizer(a.model), {"method": "bench"},
-                           labels=["negative", "positive"])
-    ours_s, table, texts, targets = ours(tmp / "model", a)
+    with tempfile.TemporaryDirectory(prefix="bench-ferret-") as tmp:
+        common.save_task_model(Path(tmp) / "model", model, common.load_tokenizer(a.model), {"method": "bench"},
+                               labels=["negative", "positive"])
+        compare(Path(tmp) / "model", a)
+
+
+def compare(model_dir: Path, a) -> None:
+    """Our side, then (with --ferret-python) both sides interleaved, on the model saved in `model_dir`."""
+    import torch
+    ours_s, table, texts, targets = ours(model_dir, a)
     ours_all = [ours_s]
     print(f"threads {torch.get_num_threads()}, {a.n} SST-2 test sentences, Gradient x Input + IG (10 steps), 10 AOPC "
           "bins, deletion by re-tokenising, taucorr_loo")
@@ -127,12 +151,13 @@ def main():
     times, out = [], None
     for k in range(a.repeats):  # interleaved: ours, ferret, ours, ferret, ... (the machine's load hits both alike)
         if k:
-            ours_all.append(ours(tmp / "model", a)[0])
+            ours_all.append(ours(model_dir, a)[0])
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        r = subprocess.run([a.ferret_python, "-c", FERRET_SIDE, str(tmp / "model"), json.dumps(texts),
+        r = subprocess.run([str(a.ferret_python), "-c", FERRET_SIDE, str(model_dir), json.dumps(texts),
                             json.dumps(targets)], capture_output=True, text=True, env=env)
         if r.returncode:
-            sys.exit(f"bench_ferret.py: the ferret side failed: {r.stderr.strip().splitlines()[-1]}")
+            lines = r.stderr.strip().splitlines()
+            sys.exit(f"bench_ferret.py: the ferret side failed: {lines[-1] if lines else f'exit code {r.returncode}'}")
         out = json.loads(r.stdout.strip().splitlines()[-1])
         times.append((out["seconds"], out["explain"], out["evaluate"]))
         print(f"repeat {k + 1}: ours {ours_all[-1][0]:.2f} s, ferret {times[-1][0]:.2f} s, ratio "
@@ -147,5 +172,9 @@ def main():
           f"evaluate {fs[2] / ours_s[2]:.2f}x")
 
 
+def cli(argv=None) -> int:
+    return run_bench(main, parse_args, "bench_ferret.py", argv, errors=(common.UsageError,))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -95,23 +95,27 @@ def uimer_rows(cfgs, device, repeats):
     args = im.resolve(im.parse_args(["--task", "ic", "--strategy", "uniform", "--device", device]))
     info = {"mask_id": MASK, "special_ids": SPECIAL, "allowed_ids": torch.arange(1000, VOCAB),
             "counts": torch.ones(VOCAB, dtype=torch.long)}
-    sets = im.build_replacement_sets(ex, args, torch.Generator().manual_seed(0), info)
-    step = sgd_step(model, lambda: model.task_loss(model(batch), batch)
-                    + args.alpha * im.im_loss(model, batch, sets, args)[0])
+    sets = im.build_replacement_sets(ex, torch.Generator().manual_seed(0), info, strategy=args.strategy,
+                                     num_samples=args.num_samples, replace_cap=args.replace_cap,
+                                     max_rationale_fraction=args.max_rationale_fraction)
+    step = sgd_step(model, lambda: model.task_loss(model(batch), batch) + args.alpha * im.im_loss(
+        model, batch, sets, epsilon=args.epsilon, lower_bound=args.lower_bound)[0])
     rows.append(("UIMER-IM +Uniform (k = 4)", "BERT-base", B, L, *compare(plain, step, device, repeats)))
     for label, flags in (("UIMER-GB Ghaeini (embedding output)",
                           ["--variant", "ghaeini", "--wrt", "embedding-output"]),
                          ("UIMER-GB Huang +Order", ["--variant", "huang", "--order"])):
         a = gb.resolve(gb.parse_args(["--task", "ic", *flags, "--device", device]))
         gen = torch.Generator().manual_seed(0)
-        step = sgd_step(model, lambda a=a, gen=gen: sum(gb.gb_loss(model, batch, a, special, gen)[:2]))
+        step = sgd_step(model, lambda a=a, gen=gen: sum(gb.gb_loss(model, batch, special, gen, variant=a.variant,
+                                                                   gate=a.gate, order=a.order, guard=a.guard,
+                                                                   wrt=a.wrt)[:2]))
         rows.append((label, "BERT-base", B, L, *compare(plain, step, device, repeats)))
     a = dm.resolve(dm.parse_args(["--task", "ic", "--device", device]))
     n_states = model.encoder.config.num_hidden_layers + 2
     ext = dm.Extractor(model.encoder.config.hidden_size, n_states,
                        model.embed(torch.tensor([MASK], device=device))[0].detach()).to(device).requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
-    step = sgd_step(model, lambda: sum(dm.dm_loss(model, ext, batch, a, special, gen)[:2]))
+    step = sgd_step(model, lambda: sum(dm.dm_loss(model, ext, batch, special, gen, guard=a.guard)[:2]))
     rows.append(("UIMER-DM model step (Eq. 7)", "BERT-base", B, L, *compare(plain, step, device, repeats)))
     content = common.content_mask(batch, special)
     ext_opt = torch.optim.AdamW(ext.parameters(), lr=1e-3)
@@ -119,7 +123,7 @@ def uimer_rows(cfgs, device, repeats):
     def ext_step():  # as train_extractor(): the model frozen in eval mode, the probes and placeholder trained
         model.eval().requires_grad_(False)
         ext.requires_grad_(True)
-        loss = dm.extractor_loss(model, ext, batch, content, n_states - 1, gen, a)[0]
+        loss = dm.extractor_loss(model, ext, batch, content, n_states - 1, gen, kl_margin=a.kl_margin, l0=a.l0)[0]
         ext_opt.zero_grad(set_to_none=True)
         loss.backward()
         ext_opt.step()

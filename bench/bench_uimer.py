@@ -35,7 +35,7 @@ GB_VARIANTS = {"GB ghaeini": [], "GB ghaeini (embedding-output)": ["--wrt", "emb
 def im_step(model, opt, batch, sets, args, with_int: bool) -> None:
     L = model.task_loss(model(batch), batch)
     if with_int:
-        L_int, _ = im.im_loss(model, batch, sets, args)
+        L_int, _ = im.im_loss(model, batch, sets, epsilon=args.epsilon, lower_bound=args.lower_bound)
         L = L + args.alpha * L_int
     opt.zero_grad()
     L.backward()
@@ -55,7 +55,9 @@ def im_table(a, device: str, data_dir: Path, tok) -> None:
 
 def im_row(a, device: str, task: str, shots: str, strategy: str, data: dict, batch: dict, info: dict) -> None:
     args = im.resolve(im.parse_args(["--task", task, "--shots", shots, "--strategy", strategy, "--device", device]))
-    sets = im.build_replacement_sets(data["train"], args, torch.Generator().manual_seed(0), info)
+    sets = im.build_replacement_sets(data["train"], torch.Generator().manual_seed(0), info, strategy=args.strategy,
+                                     num_samples=args.num_samples, replace_cap=args.replace_cap,
+                                     max_rationale_fraction=args.max_rationale_fraction)
     torch.manual_seed(0)
     model = common.TaskModel(common.load_encoder(a.model), task, len(data["labels"])).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -103,7 +105,8 @@ def gb_dm_steps(a, device: str, task: str, shots: str, data: dict, batch: dict, 
 
     def gb_step(args):
         def step():
-            L_task, L_int, _ = gb.gb_loss(model, batch, args, special, gen)
+            L_task, L_int, _ = gb.gb_loss(model, batch, special, gen, variant=args.variant, gate=args.gate,
+                                          order=args.order, guard=args.guard, wrt=args.wrt)
             L = L_task + args.alpha * L_int
             opt.zero_grad()
             L.backward()
@@ -112,7 +115,7 @@ def gb_dm_steps(a, device: str, task: str, shots: str, data: dict, batch: dict, 
 
     def dm_model_step():
         model.train()
-        L_task, L_int, _ = dm.dm_loss(model, ext, batch, dm_args, special, gen)
+        L_task, L_int, _ = dm.dm_loss(model, ext, batch, special, gen, guard=dm_args.guard)
         L = L_task + dm_args.alpha * L_int
         opt.zero_grad()
         L.backward()
@@ -122,7 +125,8 @@ def gb_dm_steps(a, device: str, task: str, shots: str, data: dict, batch: dict, 
         model.eval()
         model.requires_grad_(False)
         ext.requires_grad_(True)
-        loss, _, _ = dm.extractor_loss(model, ext, batch, content, n_states - 1, gen, dm_args)
+        loss, _, _ = dm.extractor_loss(model, ext, batch, content, n_states - 1, gen, kl_margin=dm_args.kl_margin,
+                                       l0=dm_args.l0)
         opt_phi.zero_grad()
         opt_lambda.zero_grad()
         loss.backward()

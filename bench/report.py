@@ -37,7 +37,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep import OneLineParser, UsageError, run_cli  # noqa: E402
+import toolbox as tb  # noqa: E402
+from toolbox import OneLineParser, UsageError, run_cli  # noqa: E402
 
 NEGATIVE, POSITIVE = (33, 102, 172), (178, 24, 43)  # the two ends of the diverging scale (blue, red); 0 is white
 METRICS = (("ap", "token AP"), ("token_f1", "token F1"), ("iou_f1", "IOU F1"))
@@ -88,10 +89,12 @@ def read_json(path: Path) -> dict | None:
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, object) of every non-blank line; a malformed line is `file:line: what`."""
     out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    lines = []
+    for i, raw in enumerate(path.read_bytes().split(b"\n"), 1):  # lines end at \n only (not U+2028 and friends)
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path}:{i}: not valid UTF-8 (byte {e.start} of the line)") from None
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -499,14 +502,14 @@ def write_atomic(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="report.py", description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding explanations.jsonl (written with "
-                   "--explain-examples N > 0), beside config.json, results.json and log.jsonl")
-    p.add_argument("--against", metavar="BASE_RUN_DIR", help="a baseline run directory that explained the same "
-                   "examples (e.g. the same script with --alpha 0, same seed): its rows go under the run's")
-    p.add_argument("-o", "--output", metavar="PATH", help="the HTML file to write: a path in an existing, writable "
-                   "folder, not a folder (default: RUN_DIR/report.html)")
-    p.add_argument("--explainer", metavar="NAME", help="the explainer whose scores colour the words: one of the "
-                   "run's explainers (default: the method's own, else ig)")
+    tb.add(p, "run_dir", metavar="RUN_DIR", domain=tb.PATH, help="a run directory holding explanations.jsonl "
+           "(written with --explain-examples N > 0), beside config.json, results.json and log.jsonl")
+    tb.add(p, "--against", metavar="BASE_RUN_DIR", domain=tb.PATH, help="a baseline run directory that explained "
+           "the same examples (e.g. the same script with --alpha 0, same seed): its rows go under the run's")
+    tb.add(p, "-o", "--output", metavar="PATH", domain=tb.PATH, help="the HTML file to write: a path in an "
+           "existing, writable folder, not a folder (default: RUN_DIR/report.html)")
+    tb.add(p, "--explainer", metavar="NAME", domain=tb.TEXT, help="the explainer whose scores colour the words: one "
+           "of the run's explainers (default: the method's own, else ig)")
     return p
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_tiny_esnli, write_tiny_snips
+from conftest import FIXTURES, write_tiny_esnli, write_tiny_snips
 from test_regex import write_tiny_text_data
 from test_smat import base as smat_base
 from test_smat import (
@@ -103,8 +103,18 @@ def eraser_row(path: Path, line: int, **change) -> None:
 ZW = "\u200b"  # ZERO WIDTH SPACE: not whitespace for str.split(), dropped by BERT's tokenizer (category Cf)
 SNIPS = lambda d: d / "snips"  # noqa: E731
 ESNLI_TRAIN = lambda d: d / "esnli" / "train_sample_highlights" / "esnli_train_first1000_highlights.jsonl"  # noqa: E731
+def custom_copy(d: Path, split: str, line: int, text: str) -> None:
+    """A copy of the jsonl_words fixture as d/mine, with one line of one split replaced."""
+    shutil.copytree(FIXTURES / "rationale_data" / "jsonl_words", d / "mine")
+    edit_line(d / "mine" / f"{split}.jsonl", line, text)
+
+
 CORRUPT = {
     "none": lambda d: None,
+    "custom_bad_json": lambda d: custom_copy(d, "train", 3, '{"text": "a b", "label": '),
+    "custom_rationale_length": lambda d: custom_copy(d, "train", 2, json.dumps({"text": "two words", "label": (
+        FIXTURES / "rationale_data" / "jsonl_words" / "labels.txt").read_text().split()[0], "rationale": [1]})),
+    "custom_unseen_label": lambda d: custom_copy(d, "test", 1, json.dumps({"text": "a b", "label": "never-seen"})),
     "bom_label_file": lambda d: prepend_bytes(SNIPS(d) / "intent_label.txt", b"\xef\xbb\xbf"),
     "bom_seq_in": lambda d: prepend_bytes(SNIPS(d) / "train" / "seq.in", b"\xef\xbb\xbf"),
     "bad_utf8_seq_in": lambda d: put_bytes(SNIPS(d) / "train" / "seq.in", 3, b"book a \xff\xfe table"),
@@ -181,6 +191,29 @@ E, OK = "error", "ok"
 DEVICE_ERR = "--device must be auto, cpu, cuda or cuda:N (N in [0, 1023]"
 U_FAST = ["--max-epochs", "1", "--eval-batch-size", "64"]
 ROWS = [  # (id, script, args, corruption, expected, what the message or the results must show)
+    # ---- the UIMER files on your own data (--task custom, docs/own_data.md)
+    ("im-custom-no-data", "im", ["--task", "custom"], "none", E, "--task custom needs --data"),
+    ("gb-data-with-paper-task", "gb", ["--data", "{fix}/jsonl_words"], "none", E, "--data is for --task custom"),
+    ("dm-custom-shots-and-size", "dm", ["--task", "custom", "--data", "{fix}/jsonl_words", "--shots", "1",
+                                        "--train-size", "5"], "none", E, "give --shots or --train-size, not both"),
+    ("im-custom-no-folder", "im", ["--task", "custom", "--data", "{tmp}/no-such-data"], "none", E,
+     "no-such-data: not an existing folder"),
+    ("gb-custom-format", "gb", ["--task", "custom", "--data", "{fix}/jsonl_words", "--data-format", "csv"], "none", E,
+     "invalid choice: 'csv'"),
+    ("im-custom-wrong-format", "im", ["--task", "custom", "--data", "{fix}/jsonl_words", "--data-format", "eraser"],
+     "none", E, "no documents"),
+    ("dm-custom-too-many", "dm", ["--task", "custom", "--data", "{fix}/jsonl_words", "--train-size", "100000"], "none",
+     E, "--train-size 100000: the training split holds"),
+    ("gb-custom-shots-short", "gb", ["--task", "custom", "--data", "{fix}/jsonl_words", "--shots", "500"], "none", E,
+     "--shots 500: the training pool"),
+    ("im-custom-bad-json", "im", ["--task", "custom", "--data", "{data}/mine"], "custom_bad_json", E,
+     "mine/train.jsonl:3: malformed JSON"),
+    ("gb-custom-rationale-length", "gb", ["--task", "custom", "--data", "{data}/mine"], "custom_rationale_length", E,
+     "mine/train.jsonl:2:"),
+    ("dm-custom-unseen-label", "dm", ["--task", "custom", "--data", "{data}/mine"], "custom_unseen_label", E,
+     "mine/test.jsonl:1:"),
+    ("im-custom-text-column", "im", ["--task", "custom", "--data", "{fix}/hf_disk", "--data-format", "hf",
+                                     "--text-column", "nope"], "none", E, "nope"),
     # ---- UIMER-IM: flags
     ("im-batch0", "im", ["--batch-size", "0"], "none", E, "--batch-size"),
     ("im-evalbatch0", "im", ["--eval-batch-size", "0"], "none", E, "--eval-batch-size"),
@@ -549,7 +582,8 @@ def test_bad_input_row(row, world, tiny_model, tmp_path, capfd, monkeypatch):
         CORRUPT[corruption](data)
     elif script != "sm":
         CORRUPT[corruption](data)
-    fill = {"tmp": str(world["root"]), "file": str(world["root"] / "a_file"), "teacher": world["teacher"]}
+    fill = {"tmp": str(world["root"]), "file": str(world["root"] / "a_file"), "teacher": world["teacher"],
+            "fix": str(FIXTURES / "rationale_data"), "data": str(data)}
     args = [a.format(**fill) for a in args]
     base = ["--data-dir", str(data), "--out-dir", str(out_dir), "--model", tiny_model, "--device", "cpu"]
     if script == "sm":

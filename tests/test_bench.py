@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on tiny models (they time nothing useful here; this only keeps them working):
 each prints its table of ratios, one row per method, every ratio a positive finite number."""
+import json
 import re
 import subprocess
 import sys
@@ -56,6 +57,33 @@ def test_smat_bench_on_the_imdb_slice():
     assert "untrained teacher" in out and "meta part alone" in out and "outer_bwd" in out
     ratios = [float(line.split()[-2]) for line in out.splitlines() if line.startswith("student + gradient_l2")]
     assert len(ratios) == 1 and 0 < ratios[0] < 1e3, out
+
+
+@pytest.mark.slow
+def test_faithfulness_bench_on_the_eraser_slice(tiny_model):
+    """bench_faithfulness.py's three measurements (load, one IG chunk, the suite on 2 documents), each in a fresh
+    process, on the tiny model and the ERASER Movie Reviews slice in tests/fixtures, at its smallest sizes."""
+    out = run("bench/bench_faithfulness.py", "--data-dir", "tests/fixtures/real_slices", "--model", tiny_model,
+              "--n", "2", "--max-len", "16", "--ig-steps", "1", "--explain-memory-mb", "16")
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["mode"], r["n"]) for r in rows] == [("load", 1), ("chunk", 1), ("suite", 2)], out
+    assert all(r["peak_rss_mb"] > 0 and r["rows_per_ig_forward"] >= 1 for r in rows), out
+    assert -1 <= rows[2]["faithfulness"] <= 1, rows[2]  # comprehensiveness: a difference of probabilities
+    ratios = [float(m) for m in re.findall(r"([\d.]+) x chunk", out)]
+    assert len(ratios) == 3 and ratios[1] == 1.0 and all(r > 0 for r in ratios), out
+
+
+@pytest.mark.slow
+def test_ferret_bench_our_side_without_ferret(tiny_model):
+    """bench_ferret.py without ferret installed: our side on 3 SST-2 test sentences and the tiny model, beside the
+    last measured ferret figure."""
+    out = run("bench/bench_ferret.py", "--model", tiny_model, "--n", "3", "--repeats", "1")
+    line = next(x for x in out.splitlines() if x.startswith("ours:"))
+    total, explain, evaluate = map(float, re.findall(r"([\d.]+) s = explain ([\d.]+) \+ evaluate ([\d.]+)", line)[0])
+    assert total > 0 and abs(total - explain - evaluate) <= 0.02, line
+    scores = re.findall(r"(input_x_gradient|ig): comp (-?[\d.]+) suff (-?[\d.]+) tau (-?[\d.]+|nan)", line)
+    assert [s[0] for s in scores] == ["input_x_gradient", "ig"], line
+    assert "ferret: not installed here" in out and "3 SST-2 test sentences" in out, out
 
 
 def test_quick_bench_profiles_and_compares_on_a_tiny_model(tiny_model, tiny_data, tmp_path, monkeypatch):

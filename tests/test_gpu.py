@@ -68,8 +68,10 @@ def test_im_loss_and_gradients_equal_on_cpu_and_cuda(nodrop_model, tiny_data, ta
         tok, data, model, batch = uimer_setup(nodrop_model, tiny_data, task, device)
         args = im.resolve(im.parse_args(["--task", task, "--strategy", "uniform", "--device", device]))
         info = im.token_info(tok, [e["input_ids"] for e in data["train"]])
-        sets = im.build_replacement_sets(data["train"], args, torch.Generator().manual_seed(0), info)
-        L_int, n = im.im_loss(model, batch, sets, args)
+        sets = im.build_replacement_sets(data["train"], torch.Generator().manual_seed(0), info, strategy=args.strategy,
+                                         num_samples=args.num_samples, replace_cap=args.replace_cap,
+                                         max_rationale_fraction=args.max_rationale_fraction)
+        L_int, n = im.im_loss(model, batch, sets, epsilon=args.epsilon, lower_bound=args.lower_bound)
         L = model.task_loss(model(batch), batch) + args.alpha * L_int
         L.backward()
         out[device] = {"L": L.item(), "L_int": L_int.item(), **grads(model)}
@@ -86,7 +88,8 @@ def test_gb_double_backward_equal_on_cpu_and_cuda(nodrop_model, tiny_data, varia
         tok, data, model, batch = uimer_setup(nodrop_model, tiny_data, "sf", device)
         args = gb.resolve(gb.parse_args(["--task", "sf", *variant, "--device", device]))
         special = torch.tensor(sorted(set(tok.all_special_ids)), device=device)
-        L_task, L_int, n = gb.gb_loss(model, batch, args, special, torch.Generator().manual_seed(0))
+        L_task, L_int, n = gb.gb_loss(model, batch, special, torch.Generator().manual_seed(0), variant=args.variant,
+                                      gate=args.gate, order=args.order, guard=args.guard, wrt=args.wrt)
         (L_task + L_int).backward()
         out[device] = {"L_task": L_task.item(), "L_int": L_int.item(), **grads(model)}
     close(out["cpu"], out["cuda"], f"GB {variant}")
@@ -105,14 +108,14 @@ def test_dm_gates_losses_and_gradients_equal_on_cpu_and_cuda(nodrop_model, tiny_
                            mask_row.cpu()).to(device)
         gen = torch.Generator().manual_seed(0)
         content = common.content_mask(batch, special)
-        loss_phi, KL, L0 = dm.extractor_loss(model, ext, batch, content, 2, gen, args)
+        loss_phi, KL, L0 = dm.extractor_loss(model, ext, batch, content, 2, gen, kl_margin=args.kl_margin, l0=args.l0)
         loss_phi.backward()
         g_ext = {f"grad:ext.{n}": p.grad.detach().cpu().clone() for n, p in ext.named_parameters()
                  if p.grad is not None}
         ext.requires_grad_(False)
         model.zero_grad()
         a, _ = dm.gates(ext, dm.encode(model, batch)[1], content, len(ext.probes) - 1, torch.Generator().manual_seed(3))
-        L_task, L_int, n = dm.dm_loss(model, ext, batch, args, special, torch.Generator().manual_seed(3))
+        L_task, L_int, n = dm.dm_loss(model, ext, batch, special, torch.Generator().manual_seed(3), guard=args.guard)
         (L_task + L_int).backward()
         out[device] = {"gates": a.detach().cpu(), "KL": KL.cpu(), "L0": L0.cpu(), "L_int": L_int.item(), **g_ext,
                        **grads(model)}

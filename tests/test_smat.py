@@ -1,5 +1,6 @@
 """SMaT (smat_jax_free.py): parity with the original JAX code, the math against independent computations,
-the original's IMDB splits, smoke runs of every setup / explainer / task, same seed -> same result, bad inputs."""
+the original's IMDB splits, smoke runs of every setup / explainer / task (with their explanations.jsonl), same
+seed -> same result, bad inputs. Your own data and the own-loop term: tests/test_smat_own_data.py."""
 import functools
 import io
 import itertools
@@ -677,11 +678,35 @@ def check_run(r, task="imdb"):
     return run, steps
 
 
+def check_smat_explanations(run: Path, n: int, names: set) -> list[dict]:
+    """explanations.jsonl of an IMDB run: the documented fields (docs/report.md), one score per word and explainer
+    (`attention`, the run's own; `teacher` for a student taught with an explanation; `ig`), no rationale (IMDB has
+    none), and results.json's plausibility counting every example as without rationale data."""
+    from conftest import EXPLANATION_FIELDS
+    rows = [json.loads(line) for line in (run / "explanations.jsonl").read_text().splitlines()]
+    assert len(rows) == n and [r["index"] for r in rows] == list(range(n))
+    for r in rows:
+        assert set(r) == EXPLANATION_FIELDS and set(r["scores"]) == names and 0 <= r["p_pred"] <= 1
+        assert r["rationale"] is None and r["skipped"] == "no rationale data" and r["pair_start"] is None
+        assert len(r["pieces"]) == len(r["words"]) and all(r["pieces"])  # --max-len 24 keeps these short reviews
+        for s in r["scores"].values():
+            assert len(s) == len(r["words"]) and all(math.isfinite(x) for x in s)
+    plaus = json.loads((run / "results.json").read_text())["plausibility"]
+    assert plaus["own"] == "attention" and set(plaus["explainers"]) == names
+    assert plaus["n_explained"] == plaus["n_no_rationale_data"] == n and plaus["n_used"] == 0
+    return rows
+
+
 @pytest.mark.slow
 def test_teachers_trained(world):
     for task, t in world["teachers"].items():
         assert math.isfinite(t["valid"]) and math.isfinite(t["student_test_metric"]), task
         assert (Path(t["dir"]) / "teacher.pt").is_file() and t["epochs_run"] == 2
+        if task == "imdb":  # explained: the first 20 (all) student-test reviews, with the teacher's static attention
+            check_smat_explanations(Path(t["dir"]), 20, {"attention", "ig"})
+        else:  # MLQE-PE (regression) and CIFAR-100 (images): no explanations, said so in results.json
+            assert t["plausibility"] is None and t["explanations_skipped"] == sm.EXPLAIN_SKIPPED[task]
+            assert not (Path(t["dir"]) / "explanations.jsonl").exists()
 
 
 @pytest.mark.slow
@@ -696,6 +721,9 @@ def test_smoke_student_every_explainer(world, explainer):
     if explainer.startswith("attention"):
         rows = list((run / "head_coeffs.csv").read_text().splitlines())
         assert len(rows) == 1 + (2 if explainer == "attention_last" else 4)
+    rows = check_smat_explanations(run, 20, {"attention", "ig"} | ({"teacher"} if explainer != "none" else set()))
+    for r in rows:  # attention explanations are distributions over the wordpieces: a word gets its pieces' mass
+        assert all(x >= 0 for x in r["scores"]["attention"]) and sum(r["scores"]["attention"]) <= 1 + 1e-5
 
 
 @pytest.mark.slow
@@ -733,6 +761,8 @@ def test_smoke_mlqe_and_cifar100_paths(world, task):
         r = sm.main(sm.parse_args(student_argv(world, task, "--setup", setup, "--explainer", explainer,
                                                "--ig-steps", "3", "--max-epochs", "1")))
         check_run(r, task)
+        assert r["plausibility"] is None and r["explanations_skipped"] == sm.EXPLAIN_SKIPPED[task]
+        assert not (Path(r["run_dir"]) / "explanations.jsonl").exists()
     assert world["teachers"][task]["n_train"] == (36 if task == "mlqe" else 27)
 
 
@@ -750,6 +780,41 @@ def test_plausibility_on_eraser(world):
                                                                    "attention_all", "--head-coeffs",
                                                                    str(smat_run / "head_coeffs.csv")]))
     assert set(r["auc"]) == {"attention_all", "attention_smat"} and r["n_docs"] == 9
+
+
+def test_with_words_maps_wordpieces_to_the_whitespace_words_of_the_raw_text(tiny_model):
+    """IMDB's explained examples keep the input ids the model was evaluated on (the raw text, tokenised once) and
+    map each wordpiece to its whitespace word through the offsets: the same map as tokenising the words one by one
+    (is_split_into_words), also with punctuation, runs of spaces, accents and truncation."""
+    tok = common.load_tokenizer(tiny_model)
+    rows = [{"id": "a", "text": "A  film   about... nothing!! (really) -- caf\u00e9 noir's end", "label": 1},
+            {"id": "b", "text": "short", "label": 0},
+            {"id": "c", "text": " ".join(f"word{i}, again" for i in range(40)), "label": 0}]
+    got = sm.with_words(sm.encode(rows, tok, 24), rows, tok, 24)
+    for g, r in zip(got, rows, strict=True):
+        words = r["text"].split()
+        enc = tok(words, is_split_into_words=True, truncation=True, max_length=24)
+        assert g["input_ids"] == enc["input_ids"] and g["words"] == words
+        assert g["word_of_piece"] == [-1 if w is None else w for w in enc.word_ids()]
+    assert max(got[2]["word_of_piece"]) < len(got[2]["words"]) - 1  # truncated: the last words have no piece
+
+
+def test_explained_model_is_the_models_classifier_through_either_input(tiny_model):
+    """The adapter explain_examples sees: the same logits from input ids and from their word embeddings (what
+    integrated gradients differentiates), log p(label) as the log-softmax, the wrapped model's mode kept."""
+    tok = common.load_tokenizer(tiny_model)
+    model = sm.Model(common.load_encoder(tiny_model), 3, image=False).eval()
+    adapter = sm.ExplainedModel(model)
+    assert not adapter.training
+    ex = sm.encode([{"text": "a fine film", "label": 2}, {"text": "dull , so dull", "label": 0}], tok, 16)
+    batch = common.collate(ex, tok.pad_token_id)
+    with torch.no_grad():
+        logits = model(sm.text_inputs(batch))["logits"]
+        assert torch.allclose(adapter(batch), logits) and torch.allclose(
+            adapter(batch, inputs_embeds=adapter.embed(batch["input_ids"])), logits, atol=1e-6)
+        want = torch.log_softmax(logits, -1)[[0, 1], [2, 0]]
+        assert torch.allclose(adapter.gold_log_likelihood(logits, batch), want)
+    assert adapter.predict(logits, batch) == logits.argmax(-1).tolist()
 
 
 def test_word_level_scores_and_auc_by_pair_counting():

@@ -1,4 +1,5 @@
-"""SMaT plausibility scoring (Table 2) with synthetic explainers of known AUC, through the whole pipeline:
+"""SMaT plausibility scoring (Table 2) with synthetic explainers of known AUC, through the whole pipeline (ERASER
+Movie Reviews, and the same documents as --task custom data, single texts and pairs):
 ERASER reading, wordpiece tokenisation of the pre-split words, truncation at --max-len, [CLS]/[SEP] removal,
 wordpiece -> word aggregation (word_level: sum of probabilities), per-document ROC AUC, mean over documents.
 An explainer whose mass lies exactly on the gold words must score 1.0, its complement 0.0, a constant 0.5."""
@@ -155,3 +156,58 @@ def test_end_to_end_plausibility_with_injected_explainers(eraser, tiny_model, tm
     assert r["auc"]["complement"] == {"auc": pytest.approx(0.0), "n_docs": 2}
     assert r["auc"]["constant_per_word"] == {"auc": pytest.approx(0.5), "n_docs": 2}
     assert r["auc"]["attention_all"]["n_docs"] == 2 and 0 <= r["auc"]["attention_all"]["auc"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair", [False, True])
+def test_custom_data_plausibility_with_injected_explainers(tiny_model, tmp_path, pair):
+    """--task custom: the same documents written in the JSONL rationale format (plus one without a rationale; with
+    `pair`, a second text whose rationale marks one word) go through plausibility() on the test split of --data:
+    the oracle scores 1.0, its complement 0.0, a constant per word 0.5; the unannotated example is counted apart."""
+    data = tmp_path / "mydata"
+    data.mkdir()
+    rows = []
+    for docid, (text, spans) in [*DOCS.items(), ("unannotated", ("nobody marked this review", None))]:
+        words = text.split()
+        row = {"id": docid, "text": " ".join(words), "label": "pos" if docid.startswith("pos") else "neg"}
+        if spans is not None:
+            row["rationale"] = [int(any(a <= i < b for a, b in spans)) for i in range(len(words))]
+        if pair:
+            row["text_pair"] = "was it any good ?"
+            if spans is not None:
+                row["rationale_pair"] = [0, 0, 0, 1, 0]
+        rows.append(row)
+    for split in ("train", "dev", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    sm.save_teacher(teacher_dir, sm.build_model(tiny_model, "custom", outputs=2),
+                    {"model": tiny_model, "task": "custom", "labels": ["neg", "pos"]})
+
+    def batched(fn):
+        def explain(batch, examples, docs_):
+            T = batch["inputs_mask"].shape[1]
+            out = []
+            for i in batch["index"].tolist():
+                v = fn(examples[i], docs_[i]) if docs_[i]["evidence"] is not None else uniform_per_token(
+                    examples[i], docs_[i])
+                out.append(torch.cat([v, torch.zeros(T - len(v))]))
+            return torch.stack(out)
+        return explain
+
+    injected = {"oracle": batched(oracle), "complement": batched(complement),
+                "constant_per_word": batched(constant_per_word)}
+    cache = {}
+    args = sm.resolve(sm.parse_args(["--setup", "plausibility", "--task", "custom", "--data", str(data),
+                                     "--out-dir", str(tmp_path / "runs"), "--teacher-dir", str(teacher_dir),
+                                     "--max-len", str(MAX_LEN + 8 * pair), "--explainer", "attention_all",
+                                     "--eval-batch-size", "8"]), cache)
+    r = sm.plausibility(args, None, explainers=injected, dataset=cache["dataset"])
+    # the two-class documents: negR_000 and posR_000; with a pair also posR_001 (its rationale word is in the pair)
+    # and negR_001 (all rationale, but its pair has non-rationale words)
+    n = 4 if pair else 2
+    assert r["n_docs"] == len(DOCS) + 1 and r["n_without_rationale"] == 1
+    assert r["auc"]["oracle"] == {"auc": pytest.approx(1.0), "n_docs": n}
+    assert r["auc"]["complement"] == {"auc": pytest.approx(0.0), "n_docs": n}
+    assert r["auc"]["constant_per_word"] == {"auc": pytest.approx(0.5), "n_docs": n}
+    assert r["auc"]["attention_all"]["n_docs"] == n and r["alignment"]["test"]["n_examples"] == len(DOCS) + 1

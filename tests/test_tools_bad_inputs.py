@@ -21,25 +21,32 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "data"))
+import bench_faithfulness  # noqa: E402
+import bench_ferret  # noqa: E402
 import bench_paper_shapes  # noqa: E402
 import bench_quick  # noqa: E402
+import bench_read_align  # noqa: E402
 import bench_regex  # noqa: E402
 import bench_smat  # noqa: E402
 import bench_uimer  # noqa: E402
 import fetch  # noqa: E402
 import records  # noqa: E402
+import report  # noqa: E402
 import sweep  # noqa: E402
 import table  # noqa: E402
 from test_sweep import class_preds  # noqa: E402
 
 BENCHES = {"bench_uimer.py": bench_uimer, "bench_regex.py": bench_regex, "bench_smat.py": bench_smat,
-           "bench_paper_shapes.py": bench_paper_shapes, "bench_quick.py": bench_quick}
+           "bench_paper_shapes.py": bench_paper_shapes, "bench_quick.py": bench_quick,
+           "bench_faithfulness.py": bench_faithfulness, "bench_ferret.py": bench_ferret,
+           "bench_read_align.py": bench_read_align}
+REAL_SLICES = ROOT / "tests" / "fixtures" / "real_slices"  # 6 ERASER Movie Reviews documents per split
 SYS_UNWRITABLE = "/sys/tools-test/x"  # refused even to root (sysfs); a non-root user cannot write there either
 
 
 def call(tool: str, argv: list[str]) -> int:
     """The tool's in-process entry point; argparse's errors exit through SystemExit."""
-    entry = {"sweep.py": sweep.cli, "table.py": table.cli, "fetch.py": fetch.main,
+    entry = {"sweep.py": sweep.cli, "table.py": table.cli, "fetch.py": fetch.main, "report.py": report.cli,
              **{name: mod.cli for name, mod in BENCHES.items()}}[tool]
     try:
         return entry(argv)
@@ -263,6 +270,46 @@ ROWS = [
     ("bench_quick.py", ["--without", "'a"], None, "--without: must be shell words"),
     ("bench_quick.py", ["--config", "all"], None, "invalid choice: 'all'"),
     ("bench_quick.py", ["--data-dir", "{file}"], None, "--data-dir: must be an existing folder"),
+    ("bench_faithfulness.py", ["--n", "0"], None, "--n: must be comma-separated distinct integers in [1, 1000000]"),
+    ("bench_faithfulness.py", ["--n", "50,50"], None, "--n: must be comma-separated distinct integers"),
+    ("bench_faithfulness.py", ["--aopc-ratios", "0,0.5"], None, "--aopc-ratios: must be comma-separated distinct "
+     "numbers in (0, 1]"),
+    ("bench_faithfulness.py", ["--aopc-ratios", "nan"], None, "--aopc-ratios: must be"),
+    ("bench_faithfulness.py", ["--explain-memory-mb", "8"], None, "--explain-memory-mb: must be an integer in [16,"),
+    ("bench_faithfulness.py", ["--max-len", "1024"], None, "--max-len 1024 is above the model's position limit"),
+    ("bench_faithfulness.py", ["--model", "{dir}"], None, "has no config.json"),
+    ("bench_faithfulness.py", ["--data-dir", "{dir}"], None, "dataset 'eraser_movies' not found"),
+    ("bench_faithfulness.py", ["--data-dir", str(REAL_SLICES), "--n", "2,7"], None,
+     "--n 7: the ERASER Movie Reviews training split holds 6 documents"),
+    ("bench_faithfulness.py", ["--data-dir", "{tmp}/eraser"], ("{tmp}/eraser", "eraser_not_utf8"),
+     "train.jsonl:2: "),
+    ("bench_faithfulness.py", ["--mode", "all"], None, "--mode: invalid choice: 'all'"),
+    ("bench_faithfulness.py", ["--n-one", "nan"], None, "--n-one: must be an integer"),
+    ("bench_ferret.py", ["--n", "5000"], None, "--n 5000: the SST-2 test split holds 1821 sentences"),
+    ("bench_ferret.py", ["--repeats", "0"], None, "--repeats: must be an integer in [1, 1000]"),
+    ("bench_ferret.py", ["--eval-batch-size", "1e3"], None, "--eval-batch-size: must be an integer"),
+    ("bench_ferret.py", ["--ferret-python", "{dir}"], None, "--ferret-python: must be an existing file"),
+    ("bench_ferret.py", ["--ferret-python", "{file}"], None, "not executable"),
+    ("bench_ferret.py", ["--data-dir", "{dir}"], None, "dataset 'sst2' not found"),
+    ("bench_ferret.py", ["--model", "{file}/m"], None, "does not exist"),
+    ("bench_read_align.py", ["--n", "0"], None, "--n: must be an integer in [1, 10000000]"),
+    ("bench_read_align.py", ["--words", "nan"], None, "--words: must be"),
+    ("bench_read_align.py", ["--seed", "-1"], None, "--seed: must be"),
+    ("bench_read_align.py", ["--max-len", "1024"], None, "--max-len 1024 is above the model's position limit"),
+    ("bench_read_align.py", ["--model", "{dir}"], None, "has no config.json"),
+    # bench/report.py
+    ("report.py", ["{file}"], None, "run directory does not exist"),
+    ("report.py", ["{run}"], None, "explanations.jsonl: missing"),
+    ("report.py", ["{run}", "-o", "{dir}"], ("{run}/explanations.jsonl", "explanations"), "is a folder"),
+    ("report.py", ["{run}", "-o", "{file}/r.html"], ("{run}/explanations.jsonl", "explanations"), "does not exist"),
+    ("report.py", ["{run}", "--explainer", "lime"], ("{run}/explanations.jsonl", "explanations"),
+     "--explainer lime: the run"),
+    ("report.py", ["{run}", "--against", "{dir}"], ("{run}/explanations.jsonl", "explanations"),
+     "explanations.jsonl: missing"),
+    ("report.py", ["{run}"], ("{run}/explanations.jsonl", "explanations_bad_line"),
+     "explanations.jsonl:2: malformed JSON"),
+    ("report.py", ["{run}"], ("{run}/explanations.jsonl", "explanations_nan"), "explanations.jsonl:1: malformed JSON"),
+    ("report.py", ["{run}", "--unknown"], None, "unrecognized arguments"),
 ]
 
 
@@ -277,6 +324,15 @@ def apply_damage(spec, w: dict) -> None:
     path = Path(fill(where, w))
     if how == "mkfile":
         path.write_text("")
+    elif how == "eraser_not_utf8":  # the ERASER slice, a byte that is not UTF-8 on line 2 of train.jsonl
+        shutil.copytree(REAL_SLICES / "eraser_movies", path / "eraser_movies")
+        train = path / "eraser_movies" / "train.jsonl"
+        lines = train.read_bytes().split(b"\n")
+        train.write_bytes(b"\n".join([lines[0], b"\xff" + lines[1], *lines[2:]]))
+    elif how.startswith("explanations"):  # an explanations.jsonl for bench/report.py: one valid row, then damage
+        row = {"id": "ex0", "words": ["a", "film"], "gold": 1, "pred": 1, "scores": {"ig": [0.5, -0.25]}}
+        path.write_text({"explanations": json.dumps(row) + "\n", "explanations_bad_line": json.dumps(row) + "\n{\n",
+                         "explanations_nan": json.dumps(row).replace("0.5", "NaN") + "\n"}[how])
     elif how in ("payload", "other_job", "constant_pearson"):
         rec = json.loads(path.read_text())
         if how == "payload":
@@ -318,13 +374,14 @@ def value_flags(parser) -> list[str]:
 def base_args(tool: str, w: dict) -> list[str]:
     return {"sweep.py": ["uimer-table2", "--dry-run", "--root", str(w["runs"]), "--results", str(w["results"])],
             "table.py": [str(w["sweep_dir"]), "--seed-resamples", "20", "--example-resamples", "20"],
-            "fetch.py": ["imdb", "--to", str(w["tmp"] / "fetched"), "--url", f"file://{w['tmp']}/none.tar.gz"]
-            }.get(tool, [])
+            "fetch.py": ["imdb", "--to", str(w["tmp"] / "fetched"), "--url", f"file://{w['tmp']}/none.tar.gz"],
+            "report.py": [str(w["run"])],
+            "bench_faithfulness.py": ["--data-dir", str(REAL_SLICES)]}.get(tool, [])
 
 
 def parsers() -> dict:
     return {"sweep.py": sweep.build_parser(), "table.py": table.build_parser(), "fetch.py": fetch.build_parser(),
-            **{name: mod.build_parser() for name, mod in BENCHES.items()}}
+            "report.py": report.build_parser(), **{name: mod.build_parser() for name, mod in BENCHES.items()}}
 
 
 def assert_outcome(code, capsys) -> None:
@@ -334,7 +391,7 @@ def assert_outcome(code, capsys) -> None:
         assert len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("tool", ["sweep.py", "table.py", "fetch.py", *BENCHES])
+@pytest.mark.parametrize("tool", ["sweep.py", "table.py", "fetch.py", "report.py", *BENCHES])
 def test_no_tool_prints_a_traceback_for_hostile_values(tool, world, capsys, monkeypatch):
     """Every flag (and the positional argument) of every tool with every hostile value. A benchmark that accepts its
     arguments does not run (its main is replaced): this is about validation."""
@@ -349,7 +406,7 @@ def test_no_tool_prints_a_traceback_for_hostile_values(tool, world, capsys, monk
             code = call(tool, [*base, flag, value])
             assert_outcome(code, capsys)
             tried += 1
-        code = call(tool, [value, *base[1:]] if tool in ("sweep.py", "table.py", "fetch.py") else [value])
+        code = call(tool, [value, *base[1:]] if tool in ("sweep.py", "table.py", "fetch.py", "report.py") else [value])
         assert_outcome(code, capsys)
     assert len(flags) >= 3 and tried == len(HOSTILE) * len(flags)
 
@@ -372,7 +429,7 @@ def test_help_texts_are_whole_sentences_and_every_flag_has_help(capsys):
             if action.help == "==SUPPRESS==" or not action.option_strings and action.dest == "help":
                 continue
             assert action.help and action.help.strip(), (tool, action.dest)
-            if action.nargs != 0:  # a value: its domain is declared (in brackets) or it is a choice
+            if action.nargs != 0:  # a value: its domain is declared or a choice
                 assert action.choices or action.help.rstrip().endswith("]"), (tool, action.dest, action.help)
     assert fetch.build_parser().description.endswith("layout the readers in common.py expect.")
     assert bench_uimer.build_parser().description.endswith("measured in one run.")
@@ -388,6 +445,9 @@ def test_help_texts_are_whole_sentences_and_every_flag_has_help(capsys):
     ["data/fetch.py", "imdb", "--to", "{file}"],
     ["bench/bench_uimer.py", "--data-dir", "{dir}"],
     ["bench/bench_paper_shapes.py", "--device", "cuda:7x"],
+    ["bench/bench_faithfulness.py", "--data-dir", "{dir}"],
+    ["bench/bench_ferret.py", "--ferret-python", "{file}"],
+    ["bench/report.py", "{run}"],
 ])
 def test_tools_as_processes_print_one_line(argv, world):
     damage(world["run"] / "results.json", "truncate")

@@ -115,8 +115,12 @@ def test_extractor_meets_kl_constraint_on_separable_task(tiny_model, tiny_data):
     n_states = model.encoder.config.num_hidden_layers + 2
     ext = dm.Extractor(model.encoder.config.hidden_size, n_states, model.embed(torch.tensor([tok.mask_token_id]))[0])
     gen = torch.Generator().manual_seed(0)
-    before = dm.extractor_stats(model, ext, data["train"], args, gen, tok.pad_token_id, special)
-    stats = dm.train_extractor(model, ext, data["train"], args, gen, tok.pad_token_id, special, 0, lambda **kw: None)
+    all_batches = common.batches(data["train"], args.eval_batch_size, tok.pad_token_id)
+    before = dm.extractor_stats(model, ext, all_batches, special, gen, kl_margin=args.kl_margin, l0=args.l0)
+    stats = dm.train_extractor(model, ext, data["train"], gen, tok.pad_token_id, special, 0, lambda **kw: None,
+                               batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, device="cpu",
+                               epochs=args.extractor_epochs, lr=args.lr_extractor, kl_margin=args.kl_margin,
+                               lambda_lr=args.lambda_lr, lambda_max=args.lambda_max, l0=args.l0)
     assert stats["constraint_met"] and stats["KL"] <= args.kl_margin, stats
     assert stats["expected_L0"] < 0.75 * before["expected_L0"], (before, stats)  # it learnt to mask, within the KL
     assert not any(p.requires_grad for p in ext.parameters())  # frozen again for the model phase
@@ -136,7 +140,7 @@ def test_gradient_reaches_model_through_gates(tiny_model, tiny_data):
     args = dm.resolve(dm.parse_args(["--task", "ic", "--shots", "2"]))
     batch = common.batches(data["train"], 64, tok.pad_token_id)[0]
     special = torch.tensor(sorted(set(tok.all_special_ids)))
-    _, L_int, n = dm.dm_loss(model, ext, batch, args, special, torch.Generator().manual_seed(0))
+    _, L_int, n = dm.dm_loss(model, ext, batch, special, torch.Generator().manual_seed(0), guard=args.guard)
     assert n > 0 and L_int.item() > 0
     L_int.backward()
     assert model.encoder.encoder.layer[1].attention.self.query.weight.grad.abs().sum() > 0

@@ -174,14 +174,15 @@ def test_gradient_reaches_model_through_second_order_path(tiny_model, tiny_data,
     if variant == "ghaeini":  # make the hinge active: the loss of a sign-flipped head
         with torch.no_grad():
             model.head.weight.mul_(-1)
-    _, L_int, n = gb.gb_loss(model, batch, args, special, torch.Generator().manual_seed(0))
+    opts = dict(variant=args.variant, gate=args.gate, order=args.order, guard=args.guard, wrt=args.wrt)
+    _, L_int, n = gb.gb_loss(model, batch, special, torch.Generator().manual_seed(0), **opts)
     assert n > 0 and L_int.item() > 0
     model.zero_grad()
     L_int.backward()
     q = model.encoder.encoder.layer[0].attention.self.query.weight.grad
     assert q is not None and q.abs().sum() > 0
     assert model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-    _, L_const, _ = gb.gb_loss(model, batch, args, special, torch.Generator().manual_seed(0), create_graph=False)
+    _, L_const, _ = gb.gb_loss(model, batch, special, torch.Generator().manual_seed(0), **opts, create_graph=False)
     assert not L_const.requires_grad
 
 

@@ -13,6 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------- the math
+def set_options(args) -> dict:
+    """build_replacement_sets' options from the flags of the same names."""
+    return dict(strategy=args.strategy, num_samples=args.num_samples, replace_cap=args.replace_cap,
+                max_rationale_fraction=args.max_rationale_fraction)
+
+
 def naive_lint(p, q, epsilon, lb):
     """Eqs. 4-5 written out with plain floats: m = sum q p, log2 odds with a lower bound, hinge."""
     out = []
@@ -61,11 +67,11 @@ def test_gradient_flows_to_model_through_l_int(tiny_model, tiny_data):
     tok = common.load_tokenizer(tiny_model)
     data = common.load_uimer_task("ic", tiny_data, "2", 0, tok, 50)
     args = im.resolve(im.parse_args(["--task", "ic", "--shots", "2", "--strategy", "uniform", "--epsilon", "100"]))
-    sets = im.build_replacement_sets(data["train"], args, torch.Generator().manual_seed(0),
-                                     im.token_info(tok, [e["input_ids"] for e in data["train"]]))
+    sets = im.build_replacement_sets(data["train"], torch.Generator().manual_seed(0),
+                                     im.token_info(tok, [e["input_ids"] for e in data["train"]]), **set_options(args))
     model = common.TaskModel(common.load_encoder(tiny_model), "ic", len(data["labels"]))
     batch = common.batches(data["train"], 32, tok.pad_token_id)[0]
-    L_int, n = im.im_loss(model, batch, sets, args)
+    L_int, n = im.im_loss(model, batch, sets, epsilon=args.epsilon, lower_bound=args.lower_bound)
     assert n == len(sets) > 0 and L_int.item() > 0
     L_int.backward()
     assert model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
@@ -78,11 +84,11 @@ def test_batched_im_loss_equals_per_example_loop(tiny_model, tiny_data):
     for strategy in ("uniform", "prior", "mask"):
         args = im.resolve(im.parse_args(["--task", "sf", "--shots", "1", "--strategy", strategy, "--epsilon", "3"]))
         info = im.token_info(tok, [e["input_ids"] for e in data["train"]])
-        sets = im.build_replacement_sets(data["train"], args, torch.Generator().manual_seed(1), info)
+        sets = im.build_replacement_sets(data["train"], torch.Generator().manual_seed(1), info, **set_options(args))
         model = common.TaskModel(common.load_encoder(tiny_model), "sf", len(data["labels"])).eval()
         batch = common.batches(data["train"], 64, tok.pad_token_id)[0]
         with torch.no_grad():
-            got, n = im.im_loss(model, batch, sets, args)
+            got, n = im.im_loss(model, batch, sets, epsilon=args.epsilon, lower_bound=args.lower_bound)
             p, q = [], []
             for e in data["train"]:
                 if e["index"] not in sets:
@@ -108,7 +114,7 @@ def test_replacement_sets_positions_and_weights(tiny_model, tiny_data):
     for strategy, k in (("uniform", 4), ("prior", 3), ("mask", 1)):
         args = im.resolve(im.parse_args(["--task", "ic", "--shots", "2", "--strategy", strategy] +
                                         ([] if strategy == "mask" else ["--num-samples", str(k)])))
-        sets = im.build_replacement_sets(data["train"], args, torch.Generator().manual_seed(0), info)
+        sets = im.build_replacement_sets(data["train"], torch.Generator().manual_seed(0), info, **set_options(args))
         for e in data["train"]:
             x = torch.tensor(e["input_ids"])
             R = [i for i, r in enumerate(e["rationale"]) if r]

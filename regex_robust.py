@@ -6,21 +6,25 @@ the standard definition of the technique the paper names; where the paper is sil
 numbered deviation in docs/regex.md. Equation numbers below are ours.
 Documentation: docs/regex.md (equations -> code, deviations, results, the weight sweep).
 common.py sections used: CLI and validation; runs and results; devices and models; batching; training utilities;
-metrics; readers.
+metrics; explanations; readers; rationale datasets.
 
     python regex_robust.py --task sst2                                   # the defaults: VAT (lambda_v 0.1) only
     python regex_robust.py --task sst2 --igr --egt                       # REGEX: IGR + VAT + EGT
     python regex_robust.py --task sst2 --no-igr --no-vat --no-egt        # plain fine-tuning, same script
     python regex_robust.py --task sst2 --evaluate-only --checkpoint runs/regex_robust/<run>   # faithfulness report
     python regex_robust.py --task sst2 --train-size 200 --seeds 1,2,3    # a subsample, several seeds, mean +- std
+    python regex_robust.py --task custom --data path/to/mydata --igr --egt   # your data, any number of classes, pairs
+    loss = outputs.loss + regex_robust.regex_loss(model, batch, tokenizer, igr=True, egt=True)   # in your own loop
 
 Equation index
-    Eq. 1  L = L_CE + lambda_g L_IGR + lambda_v L_VAT + lambda_e L_EGT       -> train_step()
+    Eq. 1  L = L_CE + lambda_g L_IGR + lambda_v L_VAT + lambda_e L_EGT       -> weighted_sum(), from train_step()
+                                              and (without L_CE, for your own loop) regex_loss(); terms: regex_terms()
     Eq. 2  L_IGR = mean_b sum_{i non-pad} || d l_CE(x_b) / d e_{b,i} ||^2     -> igr_loss()  (Ross & Doshi-Velez)
     Eq. 3  d <- xi g / ||g||, g = grad_d KL(p(.|e) || p(.|e + d)) (K times) -> vat_direction()
     Eq. 4  r_adv = eps d / ||d||,  L_VAT = KL(p(.|e) || p(.|e + r_adv))    -> vat_loss()     (Miyato et al. 2017)
     Eq. 5  IG_i = (e_i - e'_i) . 1/m sum_k grad f(e' + (k - 1/2)/m (e - e'))  -> integrated_gradients()
     Eq. 6  x~ = x with the K% lowest-saliency content tokens -> [MASK]        -> mask_lowest()
+           (--egt-saliency rationale: the human rationale is the saliency, examples without one skipped)
     Eq. 7  L_align = KL(s^ || alpha), alpha = last-layer [CLS] attention     -> align_loss()
     Eq. 8  L_mask = KL(p(.|x) || p(.|x~))                                    -> consistency_loss()
     Eq. 9  L_EGT = L_align + L_mask (--egt-mode both | align | mask)         -> egt_loss()
@@ -32,6 +36,9 @@ Faithfulness suite (evaluation only; any classifier behind the `Classifier` inte
     KernelSHAP, LIME (captum); leave-one-out Kendall tau (taucorr_loo)        -> perturbation_scores(), leave_one_out()
     --convention eraser | ferret: the definitions of either (docs/regex.md)  -> select_rationale(), faithfulness()
     --explain-memory-mb: every evaluation forward sized from one budget      -> rows_within()
+    explanations.jsonl: the suite's attributions of the first N test examples -> explain()
+Your data (--task custom --data, common.read_rationale_data): any number of classes, sentence pairs, plausibility
+against the dataset's own rationales -> read_custom_data(), load_custom_split()
 """
 from __future__ import annotations
 
@@ -53,6 +60,7 @@ import torch.nn.functional as F
 import common
 
 TEXT_TASKS = ("sst2", "imdb", "movies")  # movies = ERASER Movie Reviews (human evidence)
+TASKS = (*TEXT_TASKS, "custom")  # custom = your rationale dataset (--data; docs/own_data.md)
 METHODS = ["random", "attention", "scaled_attention", "input_x_gradient", "ig", "deeplift"]  # the default set
 PERTURBATION_METHODS = ["kernel_shap", "lime"]  # captum's KernelShap and Lime over content tokens (on request)
 ALL_METHODS = METHODS + PERTURBATION_METHODS
@@ -65,9 +73,10 @@ CONVENTIONS = {
     "ferret": {"attr_reduce": "sum", "ig_baseline": "pad", "removal": "retokenize",
                "aopc_ratios": "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "taucorr_loo": True},
 }
-RATIONALE_RATIO = {"sst2": 0.2, "imdb": 0.02, "movies": 0.1}  # ood_faith's "desired rationale length"
-MAX_LEN = {"sst2": 128, "imdb": 256, "movies": 512}
-LABELS = ["negative", "positive"]  # label ids 0 and 1 of every task here (id2label of a saved model)
+RATIONALE_RATIO = {"sst2": 0.2, "imdb": 0.02, "movies": 0.1, "custom": 0.2}  # ood_faith's "desired rationale
+# length"; custom: SST-2's
+MAX_LEN = {"sst2": 128, "imdb": 256, "movies": 512, "custom": 128}
+LABELS = ["negative", "positive"]  # label ids 0 and 1 of the paper tasks (id2label of a saved model); custom: its own
 
 
 def _float_list(text: str) -> list[float] | None:
@@ -95,7 +104,9 @@ def Names(choices: Sequence[str]) -> common.Domain:
 
 @dataclass
 class Args:
-    task: str = common.field("sst2", help="training / evaluation task", choices=list(TEXT_TASKS))
+    task: str = common.field("sst2", help="training / evaluation task; custom: your own data with human rationales "
+                             "(--data; docs/own_data.md): any number of classes, single texts or sentence pairs",
+                             choices=list(TASKS))
     ood_task: str | None = common.field(None, help="also evaluate on this task's test set (out of domain)",
                                         choices=list(TEXT_TASKS))
     # Defaults from the weight sweep (docs/regex.md, Results): of lambda_g {0, 0.01, 0.1} x lambda_v {0.1, 1} x EGT
@@ -112,8 +123,10 @@ class Args:
     vat_iters: int = common.field(1, help="VAT power iterations K", domain=common.POSITIVE)
     egt_mode: str = common.field("both", help="align attention to saliency, mask-consistency, or both",
                                  choices=["align", "mask", "both"])
-    egt_saliency: str = common.field("ig", help="attribution ranking the tokens in EGT",
-                                     choices=["ig", "input_x_gradient"])
+    egt_saliency: str = common.field("ig", help="what ranks the tokens in EGT: the model's own attribution (ig, "
+                                     "input_x_gradient: the paper) or the human rationale of the data (rationale: "
+                                     "movies, custom; examples without one are skipped by L_EGT)",
+                                     choices=["ig", "input_x_gradient", "rationale"])
     mask_ratio: float = common.field(0.3, help="K: share of content tokens (lowest saliency) replaced by [MASK]",
                                      domain=common.Float(0, 1, lo_open=True, hi_open=True))
     egt_start: int | None = common.field(None, help="L_EGT switches on at this optimisation step (default: after "
@@ -142,7 +155,7 @@ class Args:
     lime_samples: int = common.field(200, help="LIME: perturbations sampled per example (captum Lime, linear "
                                      "surrogate)", domain=common.POSITIVE)
     rationale_ratio: float | None = common.field(None, help="rationale length for comp / suff (default: sst2 0.2, "
-                                                 "imdb 0.02, movies 0.1, as ood_faith)",
+                                                 "imdb 0.02, movies 0.1, as ood_faith; custom 0.2)",
                                                  domain=common.Float(0, 1, lo_open=True))
     aopc_ratios: str | None = common.field(None, help="AOPC ratio bins (default: eraser 0.02,0.1,0.2,0.5; ferret "
                                            "0.1,0.2,...,1.0)", domain=FloatList(0, 1))
@@ -158,7 +171,7 @@ class Args:
     stp_methods: str = common.field("ig", help="attribution methods for select-then-predict (comma-separated)",
                                     domain=Names(ALL_METHODS))
     plausibility: bool = common.field(False, help="token ROC AUC and average precision against ERASER Movies human "
-                                      "evidence")
+                                      "evidence (movies and custom are scored against their own rationales anyway)")
     plausibility_size: int = common.field(50, help="ERASER Movies test documents for --plausibility",
                                           domain=common.POSITIVE)
     lr: float = common.field(5e-5, help="AdamW learning rate", domain=common.Float(0, lo_open=True))
@@ -168,7 +181,8 @@ class Args:
     warmup_ratio: float = common.field(0.1, help="linear learning-rate warm-up over this share of the steps",
                                        domain=common.PROBABILITY)
     dropout: float = common.field(0.1, help="dropout before the classifier", domain=common.PROBABILITY)
-    max_len: int | None = common.field(None, help="max wordpieces (default: sst2 128, imdb 256, movies 512)",
+    max_len: int | None = common.field(None, help="max wordpieces (default: sst2 128, imdb 256, movies 512, "
+                                       "custom 128)",
                                        domain=common.MAX_LEN)
     train_size: int | None = common.field(None, help="train on a random subsample of this size (drawn with the seed)",
                                           domain=common.POSITIVE)
@@ -195,6 +209,32 @@ class Args:
     data_dir: str | None = common.field(None, help="folder holding sst2/, imdb/, eraser_movies/ (else $DATA_DIR, "
                                         "else the data/ folder beside common.py, else ./data)",
                                         domain=common.EXISTING_DIR)
+    # --- your own data (--task custom; docs/own_data.md). Token tagging is not a REGEX task (no --tags-column).
+    data: str | None = common.field(None, help="--task custom: your rationale dataset, a folder (docs/own_data.md) or, "
+                                    "with --data-format hf, a Hugging Face dataset name", domain=common.DATASET)
+    data_format: str = common.field("auto", help="format of --data: auto (recognised from the folder's files), jsonl, "
+                                    "eraser, hatexplain or hf (datasets.save_to_disk folder or hub name)",
+                                    choices=list(common.DATA_FORMATS))
+    text_column: str = common.field("text", help="hf: column of the text (a string, or a list of words)",
+                                    domain=common.TEXT)
+    pair_column: str | None = common.field(None, help="hf: column of the second text of a sentence pair",
+                                           domain=common.TEXT)
+    label_column: str = common.field("label", help="hf: column of the class label (string, integer or ClassLabel)",
+                                     domain=common.TEXT)
+    rationale_column: str | None = common.field(None, help="hf: column of the text's rationale, 0/1 per word or "
+                                                "[start, end] character spans (default: 'rationale' or "
+                                                "'rationale_spans' if present)", domain=common.TEXT)
+    rationale_pair_column: str | None = common.field(None, help="hf: column of the second text's rationale (default: "
+                                                     "'rationale_pair' or 'rationale_pair_spans' if present)",
+                                                     domain=common.TEXT)
+    eraser_query: str = common.field("auto", help="eraser: the query as the second text (pair), never (drop), or "
+                                     "auto: the second text unless every training annotation asks the same query "
+                                     "(Movies) or the annotation has two documents (e-SNLI: premise, hypothesis)",
+                                     choices=["auto", "pair", "drop"])
+    hatexplain_rationale: str = common.field("majority", help="hatexplain: a word is rationale if most of the "
+                                             "annotators who gave a rationale marked it (majority) or any did (union, "
+                                             "as HateXplain's own plausibility evaluation)",
+                                             choices=["majority", "union"])
     out_dir: str = common.field("runs", help="run directories go to <out-dir>/regex_robust/<name>/",
                                 domain=common.OUT_DIR)
     seed: int = common.field(1, help="seed of subsampling, initialisation, dropout, VAT noise and data order",
@@ -209,6 +249,8 @@ class Args:
                                           "length", domain=common.Int(16))
     ig_max_rows: int = common.field(256, help="at most this many rows (examples x steps) per IG forward, below the "
                                     "--explain-memory-mb budget", domain=common.POSITIVE)
+    explain_examples: int = common.field(common.EXPLAIN_EXAMPLES, help=common.EXPLAIN_EXAMPLES_HELP,
+                                         domain=common.COUNT)
     device: str = common.field("auto", help=common.DEVICE_HELP, domain=common.DEVICE)
 
 
@@ -224,12 +266,30 @@ def resolve(args: Args) -> Args:
         if getattr(args, name) is None:
             setattr(args, name, value)
     common.check_args(args)
+    check_task_flags(args)
     args.device = str(common.resolve_device(args.device))
     if args.evaluate_only and not args.checkpoint:
         raise common.UsageError("--evaluate-only needs --checkpoint PATH (a run directory, model folder or model.pt)")
     if not args.evaluate_only:
         common.check_max_len(args.model, args.max_len)
     return args
+
+
+def check_task_flags(args: Args) -> None:
+    """The flags that depend on --task: --data for custom only; what custom data cannot take (a UsageError each)."""
+    if args.data is not None and args.task != "custom":
+        raise common.UsageError("--data is for --task custom (the paper tasks read --data-dir)")
+    if args.task == "custom" and args.data is None:
+        raise common.UsageError("--task custom needs --data FOLDER (your rationale dataset; docs/own_data.md)")
+    if args.task == "custom" and args.ood_task:
+        raise common.UsageError("--ood-task evaluates on a paper task's negative/positive test set, not with --task "
+                                "custom; evaluate on other data with --evaluate-only --checkpoint RUN --data OTHER")
+    if args.task == "custom" and args.plausibility:
+        raise common.UsageError("--plausibility scores against ERASER Movies; --task custom is scored against its own "
+                                "rationales already (drop --plausibility)")
+    if args.egt_saliency == "rationale" and acts(args, "egt") and args.task in ("sst2", "imdb"):
+        raise common.UsageError(f"--egt-saliency rationale needs human rationales in the training data, which "
+                                f"{args.task} has none of: use --task movies or custom, or --egt-saliency ig")
 
 
 def method_list(text: str) -> list[str]:
@@ -243,36 +303,45 @@ def method_list(text: str) -> list[str]:
 class Classifier:
     """embed(input_ids (B, L)) -> word embeddings e (B, L, H);
     forward(e, batch, attentions: bool) -> (logits (B, C), last-layer attention (B, heads, L, L) or None), where
-    `batch` holds attention_mask (and token_type_ids); module: the nn.Module (for train() / eval()); tokenizer: for
-    --removal retokenize only. To evaluate another model, build one of these from its embedding layer and a function
-    to logits."""
+    `batch` holds attention_mask (and token_type_ids); module: the nn.Module (for train() / eval()); special_ids: the
+    tokenizer's special ids (never content); unk_id: the one of them that stands for text ([UNK]: a candidate token of
+    ferret's convention); type_sep_id: for a model that reads token type ids, the separator after which a rebuilt
+    row (--removal delete / retokenize, leave-one-out) is the second text of a pair (type 1); tokenizer: for --removal
+    retokenize only. To evaluate another model, build one of these from its embedding layer and a function to
+    logits."""
     embed: Callable
     forward: Callable
     module: torch.nn.Module
     special_ids: list[int]
     pad_id: int
-    mask_id: int
+    mask_id: int | None
     tokenizer: Any = None
+    unk_id: int | None = None
+    type_sep_id: int | None = None
 
 
 def as_classifier(model: torch.nn.Module, tokenizer) -> Classifier:
-    """Our TaskModel ([CLS] -> dropout -> linear), or any Hugging Face *ForSequenceClassification model with two
-    labels (label 1 = positive)."""
+    """Our TaskModel ([CLS] -> dropout -> linear), or any Hugging Face *ForSequenceClassification model (any number of
+    labels; token type ids passed only where its tokenizer makes them, as common.align_rationales gives them). The
+    last-layer attention is None where the model returns none (SDPA attention: load it with
+    attn_implementation="eager")."""
+    typed = "token_type_ids" in tokenizer.model_input_names
     if isinstance(model, common.TaskModel):  # task "cls": [CLS] -> dropout -> linear
         def forward(e, batch, attentions=False):
             if not attentions:
                 return model(batch, inputs_embeds=e), None
             logits, out = model(batch, inputs_embeds=e, output_attentions=True)
-            return logits, out.attentions[-1]
+            return logits, out.attentions[-1] if out.attentions else None
         embed = model.embed
     else:
         def forward(e, batch, attentions=False):
             out = model(inputs_embeds=e, attention_mask=batch["attention_mask"], output_attentions=attentions,
-                        **({"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}))
-            return out.logits, (out.attentions[-1] if attentions else None)
+                        **({"token_type_ids": batch["token_type_ids"]} if typed and "token_type_ids" in batch else {}))
+            return out.logits, (out.attentions[-1] if attentions and out.attentions else None)
         embed = model.get_input_embeddings()
     return Classifier(embed, forward, model, sorted(set(tokenizer.all_special_ids)), tokenizer.pad_token_id,
-                      tokenizer.mask_token_id, tokenizer)
+                      tokenizer.mask_token_id, tokenizer, tokenizer.unk_token_id,
+                      tokenizer.sep_token_id if typed else None)
 
 
 def content_positions(clf: Classifier, batch: dict) -> torch.Tensor:
@@ -281,16 +350,23 @@ def content_positions(clf: Classifier, batch: dict) -> torch.Tensor:
     return common.content_mask(batch, torch.tensor(clf.special_ids, device=batch["input_ids"].device)).bool()
 
 
-def interior_positions(batch: dict) -> torch.Tensor:
-    """(B, L) bool: every real position but the first and the last ([CLS] and [SEP]): ferret's tokens."""
-    att = batch["attention_mask"].bool()
-    pos = torch.arange(att.size(1), device=att.device)[None]
-    return att & (pos > 0) & (pos < att.sum(1, keepdim=True) - 1)
+def added_ids(clf: Classifier) -> list[int]:
+    """The ids of the tokens the tokenizer adds around the text ([CLS], [SEP], <s>, </s>, ...): every special id but
+    [UNK], which stands for a piece of text."""
+    return [i for i in clf.special_ids if i != clf.unk_id]
+
+
+def interior_positions(clf: Classifier, batch: dict) -> torch.Tensor:
+    """(B, L) bool: every real position but the tokens the tokenizer added, wherever they sit ([CLS] ... [SEP] of one
+    text; [SEP] between the texts of a pair, RoBERTa's </s></s>): ferret's tokens, the text between [CLS] and [SEP]
+    ([UNK] included)."""
+    add = torch.tensor(added_ids(clf), dtype=batch["input_ids"].dtype, device=batch["input_ids"].device)
+    return batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], add)
 
 
 def candidate_positions(clf: Classifier, batch: dict, convention: str) -> torch.Tensor:
     """The tokens a rationale is drawn from and removal acts on: content wordpieces (eraser) or ferret's."""
-    return content_positions(clf, batch) if convention == "eraser" else interior_positions(batch)
+    return content_positions(clf, batch) if convention == "eraser" else interior_positions(clf, batch)
 
 
 # Memory: every evaluation forward is sized from --explain-memory-mb and the padded length L. The estimate counts
@@ -345,9 +421,11 @@ def l2_normalise(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def vat_direction(clf: Classifier, e: torch.Tensor, batch: dict, log_p: torch.Tensor, mask: torch.Tensor,
-                  xi: float, iters: int) -> torch.Tensor:
-    """Unit adversarial direction by K power iterations from a random direction (pads masked)."""
-    d = torch.randn(e.shape, dtype=e.dtype).to(e.device)  # drawn on the CPU: the same direction on every device
+                  xi: float, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Unit adversarial direction by K power iterations from a random direction (pads masked); the direction is drawn
+    from `generator` (a CPU torch.Generator; None: torch's global RNG)."""
+    # drawn on the CPU: the same direction on every device
+    d = torch.randn(e.shape, dtype=e.dtype, generator=generator).to(e.device)
     for _ in range(iters):
         d = (xi * l2_normalise(d, mask)).requires_grad_()
         # Eq. (3): g = grad_d KL(p(.|e) || p(.|e + d)), parameters and e held fixed
@@ -357,9 +435,9 @@ def vat_direction(clf: Classifier, e: torch.Tensor, batch: dict, log_p: torch.Te
 
 
 def vat_loss(clf: Classifier, e: torch.Tensor, batch: dict, logits: torch.Tensor, mask: torch.Tensor,
-             eps: float, xi: float, iters: int) -> torch.Tensor:
+             eps: float, xi: float, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
     log_p = F.log_softmax(logits.detach(), -1)  # the clean side is a constant (theta-hat)
-    r_adv = eps * vat_direction(clf, e, batch, log_p, mask, xi, iters)
+    r_adv = eps * vat_direction(clf, e, batch, log_p, mask, xi, iters, generator)
     # Eq. (4): L_VAT = KL(p(.|e) || p(.|e + r_adv)), mean over the batch
     return kl(log_p, F.log_softmax(clf.forward(e + r_adv, batch)[0], -1)).mean()
 
@@ -586,27 +664,54 @@ def consistency_loss(logits: torch.Tensor, logits_masked: torch.Tensor, detach_c
 
 
 def egt_loss(clf: Classifier, batch: dict, s: torch.Tensor, logits: torch.Tensor, A: torch.Tensor | None,
-             args: Args) -> tuple[torch.Tensor, dict]:
-    """s: detached saliency (B, L) of the current batch. Returns L_EGT (mean over the batch) and its parts."""
+             args: Args, use: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """s: detached saliency (B, L) of the current batch. Returns L_EGT and its parts, each the mean over the batch, or
+    with `use` ((B,) bool) over the examples it marks (0 when none)."""
     content = content_positions(clf, batch)
-    parts = {}
+    if use is not None and not bool(use.any()):
+        return torch.zeros((), device=logits.device), {"n_egt": 0}
+
+    def mean(v: torch.Tensor) -> torch.Tensor:
+        return v.mean() if use is None else v[use].mean()
+    parts = {} if use is None else {"n_egt": int(use.sum())}
     if args.egt_mode in ("align", "both"):
-        parts["L_align"] = align_loss(A, s, content, args.align_direction).mean()
+        if A is None:
+            raise ValueError("L_align needs the model's attention maps, which it did not return: load it with "
+                             "attn_implementation='eager' (SDPA returns none), or use egt_mode='mask'")
+        parts["L_align"] = mean(align_loss(A, s, content, args.align_direction))
     if args.egt_mode in ("mask", "both"):
+        if clf.mask_id is None:
+            raise ValueError("L_mask replaces tokens by [MASK], and the tokenizer has no mask token: use "
+                             "egt_mode='align'")
         masked = mask_lowest(s, content, args.mask_ratio)
         ids = torch.where(masked, clf.mask_id, batch["input_ids"])  # x~: [MASK] at the K% lowest
-        parts["L_mask"] = consistency_loss(logits, clf.forward(clf.embed(ids), batch)[0], args.detach_clean).mean()
-        parts["masked_share"] = float(masked.sum() / content.sum())
+        parts["L_mask"] = mean(consistency_loss(logits, clf.forward(clf.embed(ids), batch)[0], args.detach_clean))
+        on = (slice(None),) if use is None else (use,)
+        parts["masked_share"] = float(masked[on].sum() / content[on].sum())
     # Eq. (9): L_EGT = L_align + L_mask
     return sum(v for k, v in parts.items() if k.startswith("L_")), parts
 
 
 def egt_saliency(clf: Classifier, batch: dict, target: torch.Tensor, args: Args) -> torch.Tensor:
-    """Detached, non-negative saliency of the predicted class, computed in eval() mode (no dropout)."""
+    """Detached, non-negative saliency of the predicted class, computed in eval() mode (no dropout); the module's mode
+    is restored."""
+    was = clf.module.training
     clf.module.eval()
     s, _ = token_scores(args.egt_saliency, clf, batch, target, args, None)
-    clf.module.train()
+    clf.module.train(was)
     return s.abs().detach()
+
+
+def rationale_saliency(clf: Classifier, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """--egt-saliency rationale: the human rationale (B, L), 1 at the content wordpieces of rationale words, as the
+    saliency of Eqs. 6-7, and the examples L_EGT uses (B,): those with both a rationale and a non-rationale content
+    wordpiece (without a rationale there is nothing to align to; with nothing but, nothing to mask)."""
+    if not torch.is_tensor(batch.get("rationale")) or batch["rationale"].shape != batch["input_ids"].shape:
+        raise ValueError("egt_saliency='rationale' needs batch['rationale'], 0/1 per wordpiece, of the shape of "
+                         "input_ids (keep the column and pad it with 0 in your collator)")
+    content = content_positions(clf, batch)
+    s = ((batch["rationale"] > 0) & content).float()
+    return s, (s > 0).any(1) & (content & (s == 0)).any(1)
 
 
 def use_egt(step: int, egt_start: int) -> bool:
@@ -622,27 +727,108 @@ def acts(args: Args, term: str) -> bool:
     return getattr(args, term) and getattr(args, TERM_WEIGHTS[term]) > 0
 
 
-def train_step(clf: Classifier, batch: dict, args: Args, egt_on: bool) -> tuple[torch.Tensor, dict]:
-    ids, y = batch["input_ids"], batch["label"]
+def regex_terms(clf: Classifier, batch: dict, args: Args, egt_on: bool,
+                generator: torch.Generator | None = None) -> tuple[dict, dict]:
+    """One forward pass from the word embeddings e, then, in this order, L_CE (when the batch has `label`) and each
+    term that acts: L_IGR (Eq. 2, needs `label`), L_VAT (Eqs. 3-4; its random start from `generator`), L_EGT (Eqs.
+    6-9, when `egt_on`; its saliency the model's own IG / input x gradient, or with --egt-saliency rationale the
+    batch's `rationale`). Returns (terms: name -> scalar tensor, parts: L_EGT's parts and counts). The script's
+    train_step() and regex_loss() (your own loop) both compute their terms here."""
+    ids = batch["input_ids"]
     pad_mask = batch["attention_mask"].float()
     want_att = egt_on and args.egt_mode in ("align", "both")
     e = clf.embed(ids)  # word embeddings: every input gradient below is taken w.r.t. this (B, L, H) tensor
     logits, A = clf.forward(e, batch, attentions=want_att)
-    ce = F.cross_entropy(logits, y, reduction="none")
-    terms = {"L_CE": ce.mean()}
+    terms: dict[str, torch.Tensor] = {}
+    if "label" in batch:
+        ce = F.cross_entropy(logits, batch["label"], reduction="none")
+        terms["L_CE"] = ce.mean()
     if acts(args, "igr"):
+        if "label" not in batch:
+            raise ValueError("L_IGR differentiates the cross-entropy of the gold class: the batch needs `labels`")
         terms["L_IGR"] = igr_loss(ce, e, pad_mask)
     if acts(args, "vat"):
-        terms["L_VAT"] = vat_loss(clf, e, batch, logits, pad_mask, args.vat_eps, args.vat_xi, args.vat_iters)
+        terms["L_VAT"] = vat_loss(clf, e, batch, logits, pad_mask, args.vat_eps, args.vat_xi, args.vat_iters,
+                                  generator)
     parts = {}
     if egt_on:
-        s = egt_saliency(clf, batch, logits.detach().argmax(-1), args)
-        terms["L_EGT"], parts = egt_loss(clf, batch, s, logits, A, args)
+        if args.egt_saliency == "rationale":
+            s, use = rationale_saliency(clf, batch)
+        else:
+            s, use = egt_saliency(clf, batch, logits.detach().argmax(-1), args), None
+        terms["L_EGT"], parts = egt_loss(clf, batch, s, logits, A, args, use)
+    return terms, parts
+
+
+def weighted_sum(terms: dict, lambda_g: float, lambda_v: float, lambda_e: float, ce: torch.Tensor | float = 0):
+    """Eq. 1 over the terms regex_terms() computed (a term that did not act counts 0)."""
     # Eq. (1): L = L_CE + lambda_g L_IGR + lambda_v L_VAT + lambda_e L_EGT
-    L = terms["L_CE"] + args.lambda_g * terms.get("L_IGR", 0) + args.lambda_v * terms.get("L_VAT", 0) \
-        + args.lambda_e * terms.get("L_EGT", 0)
+    return ce + lambda_g * terms.get("L_IGR", 0) + lambda_v * terms.get("L_VAT", 0) + lambda_e * terms.get("L_EGT", 0)
+
+
+def train_step(clf: Classifier, batch: dict, args: Args, egt_on: bool) -> tuple[torch.Tensor, dict]:
+    terms, parts = regex_terms(clf, batch, args, egt_on)
+    L = weighted_sum(terms, args.lambda_g, args.lambda_v, args.lambda_e, terms["L_CE"])
     return L, {**{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in {**terms, **parts}.items()},
                "L": float(L.detach())}
+
+
+OWN_LOOP_OPTIONS = ("igr", "vat", "egt", "lambda_g", "lambda_v", "lambda_e", "vat_eps", "vat_xi", "vat_iters",
+                    "egt_mode", "egt_saliency", "mask_ratio", "align_direction", "detach_clean", "ig_steps",
+                    "ig_baseline", "attr_reduce", "ig_max_rows", "explain_memory_mb")
+
+
+def term_options(**options) -> Args:
+    """The options of regex_loss() as an Args (every other field at its default; the IG baseline and token reduction
+    of the eraser convention unless given), each checked against its flag's domain or choices: a ValueError naming
+    the option otherwise."""
+    unknown = sorted(set(options) - set(OWN_LOOP_OPTIONS))
+    if unknown:
+        raise TypeError(f"regex_loss() got unknown options {unknown}; it takes {', '.join(OWN_LOOP_OPTIONS)}")
+    opts = dataclasses.replace(Args(), **{**CONVENTIONS["eraser"], **options})
+    for f in dataclasses.fields(Args):
+        if f.name not in options:
+            continue
+        value, meta = options[f.name], f.metadata
+        if str(f.type).startswith("bool"):
+            bad = None if isinstance(value, bool) else "must be True or False"
+        elif meta.get("choices") is not None:
+            bad = None if value in meta["choices"] else f"must be one of {', '.join(map(str, meta['choices']))}"
+        else:
+            kind = int if str(f.type).startswith("int") else float
+            bad = f"must be a number, got {value!r}" if isinstance(value, bool) or not isinstance(
+                value, (int, float) if kind is float else int) else meta["domain"].error(value)
+        if bad:
+            raise ValueError(f"regex_loss(): {f.name} {bad}")
+    return opts
+
+
+def regex_loss(model: torch.nn.Module, batch: dict, tokenizer, *, igr: bool = False, vat: bool = True,
+               egt: bool = False, lambda_g: float = 0.01, lambda_v: float = 0.1, lambda_e: float = 1.0,
+               generator: torch.Generator | None = None, **options) -> torch.Tensor:
+    """REGEX's training term for your own training loop: lambda_g L_IGR + lambda_v L_VAT + lambda_e L_EGT, the
+    terms of Eq. 1 beyond L_CE (add it to your loss: `loss = outputs.loss + regex_loss(model, batch, tokenizer)`),
+    computed by regex_terms() exactly as the script's train_step() computes them.
+    model: a Hugging Face `AutoModelForSequenceClassification` (any number of labels; load it with
+    attn_implementation="eager": L_IGR's double backward and L_align's attention maps need it), or a common.TaskModel.
+    batch: input_ids, attention_mask, token_type_ids (if the model takes them), labels (class ids (B,); L_IGR needs
+    them), rationale ((B, L) 0/1 per wordpiece, 0 at padding; egt_saliency="rationale" needs it).
+    tokenizer: the model's (its special, [PAD] and [MASK] ids).
+    Options, with the script's defaults (VAT alone at lambda_v 0.1; REGEX as the paper names it: igr=True, egt=True):
+    igr, vat, egt, lambda_g, lambda_v, lambda_e, and the flags of the same names: vat_eps (1.0), vat_xi (0.1),
+    vat_iters (1), egt_mode ("both", "align", "mask"), egt_saliency ("ig", "input_x_gradient", "rationale"),
+    mask_ratio (0.3), align_direction, detach_clean, ig_steps (10), ig_baseline ("zero"), attr_reduce ("ood_faith").
+    generator: VAT's random start (a CPU torch.Generator; None: torch's global RNG). EGT's warm-up is yours: pass
+    egt=False for the first steps (the script: the first epoch). Costs one forward pass of its own beside yours, plus
+    each term's passes (docs/regex.md, Speed). 0 (a tensor) when no term acts."""
+    opts = term_options(igr=igr, vat=vat, egt=egt, lambda_g=lambda_g, lambda_v=lambda_v, lambda_e=lambda_e, **options)
+    clf = as_classifier(model, tokenizer)
+    b = {**batch, **({"label": batch["labels"]} if "labels" in batch else {})}
+    if torch.is_tensor(b.get("rationale")):
+        b["rationale"] = b["rationale"].float()
+    terms, _ = regex_terms(clf, b, opts, acts(opts, "egt"), generator)
+    return weighted_sum(terms, opts.lambda_g, opts.lambda_v, opts.lambda_e,
+                        torch.zeros((), device=batch["input_ids"].device))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -719,7 +905,8 @@ def apply_removal(ids: torch.Tensor, att: torch.Tensor, remove: torch.Tensor, op
 def removed_rows(ids: torch.Tensor, att: torch.Tensor, remove: torch.Tensor, op: str, clf: Classifier,
                  max_len: int) -> list[tuple[int, ...]]:
     """One unpadded id sequence per row with `remove` (B, L) removed: [PAD] / [MASK] id (attention kept), deleted,
-    or (retokenize, ferret) the kept tokens between [CLS] and [SEP] decoded to text and tokenised again."""
+    or (retokenize, ferret) the kept tokens of each text decoded and tokenised again (the texts: the runs of tokens
+    between the ones the tokenizer added, wherever they sit; two runs are a sentence pair, tokenised as a pair)."""
     n = att.sum(1).tolist()
     if op in ("pad", "mask"):
         new = torch.where(remove, clf.pad_id if op == "pad" else clf.mask_id, ids).tolist()
@@ -728,10 +915,34 @@ def removed_rows(ids: torch.Tensor, att: torch.Tensor, remove: torch.Tensor, op:
     rows = [[t for t, k in zip(r, kr, strict=True) if k] for r, kr in zip(ids.tolist(), keep, strict=True)]
     if op == "delete":
         return [tuple(r) for r in rows]
-    interior = [[t for p, (t, k) in enumerate(zip(r, kr, strict=True)) if k and 0 < p < m - 1]
-                for r, kr, m in zip(ids.tolist(), keep, n, strict=True)]
-    texts = clf.tokenizer.batch_decode(interior)
-    return [tuple(r) for r in clf.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+    tok = clf.tokenizer
+    add = set(tok.all_special_ids) - {tok.unk_token_id}
+    segments, count = [], []
+    for r, kr, m in zip(ids.tolist(), keep, n, strict=True):
+        before = len(segments)
+        for p in range(m):
+            if r[p] in add:
+                continue
+            if p == 0 or r[p - 1] in add or len(segments) == before:  # a text starts after an added token
+                segments.append([])
+            if kr[p]:
+                segments[-1].append(r[p])
+        count.append(max(1, len(segments) - before))
+        if len(segments) == before:
+            segments.append([])
+    flat, texts, k = tok.batch_decode(segments), [], 0
+    for c in count:
+        texts.append(flat[k:k + c])
+        k += c
+    out: list[tuple[int, ...]] = [()] * len(texts)
+    for two in (False, True):  # single texts, then pairs (a second text beyond two joins the second)
+        idx = [i for i, t in enumerate(texts) if (len(t) > 1) == two]
+        if idx:
+            enc = tok([texts[i][0] for i in idx], [" ".join(texts[i][1:]) for i in idx] if two else None,
+                      truncation=True, max_length=max_len)["input_ids"]
+            for i, row in zip(idx, enc, strict=True):
+                out[i] = tuple(row)
+    return out
 
 
 @contextlib.contextmanager
@@ -748,6 +959,15 @@ def fused_attention(clf: Classifier):
     finally:
         if swap:
             cfg._attn_implementation = "eager"
+
+
+def row_types(ids: torch.Tensor, att: torch.Tensor, clf: Classifier) -> torch.Tensor:
+    """Token type ids of rebuilt rows: 1 after the first separator of a model that reads types (the second text of a
+    pair, as the tokenizer types it), else 0; a single text is all 0."""
+    if clf.type_sep_id is None:
+        return torch.zeros_like(ids)
+    sep = (ids == clf.type_sep_id).long()
+    return ((sep.cumsum(1) - sep > 0) & att.bool()).long()
 
 
 @torch.inference_mode()
@@ -769,7 +989,7 @@ def row_probs(clf: Classifier, rows: list[tuple[int, ...]], labels: list[int], b
             ids[r, :len(row)], att[r, :len(row)] = torch.tensor(row), 1
         ids, att = ids.to(device), att.to(device)
         with fused_attention(clf):
-            logits = clf.forward(clf.embed(ids), {"attention_mask": att, "token_type_ids": torch.zeros_like(ids)})[0]
+            logits = clf.forward(clf.embed(ids), {"attention_mask": att, "token_type_ids": row_types(ids, att, clf)})[0]
         p = F.softmax(logits, -1)
         y = torch.tensor([lab for _, lab in chunk], device=device)
         for key, v in zip(chunk, p.gather(1, y[:, None])[:, 0].tolist(), strict=True):
@@ -1004,7 +1224,61 @@ def plausibility(attrs: dict, examples: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Data: the readers and encoding only REGEX uses (SST-2, the three text tasks)
+# Explanations: explanations.jsonl and results.json's `plausibility` (docs/report.md), from the suite's attributions
+# ------------------------------------------------------------------------------------------------------
+EXPLAINER_NAMES = {"ig": "regex_ig"}  # "ig" is the common integrated gradients of every run (docs/report.md)
+
+
+class ClassifierModel(torch.nn.Module):
+    """A Classifier behind the interface of common.TaskModel that common.explain_examples calls (embed, forward from
+    a batch or its embeddings, predict, gold_log_likelihood of the class in `label`): a TaskModel and a Hugging Face
+    classifier alike. train() / eval() reach the classifier's module."""
+
+    def __init__(self, clf: Classifier):
+        super().__init__()
+        self.clf, self.inner = clf, clf.module
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.clf.embed(input_ids)
+
+    def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        return self.clf.forward(self.clf.embed(batch["input_ids"]) if inputs_embeds is None else inputs_embeds,
+                                batch)[0]
+
+    def predict(self, scores: torch.Tensor, batch: dict) -> list[int]:
+        return scores.argmax(-1).tolist()
+
+    def gold_log_likelihood(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.log_softmax(scores, -1).gather(1, batch["label"][:, None])[:, 0]
+
+
+def precomputed(scores: dict) -> Callable:
+    """An explainer for common.explain_examples that looks up the suite's wordpiece scores of each example (by its
+    index): the attributions attribute_all() computed for the faithfulness table, not computed again."""
+    def explain(batch: dict, target: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(batch["input_ids"].shape)
+        for r, i in enumerate(batch["index"].tolist()):
+            out[r, :len(scores[i])] = scores[i]
+        return out
+    return explain
+
+
+def explain(clf: Classifier, examples: list[dict], attrs: dict, n: int, labels: Sequence[str], own_method: str,
+            has_rationale: bool, device) -> tuple[list[dict], dict]:
+    """(rows of explanations.jsonl, results.json's `plausibility`) of the first n test examples: common integrated
+    gradients ("ig", the yardstick of every method) and each of the suite's attribution methods, under its own name
+    ("regex_ig" for REGEX's IG). REGEX's own explainer: `own_method` (the EGT saliency) if the suite computed it,
+    else regex_ig, else the first. The suite's scores are of the class it predicted, with --attr-reduce and
+    --ig-baseline (docs/regex.md)."""
+    explainers = {EXPLAINER_NAMES.get(m, m): precomputed(a) for m, a in attrs.items()}
+    names = [EXPLAINER_NAMES.get(m, m) for m in (own_method, "ig")]
+    own = next((m for m in names if m in explainers), None)
+    return common.explain_examples(ClassifierModel(clf), examples, None, explainers, n, pad_id=clf.pad_id,
+                                   label_names=list(labels), own=own, has_rationale=has_rationale, device=device)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Data: the readers and encoding only REGEX uses (SST-2, the three text tasks, your data)
 # ------------------------------------------------------------------------------------------------------
 
 
@@ -1058,14 +1332,15 @@ def encode_text(tokenizer, words: Sequence[str], max_len: int, label: int, index
                 evidence: Sequence[int] | None = None) -> dict:
     """One text-classification example: input_ids, token_type_ids, label, index, `rationale` (the human evidence
     carried to wordpieces, zeros if none), `content` (1 for real wordpieces, 0 for [CLS]/[SEP]) and `word_ids`
-    (word of each wordpiece, -1 for [CLS]/[SEP]), for word-level rationales."""
+    (word of each wordpiece, -1 for [CLS]/[SEP]: the tokens the tokenizer added, wherever they sit), for word-level
+    rationales."""
     if not words:
         raise common.DataError(f"example {index}: empty text")
     enc = common.encode_words(tokenizer, words, evidence if evidence is not None else [0] * len(words), max_len)
     first = enc["word_index"]  # first wordpiece per word; a wordpiece belongs to the last word starting at or before it
     word_ids, w = [], -1
     for pos in range(len(enc["input_ids"])):
-        if pos in (0, len(enc["input_ids"]) - 1):
+        if enc["word_of_piece"][pos] < 0:  # added by the tokenizer: [CLS], [SEP], <s>, </s>, ...
             word_ids.append(-1)
             continue
         while w + 1 < len(first) and first[w + 1] <= pos:
@@ -1073,6 +1348,50 @@ def encode_text(tokenizer, words: Sequence[str], max_len: int, label: int, index
         word_ids.append(w)
     return {**enc, "label": int(label), "index": index, "word_ids": word_ids,
             "content": [int(i >= 0) for i in word_ids]}
+
+
+def read_custom_data(args: Args) -> dict:
+    """--task custom: the dataset at --data (common.read_rationale_data; bad rows are file:line errors), checked for
+    what REGEX takes: text classification (single texts or sentence pairs) with at least two classes."""
+    data = common.read_rationale_data(
+        args.data, args.data_format, text_column=args.text_column, pair_column=args.pair_column,
+        label_column=args.label_column, rationale_column=args.rationale_column,
+        rationale_pair_column=args.rationale_pair_column, eraser_query=args.eraser_query,
+        hatexplain_rationale=args.hatexplain_rationale)
+    if data["kind"] != "classification":
+        raise common.UsageError(f"--data {args.data} is a token-tagging dataset (tokens, BIO tags); REGEX classifies "
+                                "texts (tagging: the UIMER files, docs/own_data.md)")
+    if len(data["labels"]) < 2:
+        raise common.UsageError(f"--data {args.data}: {len(data['labels'])} class ({', '.join(data['labels'])}); "
+                                "classification needs at least 2")
+    if data["pair"] and args.select_then_predict:
+        raise common.UsageError(f"--select-then-predict (FRESH) trains on rationale-only single texts; --data "
+                                f"{args.data} holds sentence pairs (drop --select-then-predict)")
+    if args.egt_saliency == "rationale" and acts(args, "egt") and not args.evaluate_only and \
+            all(e["rationale"] is None or not any(e["rationale"] + (e["pair_rationale"] or []))
+                for e in data["train"]):
+        raise common.UsageError(f"--egt-saliency rationale: no training example of --data {args.data} has a "
+                                "rationale word (use --egt-saliency ig)")
+    return data
+
+
+def load_custom_split(dataset: dict, split: str, args: Args, tokenizer, size: int | None,
+                      seed: int) -> tuple[list[dict], dict]:
+    """`size` examples of a split of your dataset drawn as load_split draws them, aligned to wordpieces through the
+    tokenizer's offsets (common.encode_rationale_split: a pair as the model was pre-trained, "[CLS] a [SEP] b [SEP]",
+    "<s> a </s></s> b </s>"), with REGEX's fields: word_ids (= word_of_piece; pair words numbered after the text's),
+    content (a wordpiece of a word), words (for a pair: (text words, pair words)). Returns (examples, the alignment
+    counts for results.json)."""
+    rows = dataset[split]
+    if size is not None and size > len(rows) and not args.allow_smaller:
+        raise common.UsageError(f"asked for {size} {split} examples of --data but the split holds {len(rows)}; pass "
+                                "--allow-smaller to use all of them (recorded in results.json)")
+    picked = [rows[i] for i in sample_indices(len(rows), size, seed)]
+    enc, counts = common.encode_rationale_split(tokenizer, picked, dataset["labels"], args.max_len)
+    for x, e in zip(enc, picked, strict=True):
+        x.update(word_ids=x["word_of_piece"], content=[int(w >= 0) for w in x["word_of_piece"]],
+                 words=e["words"] if e["pair_words"] is None else (e["words"], e["pair_words"]))
+    return enc, counts
 
 
 def sample_indices(n: int, size: int | None, seed: int) -> list[int]:
@@ -1105,8 +1424,8 @@ def load_split(task: str, split: str, args: Args, tokenizer, size: int | None, s
             for k, i in enumerate(sample_indices(len(rows), size, seed))]
 
 
-def new_model(args: Args, model_name: str) -> common.TaskModel:
-    return common.TaskModel(common.load_encoder(model_name), "cls", 2, args.dropout).to(args.device)
+def new_model(args: Args, model_name: str, num_labels: int = 2) -> common.TaskModel:
+    return common.TaskModel(common.load_encoder(model_name), "cls", num_labels, args.dropout).to(args.device)
 
 
 def fit(clf: Classifier, train: list[dict], dev: list[dict], args: Args, seed: int, regex: bool, log) -> dict:
@@ -1155,7 +1474,8 @@ def select_then_predict(clf: Classifier, data: dict, args: Args, seed: int, toke
             split_ex[split] = [encode_text(tokenizer, w, args.max_len, e["label"], e["index"]) | {"words": w}
                                for e in ex for w in [rationale_words(e, scores[e["index"]], args.rationale_ratio)]]
         common.set_seed(seed)
-        stp = as_classifier(new_model(args, args.model), tokenizer)
+        stp = as_classifier(new_model(args, args.model, clf.module.num_labels if isinstance(
+            clf.module, common.TaskModel) else clf.module.config.num_labels), tokenizer)
         fit(stp, split_ex["train"], split_ex["dev"], args, seed, regex=False, log=lambda **r: None)
         out[m] = predict(stp, split_ex["test"], args)
     return out
@@ -1163,7 +1483,8 @@ def select_then_predict(clf: Classifier, data: dict, args: Args, seed: int, toke
 
 def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer) -> dict:
     """Accuracy / macro-F1 and the faithfulness table on test (and OOD), randomisation test 2 (trained vs random
-    init), FRESH and plausibility when asked. Attributions are returned under `_attributions` for the seed test."""
+    init), FRESH and plausibility when asked (movies and custom: against the test set's own rationales, always).
+    Attributions are returned under `_attributions` for the seed test and the explanations."""
     methods = method_list(args.attributions)
     rows: list[dict] = []
     res = {"test": predict(clf, data["test"], args, rows), "_predictions": rows}
@@ -1186,11 +1507,11 @@ def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer
         rattrs = attribute_all(rnd, data["test"], methods, args, seed + 1)  # independent noise for `random`
         res["randomization_trained_vs_random"] = {
             m: agreement(attrs[m], rattrs[m], data["test"], args.rationale_ratio) for m in methods}
-    if args.task == "movies":
-        res["plausibility"] = plausibility(attrs, data["test"])
+    if args.task in ("movies", "custom"):
+        res["wordpiece_plausibility"] = plausibility(attrs, data["test"])
     elif args.plausibility:
         movies = load_split("movies", "test", args, tokenizer, args.plausibility_size, 0)
-        res["plausibility"] = plausibility(attribute_all(clf, movies, methods, args, seed), movies)
+        res["wordpiece_plausibility"] = plausibility(attribute_all(clf, movies, methods, args, seed), movies)
     if "ood_test" in data:
         res["ood"] = {"task": args.ood_task, "test": predict(clf, data["ood_test"], args),
                       "faithfulness": faithfulness(clf, data["ood_test"], attribute_all(
@@ -1201,11 +1522,25 @@ def evaluate_suite(clf: Classifier, data: dict, args: Args, seed: int, tokenizer
     return res
 
 
-def load_data(args: Args, tokenizer, seed: int) -> dict:
+def load_data(args: Args, tokenizer, seed: int, dataset: dict | None = None) -> dict:
+    """{train, dev, test, shortfall (, ood_test)}; --task custom: from `dataset` (read_custom_data), plus alignment."""
+    train_seed = seed if args.subsample_seed is None else args.subsample_seed
+    if args.task == "custom":
+        data, alignment = {}, {}
+        for split, size, s in (("train", args.train_size, train_seed), ("dev", args.dev_size, 0),
+                               ("test", args.test_size, 0)):
+            if split == "train" and args.evaluate_only and not args.select_then_predict:
+                data[split] = []
+                continue
+            data[split], alignment[split] = load_custom_split(dataset, split, args, tokenizer, size, s)
+        data["shortfall"] = {s: {"asked": n, "available": len(dataset[s])} for s, n in (
+            ("train", args.train_size), ("dev", args.dev_size), ("test", args.test_size))
+            if n is not None and n > len(dataset[s])}
+        data["alignment"] = alignment
+        return data
     raw = read_text_task(args.task, common.resolve_data_dir(args.data_dir))
     data = {"train": [] if args.evaluate_only and not args.select_then_predict else
-            load_split(args.task, "train", args, tokenizer, args.train_size,
-                       seed if args.subsample_seed is None else args.subsample_seed, raw),
+            load_split(args.task, "train", args, tokenizer, args.train_size, train_seed, raw),
             "dev": load_split(args.task, "dev", args, tokenizer, args.dev_size, 0, raw),
             "test": load_split(args.task, "test", args, tokenizer, args.test_size, 0, raw),
             "shortfall": {s: {"asked": n, "available": len(raw[s])} for s, n in (("train", args.train_size),
@@ -1224,11 +1559,23 @@ def variant_name(args: Args) -> str:
     return ("regex" if len(on) == 3 else "+".join(on)) + mode
 
 
-def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]:
+def check_labels(where, n: int, names: Sequence[str] | None, labels: Sequence[str]) -> None:
+    """A checkpoint fits the data: as many labels, and the same names in the same order where the checkpoint names
+    them (not the default LABEL_i); a UsageError otherwise."""
+    if n != len(labels):
+        raise common.UsageError(f"checkpoint {where} has {n} labels; the data has {len(labels)} "
+                                f"({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''})")
+    named = names is not None and any(str(x) != f"LABEL_{i}" for i, x in enumerate(names))
+    if named and [str(x) for x in names] != [str(x) for x in labels]:
+        raise common.UsageError(f"checkpoint {where} has the labels {', '.join(map(str, names))}; the data has "
+                                f"{', '.join(labels)} (label ids must mean the same)")
+
+
+def load_checkpoint(path: str | None, args: Args, labels: Sequence[str] = LABELS) -> tuple[torch.nn.Module, str]:
     """(model in eval mode on args.device, the folder or name its tokenizer loads from). `path`: a run directory of
     this script (its model/ folder), an --out-dir that holds one run of this script (e.g. a sweep job), a folder
-    written by common.save_task_model, a Hugging Face sequence-classification folder (two labels), or a legacy
-    model.pt (read with weights_only=True: a file that holds code is refused, never run)."""
+    written by common.save_task_model, a Hugging Face sequence-classification folder, or a legacy model.pt (read with
+    weights_only=True: a file that holds code is refused, never run); with the labels of the data (check_labels)."""
     p = Path(path or "")
     runs = sorted((p / "regex_robust").glob("*/model/task.json"))
     if len(runs) == 1:  # an --out-dir holding one run
@@ -1236,11 +1583,10 @@ def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]
     p = p / "model" if (p / "model" / "task.json").is_file() or (p / "model" / "config.json").is_file() else p
     if (p / "task.json").is_file():  # written by common.save_task_model: rebuilt exactly as it was trained
         model, meta = common.load_task_model(p, args.dropout)
-        if meta.get("num_labels") != 2:
-            raise common.UsageError(f"checkpoint {p} has {meta.get('num_labels')} labels; the tasks here have 2")
+        check_labels(p, meta.get("num_labels"), meta.get("labels"), labels)
         return model.to(args.device), str(p / "encoder" if meta.get("format") == "encoder+head" else p)
     if (p / "config.json").is_file():
-        return load_hf_classifier(p, args), str(p)
+        return load_hf_classifier(p, args, labels), str(p)
     if p.is_dir() and (p / "model.pt").is_file():
         p = p / "model.pt"
     if not p.is_file():
@@ -1249,7 +1595,7 @@ def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]
                                 "folder, or a model.pt")
     ckpt = common.load_weights(p)
     name = ckpt.get("model", args.model) if isinstance(ckpt, dict) else args.model
-    model = new_model(args, name)
+    model = new_model(args, name, len(labels))
     try:
         model.load_state_dict({k: v.to(args.device) for k, v in ckpt["state_dict"].items()})
     except (RuntimeError, KeyError, TypeError, AttributeError) as e:
@@ -1258,8 +1604,8 @@ def load_checkpoint(path: str | None, args: Args) -> tuple[torch.nn.Module, str]
     return model.eval(), name
 
 
-def load_hf_classifier(path: Path, args: Args) -> torch.nn.Module:
-    """AutoModelForSequenceClassification from a local folder (eager attention, float32), with 2 labels."""
+def load_hf_classifier(path: Path, args: Args, labels: Sequence[str] = LABELS) -> torch.nn.Module:
+    """AutoModelForSequenceClassification from a local folder (eager attention, float32) with the data's labels."""
     from transformers import AutoModelForSequenceClassification
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager",
@@ -1267,24 +1613,36 @@ def load_hf_classifier(path: Path, args: Args) -> torch.nn.Module:
     except Exception as e:
         raise common.UsageError(f"cannot load {path} as a sequence-classification model: {type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:150]}") from None
-    if model.config.num_labels != 2:
-        raise common.UsageError(f"{path}: the model has {model.config.num_labels} labels; the tasks here have 2 "
-                                "(0 = negative, 1 = positive)")
+    check_labels(path, model.config.num_labels, [model.config.id2label[i] for i in range(model.config.num_labels)]
+                 if model.config.id2label else None, labels)
     return model.to(args.device).eval()
 
 
-def run_one_seed(args: Args, seed: int) -> dict:
+def check_mask_needs(tokenizer, args: Args) -> None:
+    """What replaces tokens by the mask token needs one: a one-line UsageError naming the flag that chooses another
+    option (before any training)."""
+    for needed, by, other in ((not args.evaluate_only and acts(args, "egt") and args.egt_mode in ("mask", "both"),
+                               "L_mask of EGT (Eq. 6)", "choose --egt-mode align, or --no-egt"),
+                              (args.removal == "mask", "--removal mask", "choose --removal pad, delete or retokenize"),
+                              (args.ig_baseline == "mask", "--ig-baseline mask", "choose --ig-baseline zero or pad")):
+        if needed:
+            common.check_mask_token(tokenizer, args.model, by, other)
+
+
+def run_one_seed(args: Args, seed: int, dataset: dict | None = None) -> dict:
     timer = common.Timer()
     common.set_seed(seed)
+    labels = LABELS if dataset is None else list(dataset["labels"])
     if args.evaluate_only:
-        model, model_name = load_checkpoint(args.checkpoint, args)
+        model, model_name = load_checkpoint(args.checkpoint, args, labels)
         args = dataclasses.replace(args, model=model_name)
         ck = Path(args.checkpoint).resolve()
         name = f"{args.task}-eval-{(ck if ck.is_dir() else ck.parent).name}-{seed}"
     tokenizer = common.load_tokenizer(args.model)
-    data = load_data(args, tokenizer, seed)  # data first: a bad file stops the run before a model is loaded
+    check_mask_needs(tokenizer, args)
+    data = load_data(args, tokenizer, seed, dataset)  # data first: a bad file stops the run before a model is loaded
     if not args.evaluate_only:
-        model = new_model(args, args.model)
+        model = new_model(args, args.model, len(labels))
         name = f"{args.task}-{args.train_size or 'full'}-{variant_name(args)}-{seed}"
     clf = as_classifier(model, tokenizer)
     run = common.make_run_dir(args.out_dir, "regex_robust", name)
@@ -1293,6 +1651,8 @@ def run_one_seed(args: Args, seed: int) -> dict:
     variant = "evaluate-only" if args.evaluate_only else variant_name(args)
     results = {"task": args.task, "seed": seed, "variant": variant, "shortfall": data["shortfall"],
                "n_train": len(data["train"]), "n_dev": len(data["dev"]), "n_test": len(data["test"])}
+    if dataset is not None:
+        results.update(labels=labels, pair=dataset["pair"], alignment=data["alignment"])
     if not args.evaluate_only:
         print(f"seed {seed}: {len(data['train'])} training examples, variant {variant_name(args)}")
         results["training"] = fit(clf, data["train"], data["dev"], args, seed, regex=True, log=log)
@@ -1302,15 +1662,19 @@ def run_one_seed(args: Args, seed: int) -> dict:
         common.save_task_model(run / "model", model, tokenizer, {
             "method": f"REGEX ({variant_name(args)}), regex_robust.py", "data": f"{args.task}, {len(data['train'])} "
             "training examples", "seed": seed, "test accuracy": round(results["test"]["accuracy"], 4),
-            "base model": args.model, "max length": args.max_len}, labels=LABELS)
+            "base model": args.model, "max length": args.max_len}, labels=labels)
     attrs = results.pop("_attributions")
     common.write_predictions(run / "predictions.jsonl", sorted(data["test"], key=lambda e: e["index"]),
                              results.pop("_predictions"))
     if args.compare_checkpoint:
-        other, _ = load_checkpoint(args.compare_checkpoint, args)
+        other, _ = load_checkpoint(args.compare_checkpoint, args, labels)
         oattrs = attribute_all(as_classifier(other, tokenizer), data["test"], list(attrs), args, seed + 1)
         results["randomization_seed_vs_seed"] = {m: agreement(attrs[m], oattrs[m], data["test"], args.rationale_ratio)
                                                  for m in attrs}
+    if args.explain_examples:  # the first N test examples against the human rationale (docs/report.md)
+        rows, results["plausibility"] = explain(clf, data["test"], attrs, args.explain_examples, labels,
+                                                args.egt_saliency, args.task in ("movies", "custom"), args.device)
+        common.write_explanations(run / "explanations.jsonl", rows)
     common.write_json_atomic(run / "results.json", results)  # same seed -> byte-identical file, wherever it is
     common.write_json_atomic(run / "timing.json", {"runtime_s": round(timer(), 1)})
     common.release_run_dir(run)
@@ -1356,8 +1720,9 @@ def summarise(runs: list[dict], args: Args, seeds: list[int]) -> dict:
 
 def main(args: Args) -> dict:
     args = resolve(args)
+    dataset = read_custom_data(args) if args.task == "custom" else None  # read once, checked before any model loads
     seeds = common.parse_seeds(args.seeds, args.seed)
-    runs = [run_one_seed(args, s) for s in seeds]
+    runs = [run_one_seed(args, s, dataset) for s in seeds]
     if len(runs) == 1:
         return {k: v for k, v in runs[0].items() if not k.startswith("_")}
     summary = summarise(runs, args, seeds)

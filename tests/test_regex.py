@@ -493,7 +493,9 @@ def test_smoke_ood_plausibility_select_then_predict(tiny_model, text_data, tmp_p
                                    *FAST)))
     assert r["ood"]["task"] == "imdb" and 0 <= r["ood"]["test"]["accuracy"] <= 1
     assert set(r["ood"]["faithfulness"]) == {"random", "ig"}
-    assert r["plausibility"]["ig"]["n_docs"] == 6 and 0 <= r["plausibility"]["ig"]["token_auc"] <= 1
+    wp = r["wordpiece_plausibility"]["ig"]
+    assert wp["n_docs"] == 6 and 0 <= wp["token_auc"] <= 1
+    assert r["plausibility"]["n_no_rationale_data"] == 12  # the explanations: SST-2 test sentences have no rationale
     assert set(r["select_then_predict"]) == {"ig", "attention"}
     assert 0 <= r["select_then_predict"]["ig"]["accuracy"] <= 1
 
@@ -504,7 +506,8 @@ def test_smoke_other_tasks(tiny_model, text_data, tmp_path, task):
     r = rx.main(rx.parse_args(argv(tiny_model, text_data, tmp_path, "--task", task, "--max-len", "24", *FAST)))
     assert r["task"] == task and 0 <= r["test"]["accuracy"] <= 1
     if task == "movies":  # the test set has human evidence: plausibility comes for free
-        assert r["plausibility"]["ig"]["n_docs"] == 6
+        assert r["wordpiece_plausibility"]["ig"]["n_docs"] == 6
+        assert r["plausibility"]["n_used"] == 6 and r["plausibility"]["explainers"]["regex_ig"]["n"] == 6
     else:
         assert r["n_dev"] == 2 and r["n_train"] == 22  # imdb: dev carved out of train (10%, fixed RNG)
 

@@ -3082,7 +3082,8 @@ def load_custom_task(dataset: dict, setting: str, train_size: int | None, seed: 
     """What load_uimer_task gives, for --task custom: `dataset` as read_rationale_data returns it (classification,
     sentence pairs or BIO tagging, with the dataset's own human rationales). The training set: `train_size` examples
     drawn with the seed (sample_random_n), else `setting` shots per class drawn as the paper's samplers draw them
-    (classification: sample_intent_shots over the labels; tagging: sample_slot_shots), or 'full'. Wordpieces are
+    (classification: sample_intent_shots over the labels; tagging: sample_slot_shots), or 'full'. `dev_size` and
+    `max_eval_examples` take a fixed random subsample (fixed_subsample), not the first rows. Wordpieces are
     aligned through the tokenizer's offsets (encode_rationale_split). Adds `kind`, `pair` and `alignment` (the
     counts of encode_rationale_split over the three splits) to the returned dict."""
     short = Shortfall(allow_smaller)
@@ -3107,9 +3108,8 @@ def load_custom_task(dataset: dict, setting: str, train_size: int | None, seed: 
     short.eval_sizes({s: len(dataset[s]) for s in ("dev", "test")}, dev_size, max_eval_examples)
     out, alignment = {}, {}
     for split, rows in (("train", [pool[i] for i in picked]),
-                        ("dev", dataset["dev"][:dev_size] if dev_size is not None else dataset["dev"]),
-                        ("test", dataset["test"])):
-        rows = rows[:max_eval_examples] if split != "train" and max_eval_examples is not None else rows
+                        ("dev", fixed_subsample(dataset["dev"], dev_size)), ("test", dataset["test"])):
+        rows = fixed_subsample(rows, max_eval_examples) if split != "train" else rows
         enc, counts = encode_rationale_split(tokenizer, rows, labels, max_len)
         for x, e in zip(enc, rows, strict=True):
             x["words"] = (e["words"], e["pair_words"]) if e.get("pair_words") is not None else e["words"]
@@ -3118,6 +3118,16 @@ def load_custom_task(dataset: dict, setting: str, train_size: int | None, seed: 
     return {**out, "labels": labels, "train_ids": [pool[i]["id"] for i in picked], "shortfall": short.record,
             "rationale_stats": rationale_stats(out["train"]), "kind": dataset["kind"], "pair": dataset["pair"],
             "alignment": alignment}
+
+
+def fixed_subsample(rows: Sequence, n: int | None) -> list:
+    """n of `rows` drawn by an RNG seeded with 0, in their file order (all of them if n is None or n >= len(rows)):
+    the same subsample for every seed and method, so runs stay paired. Not the first n: data files are often sorted
+    by label (the first 50 ERASER Movies dev documents are all negative), and a one-class dev set selects the model
+    that predicts that class."""
+    if n is None or n >= len(rows):
+        return list(rows)
+    return [rows[i] for i in sorted(sample_random_n(len(rows), n, 0))]
 
 
 def custom_paper_row(dataset: dict, shots: str | None, train_size: int | None) -> tuple[str, str]:

@@ -181,11 +181,13 @@ class Args:
                                        "`shortfall`)")
     max_len: int | None = common.field(None, help="max wordpieces (default: 50 SNIPS, 128 e-SNLI)",
                                        domain=common.MAX_LEN)
-    dev_size: int | None = common.field(None, help="select the model on the first N dev examples only (the same for "
-                                        "every run; the test set stays whole); default: the whole dev set",
+    dev_size: int | None = common.field(None, help="select the model on N dev examples only (paper tasks: the "
+                                        "first N; your data: N drawn with a fixed seed, as files are often sorted by "
+                                        "label; the same for every run; the test set stays whole); default: all",
                                         domain=common.POSITIVE)
-    max_eval_examples: int | None = common.field(None, help="evaluate on the first N dev and test examples only "
-                                                 "(quick checks; the paper uses all)", domain=common.POSITIVE)
+    max_eval_examples: int | None = common.field(None, help="evaluate on N dev and test examples only (the "
+                                                 "first N; your data: N drawn with a fixed seed; quick checks; the "
+                                                 "paper uses all)", domain=common.POSITIVE)
     data_dir: str | None = common.field(None, help="folder holding snips/ and esnli/ (else $DATA_DIR, else the "
                                         "data/ folder beside common.py)", domain=common.EXISTING_DIR)
     # --- your own data (--task custom; docs/own_data.md)

@@ -7,10 +7,12 @@
 
 Profile: the run is executed in this process with timers around the steps that are not the method: start-up (a
 separate `python -c "import uimer_im"`), the tokenizer and encoder load, reading and encoding the data
-(`common.load_uimer_task`), the dev evaluations after every epoch and the test pass (`common.evaluate`); the rest of
+(`common.load_uimer_task`), the dev evaluations after every epoch and the test pass (`common.evaluate`), the
+explanations of the first test examples (`common.explain_examples`); the rest of
 `train_one_seed` is training (forward, L_int, backward, optimiser). Before/after: the same command runs in a copy of
 the tree at git revision REF (`git archive`) and in this tree, alternately, `--repeats` times each; medians, their
-ratio, and whether the two trees wrote the same results.json bytes. `--without ARGS`: the same, in this tree, with
+ratio, and whether the two trees wrote the same results.json bytes (if not: whether every key of REF's kept its
+value, and which keys were added). `--without ARGS`: the same, in this tree, with
 and without ARGS appended (e.g. the cost of the explanations: `--without "--explain-examples 0"`). Absolute
 seconds hold for this machine only.
 """
@@ -84,7 +86,8 @@ def profile(argv: list[str]) -> dict:
     sys.path.insert(0, str(ROOT))
     import common
     script = __import__(Path(argv[0]).stem)
-    spent = {"load tokenizer and encoder": 0.0, "read, sample, encode data": 0.0}
+    spent = {"load tokenizer and encoder": 0.0, "read, sample, encode data": 0.0, "explanations (IG and the own "
+             "explainer)": 0.0}
     evals = []
 
     def timed(fn, key=None, into=None):
@@ -97,11 +100,13 @@ def profile(argv: list[str]) -> dict:
                     time.perf_counter() - t)
         return wrapper
 
-    saved = {n: getattr(common, n) for n in ("load_tokenizer", "load_encoder", "load_uimer_task", "evaluate")}
+    saved = {n: getattr(common, n) for n in ("load_tokenizer", "load_encoder", "load_uimer_task", "evaluate",
+                                              "explain_examples")}
     common.load_tokenizer = timed(common.load_tokenizer, "load tokenizer and encoder")
     common.load_encoder = timed(common.load_encoder, "load tokenizer and encoder")
     common.load_uimer_task = timed(common.load_uimer_task, "read, sample, encode data")
     common.evaluate = timed(common.evaluate, into=evals)
+    common.explain_examples = timed(common.explain_examples, "explanations (IG and the own explainer)")
     try:
         with tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
             t = time.perf_counter()
@@ -157,7 +162,21 @@ def before_after(ref: str, argv: list[str], repeats: int, env: dict) -> None:
         print(f"  {name:6s} ({ref if name == 'before' else 'this tree'}): median {med[name]:6.1f} s  "
               f"{' '.join(f'{t:.1f}' for t in times[name])}")
     print(f"  after / before = {med['after'] / med['before']:.3f}; results.json "
-          f"{'identical' if results['before'] == results['after'] else 'DIFFERENT'}")
+          f"{compare_results(results['before'], results['after'])}")
+
+
+def compare_results(before: bytes, after: bytes) -> str:
+    """'identical' (same bytes); else whether every key of `before` kept its value in `after` (a key added by the
+    change, e.g. plausibility, is named, not hidden); else DIFFERENT with the keys that changed."""
+    if before == after:
+        return "identical"
+    import json
+    old, new = json.loads(before), json.loads(after)
+    changed = sorted(k for k in old if k not in new or json.dumps(old[k]) != json.dumps(new[k]))
+    added = sorted(set(new) - set(old))
+    if changed:
+        return f"DIFFERENT (changed or removed: {', '.join(changed)})"
+    return f"every key of before identical; added: {', '.join(added)}"
 
 
 def main(a) -> None:

@@ -433,7 +433,11 @@ def plot(table: dict, path: Path) -> None:
     methods = [r for r in m["rows"] if r != baseline]
     comps = {(c["row"], c["column"]): c for c in table["comparisons"]}
     name = m.get("key_override") or ".".join(m["metric_key"])
-    panels = ([("values", c) for c in columns] if m["summary"] == "median" else []) + [("diff", c) for c in columns]
+    ran = [c for c in columns if any("diff" in comps[(r, c)] for r in methods)]
+    if not ran:  # nothing paired yet: one panel saying so rather than none
+        ran = columns[:1]
+    skipped = [c for c in columns if c not in ran]
+    panels = ([("values", c) for c in columns] if m["summary"] == "median" else []) + [("diff", c) for c in ran]
     ncols = min(len(panels), 4)
     nrows = -(-len(panels) // ncols)
     height = 0.42 * (len(m["rows"]) + 1) + 1.4
@@ -462,6 +466,7 @@ def plot(table: dict, path: Path) -> None:
             ax.set_title(f"{title}: median [q25:q75] (x{scale:g}); paper in red", fontsize=9)
         else:
             rows = methods
+            first = next((y for y, row in enumerate(rows) if "diff" in comps[(row, column)]), 0)  # legend labels
             for y, row in enumerate(rows):
                 c = comps[(row, column)]
                 if "diff" not in c:
@@ -470,14 +475,14 @@ def plot(table: dict, path: Path) -> None:
                 mine, base = table["cells"][(row, column)]["values"], table["cells"][(baseline, column)]["values"]
                 diffs = [scale * (mine[s] - base[s]) for s in sorted(set(mine) & set(base))]
                 ax.plot(diffs, y + np.linspace(-0.15, 0.15, len(diffs)), "o", ms=3, color="tab:gray", alpha=0.8,
-                        label="per seed" if y == 0 else None)
+                        label="per seed" if y == first else None)
                 if "seed_ci" in c:
                     ax.hlines(y, *(scale * v for v in c["seed_ci"]), lw=5, color="tab:blue", alpha=0.6,
-                              label="95% CI over seeds" if y == 0 else None)
+                              label="95% CI over seeds" if y == first else None)
                 if "example_ci" in c:
                     ax.hlines(y + 0.3, *(scale * v for v in c["example_ci"]), lw=2, color="tab:orange",
-                              label="95% CI over test examples" if y == 0 else None)
-                ax.plot(scale * c["diff"], y, "D", color="black", ms=5, label="mean difference" if y == 0 else None)
+                              label="95% CI over test examples" if y == first else None)
+                ax.plot(scale * c["diff"], y, "D", color="black", ms=5, label="mean difference" if y == first else None)
             ax.axvline(0, color="black", lw=0.8)
             ax.set_title(f"{title}: minus {baseline} (x{scale:g})", fontsize=9)
         ax.set_yticks(range(len(rows)), rows, fontsize=8)
@@ -492,7 +497,10 @@ def plot(table: dict, path: Path) -> None:
                 labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle(f"{m['sweep']}: {name}, paired with {baseline}", fontsize=10)
+    title = f"{m['sweep']}: {name}, paired with {baseline}"
+    if skipped:
+        title += f"\n(no method run yet, not drawn: {', '.join(skipped)})"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})

@@ -104,3 +104,14 @@ def test_quick_bench_profiles_and_compares_on_a_tiny_model(tiny_model, tiny_data
                          cwd=ROOT / "bench", capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "as is / with ARGS" in out.stdout
+
+
+def test_quick_bench_compares_results_key_by_key():
+    """Same bytes: identical; a key added by the change is named, not hidden; a changed or removed key is DIFFERENT."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_quick import compare_results
+    assert compare_results(b'{"test": 0.69}', b'{"test": 0.69}') == "identical"
+    assert compare_results(b'{"test": 0.69}', b'{"test": 0.69, "plausibility": {}}') == \
+        "every key of before identical; added: plausibility"
+    assert compare_results(b'{"test": 0.69, "dev": 1}', b'{"test": 0.7}').startswith("DIFFERENT (changed or removed: "
+                                                                                      "dev, test)")

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 import common
 
+FIXTURE_WORDS = str(Path(__file__).resolve().parent / "fixtures" / "rationale_data" / "jsonl_words")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -378,3 +380,20 @@ def test_foreach_adamw_equals_the_per_tensor_loop_bitwise():
             sched.step()
         finals.append([p.detach().clone() for p in params])
     assert all(torch.equal(a, b) for a, b in zip(*finals, strict=True))
+
+
+def test_your_data_dev_size_draws_a_fixed_subsample_not_the_first_rows():
+    """--dev-size / --max-eval-examples on your data: a fixed draw (seed 0) in file order, the same for every seed,
+    so a dev file sorted by label does not give a one-class dev set (ERASER Movies: the first 50 are negative)."""
+    rows = [{"id": i, "label": "neg" if i < 50 else "pos"} for i in range(100)]
+    sub = common.fixed_subsample(rows, 50)
+    assert sub == common.fixed_subsample(rows, 50) and len(sub) == 50
+    assert [r["id"] for r in sub] == sorted(r["id"] for r in sub)  # file order kept
+    assert 15 <= sum(r["label"] == "neg" for r in sub) <= 35  # both classes, not the first 50
+    assert common.fixed_subsample(rows, None) == rows == common.fixed_subsample(rows, 100)
+    tok = common.load_tokenizer(None)
+    data = common.read_rationale_data(FIXTURE_WORDS)
+    seeds = [common.load_custom_task(data, None, 6, s, tok, 64, dev_size=5, max_eval_examples=6) for s in (0, 1)]
+    want = [e["id"] for e in common.fixed_subsample(data["dev"], 5)]
+    assert [e["id"] for e in seeds[0]["dev"]] == [e["id"] for e in seeds[1]["dev"]] == want
+    assert [e["id"] for e in seeds[0]["test"]] == [e["id"] for e in common.fixed_subsample(data["test"], 6)]

@@ -495,13 +495,15 @@ def plot(table: dict, path: Path) -> None:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
+    legend_cols = len(labels) if ncols >= 2 else 2  # one narrow panel: the legend in two columns, not cut off
+    legend_rows = -(-len(labels) // legend_cols) if handles else 0
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+        fig.legend(handles, labels, loc="lower center", ncol=legend_cols, fontsize=8, frameon=False)
     title = f"{m['sweep']}: {name}, paired with {baseline}"
     if skipped:
         title += f"\n(no method run yet, not drawn: {', '.join(skipped)})"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
+    fig.tight_layout(rect=(0, (0.06 if ncols >= 2 else 0.08) * legend_rows, 1, 0.97))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from doc_blocks import own_loop_blocks
 from test_uimer_im import naive_lint
 
 import common
@@ -318,8 +319,7 @@ def test_a_batch_without_an_example_with_both_sets_gives_zero(twins):
 
 # ---------------------------------------------------------------------------------------------- the page's code
 def page_blocks() -> dict[str, str]:
-    """The ```python blocks of docs/own_data.md marked `<!-- own-loop: NAME -->` on the line above, by NAME."""
-    return dict(re.findall(r"^<!-- own-loop: ([\w ]+) -->\n```python\n(.*?)^```$", PAGE.read_text(), re.S | re.M))
+    return own_loop_blocks(PAGE)
 
 
 def test_the_page_shows_a_plain_loop_and_a_trainer_for_every_method():

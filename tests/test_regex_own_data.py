@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from doc_blocks import own_loop_blocks
 
 import common
 import regex_robust as rx
@@ -284,8 +285,7 @@ PAGE = ROOT / "docs" / "regex.md"
 
 
 def page_blocks() -> dict[str, str]:
-    """The ```python blocks of docs/regex.md marked `<!-- own-loop: NAME -->` on the line above, by NAME."""
-    return dict(re.findall(r"^<!-- own-loop: ([\w ]+) -->\n```python\n(.*?)^```$", PAGE.read_text(), re.S | re.M))
+    return own_loop_blocks(PAGE)
 
 
 def test_the_page_shows_a_plain_loop_and_a_trainer():

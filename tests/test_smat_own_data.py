@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import check_explanations
+from doc_blocks import own_loop_blocks
 
 import common
 import smat_jax_free as sm
@@ -300,8 +301,7 @@ PAGE = ROOT / "docs" / "smat.md"
 
 
 def page_blocks() -> dict[str, str]:
-    """The ```python blocks of docs/smat.md marked `<!-- own-loop: NAME -->` on the line above, by NAME."""
-    return dict(re.findall(r"^<!-- own-loop: ([\w ]+) -->\n```python\n(.*?)^```$", PAGE.read_text(), re.S | re.M))
+    return own_loop_blocks(PAGE)
 
 
 def test_the_page_shows_a_plain_loop_and_a_trainer():

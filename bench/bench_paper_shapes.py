@@ -134,14 +134,13 @@ def uimer_rows(cfgs, device, repeats):
 
 
 def regex_rows(cfgs, device, repeats):
-    from types import SimpleNamespace
-
     import regex_robust as rx
     B, L = cfgs["uimer_shape"]
     ex = examples(B, L, num_labels=2)
     batch = common.to_device(common.collate(ex, PAD), device)
     model = common.TaskModel(encoder(cfgs["bert-base"], device), "cls", 2).to(device).train()
-    tok = SimpleNamespace(all_special_ids=SPECIAL, pad_token_id=PAD, mask_token_id=MASK)
+    tok = common.load_tokenizer(None)  # the packaged MiniLM's: bert-base-uncased's vocabulary and special ids
+    assert (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id) == (CLS, SEP, PAD, MASK)
     clf = rx.as_classifier(model, tok)
     off = rx.resolve(rx.parse_args(["--no-igr", "--no-vat", "--no-egt", "--device", device]))
     plain = sgd_step(model, lambda: rx.train_step(clf, batch, off, False)[0])

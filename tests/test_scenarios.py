@@ -191,9 +191,16 @@ def run(key, model, d, out, *extra, env=None) -> subprocess.CompletedProcess:
                           env=env or ENV, cwd=out.parent)
 
 
+def _default_sigint() -> None:
+    # a suite started in the background (`pytest &`, nohup) inherits SIGINT ignored, and Python then keeps ignoring
+    # it; the run must see Ctrl-C as a user's terminal sends it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(key, model, d, out, *extra) -> subprocess.Popen:
     return subprocess.Popen(argv(key, model, d, out, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=ENV, cwd=out.parent)  # stdout (a line per epoch) would fill a pipe
+                            text=True, env=ENV, cwd=out.parent,  # stdout (a line per epoch) would fill a pipe
+                            preexec_fn=_default_sigint)
 
 
 def run_dir(key: str, out: Path) -> Path:

@@ -180,6 +180,8 @@ MAX_LEN = Int(8)  # [CLS] + words + [SEP]; the model's own position limit is che
 
 
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+MODEL_HELP = ("encoder: the packaged MiniLM (no network), a local model folder, or a Hugging Face hub name "
+              "(downloaded to your cache unless HF_HUB_OFFLINE=1; resolve_model_path)")
 
 
 def field(default=dataclasses.MISSING, *, help: str, domain: Domain | None = None, choices: Sequence | None = None,

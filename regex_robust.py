@@ -204,7 +204,7 @@ class Args:
     save_model: bool = common.field(True, help="write the trained model to <run>/model/ (a standard Hugging Face "
                                     "sequence-classification folder: transformers.pipeline loads it; model_card.md)",
                                     aliases=["--save-checkpoint"])
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: hub name in the local cache or a local path",
+    model: str = common.field(common.DEFAULT_MODEL, help=common.MODEL_HELP,
                               domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding sst2/, imdb/, eraser_movies/ (else $DATA_DIR, "
                                         "else the data/ folder beside common.py, else ./data)",

@@ -145,8 +145,8 @@ class Args:
                                      choices=["all", "train", "val", "test"])
     max_docs: int | None = common.field(None, help="plausibility on at most the first N documents (custom: test "
                                         "examples)", domain=common.POSITIVE)
-    model: str | None = common.field(None, help="encoder: hub name in the local cache or a local path (default: "
-                                     f"{common.DEFAULT_MODEL}; cifar100: {VIT_MODEL}); students use the teacher's",
+    model: str | None = common.field(None, help=f"{common.MODEL_HELP}; default: {common.DEFAULT_MODEL}, "
+                                     f"cifar100: {VIT_MODEL}; students use the teacher's",
                                      domain=common.TEXT)
     data_dir: str | None = common.field(None, help="folder holding imdb/, mlqe_pe/, eraser_movies/, cifar100/ "
                                         "(else $DATA_DIR, else the data/ folder beside common.py, else ./data)",

@@ -195,8 +195,8 @@ class Args:
     analysis: bool = common.field(False, help="Table 4 on test (accuracy split by a_R > a_N) and per-example "
                                   "attributions (Table 3), with the extractor retrained on the selected model")
     # --- run
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
-                              "Face cache or a local folder", domain=common.TEXT)
+    model: str = common.field(common.DEFAULT_MODEL, help=common.MODEL_HELP,
+                              domain=common.TEXT)
     seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
                              domain=common.SEED)
     seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",

@@ -152,8 +152,8 @@ class Args:
     warmup_epochs: int = common.field(0, help="epochs of L_task alone before L_int (original GB: 0)",
                                       domain=common.COUNT)
     # --- run
-    model: str = common.field(common.DEFAULT_MODEL, help="encoder: the packaged MiniLM, a name in the local Hugging "
-                              "Face cache or a local folder", domain=common.TEXT)
+    model: str = common.field(common.DEFAULT_MODEL, help=common.MODEL_HELP,
+                              domain=common.TEXT)
     seed: int = common.field(55, help="seed of sampling, initialisation, dropout and the method's random draws",
                              domain=common.SEED)
     seeds: str | None = common.field(None, help="comma-separated seeds: run each, report mean +- std",

@@ -81,8 +81,7 @@ def build_parser():
     p = tb.OneLineParser(prog=PROG, description=tb.first_paragraph(__doc__))
     tb.add(p, "--data-dir", domain=tb.EXISTING_DIR, help="folder holding eraser_movies/ (default: $DATA_DIR, else the "
            "data/ folder of the repository; python data/fetch.py eraser_movies gets it)")
-    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help="encoder: a Hugging Face name in the "
-           "local cache or a local folder")
+    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help=common.MODEL_HELP)
     tb.add(p, "--n", default=[50, 500], domain=tb.IntList(1, 10**6), help="corpus sizes, one suite run each "
            "(default: 50,500)")
     tb.add(p, "--max-len", default=512, domain=tb.Int(8, 100000), help="wordpieces per document (at most the model's "

@@ -95,8 +95,7 @@ def build_parser():
     p = tb.OneLineParser(prog="bench_ferret.py", description=tb.first_paragraph(__doc__))
     tb.add(p, "--data-dir", domain=tb.EXISTING_DIR, help="folder holding sst2/ (default: $DATA_DIR, else the data/ "
            "folder of the repository)")
-    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help="encoder: a Hugging Face name in the "
-           "local cache or a local folder")
+    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help=common.MODEL_HELP)
     tb.add(p, "--n", default=50, domain=tb.Int(1, 10**6), help="SST-2 test sentences (at most the split's size)")
     tb.add(p, "--repeats", default=3, domain=tb.Int(1, 1000), help="timed repeats per side, interleaved, median")
     tb.add(p, "--eval-batch-size", default=8, domain=tb.Int(1, 4096), help="our side's --eval-batch-size: short "

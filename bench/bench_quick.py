@@ -17,6 +17,7 @@ and without ARGS appended (e.g. the cost of the explanations: `--without "--expl
 seconds hold for this machine only.
 """
 import contextlib
+import json
 import os
 import platform
 import re
@@ -170,7 +171,6 @@ def compare_results(before: bytes, after: bytes) -> str:
     change, e.g. plausibility, is named, not hidden); else DIFFERENT with the keys that changed."""
     if before == after:
         return "identical"
-    import json
     old, new = json.loads(before), json.loads(after)
     changed = sorted(k for k in old if k not in new or json.dumps(old[k]) != json.dumps(new[k]))
     added = sorted(set(new) - set(old))

@@ -36,8 +36,7 @@ def build_parser():
     p = tb.OneLineParser(prog="bench_regex.py", description=tb.first_paragraph(__doc__))
     tb.add(p, "--data-dir", domain=tb.EXISTING_DIR, help="folder holding sst2/ (default: the data/ folder of the "
            "repository)")
-    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help="encoder: a Hugging Face name in the "
-           "local cache or a local folder")
+    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help=common.MODEL_HELP)
     tb.add(p, "--repeats", default=5, domain=tb.Int(1, 1000), help="timed repeats per row (medians)")
     tb.add(p, "--ig-steps", default=[1, 5, 10, 20], domain=tb.IntList(1, 1000), help="IG step counts m, one "
            "EGT row and one REGEX row each (default: 1,5,10,20)")

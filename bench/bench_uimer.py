@@ -154,8 +154,7 @@ def build_parser():
            "(default: im,gbdm)")
     tb.add(p, "--data-dir", domain=tb.EXISTING_DIR, help="folder holding snips/ (default: the data/ folder of the "
            "repository)")
-    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help="encoder: a Hugging Face name in the "
-           "local cache or a local folder")
+    tb.add(p, "--model", default=common.DEFAULT_MODEL, domain=tb.TEXT, help=common.MODEL_HELP)
     tb.add(p, "--repeats", default=5, domain=tb.Int(1, 1000), help="timed repeats per step (medians)")
     tb.add(p, "--device", default="auto", domain=tb.DEVICE, help=common.DEVICE_HELP)
     return p

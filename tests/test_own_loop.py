@@ -318,12 +318,8 @@ def test_a_batch_without_an_example_with_both_sets_gives_zero(twins):
 
 
 # ---------------------------------------------------------------------------------------------- the page's code
-def page_blocks() -> dict[str, str]:
-    return own_loop_blocks(PAGE)
-
-
 def test_the_page_shows_a_plain_loop_and_a_trainer_for_every_method():
-    blocks = page_blocks()
+    blocks = own_loop_blocks(PAGE)
     assert set(blocks) == {"data"} | {f"{m} {form}" for m in METHODS for form in ("plain", "trainer")}
     for name, code in blocks.items():
         compile(code, name, "exec")
@@ -363,7 +359,7 @@ def test_the_pages_loop_runs_from_a_folder_holding_only_the_method_file_and_comm
     > 0 on the training set as one batch (every example has a rationale and a non-rationale word)."""
     if form == "trainer":
         pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (pip install accelerate)")
-    blocks = page_blocks()
+    blocks = own_loop_blocks(PAGE)
     data = blocks["data"]
     assert data.count('MODEL = "bert-base-uncased"') == 1
     data = data.replace('MODEL = "bert-base-uncased"', f"MODEL = {tiny_model!r}")

@@ -284,12 +284,8 @@ def test_regex_loss_under_sdpa_says_to_load_eager(tiny_model):
 PAGE = ROOT / "docs" / "regex.md"
 
 
-def page_blocks() -> dict[str, str]:
-    return own_loop_blocks(PAGE)
-
-
 def test_the_page_shows_a_plain_loop_and_a_trainer():
-    blocks = page_blocks()
+    blocks = own_loop_blocks(PAGE)
     assert set(blocks) == {"regex_robust data", "regex_robust plain", "regex_robust trainer"}
     for name, code in blocks.items():
         compile(code, name, "exec")
@@ -313,7 +309,7 @@ def test_the_pages_loop_runs_from_a_folder_holding_only_regex_robust_and_common(
     every loss finite."""
     if form == "trainer":
         pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
-    blocks = page_blocks()
+    blocks = own_loop_blocks(PAGE)
     data = blocks["regex_robust data"]
     for old, new in (('MODEL = "bert-base-uncased"', f"MODEL = {tiny_model!r}"),
                      ("EPOCHS, EGT_FROM = 3, 1", "EPOCHS, EGT_FROM = 1, 0")):

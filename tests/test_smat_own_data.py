@@ -300,12 +300,8 @@ def test_explanation_term_bad_input_says_what_is_wrong(tiny_model, models):
 PAGE = ROOT / "docs" / "smat.md"
 
 
-def page_blocks() -> dict[str, str]:
-    return own_loop_blocks(PAGE)
-
-
 def test_the_page_shows_a_plain_loop_and_a_trainer():
-    blocks = page_blocks()
+    blocks = own_loop_blocks(PAGE)
     assert set(blocks) == {"smat_jax_free data", "smat_jax_free plain", "smat_jax_free trainer"}
     for name, code in blocks.items():
         compile(code, name, "exec")
@@ -333,7 +329,7 @@ def test_the_pages_loop_runs_from_a_folder_holding_only_the_method_file_and_comm
         pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (pip install accelerate)")
     from conftest import make_tiny_bert
     teacher = str(make_tiny_bert(tmp_path / "teacher", seed=1))
-    blocks = page_blocks()
+    blocks = own_loop_blocks(PAGE)
     data = blocks["smat_jax_free data"]
     for line, path in (('MODEL = "bert-base-uncased"', tiny_model), ('TEACHER = "path/to/your/teacher"', teacher)):
         assert data.count(line) == 1, line
